@@ -1,0 +1,62 @@
+// The broker's Prometheus metrics, one registry, named once here so every
+// component counts into the same series. Exposed by the admin server (/metrics).
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+
+export const registry = new Registry();
+
+export const ingestTotal = new Counter({
+  name: "taskbroker_ingest_total",
+  help: "Activations offered to ingest, by source (rpc, kafka) and result (accepted, duplicate, expired, invalid, rejected, killed)",
+  labelNames: ["source", "result"] as const,
+  registers: [registry],
+});
+
+export const dispatchTotal = new Counter({
+  name: "taskbroker_dispatch_total",
+  help: "Activations handed to workers (GetTask and fetch_next)",
+  labelNames: ["namespace"] as const,
+  registers: [registry],
+});
+
+export const completionTotal = new Counter({
+  name: "taskbroker_status_total",
+  help: "Worker-reported outcomes, by status (complete, retry, failure, unknown_id)",
+  labelNames: ["status"] as const,
+  registers: [registry],
+});
+
+export const upkeepTotal = new Counter({
+  name: "taskbroker_upkeep_transitions_total",
+  help: "Rows moved by upkeep, by action (retried, deadline_reset, deadline_failed, claim_expired, attempts_exceeded, expired, undelayed, discarded, deadlettered, deleted)",
+  labelNames: ["action"] as const,
+  registers: [registry],
+});
+
+export const upkeepDuration = new Histogram({
+  name: "taskbroker_upkeep_duration_seconds",
+  help: "Duration of one upkeep pass",
+  buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+  registers: [registry],
+});
+
+export const rpcTotal = new Counter({
+  name: "taskbroker_rpc_requests_total",
+  help: "RPCs answered, by method and status code name",
+  labelNames: ["method", "code"] as const,
+  registers: [registry],
+});
+
+export const rpcDuration = new Histogram({
+  name: "taskbroker_rpc_duration_seconds",
+  help: "RPC latency by method",
+  labelNames: ["method"] as const,
+  buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
+  registers: [registry],
+});
+
+export const storeDepth = new Gauge({
+  name: "taskbroker_store_depth",
+  help: "Rows in the inflight store by state",
+  labelNames: ["state"] as const,
+  registers: [registry],
+});
