@@ -16,14 +16,14 @@ export function duration(unitMs: number) {
     const n = Number(m[1]);
     const scale = m[2] === "ms" ? 1 : m[2] === "s" ? 1000 : m[2] === "m" ? 60_000 : m[2] === "h" ? 3_600_000 : unitMs;
     return n * scale;
-  });
+  }).meta({ expect: 'a duration such as "250ms", "5s", "2m" or a number' });
 }
 
 const port = z.coerce.number().int().min(0).max(65535);
 const count = z.coerce.number().int().min(1);
 const bool = z.union([z.boolean(), z.enum(["true", "false", "1", "0", "yes", "no"])]).transform((v) =>
   typeof v === "boolean" ? v : v === "true" || v === "1" || v === "yes",
-);
+).meta({ expect: "true or false" });
 /** A list given as a JSON array string (`["a","b"]`), a comma list, or a YAML list. */
 const stringList = z.union([z.array(z.string()), z.string()]).transform((v, ctx) => {
   if (Array.isArray(v)) return v;
@@ -38,98 +38,98 @@ const stringList = z.union([z.array(z.string()), z.string()]).transform((v, ctx)
     return z.NEVER;
   }
   return s.split(",").map((x) => x.trim()).filter(Boolean);
-});
+}).meta({ expect: 'a JSON array of strings such as ["a","b"], or a comma list' });
 
 export const kafkaClusterSchema = z.object({
   /** Bootstrap servers, comma separated host:port. */
-  address: z.string().min(1),
-  security_protocol: z.enum(["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]).default("plaintext"),
-  sasl_mechanism: z.enum(["plain", "scram-sha-256", "scram-sha-512"]).optional(),
-  sasl_username: z.string().optional(),
+  address: z.string().min(1).describe('Bootstrap servers, comma separated host:port.'),
+  security_protocol: z.enum(["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]).default("plaintext").describe('Kafka security protocol.'),
+  sasl_mechanism: z.enum(["plain", "scram-sha-256", "scram-sha-512"]).optional().describe('SASL mechanism when the protocol uses SASL.'),
+  sasl_username: z.string().optional().describe('SASL user name.'),
   /** Secret: never logged. */
-  sasl_password: z.string().optional(),
-  ssl_ca_location: z.string().optional(),
-  ssl_certificate_location: z.string().optional(),
-  ssl_key_location: z.string().optional(),
+  sasl_password: z.string().optional().describe('SASL password (secret, never logged).'),
+  ssl_ca_location: z.string().optional().describe('Path of the CA certificate (PEM).'),
+  ssl_certificate_location: z.string().optional().describe('Path of the client certificate (PEM).'),
+  ssl_key_location: z.string().optional().describe('Path of the client private key (PEM).'),
 });
 
 export const kafkaTopicSchema = z.object({
-  cluster: z.string().default("default"),
+  cluster: z.string().default("default").describe('Name of the cluster (a key of kafka_clusters) holding the topic.'),
   /** Consumer group; default "taskbroker-<topic>". */
-  consumer_group: z.string().optional(),
+  consumer_group: z.string().optional().describe('Consumer group; default taskbroker-<topic>.'),
   /** Whether this broker consumes the topic (false: produce-only, e.g. retry/DLQ on another pool). */
-  consume: bool.default(true),
-  session_timeout_ms: duration(1).optional(),
-  auto_offset_reset: z.enum(["earliest", "latest"]).optional(),
-  partitions: count.default(1),
+  consume: bool.default(true).describe('Whether this broker consumes the topic (false: produce only).'),
+  session_timeout_ms: duration(1).optional().describe('Consumer session timeout.'),
+  auto_offset_reset: z.enum(["earliest", "latest"]).optional().describe('Where a new consumer group starts reading.'),
+  partitions: count.default(1).describe('Partitions when the topic is created (create_missing_topics).'),
   /** Raw topic: messages are not TaskActivations; see broker.md "Raw topics". */
   raw: z
     .object({
-      application: z.string().min(1),
-      namespace: z.string().min(1),
-      taskname: z.string().min(1),
-      processing_deadline_duration: z.coerce.number().int().min(0).default(10),
-      expires: z.coerce.number().int().min(0).optional(),
+      application: z.string().min(1).describe('Raw topic: application of the activations built from its messages.'),
+      namespace: z.string().min(1).describe('Raw topic: namespace of the built activations.'),
+      taskname: z.string().min(1).describe('Raw topic: task name of the built activations.'),
+      processing_deadline_duration: z.coerce.number().int().min(0).default(10).describe('Raw topic: processing deadline of the built activations, seconds.'),
+      expires: z.coerce.number().int().min(0).optional().describe('Raw topic: expiry of the built activations, seconds.'),
       /** "payload" (msgpack bin of the payload) or "headers" (header-mapped kwargs). */
-      mode: z.enum(["payload", "headers"]).default("payload"),
+      mode: z.enum(["payload", "headers"]).default("payload").describe('Raw topic: kwargs from the payload or from mapped headers.'),
     })
     .optional(),
 });
 
 export const brokerConfigSchema = z.object({
-  grpc_port: port.default(50051),
-  grpc_host: z.string().default("0.0.0.0"),
+  grpc_port: port.default(50051).describe('Port serving gRPC, Connect and gRPC-Web (0 picks a free port).'),
+  grpc_host: z.string().default("0.0.0.0").describe('Address the RPC port listens on.'),
   /** Secrets for request signing; the first signs outbound calls. Never logged. */
-  grpc_shared_secret: stringList.default([]),
+  grpc_shared_secret: stringList.default([]).describe('Request-signing secrets, e.g. ["new","old"]; the first signs outbound calls (secret).'),
   /** Largest accepted request or response message, bytes. */
-  grpc_max_message_bytes: count.default(16 * 1024 * 1024),
+  grpc_max_message_bytes: count.default(16 * 1024 * 1024).describe('Largest accepted request or response message, bytes.'),
   /** Admin HTTP (metrics, health, dashboard); 0 disables. */
-  admin_port: port.default(0),
-  admin_token: z.string().optional(),
+  admin_port: port.default(0).describe('Admin HTTP port (metrics, health, dashboard); 0 disables.'),
+  admin_token: z.string().optional().describe('Bearer token required by the admin HTTP port (secret).'),
   /** "pull" (GetTask) or "push" (broker calls WorkerService.PushTask). */
-  delivery_mode: z.enum(["pull", "push"]).default("pull"),
+  delivery_mode: z.enum(["pull", "push"]).default("pull").describe('pull: workers call GetTask; push: broker calls WorkerService.PushTask.'),
   store: z
     .object({
       sqlite: z
         .object({
-          path: z.string().default("./taskbroker-inflight.sqlite"),
+          path: z.string().default("./taskbroker-inflight.sqlite").describe('SQLite file of the inflight store.'),
           /** "normal" survives kill -9 (WAL); "full" also survives power loss. */
-          synchronous: z.enum(["normal", "full"]).default("normal"),
+          synchronous: z.enum(["normal", "full"]).default("normal").describe('normal survives kill -9 (WAL); full also survives power loss.'),
         })
         .prefault({}),
-      max_pending_count: count.default(2048),
-      max_delay_count: count.default(8192),
-      max_processing_count: count.default(2048),
+      max_pending_count: count.default(2048).describe('Backpressure: most Pending rows before ingest pauses.'),
+      max_delay_count: count.default(8192).describe('Backpressure: most Delay rows before ingest pauses.'),
+      max_processing_count: count.default(2048).describe('Backpressure: most Processing+Claimed rows before ingest pauses.'),
       /** Bytes; ingest stops when the database reaches it. */
-      max_size: count.default(3_000_000_000),
-      processing_deadline_grace_sec: z.coerce.number().int().min(0).default(3),
-      max_processing_attempts: count.default(5),
+      max_size: count.default(3_000_000_000).describe('Backpressure: database size in bytes at which ingest pauses.'),
+      processing_deadline_grace_sec: z.coerce.number().int().min(0).default(3).describe('Seconds added to every processing deadline.'),
+      max_processing_attempts: count.default(5).describe('Deadline resets after which a Pending row becomes Failure.'),
       /** Push mode: how long a Claimed row may wait for delivery. */
-      claim_lease_ms: duration(1).default(5000),
+      claim_lease_ms: duration(1).default(5000).describe('Push mode: how long a Claimed row may wait for delivery.'),
       /** Longest a claim/status waits to share a transaction with others. */
-      group_commit_window_ms: duration(1).default(0),
+      group_commit_window_ms: duration(1).default(0).describe('Longest a claim or status update waits to share a transaction.'),
     })
     .prefault({}),
-  max_delayed_task_allowed_sec: z.coerce.number().int().min(0).default(3600),
-  upkeep_task_interval_ms: duration(1).default(1000),
-  upkeep_deadline_reset_skip_after_startup_sec: z.coerce.number().min(0).default(60),
+  max_delayed_task_allowed_sec: z.coerce.number().int().min(0).default(3600).describe("Cap on an activation's delay, seconds."),
+  upkeep_task_interval_ms: duration(1).default(1000).describe('How often upkeep runs (retries, deadlines, expiry, delays, dead letters).'),
+  upkeep_deadline_reset_skip_after_startup_sec: z.coerce.number().min(0).default(60).describe('Seconds after start-up during which processing deadlines are not reset.'),
   /** Named health service goes NOT_SERVING when upkeep has not completed for this long. */
-  upkeep_unhealthy_after_ms: duration(1).default(5000),
+  upkeep_unhealthy_after_ms: duration(1).default(5000).describe('Health goes NOT_SERVING when upkeep has not completed for this long.'),
   /** Graceful shutdown: longest wait for in-flight RPCs to drain. */
-  shutdown_drain_ms: duration(1).default(10_000),
+  shutdown_drain_ms: duration(1).default(10_000).describe('On SIGTERM, longest wait for in-flight RPCs to finish.'),
   kafka_clusters: z.record(z.string(), kafkaClusterSchema).default({}),
   kafka_topics: z.record(z.string(), kafkaTopicSchema).default({}),
-  kafka_deadletter_topic: z.string().default("taskworker-dlq"),
-  kafka_retry_topic: z.string().optional(),
-  kafka_create_missing_topics: bool.default(false),
-  kafka_batch_max_rows: count.default(256),
-  kafka_batch_max_bytes: count.default(16 * 1024 * 1024),
-  kafka_batch_max_ms: duration(1).default(1000),
-  runtime_config_path: z.string().optional(),
-  runtime_config_reload_ms: duration(1).default(60_000),
-  log_format: z.enum(["text", "json"]).default("text"),
+  kafka_deadletter_topic: z.string().default("taskworker-dlq").describe('Topic receiving dead letters when Kafka is configured.'),
+  kafka_retry_topic: z.string().optional().describe('Topic receiving retries; default the single consumed topic, required with several.'),
+  kafka_create_missing_topics: bool.default(false).describe('Create declared topics at start-up.'),
+  kafka_batch_max_rows: count.default(256).describe('Kafka ingest batch: most activations per durable batch.'),
+  kafka_batch_max_bytes: count.default(16 * 1024 * 1024).describe('Kafka ingest batch: most bytes per durable batch.'),
+  kafka_batch_max_ms: duration(1).default(1000).describe('Kafka ingest batch: longest a batch waits to fill.'),
+  runtime_config_path: z.string().optional().describe('Hot-reloaded YAML with kill switches and demoted namespaces.'),
+  runtime_config_reload_ms: duration(1).default(60_000).describe('How often the runtime config file is re-read.'),
+  log_format: z.enum(["text", "json"]).default("text").describe('Log line format.'),
   /** Minimum level: trace, debug, info, warn, error. */
-  log_filter: z.enum(["trace", "debug", "info", "warn", "error"]).default("info"),
+  log_filter: z.enum(["trace", "debug", "info", "warn", "error"]).default("info").describe('Minimum log level.'),
 });
 
 export type BrokerConfig = z.output<typeof brokerConfigSchema>;
