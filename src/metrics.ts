@@ -60,3 +60,55 @@ export const storeDepth = new Gauge({
   labelNames: ["state"] as const,
   registers: [registry],
 });
+
+// --- Operating the broker (admin helper): gauges refreshed at scrape time
+// from the store (src/admin/store-gauges.ts), Kafka gauges set by src/kafka/,
+// and the runtime kill switch.
+
+export const storeDepthByNamespace = new Gauge({
+  name: "taskbroker_store_namespace_depth",
+  help: "Rows in the inflight store by namespace and state",
+  labelNames: ["namespace", "state"] as const,
+  registers: [registry],
+});
+
+export const oldestPendingAge = new Gauge({
+  name: "taskbroker_store_oldest_pending_age_seconds",
+  help: "Age of the oldest Pending row (0 when none)",
+  registers: [registry],
+});
+
+export const storeSizeBytes = new Gauge({
+  name: "taskbroker_store_size_bytes",
+  help: "On-disk size of the inflight store, by file (db, wal)",
+  labelNames: ["file"] as const,
+  registers: [registry],
+});
+
+export const kafkaLag = new Gauge({
+  name: "taskbroker_kafka_consumer_lag",
+  help: "Messages between the committed offset and the high watermark, by topic and partition",
+  labelNames: ["topic", "partition"] as const,
+  registers: [registry],
+});
+
+export const kafkaPaused = new Gauge({
+  name: "taskbroker_kafka_consumer_paused",
+  help: "1 while the topic's consumer is paused by backpressure, else 0",
+  labelNames: ["topic"] as const,
+  registers: [registry],
+});
+
+export const runtimeKillTotal = new Counter({
+  name: "taskbroker_runtime_killswitch_total",
+  help: "Kill switch decisions, by stage (ingest, stored) and decision (killed, undecodable_kept)",
+  labelNames: ["stage", "decision"] as const,
+  registers: [registry],
+});
+
+export const runtimeConfigReloadTotal = new Counter({
+  name: "taskbroker_runtime_config_reload_total",
+  help: "Runtime configuration reads, by outcome (loaded, unchanged, invalid, unreadable)",
+  labelNames: ["outcome"] as const,
+  registers: [registry],
+});

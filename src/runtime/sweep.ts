@@ -1,0 +1,50 @@
+// Applies the kill switch to rows already stored: pages through the not yet
+// started rows (pending, delay, retry) of the task names that have a kill
+// rule, decides per row with the same pure logic as ingest, and removes the
+// matching ones. Runs after every runtime-config read, so a rule added to the
+// file empties the store of its tasks within one reload period.
+import type { Logger } from "../log.ts";
+import type { RuntimeConfig } from "./reload.ts";
+import { killedTasknames } from "./rules.ts";
+
+/** The store methods the sweep needs (implemented by src/store/sqlite.ts). */
+export interface KillSweepStore {
+  /** Rows in pending/delay/retry with one of these task names, ordered by id, after `afterId`. */
+  killableByTaskname(
+    tasknames: string[],
+    afterId: string | null,
+    limit: number,
+  ): Array<{ id: string; namespace: string; taskname: string; activation: Uint8Array }>;
+  /** Deletes those ids still in pending/delay/retry; returns how many were deleted. */
+  removeKilled(ids: string[]): number;
+}
+
+export interface SweepReport {
+  examined: number;
+  removed: number;
+}
+
+/** Pages of `pageSize` rows; yields to the event loop between pages so RPCs keep flowing. */
+export async function sweepStoredRows(
+  store: KillSweepStore,
+  runtime: Pick<RuntimeConfig, "rules" | "shouldDrop">,
+  log: Logger,
+  pageSize = 500,
+): Promise<SweepReport> {
+  const tasknames = killedTasknames(runtime.rules());
+  const report: SweepReport = { examined: 0, removed: 0 };
+  if (tasknames.length === 0) return report;
+  let afterId: string | null = null;
+  for (;;) {
+    const page = store.killableByTaskname(tasknames, afterId, pageSize);
+    if (page.length === 0) break;
+    report.examined += page.length;
+    const doomed = page.filter((row) => runtime.shouldDrop(row, "stored")).map((row) => row.id);
+    if (doomed.length > 0) report.removed += store.removeKilled(doomed);
+    afterId = page[page.length - 1]!.id;
+    if (page.length < pageSize) break;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  if (report.removed > 0) log.info("killswitch_swept", { ...report, tasknames });
+  return report;
+}
