@@ -40,6 +40,20 @@ const stringList = z.union([z.array(z.string()), z.string()]).transform((v, ctx)
   return s.split(",").map((x) => x.trim()).filter(Boolean);
 }).meta({ expect: 'a JSON array of strings such as ["a","b"], or a comma list' });
 
+/** Typed header decoders of header-mapped dispatch (the post-process forwarder's decode_* helpers). */
+export const headerDecoderNames = ["string", "optional_string", "int", "optional_int", "bool"] as const;
+const headerKwargsShape = z.record(z.string(), z.record(z.string(), z.enum(headerDecoderNames)));
+/** operation -> kwarg name (= header name) -> decoder; a JSON object string in the environment. */
+const headerKwargs = z.union([headerKwargsShape, z.string()]).transform((v, ctx) => {
+  if (typeof v !== "string") return v;
+  try {
+    const parsed = headerKwargsShape.safeParse(JSON.parse(v));
+    if (parsed.success) return parsed.data;
+  } catch {}
+  ctx.addIssue({ code: "custom", message: 'a JSON object such as {"insert":{"event_id":"string","group_id":"optional_int"}}' });
+  return z.NEVER;
+}).meta({ expect: 'a JSON object such as {"insert":{"event_id":"string","group_id":"optional_int"}}' });
+
 export const kafkaClusterSchema = z.object({
   /** Bootstrap servers, comma separated host:port. */
   address: z.string().min(1).describe('Bootstrap servers, comma separated host:port.'),
@@ -72,6 +86,11 @@ export const kafkaTopicSchema = z.object({
       expires: z.coerce.number().int().min(0).optional().describe('Raw topic: expiry of the built activations, seconds.'),
       /** "payload" (msgpack bin of the payload) or "headers" (header-mapped kwargs). */
       mode: z.enum(["payload", "headers"]).default("payload").describe('Raw topic: kwargs from the payload or from mapped headers.'),
+      /** Header-mapped dispatch: the value of the `version` header this topic understands. */
+      header_version: z.coerce.number().int().default(1).describe('Raw topic, headers mode: the expected value of the version header.'),
+      header_kwargs: headerKwargs.default({}).describe('Raw topic, headers mode: operation -> kwarg/header name -> string|optional_string|int|optional_int|bool.'),
+      /** How the payload is decoded when headers are missing or malformed. */
+      payload_fallback: z.enum(["auto", "json", "msgpack"]).default("auto").describe('Raw topic, headers mode: payload decoding when headers fail (auto tries JSON then msgpack).'),
     })
     .optional(),
 });
@@ -86,6 +105,12 @@ export const brokerConfigSchema = z.object({
   /** Admin HTTP (metrics, health, dashboard); 0 disables. */
   admin_port: port.default(0).describe('Admin HTTP port (metrics, health, dashboard); 0 disables.'),
   admin_token: z.string().optional().describe('Bearer token required by the admin HTTP port (secret).'),
+  admin_host: z.string().default("0.0.0.0").describe("Address the admin HTTP port listens on."),
+  /** With admin_port 0: true serves admin HTTP on a free port (tests); false disables it. */
+  admin_enabled: bool.default(false).describe("Serve admin HTTP even with admin_port 0 (then on a free port)."),
+  statsd_address: z.string().optional().describe("host:port to send metrics to over UDP statsd; unset disables."),
+  statsd_prefix: z.string().default("taskbroker").describe("Prefix of statsd metric names."),
+  statsd_interval_ms: duration(1).default(10_000).describe("How often metrics are flushed to statsd."),
   /** "pull" (GetTask) or "push" (broker calls WorkerService.PushTask). */
   delivery_mode: z.enum(["pull", "push"]).default("pull").describe('pull: workers call GetTask; push: broker calls WorkerService.PushTask.'),
   store: z
