@@ -1,0 +1,53 @@
+// Producing without Kafka: activations go to a broker's IngestService.Produce.
+// Concurrent dispatches are batched into one Produce call; RESOURCE_EXHAUSTED
+// (broker backpressure) and UNAVAILABLE are retried with exponential back-off.
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import type { ActivationProducer } from "../sdk/producer.ts";
+import { type BrokerClient, createBrokerClient } from "../worker/broker-client.ts";
+import { createBatcher } from "./batcher.ts";
+
+export interface RpcProducerOptions {
+  /** Broker address host:port. */
+  address: string;
+  secrets?: string[];
+  /** Give up on backpressure after this long. Default 30 000 ms. */
+  retryForMs?: number;
+  /** Produce calls in flight at once. Default 2. */
+  concurrency?: number;
+  client?: BrokerClient;
+}
+
+const RETRYABLE = new Set([Code.ResourceExhausted, Code.Unavailable]);
+
+export function createRpcProducer(options: RpcProducerOptions): ActivationProducer & { client: BrokerClient } {
+  const client = options.client ?? createBrokerClient({ address: options.address, secrets: options.secrets });
+  const retryForMs = options.retryForMs ?? 30_000;
+  const batcher = createBatcher<Uint8Array>({
+    concurrency: options.concurrency ?? 2,
+    weight: (b) => b.byteLength,
+    async flush(items) {
+      const giveUpAt = Date.now() + retryForMs;
+      for (let backoffMs = 10; ; backoffMs = Math.min(backoffMs * 2, 1000)) {
+        try {
+          await client.produce(items);
+          return;
+        } catch (err) {
+          const code = ConnectError.from(err).code;
+          if (!RETRYABLE.has(code) || Date.now() + backoffMs > giveUpAt) throw err;
+          await Bun.sleep(backoffMs * (0.5 + Math.random() / 2));
+        }
+      }
+    },
+  });
+  return {
+    client,
+    send(_topic: string, _activation: TaskActivation, bytes: Uint8Array) {
+      return batcher.add(bytes);
+    },
+    async close() {
+      await batcher.drain();
+      client.close();
+    },
+  };
+}

@@ -1,0 +1,90 @@
+// Building a TaskActivation from a task definition and a dispatch call: id,
+// received_at, msgpack parameters, retry state, deadline, expiry, delay,
+// application and string headers. Pure apart from the clock and the id source.
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import {
+  OnAttemptsExceeded,
+  RetryStateSchema,
+  type TaskActivation,
+  TaskActivationSchema,
+} from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import { type HeaderValue, stringifyHeaders } from "./headers.ts";
+import { COMPRESSION_HEADER, type Compression, encodeParameters } from "./params.ts";
+import type { Retry } from "./retry.ts";
+
+/** Everything about a task that shapes its activations. */
+export interface ActivationTemplate {
+  application: string;
+  namespace: string;
+  taskname: string;
+  retry: Retry;
+  /** Seconds after received_at after which the activation must not start. */
+  expiresSec: number | undefined;
+  processingDeadlineS: number;
+  atMostOnce: boolean;
+  compression: Compression;
+}
+
+export interface DispatchOptions {
+  args?: unknown[];
+  kwargs?: Record<string, unknown>;
+  /** Seconds to wait before the activation may run (delay on the wire). */
+  countdown?: number;
+  /** Seconds after dispatch after which it must not start; overrides the task's default. */
+  expires?: number;
+  headers?: Record<string, HeaderValue>;
+}
+
+export interface BuiltActivation {
+  activation: TaskActivation;
+  bytes: Uint8Array;
+}
+
+export function newActivationId(): string {
+  return crypto.randomUUID().replaceAll("-", "");
+}
+
+function wholeSeconds(name: string, value: number): bigint {
+  if (!Number.isFinite(value) || value < 0) throw new RangeError(`${name} must be a non-negative number of seconds, got ${value}`);
+  return BigInt(Math.ceil(value));
+}
+
+export function buildActivation(
+  template: ActivationTemplate,
+  options: DispatchOptions,
+  inherited: Record<string, string> = {},
+  nowMs = Date.now(),
+  id = newActivationId(),
+): BuiltActivation {
+  const params = encodeParameters({ args: options.args ?? [], kwargs: options.kwargs ?? {} }, template.compression);
+  const headers: Record<string, string> = { ...inherited, ...stringifyHeaders(options.headers) };
+  if (params.compression) headers[COMPRESSION_HEADER] = params.compression;
+  const policy = template.retry;
+  // at-most-once means no retries: the broker must never hand it out twice.
+  const retries = !template.atMostOnce && policy.times > 1;
+  const expires = options.expires ?? template.expiresSec;
+  const activation = create(TaskActivationSchema, {
+    id,
+    application: template.application,
+    namespace: template.namespace,
+    taskname: template.taskname,
+    parametersBytes: params.bytes,
+    headers,
+    receivedAt: timestampFromMs(nowMs),
+    processingDeadlineDuration: wholeSeconds("processing deadline", template.processingDeadlineS),
+    expires: expires !== undefined ? wholeSeconds("expires", expires) : undefined,
+    delay: options.countdown ? wholeSeconds("countdown", options.countdown) : undefined,
+    retryState: create(RetryStateSchema, {
+      attempts: 0,
+      maxAttempts: retries ? policy.times : 1,
+      onAttemptsExceeded:
+        retries && policy.onAttemptsExceeded === "deadletter"
+          ? OnAttemptsExceeded.DEADLETTER
+          : OnAttemptsExceeded.DISCARD,
+      atMostOnce: template.atMostOnce ? true : undefined,
+      delayOnRetry: retries && policy.delaySec !== undefined ? wholeSeconds("retry delay", policy.delaySec) : undefined,
+    }),
+  });
+  return { activation, bytes: toBinary(TaskActivationSchema, activation) };
+}

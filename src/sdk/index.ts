@@ -1,0 +1,36 @@
+// taskplatform's task SDK: what user task modules import (as "taskplatform").
+// Define an application and namespaces, register tasks with their retry
+// policy, deadline, expiry and options, dispatch them with delay()/applyAsync(),
+// and read the running task's context. Wire format per worker.md.
+import { runtime } from "./app.ts";
+import { runEagerly } from "./eager.ts";
+
+runtime.eagerRunner ??= runEagerly;
+runtime.defaultProducer ??= async () => {
+  const { producerFromEnv } = await import("../producer/index.ts");
+  return producerFromEnv(process.env);
+};
+
+export {
+  type App,
+  type AppOptions,
+  CANARY_TASK,
+  createApp,
+  findTask,
+  findTaskTemplate,
+  DEFAULT_PROCESSING_DEADLINE_S,
+  INTERNAL_NAMESPACE,
+  type Namespace,
+  type NamespaceDefaults,
+  registeredApps,
+  type Task,
+  type TaskOptions,
+} from "./app.ts";
+export { type ActivationTemplate, type BuiltActivation, buildActivation, type DispatchOptions, newActivationId } from "./activation.ts";
+export { currentTask, type TaskContext } from "./context.ts";
+export { EagerTaskFailed } from "./eager.ts";
+export { ProcessingDeadlineExceeded, RetryTaskError, TaskDefinitionError, UnknownTaskError } from "./errors.ts";
+export { type HeaderValue, stringifyHeaders, TRACE_HEADERS } from "./headers.ts";
+export { type Compression, decodeParameters, encodeParameters, type TaskParameters } from "./params.ts";
+export type { ActivationProducer, TopicRouter } from "./producer.ts";
+export { isLastAttempt, NO_RETRY, type Retry, type RetryOptions, retry, shouldRetry } from "./retry.ts";
