@@ -83,3 +83,105 @@ export interface DeadLetter {
   deadLetteredAtMs: number;
   activation: Uint8Array;
 }
+
+/** A row as the admin API sees it (GetActivation). */
+export interface StoredActivation {
+  id: string;
+  state: ActivationState;
+  namespace: string;
+  taskname: string;
+  application: string;
+  processingAttempts: number;
+  /** Unix ms; null unless processing. */
+  processingDeadlineMs: number | null;
+  receivedAtMs: number;
+  origin: KafkaOrigin | null;
+  activation: Uint8Array;
+}
+
+export interface NamespaceDepth {
+  namespace: string;
+  state: ActivationState;
+  count: number;
+}
+
+/** A Retry or Failure row that upkeep hands to a publisher. */
+export interface UpkeepRow {
+  id: string;
+  namespace: string;
+  taskname: string;
+  application: string;
+  /** 0 unspecified, 1 discard, 2 deadletter. */
+  onAttemptsExceeded: number;
+  activation: Uint8Array;
+}
+
+/** A row the kill switch may drop (admin helper's runtime config). */
+export interface KillCandidate {
+  id: string;
+  taskname: string;
+  activation: Uint8Array;
+}
+
+/**
+ * The inflight store. Claims and status updates are asynchronous because
+ * concurrent callers share one transaction (group commit); everything else is
+ * synchronous and committed on return.
+ */
+export interface InflightStore {
+  /** One transaction; duplicate ids (still held) are ignored and counted. */
+  insert(rows: NewRow[]): InsertResult;
+  /** Pending -> Processing for the oldest matching row; null when none. */
+  claim(filter: ClaimFilter): Promise<ClaimedActivation | null>;
+  /** Applies a worker's outcome (unknown id: no-op) and, with fetchNext, claims the next row. */
+  setStatus(update: StatusUpdate, fetchNext?: ClaimFilter): Promise<ClaimedActivation | null>;
+  setStatuses(updates: StatusUpdate[]): Promise<void>;
+
+  /** Push mode: Pending -> Claimed with a lease of leaseMs; the pusher then calls markDelivered or releaseClaim. */
+  claimForPush(filter: ClaimFilter, leaseMs: number): ClaimedActivation | null;
+  /** Push mode: Claimed -> Processing (deadline starts now). False when the row is no longer claimed. */
+  markDelivered(id: string): boolean;
+  /** Push mode: Claimed -> Pending (the push failed). */
+  releaseClaim(id: string): boolean;
+
+  /** O(1): in-memory counters kept in step with every transition. */
+  counts(): StateCounts;
+  /** Re-derives counts() from the database (self-healing; upkeep calls it). */
+  recount(): StateCounts;
+  depthsByNamespace(): NamespaceDepth[];
+  /** received_at of the oldest pending row by arrival; null when none is pending. */
+  oldestPendingReceivedAtMs(): number | null;
+  sizeBytes(): { db: number; wal: number };
+  getActivation(id: string): StoredActivation | null;
+
+  // Upkeep steps (broker.md "Upkeep"); each is one transaction and returns what it did.
+  retryRows(limit: number): UpkeepRow[];
+  failureRows(limit: number): UpkeepRow[];
+  /** Retry/Failure -> Complete (after a successful publish). */
+  markComplete(ids: string[]): number;
+  resetExpiredDeadlines(nowMs: number): { reset: number; failed: number };
+  expireClaims(nowMs: number): number;
+  failExhaustedAttempts(maxAttempts: number): number;
+  removeExpired(nowMs: number): number;
+  undelay(nowMs: number): number;
+  /** Failure rows whose policy is discard/unspecified -> Complete. */
+  discardFailures(): number;
+  deleteComplete(): number;
+  /** Incremental vacuum of at most maxPages free pages; returns pages freed. */
+  reclaimSpace(maxPages: number): number;
+
+  // Local dead letters (no Kafka).
+  addDeadLetter(row: UpkeepRow, nowMs: number): void;
+  listDeadLetters(opts: { limit: number; afterId?: string }): { items: DeadLetter[]; total: number };
+  getDeadLetter(id: string): DeadLetter | null;
+  /** Re-queues as a new activation (new id, attempts 0, received now); returns the new id, null if unknown. */
+  replayDeadLetter(id: string): string | null;
+  discardDeadLetter(id: string): boolean;
+
+  // Kill switch (runtime config): paged sweep over pending/delay/retry rows.
+  killableByTaskname(tasknames: string[], afterId: string | null, limit: number): KillCandidate[];
+  removeKilled(ids: string[]): number;
+
+  /** Flushes queued claims/status updates, then closes the database. */
+  close(): Promise<void>;
+}

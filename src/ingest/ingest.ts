@@ -1,0 +1,100 @@
+// Ingest: the one path by which activations enter the inflight store (the
+// ingest RPC and the Kafka consumer both call produce). Validates the whole
+// batch before storing any of it, drops already-expired and killed rows,
+// applies backpressure, and returns only once the batch is committed.
+import type { BrokerConfig } from "../config/schema.ts";
+import type { Logger } from "../log.ts";
+import { ingestTotal } from "../metrics.ts";
+import type { InflightStore, KafkaOrigin, NewRow } from "../store/types.ts";
+import { activationToRow, InvalidActivation } from "./activation.ts";
+import { admit, limitsFromConfig } from "./backpressure.ts";
+
+/** Ingest refused the batch for now; retry later (RPC: RESOURCE_EXHAUSTED; Kafka: pause). */
+export class Backpressure extends Error {
+  readonly reason: string;
+  constructor(reason: string) {
+    super(`backpressure: ${reason}`);
+    this.name = "Backpressure";
+    this.reason = reason;
+  }
+}
+
+export interface ProduceResult {
+  /** Rows newly stored. */
+  accepted: number;
+  /** Ids already held; ignored. */
+  duplicates: number;
+  /** Already past expiry at ingest; dropped. */
+  expired: number;
+  /** Dropped by the runtime kill switch. */
+  killed: number;
+}
+
+export type IngestSource = "rpc" | "kafka";
+
+export interface Ingest {
+  /**
+   * Throws InvalidActivation (with `index` of the first bad one; nothing
+   * stored) or Backpressure (nothing stored). Synchronous: durable on return.
+   */
+  produce(activations: Uint8Array[], source: IngestSource, origins?: (KafkaOrigin | null)[]): ProduceResult;
+}
+
+export interface IngestOptions {
+  store: InflightStore;
+  config: BrokerConfig;
+  log: Logger;
+  /** Runtime kill switch; must not throw (it fails open). */
+  drop?: (row: NewRow) => boolean;
+}
+
+export function createIngest({ store, config, log, drop }: IngestOptions): Ingest {
+  const limits = limitsFromConfig(config.store);
+  const rowOpts = { maxDelaySec: config.max_delayed_task_allowed_sec };
+
+  function validate(activations: Uint8Array[], nowMs: number, source: IngestSource, origins?: (KafkaOrigin | null)[]) {
+    return activations.map((bytes, index) => {
+      try {
+        return activationToRow(bytes, nowMs, rowOpts, origins?.[index] ?? null);
+      } catch (err) {
+        ingestTotal.inc({ source, result: "invalid" });
+        const message = err instanceof Error ? err.message : String(err);
+        log.warn("activation_invalid", { source, index, error: message, origin: origins?.[index] ?? undefined });
+        throw new InvalidActivation(`activation ${index}: ${message}`, index);
+      }
+    });
+  }
+
+  return {
+    produce(activations, source, origins) {
+      const nowMs = Date.now();
+      const rows = validate(activations, nowMs, source, origins);
+      let expired = 0;
+      let killed = 0;
+      const keep = rows.filter((r) => {
+        if (r.expiresAtMs !== null && r.expiresAtMs <= nowMs) {
+          expired++;
+          return false;
+        }
+        if (drop?.(r)) {
+          killed++;
+          return false;
+        }
+        return true;
+      });
+      if (keep.length > 0) {
+        const decision = admit(store.counts(), keep, limits, store.sizeBytes().db, nowMs);
+        if (!decision.ok) {
+          ingestTotal.inc({ source, result: "rejected" }, keep.length);
+          throw new Backpressure(decision.reason);
+        }
+      }
+      const { accepted, duplicates } = store.insert(keep);
+      if (accepted) ingestTotal.inc({ source, result: "accepted" }, accepted);
+      if (duplicates) ingestTotal.inc({ source, result: "duplicate" }, duplicates);
+      if (expired) ingestTotal.inc({ source, result: "expired" }, expired);
+      if (killed) ingestTotal.inc({ source, result: "killed" }, killed);
+      return { accepted, duplicates, expired, killed };
+    },
+  };
+}

@@ -1,0 +1,55 @@
+// The local dead-letter table, used when no Kafka dead-letter topic exists:
+// upkeep writes failed DEADLETTER activations here; operators list, replay
+// (re-queue as a fresh activation) or discard them via the admin API / CLI.
+import { activationToRow, buildReplayActivation } from "../ingest/activation.ts";
+import type { Delta, StoreContext } from "./context.ts";
+import type { DeadLetter, NewRow, UpkeepRow } from "./types.ts";
+
+export interface DeadLetters {
+  addDeadLetter(row: UpkeepRow, nowMs: number): void;
+  listDeadLetters(opts: { limit: number; afterId?: string }): { items: DeadLetter[]; total: number };
+  getDeadLetter(id: string): DeadLetter | null;
+  replayDeadLetter(id: string): string | null;
+  discardDeadLetter(id: string): boolean;
+}
+
+const COLUMNS = `id, namespace, taskname, application, dead_lettered_at_ms AS deadLetteredAtMs, activation`;
+
+/** `insertRows` is the store's own insert, run inside the replay transaction. */
+export function createDeadLetters(ctx: StoreContext, insertRows: (rows: NewRow[], delta: Delta) => void): DeadLetters {
+  const { db } = ctx;
+  // Idempotent: a publish repeated after a crash (before the row was marked Complete) adds nothing.
+  const add = db.query(
+    `INSERT OR IGNORE INTO dead_letters (id, namespace, taskname, application, dead_lettered_at_ms, activation)
+     VALUES (?, ?, ?, ?, ?, ?)`,
+  );
+  const page = db.query<DeadLetter, [string, number]>(
+    `SELECT ${COLUMNS} FROM dead_letters WHERE id > ? ORDER BY id LIMIT ?`,
+  );
+  const total = db.query<{ n: number }, []>("SELECT count(*) AS n FROM dead_letters");
+  const get = db.query<DeadLetter, [string]>(`SELECT ${COLUMNS} FROM dead_letters WHERE id = ?`);
+  const remove = db.query("DELETE FROM dead_letters WHERE id = ?");
+
+  return {
+    addDeadLetter(row, nowMs) {
+      add.run(row.id, row.namespace, row.taskname, row.application, nowMs, row.activation);
+    },
+    listDeadLetters({ limit, afterId }) {
+      const items = page.all(afterId ?? "", Math.max(1, Math.min(limit, 10_000)));
+      return { items, total: total.get()!.n };
+    },
+    getDeadLetter: (id) => get.get(id) ?? null,
+    replayDeadLetter(id) {
+      return ctx.transaction((delta) => {
+        const dl = get.get(id);
+        if (!dl) return null;
+        const nowMs = Date.now();
+        const replay = buildReplayActivation(dl.activation, nowMs);
+        insertRows([activationToRow(replay.bytes, nowMs, { maxDelaySec: ctx.maxDelaySec }, null)], delta);
+        remove.run(id);
+        return replay.id;
+      });
+    },
+    discardDeadLetter: (id) => remove.run(id).changes > 0,
+  };
+}
