@@ -46,6 +46,7 @@ export const FLAT_ALIASES: Readonly<Record<string, readonly string[]>> = {
   db_insert_batch_max_size: ["kafka_batch_max_bytes"],
   db_insert_batch_max_time_ms: ["kafka_batch_max_ms"],
   upkeep_unhealthy_interval_ms: ["upkeep_unhealthy_after_ms"],
+  statsd_addr: ["statsd_address"],
 };
 
 /** Flat Kafka names: they build kafka_clusters / kafka_topics (see flatKafka). */
@@ -75,7 +76,6 @@ export const IGNORED_REFERENCE_NAMES = [
   "sentry_dsn",
   "sentry_env",
   "traces_sample_rate",
-  "statsd_addr",
   "default_metrics_tags",
   "kafka_auto_commit_interval_ms",
   "kafka_send_timeout_ms",
