@@ -1,0 +1,54 @@
+// How an activation is shown to people (dashboard, inspect CLI, admin JSON):
+// the stored protobuf bytes decoded into task name, namespace, attempts and
+// parameters (msgpack/zstd decoded), with undecodable parameters reported
+// instead of failing the whole view.
+import { fromBinary, toJson } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { TaskActivationSchema } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import { decodeParameters, displayable } from "../runtime/parameters.ts";
+
+export interface ActivationView {
+  id: string;
+  namespace: string;
+  taskname: string;
+  application: string;
+  /** retry_state.attempts: attempts already made (0 on the first run). */
+  attempts: number;
+  maxAttempts: number;
+  receivedAtMs: number | null;
+  headers: Record<string, string>;
+  /** Decoded `{args, kwargs}` made JSON-safe, or null with `parametersError`. */
+  parameters: { args: unknown[]; kwargs: Record<string, unknown> } | null;
+  parametersError?: string;
+  /** Size of the stored activation, bytes. */
+  sizeBytes: number;
+}
+
+export function describeActivation(bytes: Uint8Array): ActivationView {
+  const a = fromBinary(TaskActivationSchema, bytes);
+  let parameters: ActivationView["parameters"] = null;
+  let parametersError: string | undefined;
+  try {
+    parameters = displayable(decodeParameters(a)) as ActivationView["parameters"];
+  } catch (err) {
+    parametersError = (err as Error).message;
+  }
+  return {
+    id: a.id,
+    namespace: a.namespace,
+    taskname: a.taskname,
+    application: a.application ?? "",
+    attempts: a.retryState?.attempts ?? 0,
+    maxAttempts: a.retryState?.maxAttempts ?? 0,
+    receivedAtMs: a.receivedAt ? timestampMs(a.receivedAt) : null,
+    headers: a.headers,
+    parameters,
+    ...(parametersError !== undefined ? { parametersError } : {}),
+    sizeBytes: bytes.byteLength,
+  };
+}
+
+/** The whole activation as protobuf JSON (for --json consumers that want every field). */
+export function activationJson(bytes: Uint8Array): unknown {
+  return toJson(TaskActivationSchema, fromBinary(TaskActivationSchema, bytes));
+}

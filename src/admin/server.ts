@@ -1,0 +1,199 @@
+// The admin HTTP server (hono on Bun.serve, its own port): liveness and
+// readiness, Prometheus /metrics, the dashboard page and the JSON API it and
+// `taskplatform inspect --admin` use (depths, rates, dead letters, replay,
+// discard, one activation decoded). Protected by the admin token when set;
+// /health and /ready stay open so orchestrators can probe without it.
+import { Hono } from "hono";
+import { getCookie, setCookie } from "hono/cookie";
+import type { Logger } from "../log.ts";
+import { oldestPendingAge, registry, storeDepth, storeDepthByNamespace, storeSizeBytes } from "../metrics.ts";
+import { STATE_CODE, type ActivationState } from "../store/types.ts";
+import { describeActivation } from "./activation-view.ts";
+import { isAuthorized, isCorrectToken, SESSION_COOKIE, sessionValue } from "./auth.ts";
+import { dashboardHtml, loginHtml } from "./dashboard-page.ts";
+import { startRateSampler } from "./rate-sampler.ts";
+import { createRateHistory } from "./rates.ts";
+import { createDepthCache, type AdminStore, type DepthSnapshot } from "./store-view.ts";
+
+export interface AdminServerOptions {
+  /** Listen address (config admin_host). */
+  host: string;
+  /** Listen port; 0 picks a free one (read it back from `AdminServer.port`). */
+  port: number;
+  /** When set, required as Bearer token or login cookie (config admin_token). */
+  token?: string;
+  store: AdminStore;
+  log: Logger;
+  /** Unix ms of the last completed upkeep pass (readiness). */
+  upkeepLastCompletedAtMs: () => number;
+  /** Upkeep older than this makes /ready fail, ms (config upkeep_unhealthy_after_ms). */
+  upkeepUnhealthyAfterMs: number;
+  /** Kafka mode: whether consumers have their partitions; omitted without Kafka. */
+  kafkaReady?: () => boolean;
+  /** Longest a depth snapshot is reused, ms. Default 2000. */
+  depthCacheMs?: number;
+  /** Rate sampling period, ms, and samples kept. Defaults 5000 and 180 (15 min). */
+  rateSampleMs?: number;
+  rateSamples?: number;
+}
+
+export interface AdminServer {
+  /** The port actually listened on. */
+  port: number;
+  stop(): Promise<void>;
+}
+
+function refreshStoreGauges(s: DepthSnapshot): void {
+  for (const state of Object.keys(STATE_CODE) as ActivationState[]) storeDepth.set({ state }, s.totals[state] ?? 0);
+  // reset() so a namespace that emptied out disappears instead of showing its last value.
+  storeDepthByNamespace.reset();
+  for (const d of s.byNamespace) storeDepthByNamespace.set({ namespace: d.namespace, state: d.state }, d.count);
+  oldestPendingAge.set(s.oldestPendingAgeSeconds);
+  storeSizeBytes.set({ file: "db" }, s.sizeBytes.db);
+  storeSizeBytes.set({ file: "wal" }, s.sizeBytes.wal);
+}
+
+/** The hono app alone (no socket), for composing and for in-process benches. */
+export function createAdminApp(options: AdminServerOptions) {
+  const { store, log, token } = options;
+  const depths = createDepthCache(store, options.depthCacheMs ?? 2000);
+  const rates = createRateHistory(options.rateSamples ?? 180);
+  const sampler = startRateSampler(rates, options.rateSampleMs ?? 5000);
+  const app = new Hono();
+
+  app.get("/health", (c) => c.text("ok\n"));
+  app.get("/ready", (c) => {
+    const checks: Record<string, { ok: boolean; detail?: string }> = {};
+    try {
+      store.counts();
+      checks.store = { ok: true };
+    } catch (err) {
+      checks.store = { ok: false, detail: (err as Error).message };
+    }
+    const upkeepAgeMs = Date.now() - options.upkeepLastCompletedAtMs();
+    checks.upkeep = { ok: upkeepAgeMs < options.upkeepUnhealthyAfterMs, detail: `last pass ${upkeepAgeMs} ms ago` };
+    if (options.kafkaReady) checks.kafka = { ok: options.kafkaReady(), detail: "consumers assigned" };
+    const ready = Object.values(checks).every((x) => x.ok);
+    return c.json({ ready, checks }, ready ? 200 : 503);
+  });
+
+  app.get("/login", (c) => c.html(loginHtml(false)));
+  app.post("/login", async (c) => {
+    if (!token) return c.redirect("/", 303);
+    const form = await c.req.parseBody();
+    const typed = typeof form.token === "string" ? form.token : "";
+    if (!isCorrectToken(token, typed)) return c.html(loginHtml(true), 401);
+    setCookie(c, SESSION_COOKIE, sessionValue(token), { httpOnly: true, sameSite: "Strict", path: "/" });
+    return c.redirect("/", 303);
+  });
+
+  app.use("*", async (c, next) => {
+    if (!token || isAuthorized(token, c.req.header("authorization"), getCookie(c, SESSION_COOKIE))) return next();
+    const wantsHtml = c.req.method === "GET" && (c.req.header("accept") ?? "").includes("text/html");
+    if (wantsHtml) return c.redirect("/login", 303);
+    return c.json({ error: "admin token required (Authorization: Bearer <token>)" }, 401);
+  });
+
+  app.get("/metrics", async (c) => {
+    refreshStoreGauges(depths.get());
+    return c.body(await registry.metrics(), 200, { "content-type": registry.contentType });
+  });
+
+  app.get("/", (c) => c.html(dashboardHtml));
+
+  app.get("/api/depths", (c) => {
+    const s = depths.get();
+    return c.json({ totals: s.totals, byNamespace: s.byNamespace, oldestPendingAgeSeconds: s.oldestPendingAgeSeconds, atMs: s.atMs });
+  });
+  app.get("/api/rates", (c) => c.json({ lastMinute: rates.recent(60_000), series: rates.series() }));
+  app.get("/api/overview", (c) => {
+    const s = depths.get();
+    return c.json({
+      generatedAtMs: Date.now(),
+      depthsAtMs: s.atMs,
+      totals: s.totals,
+      byNamespace: s.byNamespace,
+      oldestPendingAgeSeconds: s.oldestPendingAgeSeconds,
+      sizeBytes: s.sizeBytes,
+      rates: { lastMinute: rates.recent(60_000), series: rates.series() },
+    });
+  });
+
+  app.get("/api/deadletters", (c) => {
+    const limit = Math.min(500, Math.max(1, Number(c.req.query("limit") ?? 50) || 50));
+    const after = c.req.query("after") || undefined;
+    const page = store.listDeadLetters({ limit, ...(after !== undefined ? { afterId: after } : {}) });
+    const items = page.items.map((d) => {
+      const view = safeDescribe(d.activation);
+      return {
+        id: d.id,
+        namespace: d.namespace,
+        taskname: d.taskname,
+        application: d.application,
+        deadLetteredAtMs: d.deadLetteredAtMs,
+        attempts: view?.attempts ?? 0,
+        parameters: view?.parameters ?? null,
+        ...(view?.parametersError ? { parametersError: view.parametersError } : {}),
+      };
+    });
+    const nextAfter = items.length === limit ? items[items.length - 1]!.id : null;
+    return c.json({ items, total: page.total, nextAfter });
+  });
+
+  app.post("/api/deadletters/:id/replay", async (c) => {
+    const id = c.req.param("id");
+    const newId = await store.replayDeadLetter(id);
+    if (newId === null) return c.json({ error: `${id} is not a dead letter` }, 404);
+    depths.invalidate();
+    log.info("deadletter_replayed", { id, new_id: newId, via: "admin_http" });
+    return c.json({ id, newId });
+  });
+  app.post("/api/deadletters/:id/discard", async (c) => {
+    const id = c.req.param("id");
+    if (!(await store.discardDeadLetter(id))) return c.json({ error: `${id} is not a dead letter` }, 404);
+    log.info("deadletter_discarded", { id, via: "admin_http" });
+    return c.json({ id, discarded: true });
+  });
+
+  app.get("/api/activations/:id", (c) => {
+    const id = c.req.param("id");
+    const row = store.getActivation(id);
+    if (!row) return c.json({ error: `no activation ${id} in the store` }, 404);
+    return c.json({
+      ...describeActivation(row.activation),
+      state: row.state,
+      processingAttempts: row.processingAttempts,
+      processingDeadlineMs: row.processingDeadlineMs,
+      origin: row.origin,
+    });
+  });
+
+  app.onError((err, c) => {
+    log.error("admin_request_failed", { path: c.req.path, error: err });
+    return c.json({ error: err.message }, 500);
+  });
+
+  return { app, stop: () => sampler.stop() };
+}
+
+function safeDescribe(bytes: Uint8Array) {
+  try {
+    return describeActivation(bytes);
+  } catch {
+    return null;
+  }
+}
+
+export async function startAdminServer(options: AdminServerOptions): Promise<AdminServer> {
+  const { app, stop } = createAdminApp(options);
+  const server = Bun.serve({ hostname: options.host, port: options.port, fetch: app.fetch });
+  const port = server.port ?? options.port;
+  options.log.info("admin_listening", { host: options.host, port, auth: options.token ? "token" : "none" });
+  return {
+    port,
+    async stop() {
+      stop();
+      await server.stop(true);
+    },
+  };
+}
