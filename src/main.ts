@@ -10,6 +10,7 @@ type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   broker: async (argv) => (await import("./cli/broker.ts")).brokerCommand(argv),
   deadletters: async (argv) => (await import("./cli/deadletters.ts")).deadlettersCommand(argv),
+  inspect: async (argv) => (await import("./cli/inspect.ts")).inspectCommand(argv),
   worker: async (argv) => (await import("./worker.ts")).workerCommand(argv),
   scheduler: async (argv) => (await import("./scheduler/command.ts")).schedulerCommand(argv),
   demo: async (argv) => (await import("./demo.ts")).demoCommand(argv),

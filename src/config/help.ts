@@ -32,6 +32,7 @@ Commands:
   deadletters list       list dead letters of a running broker
   deadletters replay ID  re-queue a dead letter as a new activation
   deadletters discard ID delete a dead letter
+  inspect                depths and activations of a running broker
   --help, -h             this text
   --version              print the version`;
 

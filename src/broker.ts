@@ -1,0 +1,136 @@
+// Composes a running broker from its parts: inflight store, ingest, upkeep
+// (with the local or the Kafka publisher), the RPC server and, when enabled,
+// the admin HTTP server; and takes it down in the reverse order. Signals and
+// exit codes are the command's business (cli/broker.ts), not this file's.
+//
+// Shutdown order and why: the RPC port first (stop accepting, answer new calls
+// UNAVAILABLE, let in-flight ones finish, so no answered SetTaskStatus is lost);
+// then Kafka (finish and commit the in-flight batch); then upkeep (its current
+// pass completes); then the store (flush pending group commits, checkpoint, close).
+import type { BrokerConfig } from "./config/schema.ts";
+import { createIngest } from "./ingest/ingest.ts";
+import type { Logger } from "./log.ts";
+import { openStore } from "./store/sqlite.ts";
+import { createLocalPublisher } from "./upkeep/publisher.ts";
+import { startUpkeep } from "./upkeep/loop.ts";
+import { startRpcServer } from "./connect/server.ts";
+import { startRuntime } from "./runtime/index.ts";
+import { startAdminServer, startStatsdExporter } from "./admin/index.ts";
+
+export interface Broker {
+  /** The RPC port actually bound (TASKBROKER_GRPC_PORT=0 picks one). */
+  port: number;
+  /** The admin HTTP port, when the admin server runs. */
+  adminPort?: number;
+  /** Graceful stop; safe to call twice (the second call waits for the first). */
+  stop(): Promise<void>;
+}
+
+/** True while upkeep has completed a pass within upkeep_unhealthy_after_ms (broker.md "Health"). */
+export function upkeepHealthy(lastCompletedAtMs: number, startedAtMs: number, nowMs: number, limitMs: number): boolean {
+  // Before the first pass completes, count from start-up so a fresh broker is healthy.
+  return nowMs - Math.max(lastCompletedAtMs, startedAtMs) < limitMs;
+}
+
+export async function startBroker(config: BrokerConfig, log: Logger): Promise<Broker> {
+  const startedAtMs = Date.now();
+  const store = openStore({
+    path: config.store.sqlite.path,
+    synchronous: config.store.sqlite.synchronous,
+    groupCommitWindowMs: config.store.group_commit_window_ms,
+    processingDeadlineGraceSec: config.store.processing_deadline_grace_sec,
+    maxDelaySec: config.max_delayed_task_allowed_sec,
+    log: log.child({ component: "store" }),
+  });
+  // Everything opened so far is closed again if a later part fails to start.
+  const cleanups: Array<() => Promise<void> | void> = [() => store.close()];
+  const unwind = async () => {
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
+  };
+  try {
+    // Runtime config (kill switch, demotion) before ingest: ingest asks it about every row.
+    const runtime = startRuntime({
+      path: config.runtime_config_path,
+      reloadMs: config.runtime_config_reload_ms,
+      store,
+      log,
+    });
+    cleanups.push(() => runtime.stop());
+    const ingest = createIngest({
+      store,
+      config,
+      log: log.child({ component: "ingest" }),
+      drop: (row) => runtime.shouldDrop(row, "ingest"),
+    });
+
+    // KAFKA: the one place Kafka joins the broker. When topics are configured,
+    // start consumers + producer here and use kafka.publisher instead of the
+    // local publisher; push `() => kafka.stop()` onto cleanups after the RPC
+    // server's entry so Kafka stops after RPCs have drained.
+    const publisher = createLocalPublisher(store, { maxDelaySec: config.max_delayed_task_allowed_sec });
+
+    const upkeep = startUpkeep({ store, config, publisher, log: log.child({ component: "upkeep" }), startedAtMs });
+    cleanups.push(() => upkeep.stop());
+
+    const rpc = await startRpcServer({
+      config,
+      store,
+      ingest,
+      isHealthy: () =>
+        upkeepHealthy(upkeep.lastCompletedAtMs(), startedAtMs, Date.now(), config.upkeep_unhealthy_after_ms),
+      log: log.child({ component: "rpc" }),
+    });
+    cleanups.push(() => rpc.close(config.shutdown_drain_ms));
+
+    const admin =
+      config.admin_port > 0 || config.admin_enabled
+        ? await startAdminServer({
+            host: config.admin_host,
+            port: config.admin_port,
+            token: config.admin_token,
+            store,
+            log: log.child({ component: "admin" }),
+            upkeepLastCompletedAtMs: () => upkeep.lastCompletedAtMs(),
+            upkeepUnhealthyAfterMs: config.upkeep_unhealthy_after_ms,
+          })
+        : null;
+    if (admin) cleanups.push(() => admin.stop());
+    const statsd = config.statsd_address
+      ? startStatsdExporter({
+          address: config.statsd_address,
+          prefix: config.statsd_prefix,
+          intervalMs: config.statsd_interval_ms,
+          log: log.child({ component: "statsd" }),
+        })
+      : null;
+    if (statsd) cleanups.push(() => statsd.stop());
+
+    log.info("broker_started", { grpc_port: rpc.port, admin_port: admin?.port ?? 0 });
+
+    let stopping: Promise<void> | null = null;
+    return {
+      port: rpc.port,
+      adminPort: admin?.port,
+      stop() {
+        stopping ??= (async () => {
+          const t0 = Date.now();
+          log.info("broker_stopping", { drain_ms: config.shutdown_drain_ms });
+          await rpc.close(config.shutdown_drain_ms);
+          log.info("rpc_drained", { elapsed_ms: Date.now() - t0 });
+          // Admin last among the servers: /metrics stays readable while RPCs drain.
+          await admin?.stop();
+          await statsd?.flush().catch(() => {});
+          statsd?.stop();
+          runtime.stop();
+          await upkeep.stop();
+          await store.close();
+          log.info("broker_stopped", { elapsed_ms: Date.now() - t0 });
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await unwind();
+    throw err;
+  }
+}
