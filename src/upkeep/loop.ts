@@ -1,0 +1,229 @@
+// The upkeep loop: the nine steps of broker.md "Upkeep", in that order, every
+// upkeep_task_interval_ms. One function per step; each store call is its own
+// transaction. Passes never overlap (runOnce queues behind a running pass).
+// lastCompletedAtMs() feeds the named health service.
+import type { BrokerConfig } from "../config/schema.ts";
+import { buildRetryActivation } from "../ingest/activation.ts";
+import type { Logger } from "../log.ts";
+import { oldestPendingAge, storeDepth, storeSizeBytes, upkeepDuration, upkeepTotal } from "../metrics.ts";
+import type { InflightStore, UpkeepRow } from "../store/types.ts";
+import type { UpkeepPublisher } from "./publisher.ts";
+
+export interface UpkeepReport {
+  retried: number;
+  deadlineReset: number;
+  deadlineFailed: number;
+  claimExpired: number;
+  attemptsExceeded: number;
+  expired: number;
+  undelayed: number;
+  discarded: number;
+  deadlettered: number;
+  /** Retry or dead-letter publishes that failed; those rows wait for the next pass. */
+  publishFailed: number;
+  deleted: number;
+  reclaimedPages: number;
+  /** True while inside the start-up window (steps 2 and 3 skipped). */
+  startupSkip: boolean;
+}
+
+export interface Upkeep {
+  runOnce(): Promise<UpkeepReport>;
+  /** Unix ms when the last pass finished; 0 before the first. */
+  lastCompletedAtMs(): number;
+  /** Stops the timer and waits for a running pass. */
+  stop(): Promise<void>;
+}
+
+export interface UpkeepOptions {
+  store: InflightStore;
+  config: BrokerConfig;
+  publisher: UpkeepPublisher;
+  log: Logger;
+  startedAtMs: number;
+}
+
+/** Rows handed to the publisher per pass and step; the rest wait one interval. */
+const PUBLISH_BATCH = 2000;
+/** Incremental vacuum every this many passes, at most this many pages. */
+const RECLAIM_EVERY_PASSES = 10;
+const RECLAIM_MAX_PAGES = 4096;
+
+function emptyReport(startupSkip: boolean): UpkeepReport {
+  return {
+    retried: 0, deadlineReset: 0, deadlineFailed: 0, claimExpired: 0, attemptsExceeded: 0, expired: 0,
+    undelayed: 0, discarded: 0, deadlettered: 0, publishFailed: 0, deleted: 0, reclaimedPages: 0, startupSkip,
+  };
+}
+
+/**
+ * Publishes each row, then marks Complete only those whose publish resolved:
+ * a failing publish leaves its row for the next pass (never lost).
+ */
+async function publishThenComplete(
+  store: InflightStore,
+  rows: UpkeepRow[],
+  publish: (row: UpkeepRow) => Promise<void>,
+  log: Logger,
+  what: string,
+): Promise<{ done: number; failed: number }> {
+  const results = await Promise.allSettled(rows.map(publish));
+  const ok: string[] = [];
+  results.forEach((r, i) => {
+    if (r.status === "fulfilled") ok.push(rows[i]!.id);
+    else log.warn(`${what}_publish_failed`, { id: rows[i]!.id, error: r.reason });
+  });
+  const done = ok.length ? store.markComplete(ok) : 0;
+  return { done, failed: rows.length - ok.length };
+}
+
+export function startUpkeep({ store, config, publisher, log, startedAtMs }: UpkeepOptions): Upkeep {
+  const skipUntilMs = startedAtMs + config.upkeep_deadline_reset_skip_after_startup_sec * 1000;
+  let lastCompleted = 0;
+  let passes = 0;
+
+  // Step 1: Retry rows -> new activation published, old row Complete.
+  async function retries(r: UpkeepReport, nowMs: number) {
+    const rows = store.retryRows(PUBLISH_BATCH);
+    if (rows.length === 0) return;
+    const res = await publishThenComplete(
+      store,
+      rows,
+      (row) => publisher.publishRetry(buildRetryActivation(row.activation, nowMs).bytes),
+      log,
+      "retry",
+    );
+    r.retried = res.done;
+    r.publishFailed += res.failed;
+  }
+
+  // Steps 2 and 3: skipped right after start-up so work still running in workers is not reset.
+  function deadlines(r: UpkeepReport, nowMs: number) {
+    const { reset, failed } = store.resetExpiredDeadlines(nowMs);
+    r.deadlineReset = reset;
+    r.deadlineFailed = failed;
+  }
+
+  function claimLeases(r: UpkeepReport, nowMs: number) {
+    r.claimExpired = store.expireClaims(nowMs);
+  }
+
+  // Step 4.
+  function attempts(r: UpkeepReport) {
+    r.attemptsExceeded = store.failExhaustedAttempts(config.store.max_processing_attempts);
+  }
+
+  // Step 5.
+  function expiry(r: UpkeepReport, nowMs: number) {
+    r.expired = store.removeExpired(nowMs);
+  }
+
+  // Step 6.
+  function delays(r: UpkeepReport, nowMs: number) {
+    r.undelayed = store.undelay(nowMs);
+  }
+
+  // Step 7: DISCARD/unspecified -> Complete; DEADLETTER -> publish the original bytes, then Complete.
+  async function failures(r: UpkeepReport) {
+    r.discarded = store.discardFailures();
+    const rows = store.failureRows(PUBLISH_BATCH);
+    if (rows.length === 0) return;
+    const res = await publishThenComplete(
+      store,
+      rows,
+      (row) =>
+        publisher.publishDeadLetter(row.activation, {
+          id: row.id,
+          namespace: row.namespace,
+          taskname: row.taskname,
+          application: row.application,
+        }),
+      log,
+      "deadletter",
+    );
+    r.deadlettered = res.done;
+    r.publishFailed += res.failed;
+  }
+
+  // Step 8.
+  function cleanup(r: UpkeepReport) {
+    r.deleted = store.deleteComplete();
+  }
+
+  // Step 9: space and gauges. recount() also heals any drift of the O(1) counters.
+  function reclaimAndGauges(r: UpkeepReport, nowMs: number) {
+    if (passes % RECLAIM_EVERY_PASSES === 0) r.reclaimedPages = store.reclaimSpace(RECLAIM_MAX_PAGES);
+    const counts = store.recount();
+    for (const [state, n] of Object.entries(counts)) storeDepth.set({ state }, n);
+    const oldest = store.oldestPendingReceivedAtMs();
+    oldestPendingAge.set(oldest === null ? 0 : Math.max(0, (nowMs - oldest) / 1000));
+    const size = store.sizeBytes();
+    storeSizeBytes.set({ file: "db" }, size.db);
+    storeSizeBytes.set({ file: "wal" }, size.wal);
+  }
+
+  async function pass(): Promise<UpkeepReport> {
+    const began = performance.now();
+    const nowMs = Date.now();
+    const inStartup = nowMs < skipUntilMs;
+    const r = emptyReport(inStartup);
+    await retries(r, nowMs);
+    if (!inStartup) {
+      deadlines(r, nowMs);
+      claimLeases(r, nowMs);
+    }
+    attempts(r);
+    expiry(r, nowMs);
+    delays(r, nowMs);
+    await failures(r);
+    cleanup(r);
+    reclaimAndGauges(r, nowMs);
+    passes++;
+    count(r);
+    upkeepDuration.observe((performance.now() - began) / 1000);
+    lastCompleted = Date.now();
+    return r;
+  }
+
+  function count(r: UpkeepReport) {
+    const actions: Array<[string, number]> = [
+      ["retried", r.retried], ["deadline_reset", r.deadlineReset], ["deadline_failed", r.deadlineFailed],
+      ["claim_expired", r.claimExpired], ["attempts_exceeded", r.attemptsExceeded], ["expired", r.expired],
+      ["undelayed", r.undelayed], ["discarded", r.discarded], ["deadlettered", r.deadlettered],
+      ["deleted", r.deleted],
+    ];
+    for (const [action, n] of actions) if (n > 0) upkeepTotal.inc({ action }, n);
+    if (actions.some(([, n]) => n > 0) || r.publishFailed > 0) log.debug("upkeep_pass", { ...r });
+  }
+
+  // Serialises passes: the timer and runOnce() both go through `running`.
+  let running: Promise<unknown> = Promise.resolve();
+  function runOnce(): Promise<UpkeepReport> {
+    const next = running.then(pass, pass);
+    running = next.catch(() => undefined);
+    return next;
+  }
+
+  let stopped = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  function schedule(delayMs: number) {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      runOnce()
+        .catch((err: unknown) => log.error("upkeep_failed", { error: err }))
+        .finally(() => schedule(config.upkeep_task_interval_ms));
+    }, delayMs);
+  }
+  // First pass right away, so health turns green without waiting an interval.
+  schedule(0);
+
+  return {
+    runOnce,
+    lastCompletedAtMs: () => lastCompleted,
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+    },
+  };
+}
