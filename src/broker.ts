@@ -13,6 +13,7 @@ import type { Logger } from "./log.ts";
 import { openStore } from "./store/sqlite.ts";
 import { createLocalPublisher } from "./upkeep/publisher.ts";
 import { startUpkeep } from "./upkeep/loop.ts";
+import { startKafka } from "./kafka/index.ts";
 import { startRpcServer } from "./connect/server.ts";
 import { startRuntime } from "./runtime/index.ts";
 import { startAdminServer, startStatsdExporter } from "./admin/index.ts";
@@ -63,11 +64,12 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
       drop: (row) => runtime.shouldDrop(row, "ingest"),
     });
 
-    // KAFKA: the one place Kafka joins the broker. When topics are configured,
-    // start consumers + producer here and use kafka.publisher instead of the
-    // local publisher; push `() => kafka.stop()` onto cleanups after the RPC
-    // server's entry so Kafka stops after RPCs have drained.
-    const publisher = createLocalPublisher(store, { maxDelaySec: config.max_delayed_task_allowed_sec });
+    // KAFKA: the one place Kafka joins the broker. With topics configured the
+    // consumers feed ingest and upkeep publishes to the retry / dead-letter
+    // topics; Kafka stops after the RPC port has drained (see stop()).
+    const kafka = Object.keys(config.kafka_topics).length > 0 ? await startKafka({ config, ingest, store, log }) : null;
+    if (kafka) cleanups.push(() => kafka.stop());
+    const publisher = kafka?.publisher ?? createLocalPublisher(store, { maxDelaySec: config.max_delayed_task_allowed_sec });
 
     const upkeep = startUpkeep({ store, config, publisher, log: log.child({ component: "upkeep" }), startedAtMs });
     cleanups.push(() => upkeep.stop());
@@ -122,6 +124,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
           await statsd?.flush().catch(() => {});
           statsd?.stop();
           runtime.stop();
+          await kafka?.stop();
           await upkeep.stop();
           await store.close();
           log.info("broker_stopped", { elapsed_ms: Date.now() - t0 });

@@ -27,9 +27,20 @@ export interface KafkaRuntime {
 export interface StartKafkaOptions {
   config: BrokerConfig;
   ingest: IngestPort;
-  /** The inflight store; `discardUncommitted` (when it has it) takes back rows whose commit a rebalance rejected. */
-  store?: { discardUncommitted?(origins: KafkaOrigin[]): number };
+  /**
+   * The inflight store. When it offers `discardUncommitted(origins)`, rows whose
+   * offset commit a rebalance rejected are taken back (typed loosely so this
+   * works with store versions that predate the method).
+   */
+  store?: object;
   log: Logger;
+}
+
+type TakeBack = (origins: KafkaOrigin[]) => number;
+
+function takeBack(store: object | undefined): TakeBack | undefined {
+  const fn = (store as { discardUncommitted?: unknown } | undefined)?.discardUncommitted;
+  return typeof fn === "function" ? (origins) => (fn as TakeBack).call(store, origins) : undefined;
 }
 
 /** Partition batches of one topic handled at once: overlaps one partition's commit with another's insert. */
@@ -61,7 +72,7 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
   });
 
   const consumers: TopicConsumer[] = [];
-  const discard = opts.store?.discardUncommitted?.bind(opts.store);
+  const discard = takeBack(opts.store);
   try {
     for (const t of plan.consumed) {
       let consumer: TopicConsumer | undefined;
