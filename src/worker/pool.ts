@@ -1,0 +1,190 @@
+// The pool of task threads. Runs are spread over a few Bun Worker threads,
+// each running many tasks concurrently (a thread hop per batch, not per task).
+// A run still going at its deadline is stopped by terminating its thread (the
+// only way to stop synchronous code); the thread is replaced, and the other
+// runs it held are started again on a healthy thread (at-most-once runs are
+// not: they end as FAILURE, since they may have had effects).
+import { cpus } from "node:os";
+import type { RunRequest, RunResult } from "../sdk/execute.ts";
+import type { Logger } from "../log.ts";
+import type { FromThread, TaskMeta, ThreadInit, ToThread } from "./protocol.ts";
+
+export interface PoolOptions {
+  threads: number;
+  init: ThreadInit;
+  log: Logger;
+  /** How often deadlines are checked. Default 50 ms. */
+  deadlineTickMs?: number;
+  /** URL of the thread entry; default src/worker/thread.ts next to this file. */
+  threadUrl?: string | URL;
+}
+
+/** A run as the pool sees it; `atMostOnce` runs are never restarted. */
+export interface PoolRun {
+  req: RunRequest;
+  atMostOnce: boolean;
+}
+
+export type PoolOutcome = RunResult | { id: string; outcome: "deadline"; durationMs: number } | { id: string; outcome: "aborted"; durationMs: number };
+
+export interface TaskPool {
+  /** Resolves with the tasks the threads registered; rejects if a task module fails to load. */
+  ready: Promise<TaskMeta[]>;
+  run(run: PoolRun): Promise<PoolOutcome>;
+  /** Runs in flight right now. */
+  busy(): number;
+  /** Stops every thread; pending runs resolve as "aborted". */
+  close(): Promise<void>;
+}
+
+interface Pending {
+  run: PoolRun;
+  startedAt: number;
+  resolve(outcome: PoolOutcome): void;
+}
+
+interface Thread {
+  worker: Worker;
+  state: "starting" | "ready" | "dead";
+  inflight: Map<string, Pending>;
+  queued: RunRequest[];
+  flushScheduled: boolean;
+}
+
+export function defaultThreads(concurrency: number): number {
+  return Math.max(1, Math.min(concurrency, Math.max(2, cpus().length)));
+}
+
+export function createTaskPool(options: PoolOptions): TaskPool {
+  const url = options.threadUrl ?? new URL("./thread.ts", import.meta.url);
+  const threads: Thread[] = [];
+  let closed = false;
+  let resolveReady!: (tasks: TaskMeta[]) => void;
+  let rejectReady!: (err: Error) => void;
+  let readyDone = false;
+  const ready = new Promise<TaskMeta[]>((res, rej) => {
+    resolveReady = res;
+    rejectReady = rej;
+  });
+  ready.catch(() => {});
+  /** Runs waiting for a thread (none ready yet). */
+  const waiting: Pending[] = [];
+
+  const send = (t: Thread) => {
+    t.flushScheduled = false;
+    if (t.state !== "ready" || t.queued.length === 0) return;
+    const runs = t.queued;
+    t.queued = [];
+    t.worker.postMessage({ type: "run", runs } satisfies ToThread);
+  };
+
+  const assign = (p: Pending) => {
+    let best: Thread | undefined;
+    for (const t of threads) if (t.state === "ready" && (!best || t.inflight.size < best.inflight.size)) best = t;
+    if (!best) {
+      waiting.push(p);
+      return;
+    }
+    best.inflight.set(p.run.req.id, p);
+    best.queued.push(p.run.req);
+    if (!best.flushScheduled) {
+      best.flushScheduled = true;
+      queueMicrotask(() => send(best));
+    }
+  };
+
+  const spawn = (): Thread => {
+    const worker = new Worker(url, { workerData: options.init } as WorkerOptions);
+    const t: Thread = { worker, state: "starting", inflight: new Map(), queued: [], flushScheduled: false };
+    worker.onmessage = (ev: MessageEvent<FromThread>) => {
+      const msg = ev.data;
+      if (msg.type === "results") {
+        for (const r of msg.results) {
+          const p = t.inflight.get(r.id);
+          if (!p) continue;
+          t.inflight.delete(r.id);
+          p.resolve(r);
+        }
+      } else if (msg.type === "ready") {
+        t.state = "ready";
+        if (!readyDone) {
+          readyDone = true;
+          resolveReady(msg.tasks);
+        }
+        for (const p of waiting.splice(0)) assign(p);
+      } else {
+        options.log.error("task_modules_failed", { error: msg.message });
+        if (!readyDone) {
+          readyDone = true;
+          rejectReady(new Error(msg.message));
+        }
+      }
+    };
+    worker.onerror = (ev) => {
+      options.log.error("task_thread_crashed", { error: ev.message });
+      replace(t, "crash");
+    };
+    threads.push(t);
+    return t;
+  };
+
+  /** Terminates `t`, starts a replacement, and restarts (or fails) the runs it held. */
+  const replace = (t: Thread, why: "deadline" | "crash") => {
+    if (t.state === "dead") return;
+    t.state = "dead";
+    t.worker.terminate();
+    threads.splice(threads.indexOf(t), 1);
+    if (!closed) spawn();
+    for (const p of t.inflight.values()) {
+      if (p.run.atMostOnce) {
+        p.resolve({ id: p.run.req.id, status: 3, outcome: "failure", error: `task thread stopped (${why}) while an at-most-once task ran`, durationMs: performance.now() - p.startedAt });
+      } else {
+        assign(p);
+      }
+    }
+    t.inflight.clear();
+  };
+
+  const tick = setInterval(() => {
+    const now = Date.now();
+    for (const t of [...threads]) {
+      if (t.state !== "ready") continue;
+      let expired: Pending[] | undefined;
+      for (const p of t.inflight.values()) if (p.run.req.deadlineAtMs <= now) (expired ??= []).push(p);
+      if (!expired) continue;
+      for (const p of expired) {
+        t.inflight.delete(p.run.req.id);
+        p.resolve({ id: p.run.req.id, outcome: "deadline", durationMs: performance.now() - p.startedAt });
+      }
+      options.log.warn("task_thread_stopped", { reason: "processing_deadline", ids: expired.map((p) => p.run.req.id), restarted: t.inflight.size });
+      replace(t, "deadline");
+    }
+  }, options.deadlineTickMs ?? 50);
+
+  for (let i = 0; i < Math.max(1, options.threads); i++) spawn();
+
+  return {
+    ready,
+    run(run) {
+      return new Promise<PoolOutcome>((resolve) => {
+        if (closed) return resolve({ id: run.req.id, outcome: "aborted", durationMs: 0 });
+        assign({ run, startedAt: performance.now(), resolve });
+      });
+    },
+    busy() {
+      let n = waiting.length;
+      for (const t of threads) n += t.inflight.size;
+      return n;
+    },
+    async close() {
+      closed = true;
+      clearInterval(tick);
+      for (const t of threads.splice(0)) {
+        t.state = "dead";
+        t.worker.terminate();
+        for (const p of t.inflight.values()) p.resolve({ id: p.run.req.id, outcome: "aborted", durationMs: performance.now() - p.startedAt });
+      }
+      for (const p of waiting.splice(0)) p.resolve({ id: p.run.req.id, outcome: "aborted", durationMs: 0 });
+    },
+  };
+}

@@ -1,0 +1,98 @@
+// Composition of a worker: task threads, broker clients, balancer, the
+// at-most-once store, health file, metrics server and the pull loop, with one
+// stop() that shuts them down in order. Used by `taskplatform worker`, the
+// demo and the benchmarks.
+import type { Logger } from "../log.ts";
+import { openAtMostOnceStore } from "./at-most-once.ts";
+import { createBalancer } from "./balancer.ts";
+import { type BrokerClient, createBrokerClient } from "./broker-client.ts";
+import type { WorkerConfig } from "./config.ts";
+import { createHealthFile } from "./health.ts";
+import { startWorkerLoop, type LoopOptions } from "./loop.ts";
+import { createWorkerMetrics, serveMetrics, type WorkerMetrics } from "./metrics.ts";
+import { moduleSpecifier } from "./modules.ts";
+import { createTaskPool } from "./pool.ts";
+
+export interface RunningWorker {
+  metrics: WorkerMetrics;
+  metricsPort: number | undefined;
+  /** Resolves when the pull loop has ended (after stop()). */
+  done: Promise<void>;
+  /** Graceful: stop fetching, let running tasks finish within the grace period, report results, release everything. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface StartOptions {
+  log: Logger;
+  onResult?: LoopOptions["onResult"];
+  /** Environment handed to task threads (producers for follow-up tasks). Default process.env. */
+  env?: Record<string, string | undefined>;
+}
+
+export async function startWorker(config: WorkerConfig, options: StartOptions): Promise<RunningWorker> {
+  const log = options.log;
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(options.env ?? process.env)) if (v !== undefined) env[k] = v;
+  // Follow-up dispatches from inside tasks go to our first broker unless configured otherwise.
+  env.TASKWORKER_RPC_HOST_LIST ??= config.rpcHostList.join(",");
+  if (config.secrets && !env.TASKWORKER_GRPC_SHARED_SECRET) env.TASKWORKER_GRPC_SHARED_SECRET = JSON.stringify(config.secrets);
+  const pool = createTaskPool({ threads: config.threads, log, init: { modules: config.tasks.map((t) => moduleSpecifier(t)), env } });
+  let tasks;
+  try {
+    tasks = await pool.ready;
+  } catch (err) {
+    await pool.close();
+    throw err;
+  }
+  log.info("task_modules_loaded", { tasks: tasks.length, threads: config.threads });
+  let application = config.application;
+  // GetTask with a namespace but no application claims nothing (wire contract): infer the only application.
+  if (config.namespace && !application) {
+    const apps = new Set(tasks.filter((t) => t.namespace !== "internal").map((t) => t.application));
+    if (apps.size === 1) application = [...apps][0];
+  }
+  const clients = new Map<string, BrokerClient>();
+  for (const address of config.rpcHostList) clients.set(address, createBrokerClient({ address, secrets: config.secrets }));
+  const metrics = createWorkerMetrics();
+  const server = config.metricsPort !== undefined ? serveMetrics(metrics, config.metricsPort) : undefined;
+  const atMostOnce = openAtMostOnceStore(config.atMostOncePath);
+  const loop = startWorkerLoop({
+    concurrency: config.concurrency,
+    filter: { namespace: config.namespace, application },
+    pool,
+    tasks,
+    clients,
+    balancer: createBalancer({ brokers: config.rpcHostList, rebalanceAfter: config.rebalanceAfter }),
+    atMostOnce,
+    atMostOnceTtlSec: config.atMostOnceTtlSec,
+    health: createHealthFile(config.healthCheckFile),
+    metrics,
+    log,
+    maxBackoffMs: config.maxBackoffMs,
+    onResult: options.onResult,
+  });
+  log.info("worker_started", {
+    brokers: config.rpcHostList.join(","),
+    concurrency: config.concurrency,
+    threads: config.threads,
+    namespace: config.namespace,
+    application,
+    metrics_port: server?.port,
+  });
+  let stopping: Promise<void> | undefined;
+  return {
+    metrics,
+    metricsPort: server?.port,
+    done: loop.done,
+    stop(graceMs = config.shutdownGraceMs) {
+      stopping ??= (async () => {
+        await loop.stop(graceMs);
+        await pool.close();
+        for (const c of clients.values()) c.close();
+        atMostOnce.close();
+        server?.stop();
+      })();
+      return stopping;
+    },
+  };
+}
