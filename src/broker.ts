@@ -94,6 +94,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
             log: log.child({ component: "admin" }),
             upkeepLastCompletedAtMs: () => upkeep.lastCompletedAtMs(),
             upkeepUnhealthyAfterMs: config.upkeep_unhealthy_after_ms,
+            kafkaReady: kafka ? () => kafka.assigned() : undefined,
           })
         : null;
     if (admin) cleanups.push(() => admin.stop());

@@ -25,6 +25,7 @@ import {
   type Origin,
 } from "./source.ts";
 import { SECRET_NAME } from "./walk.ts";
+import { kafkaConfigProblem } from "../kafka/plan.ts";
 
 export { ConfigError };
 
@@ -223,6 +224,9 @@ export function resolveBrokerConfig(env: Record<string, string | undefined>, yam
   }
   const config = validate(schema, merged, BROKER_PREFIX);
   checkKafkaReferences(config, merged);
+  // The Kafka helper's topic rules (pure), so they stop start-up like any other bad value.
+  const kafkaProblem = kafkaConfigProblem(config);
+  if (kafkaProblem) throw new ConfigError(kafkaProblem);
   return { config, notes };
 }
 
