@@ -7,6 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Database } from "bun:sqlite";
 import { createLogger } from "../src/log.ts";
 import {
   createManualClock,
@@ -45,9 +46,9 @@ function run(
   clock: ManualClock,
   dbPath: string,
   table: ScheduleTable,
-  opts: { replica?: string; sink?: Fired[]; failWhen?: (f: Fired) => boolean } = {},
+  opts: { replica?: string; sink?: Fired[]; failWhen?: (f: Fired) => boolean; busyTimeoutMs?: number } = {},
 ): Running {
-  const runs = openRunStore({ path: dbPath });
+  const runs = openRunStore({ path: dbPath, busyTimeoutMs: opts.busyTimeoutMs });
   const fired = opts.sink ?? [];
   const logs: string[] = [];
   const replica = opts.replica ?? "r1";
@@ -200,6 +201,24 @@ describe("one scheduler", () => {
     expect(b.fired.map((f) => f.slotMs - T0)).toEqual([10_000]);
     expect(b.runs.read("tick")).toMatchObject({ lastSlotMs: T0 + 10_000, producedAtMs: T0 + 10_000, claimedBy: "r1" });
     await b.stop();
+  });
+
+  test("a locked store delays the slot instead of stopping the scheduler", async () => {
+    const clock = createManualClock(T0);
+    const db = freshDb();
+    const s = run(clock, db, { tick: { task: "ns:tick", intervalSec: 5 } }, { busyTimeoutMs: 20 });
+    await clock.whenSleeping();
+    // Another process holds the write lock (as a stuck replica or a backup tool might).
+    const other = new Database(db);
+    other.exec("BEGIN IMMEDIATE");
+    await moveTo(clock, T0 + 5_000);
+    expect(s.logs.some((l) => l.includes("schedule_claim_failed"))).toBe(true);
+    expect(s.fired).toHaveLength(1);
+    other.exec("COMMIT");
+    other.close();
+    await moveTo(clock, T0 + 6_000); // the retry pause
+    expect(s.fired.map((f) => [f.slotMs - T0, f.atMs - T0])).toEqual([[0, 0], [5_000, 6_000]]);
+    await s.stop();
   });
 });
 

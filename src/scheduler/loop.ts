@@ -1,7 +1,8 @@
 // The scheduler loop: plans each schedule's next slot from the run store,
 // sleeps until the earliest one (no polling; at most `maxSleepMs` so wall-clock
 // jumps and other replicas' runs are noticed), claims due slots in the store
-// and fires the claimed ones. Claim before fire: at most once per slot (see
+// and fires the claimed ones. A store that cannot be asked (locked, I/O error)
+// delays the slot rather than ending the loop. Claim before fire: at most once per slot (see
 // run-store.ts). Fires are awaited one after another; a failed fire is logged
 // and the slot is not retried by the loop (the fire callback may retry within
 // its own bounds).
@@ -15,6 +16,9 @@ import { type Plan, planNext } from "./slots.ts";
 
 /** Produces the schedule's activation for `slotMs`; throws when it could not. */
 export type FireFn = (schedule: Schedule, slotMs: number, signal: AbortSignal) => Promise<void>;
+
+/** Pause before asking the run store again after a claim failed, in ms of the clock's time. */
+export const CLAIM_RETRY_MS = 1000;
 
 export interface SchedulerOptions {
   schedules: Schedule[];
@@ -57,9 +61,16 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
     plans.set(s.key, planNext(s.trigger, s.hash, record, clock.now()));
   }
 
-  async function runDue(schedule: Schedule, plan: Plan): Promise<void> {
+  /** Returns false when the store could not be asked (e.g. locked past its busy timeout); the plan is kept. */
+  async function runDue(schedule: Schedule, plan: Plan): Promise<boolean> {
     const now = clock.now();
-    const result = runs.claim(schedule.key, schedule.hash, plan, now, replicaId);
+    let result;
+    try {
+      result = runs.claim(schedule.key, schedule.hash, plan, now, replicaId);
+    } catch (err) {
+      log.error("schedule_claim_failed", { schedule: schedule.key, slot: new Date(plan.slotMs).toISOString(), error: err });
+      return false;
+    }
     if (result.claimed) {
       const slot = new Date(plan.slotMs).toISOString();
       try {
@@ -76,6 +87,7 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
       log.debug("schedule_slot_taken", { schedule: schedule.key, slot: new Date(plan.slotMs).toISOString() });
     }
     plans.set(schedule.key, planNext(schedule.trigger, schedule.hash, result.record, clock.now()));
+    return true;
   }
 
   async function loop(): Promise<void> {
@@ -83,11 +95,17 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
     while (!stopping.signal.aborted) {
       const now = clock.now();
       const due = [...plans.entries()].filter(([, p]) => p.slotMs <= now).sort((a, b) => a[1].slotMs - b[1].slotMs);
+      let storeFailed = false;
       for (const [key, plan] of due) {
         if (stopping.signal.aborted) break;
-        await runDue(byKey.get(key)!, plan);
+        if (!(await runDue(byKey.get(key)!, plan))) storeFailed = true;
       }
       if (stopping.signal.aborted) break;
+      if (storeFailed) {
+        // The slot stays planned (late rather than lost); try again shortly instead of spinning.
+        await clock.sleep(CLAIM_RETRY_MS, stopping.signal);
+        continue;
+      }
       const next = nextSlotMs();
       if (next === null) {
         await clock.sleep(maxSleepMs, stopping.signal);

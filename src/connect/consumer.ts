@@ -1,0 +1,154 @@
+// What ConsumerService and IngestService do, independent of transport: the
+// fast gRPC path (fast-grpc.ts) and the Connect/gRPC-Web services
+// (services.ts) both call these, so status codes are decided in one place
+// (wire-contract.md "Status codes and their meaning to clients").
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { BrokerConfig } from "../config/schema.ts";
+import { InvalidActivation } from "../ingest/activation.ts";
+import { Backpressure } from "../ingest/ingest.ts";
+import type { Logger } from "../log.ts";
+import { completionTotal } from "../metrics.ts";
+import type { ClaimFilter, ClaimedActivation, InflightStore, StatusUpdate, TerminalStatus } from "../store/types.ts";
+import type { DecodedStatusUpdate, TaskFilter } from "./wire.ts";
+
+/** The part of the ingest pipeline (src/ingest/ingest.ts) the Produce RPC needs. */
+export interface ProduceTarget {
+  produce(
+    activations: Uint8Array[],
+    source: "rpc" | "kafka",
+  ): { accepted: number; duplicates: number; expired: number } | Promise<{ accepted: number; duplicates: number; expired: number }>;
+}
+
+export interface ProduceCounts {
+  accepted: number;
+  duplicates: number;
+  expired: number;
+}
+
+export interface ConsumerCore {
+  /** Claimed activation, or null for "nothing claimable" (NOT_FOUND on GetTask). */
+  getTask(filter: TaskFilter): Promise<ClaimedActivation | null>;
+  /** Next activation when fetch_next was asked and one was claimable, else null (never NOT_FOUND). */
+  setTaskStatus(update: DecodedStatusUpdate): Promise<ClaimedActivation | null>;
+  setBatchStatus(updates: DecodedStatusUpdate[]): Promise<void>;
+  produce(activations: Uint8Array[]): Promise<ProduceCounts>;
+}
+
+export const NO_PENDING = "No pending activations";
+
+const TERMINAL: Record<number, TerminalStatus> = { 3: "failure", 4: "retry", 5: "complete" };
+
+/**
+ * Claim filter of a request, or null when it can match nothing: a namespace
+ * without an application claims nothing (namespaces are unique only within
+ * an application). Empty strings count as unset.
+ */
+export function claimFilterOf(filter: TaskFilter | undefined): ClaimFilter | null {
+  const application = filter?.application || undefined;
+  const namespace = filter?.namespace || undefined;
+  if (namespace !== undefined && application === undefined) return null;
+  const out: ClaimFilter = {};
+  if (application !== undefined) out.application = application;
+  if (namespace !== undefined) out.namespace = namespace;
+  return out;
+}
+
+/** Validates a worker's status update; INVALID_ARGUMENT for anything but FAILURE, RETRY, COMPLETE. */
+export function statusUpdateOf(u: DecodedStatusUpdate): StatusUpdate {
+  const status = TERMINAL[u.status];
+  if (status === undefined) {
+    throw new ConnectError(
+      `invalid status ${u.status} for activation ${JSON.stringify(u.id)}: expected FAILURE (3), RETRY (4) or COMPLETE (5)`,
+      Code.InvalidArgument,
+    );
+  }
+  const out: StatusUpdate = { id: u.id, status };
+  if (status === "retry") {
+    if (u.maxAttempts !== undefined) out.maxAttempts = u.maxAttempts;
+    if (u.delayOnRetry !== undefined) out.delayOnRetry = u.delayOnRetry;
+  }
+  return out;
+}
+
+function storageFailure(operation: string, err: unknown): ConnectError {
+  if (err instanceof ConnectError) return err;
+  const detail = err instanceof Error ? err.message : String(err);
+  return new ConnectError(`storage failure during ${operation}: ${detail}`, Code.Internal, undefined, undefined, err);
+}
+
+export function createConsumerCore(deps: {
+  config: BrokerConfig;
+  store: InflightStore;
+  ingest: ProduceTarget;
+  log: Logger;
+}): ConsumerCore {
+  const { config, store, ingest, log } = deps;
+  const push = config.delivery_mode === "push";
+  const completeCounter = {
+    failure: completionTotal.labels("failure"),
+    retry: completionTotal.labels("retry"),
+    complete: completionTotal.labels("complete"),
+  };
+  return {
+    async getTask(filter) {
+      if (push) throw new ConnectError("GetTask is disabled: the broker delivers by push", Code.PermissionDenied);
+      const claim = claimFilterOf(filter);
+      if (claim === null) return null;
+      try {
+        return await store.claim(claim);
+      } catch (err) {
+        log.error("rpc_storage_failure", { operation: "claim", error: err });
+        throw storageFailure("GetTask (claim)", err);
+      }
+    },
+    async setTaskStatus(u) {
+      const update = statusUpdateOf(u);
+      // fetch_next in push mode would bypass push delivery; treat it as not asked.
+      const next = u.fetchNext !== undefined && !push ? claimFilterOf(u.fetchNext) : null;
+      try {
+        const claimed = await store.setStatus(update, next ?? undefined);
+        completeCounter[update.status].inc();
+        return next === null ? null : claimed;
+      } catch (err) {
+        log.error("rpc_storage_failure", { operation: "set_status", error: err });
+        throw storageFailure("SetTaskStatus", err);
+      }
+    },
+    async setBatchStatus(updates) {
+      // Validate every update before writing any (wire contract).
+      const valid = updates.map(statusUpdateOf);
+      if (valid.length === 0) return;
+      try {
+        await store.setStatuses(valid);
+      } catch (err) {
+        log.error("rpc_storage_failure", { operation: "set_statuses", error: err });
+        throw storageFailure("SetBatchActivationStatus", err);
+      }
+      for (const u of valid) completeCounter[u.status].inc();
+    },
+    async produce(activations) {
+      if (activations.length === 0) return { accepted: 0, duplicates: 0, expired: 0 };
+      try {
+        const r = await ingest.produce(activations, "rpc");
+        return { accepted: r.accepted, duplicates: r.duplicates, expired: r.expired };
+      } catch (err) {
+        throw produceError(err, log);
+      }
+    },
+  };
+}
+
+/** Ingest's refusals as RPC errors: invalid activation, backpressure, or storage failure. */
+function produceError(err: unknown, log: Logger): ConnectError {
+  if (err instanceof ConnectError) return err;
+  if (err instanceof InvalidActivation) {
+    // ingest's message already names the index ("activation 3: activation is missing namespace").
+    const where = err.index !== undefined && !err.message.startsWith("activation ") ? `activation ${err.index}: ` : "";
+    return new ConnectError(`${where}${err.message}; no activation of this request was stored`, Code.InvalidArgument);
+  }
+  if (err instanceof Backpressure) {
+    return new ConnectError(`broker is not accepting work right now: ${err.message}`, Code.ResourceExhausted);
+  }
+  log.error("rpc_storage_failure", { operation: "produce", error: err });
+  return storageFailure("Produce (insert)", err);
+}

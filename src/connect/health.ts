@@ -1,0 +1,59 @@
+// grpc.health.v1.Health: "" reports the process, the named ConsumerService
+// reports whether upkeep is alive (broker.md "Health"). Watch polls the
+// health source and streams each change; it ends when the client goes away.
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { type Health, HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.ts";
+
+export const CONSUMER_SERVICE_NAME = "sentry_protos.taskbroker.v1.ConsumerService";
+
+export interface HealthSource {
+  /** False when upkeep has stalled. */
+  isHealthy(): boolean;
+  /** True once shutdown began: everything reports NOT_SERVING. */
+  isClosing(): boolean;
+  /** How often Watch re-checks. */
+  watchIntervalMs: number;
+}
+
+/** Serving status of a service name, or null when the name is unknown. */
+export function servingStatus(service: string, src: HealthSource): Serving | null {
+  if (service !== "" && service !== CONSUMER_SERVICE_NAME) return null;
+  if (src.isClosing()) return Serving.NOT_SERVING;
+  if (service === "") return Serving.SERVING;
+  return src.isHealthy() ? Serving.SERVING : Serving.NOT_SERVING;
+}
+
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done);
+  });
+}
+
+export function healthServiceImpl(src: HealthSource): ServiceImpl<typeof Health> {
+  return {
+    async check(req) {
+      const status = servingStatus(req.service, src);
+      if (status === null) throw new ConnectError(`unknown service ${JSON.stringify(req.service)}`, Code.NotFound);
+      return { status };
+    },
+    async *watch(req, ctx) {
+      let last: Serving | -1 = -1;
+      while (!ctx.signal.aborted) {
+        const status = servingStatus(req.service, src) ?? Serving.SERVICE_UNKNOWN;
+        if (status !== last) {
+          last = status;
+          yield { status };
+        }
+        await pause(src.watchIntervalMs, ctx.signal);
+      }
+    },
+  };
+}
