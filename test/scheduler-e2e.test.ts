@@ -84,7 +84,9 @@ test("scheduled activations reach the broker and come out of GetTask with propag
   }
   expect(got[0]!.id).not.toBe(got[1]!.id);
   const slots = got.map((a) => Date.parse(a.headers["taskplatform-schedule-slot"]!));
-  expect(slots[1]! - slots[0]!).toBe(1000);
+  // Consecutive slots of a 1 s interval (one may be skipped as missed if this machine stalls for a second).
+  expect(slots[1]! - slots[0]!).toBeGreaterThan(0);
+  expect((slots[1]! - slots[0]!) % 1000).toBe(0);
 
   scheduler.proc.kill("SIGTERM");
   expect(await scheduler.exited()).toBe(0);
