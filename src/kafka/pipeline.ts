@@ -112,23 +112,31 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
     chunk.bytes += bytes.byteLength;
   };
 
-  /** Inserts the chunk durably (waiting out backpressure); false when the consumer stopped meanwhile. */
+  /**
+   * Inserts the chunk durably, waiting out backpressure; false when the
+   * consumer stopped meanwhile. A refused chunk is offered in halves first:
+   * a chunk larger than the free room (say 256 rows against
+   * max_pending_count 100) would otherwise never be admitted.
+   */
   const insert = async (chunk: Chunk, ctx: BatchContext): Promise<boolean> => {
-    for (;;) {
-      if (chunk.activations.length === 0) return true;
+    let start = 0;
+    let take = chunk.activations.length;
+    while (start < chunk.activations.length) {
+      const end = Math.min(start + take, chunk.activations.length);
       try {
-        const result = opts.ingest.produce(chunk.activations, "kafka", chunk.origins);
+        const result = opts.ingest.produce(chunk.activations.slice(start, end), "kafka", chunk.origins.slice(start, end));
         setPaused(false);
+        start = end;
+        take = Math.min(take * 2, chunk.activations.length);
         const duplicates = result.duplicates ?? 0;
         const expired = result.expired ?? 0;
         kafkaMessagesTotal.inc({ topic: opts.topic, result: "stored" }, result.accepted);
         if (duplicates) kafkaMessagesTotal.inc({ topic: opts.topic, result: "duplicate" }, duplicates);
         if (expired) kafkaMessagesTotal.inc({ topic: opts.topic, result: "expired" }, expired);
-        return true;
       } catch (err) {
-        if (err instanceof InvalidActivation && err.index !== undefined && err.index < chunk.activations.length) {
-          // Ingest validates the whole chunk first; take the offender out and offer the rest again.
-          const i = err.index;
+        if (err instanceof InvalidActivation && err.index !== undefined && start + err.index < end) {
+          // Ingest validates the whole slice first; take the offender out and offer the rest again.
+          const i = start + err.index;
           chunk.undecodable.push({ message: chunk.sources[i]!, reason: err.message });
           chunk.activations.splice(i, 1);
           chunk.origins.splice(i, 1);
@@ -136,15 +144,31 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
           continue;
         }
         if (!isBackpressure(err)) throw err;
+        if (take > 1) {
+          take = Math.ceil(take / 2);
+          continue;
+        }
         setPaused(true);
-        // Stopping: leave the chunk uncommitted; it is fetched again later.
-        if (!ctx.isRunning()) return false;
+        // Stopping: leave the rest uncommitted; it is fetched again later.
+        if (!ctx.isRunning()) {
+          if (start > 0 && opts.discardUncommitted) opts.discardUncommitted(chunk.origins.slice(0, start));
+          return false;
+        }
         // Keeps the session alive; throws CommitRejected when the group rebalances,
-        // which is safe here because nothing of this chunk was stored.
-        await ctx.heartbeat();
+        // which is safe: this chunk's offsets are uncommitted and whatever part of it
+        // was stored is a duplicate when fetched again here (or taken back below).
+        try {
+          await ctx.heartbeat();
+        } catch (hbErr) {
+          if (hbErr instanceof CommitRejected && start > 0 && opts.discardUncommitted) {
+            opts.discardUncommitted(chunk.origins.slice(0, start));
+          }
+          throw hbErr;
+        }
         await sleep(opts.backpressureRetryMs);
       }
     }
+    return true;
   };
 
   const commit = async (chunk: Chunk, ctx: BatchContext) => {

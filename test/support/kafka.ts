@@ -1,0 +1,189 @@
+// Helpers for Kafka tests: build activations, produce to and read back from a
+// topic with kafkajs directly (the test acts as an outside producer, the way a
+// Sentry producer would), talk to a broker with a real gRPC client, and read
+// the (topic, partition, offset) of stored rows from a broker's SQLite file.
+import { create, toBinary, fromBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Database } from "bun:sqlite";
+import { Kafka, logLevel, type IHeaders } from "kafkajs";
+import {
+  ConsumerService,
+  OnAttemptsExceeded,
+  RetryStateSchema,
+  TaskActivationSchema,
+  type TaskActivation,
+} from "../../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+
+export { OnAttemptsExceeded, TaskActivationSchema };
+
+let seq = 0;
+/** A unique name per test (topics, groups). */
+export function unique(prefix: string): string {
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${seq++}`;
+}
+
+export function activation(fields: Partial<{
+  id: string;
+  namespace: string;
+  taskname: string;
+  application: string;
+  attempts: number;
+  maxAttempts: number;
+  onAttemptsExceeded: OnAttemptsExceeded;
+  processingDeadlineDuration: number;
+  expires: number;
+  receivedAtMs: number;
+}> = {}): Uint8Array {
+  return toBinary(
+    TaskActivationSchema,
+    create(TaskActivationSchema, {
+      id: fields.id ?? crypto.randomUUID().replaceAll("-", ""),
+      namespace: fields.namespace ?? "ns",
+      taskname: fields.taskname ?? "tests.noop",
+      application: fields.application ?? "app",
+      receivedAt: timestampFromMs(fields.receivedAtMs ?? Date.now()),
+      processingDeadlineDuration: BigInt(fields.processingDeadlineDuration ?? 30),
+      expires: fields.expires !== undefined ? BigInt(fields.expires) : undefined,
+      retryState: create(RetryStateSchema, {
+        attempts: fields.attempts ?? 0,
+        maxAttempts: fields.maxAttempts ?? 3,
+        onAttemptsExceeded: fields.onAttemptsExceeded ?? OnAttemptsExceeded.DISCARD,
+      }),
+    }),
+  );
+}
+
+export const decodeActivation = (bytes: Uint8Array): TaskActivation => fromBinary(TaskActivationSchema, bytes);
+
+function kafka(bootstrap: string): Kafka {
+  return new Kafka({ clientId: "test", brokers: bootstrap.split(","), logLevel: logLevel.NOTHING });
+}
+
+export interface TestMessage {
+  value: Uint8Array | null;
+  key?: string;
+  headers?: Record<string, string>;
+  partition?: number;
+}
+
+/** Produces messages (acks = all) in chunks; resolves when all are acknowledged. */
+export async function produce(bootstrap: string, topic: string, messages: TestMessage[]): Promise<void> {
+  const producer = kafka(bootstrap).producer();
+  await producer.connect();
+  try {
+    for (let i = 0; i < messages.length; i += 1000) {
+      await producer.send({
+        topic,
+        acks: -1,
+        messages: messages.slice(i, i + 1000).map((m) => ({
+          value: m.value === null ? null : Buffer.from(m.value),
+          key: m.key ?? null,
+          headers: m.headers as IHeaders | undefined,
+          partition: m.partition,
+        })),
+      });
+    }
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+export interface ReadMessage {
+  partition: number;
+  offset: string;
+  value: Uint8Array | null;
+  headers: Record<string, string>;
+}
+
+/** Reads a topic from the beginning with a fresh group until `count` messages arrived (or the deadline passed). */
+export async function readTopic(
+  bootstrap: string,
+  topic: string,
+  count: number,
+  opts: { timeoutMs?: number; settleMs?: number } = {},
+): Promise<ReadMessage[]> {
+  const consumer = kafka(bootstrap).consumer({ groupId: unique("reader"), sessionTimeout: 6000, heartbeatInterval: 500 });
+  const out: ReadMessage[] = [];
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    let done!: () => void;
+    const reached = new Promise<void>((r) => (done = r));
+    await consumer.run({
+      eachBatch: async ({ batch }) => {
+        for (const m of batch.messages) {
+          const headers: Record<string, string> = {};
+          for (const [k, v] of Object.entries(m.headers ?? {})) if (v !== undefined) headers[k] = String(v);
+          out.push({ partition: batch.partition, offset: m.offset, value: m.value ? new Uint8Array(m.value) : null, headers });
+        }
+        if (out.length >= count) done();
+      },
+    });
+    const timeoutMs = opts.timeoutMs ?? 30_000;
+    await Promise.race([reached, Bun.sleep(timeoutMs)]);
+    // Anything beyond `count` (a duplicate) would arrive right behind; wait a little for it.
+    if (opts.settleMs) await Bun.sleep(opts.settleMs);
+  } finally {
+    await consumer.disconnect();
+  }
+  return out;
+}
+
+export type ConsumerClient = Client<typeof ConsumerService>;
+
+export function brokerClient(port: number): ConsumerClient {
+  return createClient(ConsumerService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }));
+}
+
+/** Polls `check` until it returns a truthy value or the deadline passes. */
+export async function until<T>(what: string, check: () => T | Promise<T>, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: T | undefined;
+  while (Date.now() < deadline) {
+    last = await check();
+    if (last) return last;
+    await Bun.sleep(everyMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${String(last)})`);
+}
+
+export interface StoredOrigin {
+  id: string;
+  state: number;
+  topic: string | null;
+  partition: number | null;
+  offset: string | null;
+  activation: Uint8Array;
+}
+
+/** Rows of a broker's inflight database (read-only; safe while the broker runs, WAL mode). */
+export function storedRows(dbPath: string): StoredOrigin[] {
+  const db = new Database(dbPath, { readonly: true });
+  try {
+    return db
+      .query<StoredOrigin, []>(
+        "SELECT id, state, kafka_topic AS topic, kafka_partition AS partition, CAST(kafka_offset AS TEXT) AS offset, activation FROM inflight",
+      )
+      .all();
+  } finally {
+    db.close();
+  }
+}
+
+/** Environment for a broker consuming `topics` from the mock cluster. */
+export function kafkaEnv(bootstrap: string, topics: string[], extra: Record<string, string> = {}): Record<string, string> {
+  const env: Record<string, string> = {
+    TASKBROKER_KAFKA_CLUSTERS__DEFAULT__ADDRESS: bootstrap,
+    TASKBROKER_KAFKA_BATCH_MAX_MS: "100ms",
+    TASKBROKER_UPKEEP_TASK_INTERVAL_MS: "200ms",
+    ...extra,
+  };
+  for (const t of topics) {
+    const key = t.toUpperCase();
+    env[`TASKBROKER_KAFKA_TOPICS__${key}__CLUSTER`] = "default";
+    env[`TASKBROKER_KAFKA_TOPICS__${key}__SESSION_TIMEOUT_MS`] ??= "6000";
+  }
+  return env;
+}
