@@ -73,14 +73,23 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
     }
     if (result.claimed) {
       const slot = new Date(plan.slotMs).toISOString();
+      let fired = false;
       try {
         await fire(schedule, plan.slotMs, stopping.signal);
-        runs.markProduced(schedule.key, plan.slotMs, clock.now());
-        scheduleFires.inc({ schedule: schedule.key, result: "fired" });
-        log.info("schedule_fired", { schedule: schedule.key, task: `${schedule.namespace}:${schedule.taskname}`, slot, reason: plan.reason, late_ms: now - plan.slotMs });
+        fired = true;
       } catch (err) {
         scheduleFires.inc({ schedule: schedule.key, result: "failed" });
         log.error("schedule_fire_failed", { schedule: schedule.key, slot, error: err });
+      }
+      if (fired) {
+        scheduleFires.inc({ schedule: schedule.key, result: "fired" });
+        log.info("schedule_fired", { schedule: schedule.key, task: `${schedule.namespace}:${schedule.taskname}`, slot, reason: plan.reason, late_ms: now - plan.slotMs });
+        try {
+          runs.markProduced(schedule.key, plan.slotMs, clock.now());
+        } catch (err) {
+          // Only bookkeeping: the next start would warn about this slot needlessly.
+          log.warn("schedule_mark_produced_failed", { schedule: schedule.key, slot, error: err });
+        }
       }
     } else {
       scheduleFires.inc({ schedule: schedule.key, result: "claimed_elsewhere" });
