@@ -3,6 +3,8 @@
 // rule, decides per row with the same pure logic as ingest, and removes the
 // matching ones. Runs after every runtime-config read, so a rule added to the
 // file empties the store of its tasks within one reload period.
+import { fromBinary } from "@bufbuild/protobuf";
+import { TaskActivationSchema } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import type { Logger } from "../log.ts";
 import type { RuntimeConfig } from "./reload.ts";
 import { killedTasknames } from "./rules.ts";
@@ -14,9 +16,18 @@ export interface KillSweepStore {
     tasknames: string[],
     afterId: string | null,
     limit: number,
-  ): Array<{ id: string; namespace: string; taskname: string; activation: Uint8Array }>;
+  ): Array<{ id: string; namespace?: string; taskname: string; activation: Uint8Array }>;
   /** Deletes those ids still in pending/delay/retry; returns how many were deleted. */
   removeKilled(ids: string[]): number;
+}
+
+/** Stores that do not return the namespace column: read it from the activation itself. */
+function namespaceOf(activation: Uint8Array): string {
+  try {
+    return fromBinary(TaskActivationSchema, activation).namespace;
+  } catch {
+    return "";
+  }
 }
 
 export interface SweepReport {
@@ -39,7 +50,9 @@ export async function sweepStoredRows(
     const page = store.killableByTaskname(tasknames, afterId, pageSize);
     if (page.length === 0) break;
     report.examined += page.length;
-    const doomed = page.filter((row) => runtime.shouldDrop(row, "stored")).map((row) => row.id);
+    const doomed = page
+      .filter((row) => runtime.shouldDrop({ ...row, namespace: row.namespace ?? namespaceOf(row.activation) }, "stored"))
+      .map((row) => row.id);
     if (doomed.length > 0) report.removed += store.removeKilled(doomed);
     afterId = page[page.length - 1]!.id;
     if (page.length < pageSize) break;
