@@ -136,10 +136,10 @@ describe("status updates", () => {
     await t.store.setStatus({ id: b.id, status: "retry" });
     await t.store.setStatus({ id: c.id, status: "failure" });
     expect(await t.store.setStatus({ id: "no-such-id", status: "complete" })).toBeNull();
-    expect(t.store.getActivation(a.id)).toBeNull(); // Complete is deleted at once
+    expect(t.store.getActivation(a.id)!.state).toBe("complete"); // upkeep deletes it
     expect(t.store.getActivation(b.id)!.state).toBe("retry");
     expect(t.store.getActivation(c.id)!.state).toBe("failure");
-    expect(t.store.counts()).toMatchObject({ processing: 0, retry: 1, failure: 1 });
+    expect(t.store.counts()).toMatchObject({ processing: 0, retry: 1, failure: 1, complete: 1 });
     // A finished row does not move again (a duplicate SetTaskStatus).
     await t.store.setStatus({ id: b.id, status: "complete" });
     expect(t.store.getActivation(b.id)!.state).toBe("retry");

@@ -249,6 +249,18 @@ describe("steps 5-8: expiry, delays, failures, cleanup", () => {
 });
 
 describe("the loop", () => {
+  test("deletes more Complete rows than one chunk in a single pass", async () => {
+    t = tempStore();
+    const rows = Array.from({ length: 4500 }, () => row());
+    t.store.insert(rows);
+    await Promise.all(rows.map(() => t.store.claim({})));
+    await t.store.setStatuses(rows.map((r) => ({ id: r.id, status: "complete" as const })));
+    expect(t.store.counts().complete).toBe(4500);
+    const u = await manualUpkeep();
+    expect((await u.runOnce()).deleted).toBe(4500);
+    expect(t.store.recount().complete).toBe(0);
+  });
+
   test("runs by itself every interval and reports its last completion", async () => {
     t = tempStore();
     const r = row({ receivedAt: timestampFromMs(Date.now() - 10_000), expires: 1n });

@@ -91,9 +91,30 @@ export function openStore(opts: StoreOptions): InflightStore {
   );
 
   // Read side.
-  const countByState = db.query<{ state: number; n: number }, []>("SELECT state, count(*) AS n FROM inflight GROUP BY state");
+  // Counts and depths read each state through its own partial index: Pending
+  // (the only state that grows large) from a covering index, the others are
+  // bounded by the backpressure limits. No query here reads the whole table.
+  const perState: Array<[number, string]> = [
+    [S.pending, "inflight_pending_app_ns"],
+    [S.delay, "inflight_delay"],
+    [S.processing, "inflight_processing"],
+    [S.claimed, "inflight_claimed"],
+  ];
+  const countByState = db.query<{ state: number; n: number }, []>(
+    [
+      ...perState.map(([code, index]) => `SELECT ${code} AS state, count(*) AS n FROM inflight INDEXED BY ${index} WHERE state = ${code}`),
+      "SELECT state, count(*) AS n FROM inflight INDEXED BY inflight_finished WHERE state >= 5 GROUP BY state",
+    ].join(" UNION ALL "),
+  );
   const depthQuery = db.query<{ state: number; namespace: string; n: number }, []>(
-    "SELECT state, namespace, count(*) AS n FROM inflight GROUP BY state, namespace",
+    [
+      ...perState.map(
+        ([code, index]) =>
+          `SELECT * FROM (SELECT ${code} AS state, namespace, count(*) AS n FROM inflight INDEXED BY ${index}
+           WHERE state = ${code} GROUP BY ${code === S.pending ? "application, " : ""}namespace)`,
+      ),
+      "SELECT * FROM (SELECT state, namespace, count(*) AS n FROM inflight INDEXED BY inflight_finished WHERE state >= 5 GROUP BY state, namespace)",
+    ].join(" UNION ALL "),
   );
   const oldestPending = db.query<{ received_at_ms: number }, []>(
     `SELECT received_at_ms FROM inflight INDEXED BY inflight_pending WHERE state = ${S.pending} ORDER BY seq LIMIT 1`,
@@ -152,10 +173,17 @@ export function openStore(opts: StoreOptions): InflightStore {
     counts: () => ({ ...ctx.counters }),
     recount,
     depthsByNamespace(): NamespaceDepth[] {
-      return depthQuery.all().flatMap(({ state, namespace, n }) => {
+      // Pending is grouped by (application, namespace) to stay on its covering index; merge here.
+      const merged = new Map<string, NamespaceDepth>();
+      for (const { state, namespace, n } of depthQuery.all()) {
         const name = STATE_BY_CODE[state];
-        return name ? [{ namespace, state: name, count: n }] : [];
-      });
+        if (!name) continue;
+        const key = `${name}\u0000${namespace}`;
+        const d = merged.get(key);
+        if (d) d.count += n;
+        else merged.set(key, { namespace, state: name, count: n });
+      }
+      return [...merged.values()];
     },
     oldestPendingReceivedAtMs: () => oldestPending.get()?.received_at_ms ?? null,
     sizeBytes() {

@@ -162,11 +162,13 @@ export interface InflightStore {
   resetExpiredDeadlines(nowMs: number): { reset: number; failed: number };
   expireClaims(nowMs: number): number;
   failExhaustedAttempts(maxAttempts: number): number;
-  removeExpired(nowMs: number): number;
+  /** At most `limit` rows per call (bounded pause); default unlimited. */
+  removeExpired(nowMs: number, limit?: number): number;
   undelay(nowMs: number): number;
   /** Failure rows whose policy is discard/unspecified -> Complete. */
   discardFailures(): number;
-  deleteComplete(): number;
+  /** At most `limit` rows per call (bounded pause); default unlimited. */
+  deleteComplete(limit?: number): number;
   /** Incremental vacuum of at most maxPages free pages; returns pages freed. */
   reclaimSpace(maxPages: number): number;
 

@@ -13,10 +13,10 @@ export interface UpkeepSteps {
   resetExpiredDeadlines(nowMs: number): { reset: number; failed: number };
   expireClaims(nowMs: number): number;
   failExhaustedAttempts(maxAttempts: number): number;
-  removeExpired(nowMs: number): number;
+  removeExpired(nowMs: number, limit?: number): number;
   undelay(nowMs: number): number;
   discardFailures(): number;
-  deleteComplete(): number;
+  deleteComplete(limit?: number): number;
   reclaimSpace(maxPages: number): number;
 }
 
@@ -24,7 +24,7 @@ export function createUpkeepSteps(ctx: StoreContext): UpkeepSteps {
   const { db } = ctx;
   const rowsInState = db.query<UpkeepRow, [number, number]>(
     `SELECT id, namespace, taskname, application, on_attempts_exceeded AS onAttemptsExceeded, activation
-     FROM inflight INDEXED BY inflight_state WHERE state = ? LIMIT ?`,
+     FROM inflight INDEXED BY inflight_finished WHERE state >= 5 AND state = ? LIMIT ?`,
   );
   const findRow = db.query<{ seq: number; state: number }, [string]>("SELECT seq, state FROM inflight WHERE id = ?");
   const completeRow = db.query("UPDATE inflight SET state = ?2 WHERE seq = ?1");
@@ -47,15 +47,20 @@ export function createUpkeepSteps(ctx: StoreContext): UpkeepSteps {
      WHERE state = ${S.pending} AND processing_attempts > 0 AND processing_attempts >= ?`,
   );
   const expiredDelete = db.query(
-    `DELETE FROM inflight INDEXED BY inflight_pending_expires WHERE state = ${S.pending} AND expires_at_ms IS NOT NULL AND expires_at_ms <= ?`,
+    `DELETE FROM inflight WHERE seq IN (SELECT seq FROM inflight INDEXED BY inflight_pending_expires
+       WHERE state = ${S.pending} AND expires_at_ms IS NOT NULL AND expires_at_ms <= ? LIMIT ?)`,
   );
   const undelayRows = db.query(
     `UPDATE inflight INDEXED BY inflight_delay SET state = ${S.pending} WHERE state = ${S.delay} AND delay_until_ms <= ?`,
   );
   const discard = db.query(
-    `UPDATE inflight SET state = ${S.complete} WHERE state = ${S.failure} AND on_attempts_exceeded != 2`,
+    `UPDATE inflight INDEXED BY inflight_finished SET state = ${S.complete}
+     WHERE state >= 5 AND state = ${S.failure} AND on_attempts_exceeded != 2`,
   );
-  const deleteDone = db.query(`DELETE FROM inflight WHERE state = ${S.complete}`);
+  const deleteDone = db.query(
+    `DELETE FROM inflight WHERE seq IN (SELECT seq FROM inflight INDEXED BY inflight_finished
+       WHERE state >= 5 AND state = ${S.complete} LIMIT ?)`,
+  );
 
   return {
     retryRows: (limit) => rowsInState.all(S.retry, limit),
@@ -102,9 +107,9 @@ export function createUpkeepSteps(ctx: StoreContext): UpkeepSteps {
       });
     },
 
-    removeExpired(nowMs) {
+    removeExpired(nowMs, limit = -1) {
       return ctx.transaction((delta) => {
-        const n = expiredDelete.run(nowMs).changes;
+        const n = expiredDelete.run(nowMs, limit).changes;
         delta.add("pending", -n);
         return n;
       });
@@ -126,9 +131,9 @@ export function createUpkeepSteps(ctx: StoreContext): UpkeepSteps {
       });
     },
 
-    deleteComplete() {
+    deleteComplete(limit = -1) {
       return ctx.transaction((delta) => {
-        const n = deleteDone.run().changes;
+        const n = deleteDone.run(limit).changes;
         delta.add("complete", -n);
         return n;
       });
