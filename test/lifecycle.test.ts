@@ -5,7 +5,9 @@
 import { Database } from "bun:sqlite";
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, statSync } from "node:fs";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Health } from "../src/gen/grpc/health/v1/health_pb.ts";
 import { activation, brokerClients, drainIds } from "./support/activations.ts";
 import { spawnBroker, type BrokerProcess } from "./support/broker-process.ts";
 
@@ -113,6 +115,29 @@ describe("graceful stop", () => {
     expect([...drained].sort()).toEqual([...ids].sort());
     expect(await again.stop()).toBe(0);
   }, 60_000);
+});
+
+describe("second signal", () => {
+  test("a second SIGTERM while draining exits at once (128+15) instead of waiting out the drain", async () => {
+    // A Health.Watch stream is an RPC that stays in flight, so the drain would wait the full 60 s.
+    const b = await start({}, { TASKBROKER_SHUTDOWN_DRAIN_MS: "60s" });
+    const health = createClient(Health, createGrpcTransport({ baseUrl: `http://127.0.0.1:${b.port}` }));
+    const abort = new AbortController();
+    const stream = health.watch({ service: "" }, { signal: abort.signal })[Symbol.asyncIterator]();
+    await stream.next();
+    const watching = (async () => {
+      try {
+        while (!(await stream.next()).done);
+      } catch {}
+    })();
+    b.proc.kill("SIGTERM");
+    await b.waitForLog(/broker_stopping/);
+    b.proc.kill("SIGTERM");
+    expect(await b.proc.exited).toBe(143);
+    expect(b.logs()).toContain("forced_exit signal=SIGTERM");
+    abort.abort();
+    await watching;
+  }, 30_000);
 });
 
 describe("crash", () => {
