@@ -170,7 +170,8 @@ export function serveFastGrpc(stream: ServerHttp2Stream, headers: IncomingHttpHe
     try {
       response = await h.run(opts.core, body.subarray(5));
     } catch (err) {
-      if (err instanceof MalformedMessage) return fail(Code.InvalidArgument, `cannot decode request: ${err.message}`);
+      // INTERNAL, as grpc-go, grpc-java and connect-es answer an undecodable request message.
+      if (err instanceof MalformedMessage) return fail(Code.Internal, `cannot decode request message: ${err.message}`);
       if (err instanceof ConnectError) return fail(err.code, err.rawMessage);
       return fail(Code.Internal, `${h.method} failed: ${err instanceof Error ? err.message : String(err)}`);
     }

@@ -5,7 +5,7 @@
 // Responses wrap the stored activation bytes unchanged: field 1, wire type 2.
 // Pure functions; test/rpc-wire.test.ts checks them against @bufbuild/protobuf.
 
-/** A request that cannot be decoded; answered INVALID_ARGUMENT. */
+/** A request that cannot be decoded; answered INTERNAL (as other gRPC servers do). */
 export class MalformedMessage extends Error {
   constructor(message: string) {
     super(message);
