@@ -7,8 +7,10 @@ const style = `
 body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
 header{background:#1d2330;color:#fff;padding:10px 20px;display:flex;gap:20px;align-items:baseline}
 header h1{font-size:18px;margin:0}header small{opacity:.7}
-main{padding:16px 20px;display:grid;gap:16px;grid-template-columns:repeat(auto-fit,minmax(420px,1fr))}
-section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:12px 14px}
+main{padding:16px 20px;display:grid;gap:16px;grid-template-columns:minmax(0,1fr) minmax(0,1fr)}
+@media (max-width:900px){main{grid-template-columns:minmax(0,1fr)}}
+section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:12px 14px;min-width:0;overflow-x:auto}
+#chart{width:100%;max-width:760px;height:auto;display:block}
 section.wide{grid-column:1/-1}
 h2{font-size:15px;margin:0 0 8px}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eef0f3;vertical-align:top}
@@ -71,7 +73,9 @@ function renderChart(series) {
   svg.append(mk("line", { x1: P, y1: y(0), x2: W, y2: y(0), stroke: "#ccc" }));
   const top = mk("text", { x: 2, y: 12, "font-size": 10, fill: "#666" }); top.textContent = max.toFixed(1) + "/s"; svg.append(top);
   const span = mk("text", { x: P, y: H - 2, "font-size": 10, fill: "#666" });
-  span.textContent = series.length ? "last " + Math.round((t1 - t0) / 60000) + " min" : "collecting samples"; svg.append(span);
+  const secs = Math.round((t1 - t0) / 1000);
+  span.textContent = series.length ? "last " + (secs < 120 ? secs + " s" : Math.round(secs / 60) + " min") : "collecting samples (every 5 s)";
+  svg.append(span);
   for (const [n, c] of SERIES) {
     if (!series.length) break;
     const pts = series.map((p) => x(p.atMs).toFixed(1) + "," + y(p.perSec[n] || 0).toFixed(1)).join(" ");
@@ -125,11 +129,11 @@ export const dashboardHtml = `<!doctype html>
 <header><h1>taskplatform broker</h1><small id="updated">loading…</small><span id="status"></span></header>
 <main>
 <section class="wide"><h2>Depth</h2><div class="cards" id="totals"></div></section>
-<section><h2>By namespace</h2><table><thead><tr><th>namespace</th>
+<section class="wide"><h2>By namespace</h2><table><thead><tr><th>namespace</th>
 <th>pending</th><th>delay</th><th>processing</th><th>claimed</th><th>retry</th><th>failure</th><th>complete</th></tr></thead>
 <tbody id="depths"></tbody></table></section>
-<section><h2>Rates</h2><div class="legend" id="rates-now"></div>
-<svg id="chart" width="640" height="160" viewBox="0 0 640 160" role="img" aria-label="rates over the last minutes"></svg></section>
+<section class="wide"><h2>Rates</h2><div class="legend" id="rates-now"></div>
+<svg id="chart" viewBox="0 0 640 160" role="img" aria-label="rates over the last minutes"></svg></section>
 <section class="wide"><h2>Dead letters (<span id="dl-total">0</span>)</h2><table><thead><tr>
 <th>id</th><th>task</th><th>namespace</th><th>attempts</th><th>parameters</th><th>dead-lettered</th><th></th></tr></thead>
 <tbody id="deadletters"></tbody></table></section>
