@@ -8,7 +8,7 @@ import { ConfigError, resolveBrokerConfig } from "../config/load.ts";
 import { brokerConfigSchema } from "../config/schema.ts";
 import { TaskActivationSchema } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import type { DeadLetter } from "../gen/taskplatform/v1/admin_pb.ts";
-import { createAdminClient, type AdminClient } from "./admin-client.ts";
+import { adminClient } from "../connect/client.ts";
 import { parseArgs, UsageError } from "./args.ts";
 
 const USAGE = `Usage: taskplatform deadletters list [--limit N] [--after ID] [--broker host:port] [-c broker.yaml] [--json]
@@ -72,6 +72,9 @@ export function formatTable(rows: DeadLetterView[], total: number): string {
   return [line(header), ...cells.map(line), `(${shown})`].join("\n") + "\n";
 }
 
+/** An unreachable (black-holed) broker must not hang a script forever. */
+const CALL = { timeoutMs: 15_000 };
+
 function brokerAddress(flag: string | undefined, env: Record<string, string | undefined>): string {
   if (flag) return flag;
   const port = env.TASKBROKER_GRPC_PORT && env.TASKBROKER_GRPC_PORT !== "0" ? env.TASKBROKER_GRPC_PORT : "50051";
@@ -84,7 +87,7 @@ function secretsFrom(env: Record<string, string | undefined>): string[] {
   return parsed.data;
 }
 
-async function run(client: AdminClient, action: string, args: ReturnType<typeof parseArgs>, json: boolean): Promise<number> {
+async function run(client: ReturnType<typeof adminClient>, action: string, args: ReturnType<typeof parseArgs>, json: boolean): Promise<number> {
   const out = (text: string) => process.stdout.write(text);
   const target = () => {
     const id = args.positional[1];
@@ -97,7 +100,7 @@ async function run(client: AdminClient, action: string, args: ReturnType<typeof 
       const limitText = args.values.get("--limit") ?? "100";
       const limit = Number(limitText);
       if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit ${limitText}: expected a positive integer`);
-      const res = await client.listDeadLetters({ limit, afterId: args.values.get("--after") ?? "" });
+      const res = await client.listDeadLetters({ limit, afterId: args.values.get("--after") ?? "" }, CALL);
       const rows = res.deadLetters.map(viewDeadLetter);
       const total = Number(res.total);
       out(json ? JSON.stringify({ total, deadLetters: rows }) + "\n" : formatTable(rows, total));
@@ -105,13 +108,13 @@ async function run(client: AdminClient, action: string, args: ReturnType<typeof 
     }
     case "replay": {
       const id = target();
-      const res = await client.replayDeadLetter({ id });
+      const res = await client.replayDeadLetter({ id }, CALL);
       out(json ? JSON.stringify({ id, newId: res.newId }) + "\n" : `replayed ${id} as new activation ${res.newId}\n`);
       return 0;
     }
     case "discard": {
       const id = target();
-      await client.discardDeadLetter({ id });
+      await client.discardDeadLetter({ id }, CALL);
       out(json ? JSON.stringify({ id, discarded: true }) + "\n" : `discarded ${id}\n`);
       return 0;
     }
@@ -144,7 +147,7 @@ export async function deadlettersCommand(argv: string[], env: Record<string, str
       address = brokerAddress(args.values.get("--broker"), env);
       secrets = secretsFrom(env);
     }
-    client = { address, rpc: createAdminClient({ address, secrets }) };
+    client = { address, rpc: adminClient(address, secrets) };
     return await run(client.rpc, args.positional[0] ?? "", args, args.flags.has("--json"));
   } catch (err) {
     if (err instanceof UsageError || err instanceof ConfigError) {

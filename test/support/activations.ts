@@ -10,7 +10,7 @@ import {
   type TaskActivation,
 } from "../../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { IngestService } from "../../src/gen/taskplatform/v1/ingest_pb.ts";
-import { signingInterceptor } from "../../src/cli/admin-client.ts";
+import { signingInterceptor } from "../../src/connect/client.ts";
 
 let seq = 0;
 const run = crypto.randomUUID().replaceAll("-", "").slice(0, 12);
