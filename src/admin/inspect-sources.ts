@@ -3,7 +3,7 @@
 // Both answer the same questions in the same shapes, so the command and its
 // output do not care which one the operator can reach.
 import { Code, ConnectError } from "@connectrpc/connect";
-import { createAdminClient } from "../cli/admin-client.ts";
+import { adminClient } from "../connect/client.ts";
 import type { ActivationState } from "../store/types.ts";
 import { describeActivation, type ActivationView } from "./activation-view.ts";
 
@@ -73,7 +73,7 @@ const notFound = (err: unknown) => err instanceof ConnectError && err.code === C
 
 /** AdminService over gRPC on the broker's RPC port (signed when secrets are given). */
 export function rpcSource(address: string, secrets: readonly string[]): InspectSource {
-  const client = createAdminClient({ address, secrets });
+  const client = adminClient(address, [...secrets]);
   return {
     endpoint: `broker ${address}`,
     async depths() {
