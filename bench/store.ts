@@ -8,6 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { activationToRow, newActivationId } from "../src/ingest/activation.ts";
+import { brokerConfigSchema } from "../src/config/schema.ts";
+import { createIngest } from "../src/ingest/ingest.ts";
+import { silentLogger } from "../src/log.ts";
 import { openStore } from "../src/store/sqlite.ts";
 import type { ClaimedActivation, NewRow } from "../src/store/types.ts";
 
@@ -56,6 +59,26 @@ let t0 = performance.now();
 let cpu0 = process.cpuUsage();
 for (const b of batches) store.insert(b);
 rate(`insert (batches of ${BATCH})`, ROWS, t0, cpu0);
+
+// The whole ingest path (decode, validate, backpressure check, insert) on top of the stored rows.
+{
+  const PRODUCE = 50_000;
+  const ingest = createIngest({
+    store,
+    config: brokerConfigSchema.parse({ store: { max_pending_count: 100_000_000 } }),
+    log: silentLogger,
+  });
+  const payloads = Array.from({ length: PRODUCE / BATCH }, () => Array.from({ length: BATCH }, activation));
+  t0 = performance.now();
+  cpu0 = process.cpuUsage();
+  for (const p of payloads) ingest.produce(p, "rpc");
+  rate(`ingest.produce (batches of ${BATCH})`, PRODUCE, t0, cpu0);
+}
+
+// Recount reads the claim index: its cost grows with the pending backlog.
+t0 = performance.now();
+store.recount();
+console.log(`recount with ${store.counts().pending} pending: ${(performance.now() - t0).toFixed(1)} ms`);
 
 const filter = { application: "sentry" };
 const half = Math.floor(ROWS / 2);

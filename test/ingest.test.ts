@@ -5,6 +5,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { brokerConfigSchema } from "../src/config/schema.ts";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import { ProduceRequestSchema } from "../src/gen/taskplatform/v1/ingest_pb.ts";
 import {
   activationToRow,
   buildRetryActivation,
@@ -13,6 +14,7 @@ import {
 } from "../src/ingest/activation.ts";
 import { admit, type BackpressureLimits } from "../src/ingest/backpressure.ts";
 import { Backpressure, createIngest } from "../src/ingest/ingest.ts";
+import { scanActivation, splitProduceRequest } from "../src/ingest/wire.ts";
 import { silentLogger } from "../src/log.ts";
 import { activationBytes, row, tempStore, timestampFromMs, type TempStore } from "./store-fixtures.ts";
 
@@ -201,5 +203,64 @@ describe("produce", () => {
       accepted: 1,
       killed: 1,
     });
+  });
+});
+
+describe("wire scan (fast path) agrees with the full decoder", () => {
+
+  function decoded(bytes: Uint8Array) {
+    const a = fromBinary(TaskActivationSchema, bytes);
+    const ts = a.receivedAt;
+    return {
+      id: a.id, namespace: a.namespace, taskname: a.taskname, application: a.application ?? "",
+      receivedAtMs: !ts || (ts.seconds === 0n && ts.nanos === 0) ? null : Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6),
+      processingDeadlineDuration: Number(a.processingDeadlineDuration),
+      expires: a.expires === undefined ? undefined : Number(a.expires),
+      delay: a.delay === undefined ? undefined : Number(a.delay),
+      atMostOnce: a.retryState?.atMostOnce ?? false,
+      onAttemptsExceeded: a.retryState?.onAttemptsExceeded ?? 0,
+    };
+  }
+
+  const samples = [
+    activationBytes(),
+    activationBytes({ receivedAt: { seconds: 1_700_000_000n, nanos: 999_999_999 }, expires: 0n, delay: 5n }),
+    activationBytes({
+      id: "ü-ñ-\u{1F600}",
+      headers: { a: "1", "compression-type": "zstd" },
+      parametersBytes: new Uint8Array(300).fill(1),
+      parameters: '{"args":[]}',
+      retryState: { attempts: 4, maxAttempts: 9, onAttemptsExceeded: 2, atMostOnce: true, delayOnRetry: 3n },
+      processingDeadlineDuration: 123456n,
+      application: "",
+    }),
+  ];
+
+  test("same fields for varied activations", () => {
+    for (const b of samples) expect(scanActivation(b)).toEqual(decoded(b));
+  });
+
+  test("every truncation either decodes identically or is left to the full decoder", () => {
+    for (const b of samples) {
+      for (let n = 1; n < b.byteLength; n++) {
+        const prefix = b.subarray(0, n);
+        const fast = scanActivation(prefix);
+        let full: ReturnType<typeof decoded> | "throws";
+        try {
+          full = decoded(prefix);
+        } catch {
+          full = "throws";
+        }
+        if (fast !== null) expect(fast).toEqual(full as ReturnType<typeof decoded>);
+      }
+    }
+  });
+
+  test("splitProduceRequest returns each activation's exact bytes", () => {
+    const acts = samples.map((b) => fromBinary(TaskActivationSchema, b));
+    const req = toBinary(ProduceRequestSchema, create(ProduceRequestSchema, { activations: acts }));
+    const parts = splitProduceRequest(req)!;
+    expect(parts.map((p) => Buffer.from(p).toString("hex"))).toEqual(samples.map((b) => Buffer.from(b).toString("hex")));
+    expect(splitProduceRequest(req.subarray(0, req.byteLength - 1))).toBeNull();
   });
 });

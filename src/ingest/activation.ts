@@ -5,6 +5,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { RetryStateSchema, TaskActivationSchema, type TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import type { KafkaOrigin, NewRow } from "../store/types.ts";
+import { scanActivation, type ActivationFields } from "./wire.ts";
 
 /** An activation ingest refuses; `index` is its position in the offered batch when known. */
 export class InvalidActivation extends Error {
@@ -25,17 +26,30 @@ export function decodeActivation(bytes: Uint8Array): TaskActivation {
   }
 }
 
-/** Unix ms of the activation's timestamp (sub-second precision kept), or null when absent. */
-function timestampMs(activation: TaskActivation): number | null {
-  const ts = activation.receivedAt;
-  if (!ts || (ts.seconds === 0n && ts.nanos === 0)) return null;
-  return Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000);
+/** The indexed fields from a fully decoded activation (the slow path). */
+function fieldsOf(a: TaskActivation): ActivationFields {
+  const ts = a.receivedAt;
+  return {
+    id: a.id,
+    namespace: a.namespace,
+    taskname: a.taskname,
+    application: a.application ?? "",
+    receivedAtMs:
+      !ts || (ts.seconds === 0n && ts.nanos === 0) ? null : Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000),
+    processingDeadlineDuration: Number(a.processingDeadlineDuration),
+    expires: a.expires !== undefined ? Number(a.expires) : undefined,
+    delay: a.delay !== undefined ? Number(a.delay) : undefined,
+    atMostOnce: a.retryState?.atMostOnce ?? false,
+    onAttemptsExceeded: a.retryState?.onAttemptsExceeded ?? 0,
+  };
 }
 
 /**
  * Validates and maps one activation. Throws InvalidActivation naming the first
  * missing field (id, namespace, taskname, application) or "undecodable".
  * A zero `expires` or `delay` is treated as unset (never "expire immediately").
+ * The fast wire scan (wire.ts) handles ordinary activations; anything it is
+ * unsure about goes through the full decoder.
  */
 export function activationToRow(
   bytes: Uint8Array,
@@ -43,14 +57,15 @@ export function activationToRow(
   opts: { maxDelaySec: number },
   origin: KafkaOrigin | null,
 ): NewRow {
-  const a = decodeActivation(bytes);
+  if (bytes.byteLength === 0) throw new InvalidActivation("empty activation payload");
+  const a = scanActivation(bytes) ?? fieldsOf(decodeActivation(bytes));
   for (const field of ["id", "namespace", "taskname"] as const) {
     if (!a[field]) throw new InvalidActivation(`activation is missing ${field}`);
   }
   if (!a.application) throw new InvalidActivation(`activation ${a.id} is missing application`);
-  const receivedAtMs = timestampMs(a) ?? nowMs;
-  const expires = a.expires !== undefined ? Number(a.expires) : 0;
-  const delay = a.delay !== undefined ? Math.min(Number(a.delay), opts.maxDelaySec) : 0;
+  const receivedAtMs = a.receivedAtMs ?? nowMs;
+  const expires = a.expires ?? 0;
+  const delay = Math.min(a.delay ?? 0, opts.maxDelaySec);
   return {
     id: a.id,
     namespace: a.namespace,
@@ -59,9 +74,9 @@ export function activationToRow(
     receivedAtMs,
     expiresAtMs: expires > 0 ? receivedAtMs + expires * 1000 : null,
     delayUntilMs: delay > 0 ? receivedAtMs + delay * 1000 : null,
-    processingDeadlineDurationS: Number(a.processingDeadlineDuration),
-    atMostOnce: a.retryState?.atMostOnce ?? false,
-    onAttemptsExceeded: a.retryState?.onAttemptsExceeded ?? 0,
+    processingDeadlineDurationS: a.processingDeadlineDuration,
+    atMostOnce: a.atMostOnce,
+    onAttemptsExceeded: a.onAttemptsExceeded,
     activation: bytes,
     origin,
   };
