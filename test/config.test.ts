@@ -107,6 +107,20 @@ describe("environment", () => {
     expect(c.kafka_batch_max_ms).toBe(250);
   });
 
+  test("_sec settings take seconds or a duration", () => {
+    const c = loadBrokerConfig({
+      TASKBROKER_MAX_DELAYED_TASK_ALLOWED_SEC: "2m",
+      TASKBROKER_UPKEEP_DEADLINE_RESET_SKIP_AFTER_STARTUP_SEC: "0",
+      TASKBROKER_STORE__PROCESSING_DEADLINE_GRACE_SEC: "1500ms",
+    });
+    expect(c.max_delayed_task_allowed_sec).toBe(120);
+    expect(c.upkeep_deadline_reset_skip_after_startup_sec).toBe(0);
+    expect(c.store.processing_deadline_grace_sec).toBe(1.5);
+    expect(errorOf({ TASKBROKER_MAX_DELAYED_TASK_ALLOWED_SEC: "-5" })).toBe(
+      'TASKBROKER_MAX_DELAYED_TASK_ALLOWED_SEC="-5" is invalid: expected seconds, or a duration such as "5s", "2m", "1h"',
+    );
+  });
+
   test("shared secrets are a JSON list (rotation) or a comma list", () => {
     expect(loadBrokerConfig({ TASKBROKER_GRPC_SHARED_SECRET: '["new","old"]' }).grpc_shared_secret).toEqual(["new", "old"]);
     expect(loadBrokerConfig({ TASKBROKER_GRPC_SHARED_SECRET: "a,b" }).grpc_shared_secret).toEqual(["a", "b"]);
@@ -275,7 +289,7 @@ describe("errors: one line naming variable, value and expectation", () => {
 
   test("secret values are shown as ***", () => {
     const message = errorOf({ TASKBROKER_GRPC_SHARED_SECRET: '["unterminated' });
-    expect(message).toBe('TASKBROKER_GRPC_SHARED_SECRET=*** is invalid: expected a JSON array of strings such as ["a","b"]');
+    expect(message).toBe('TASKBROKER_GRPC_SHARED_SECRET=*** is invalid: expected a JSON array of strings such as ["a","b"], or a comma list');
     expect(message).not.toContain("unterminated");
   });
 });

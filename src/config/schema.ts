@@ -19,6 +19,13 @@ export function duration(unitMs: number) {
   }).meta({ expect: 'a duration such as "250ms", "5s", "2m" or a number' });
 }
 
+/** A duration whose field is in seconds ("_sec"): "5s", "2m", "1h", or a bare number of seconds. */
+export function seconds() {
+  return duration(1000)
+    .transform((ms) => ms / 1000)
+    .meta({ expect: 'seconds, or a duration such as "5s", "2m", "1h"' });
+}
+
 const port = z.coerce.number().int().min(0).max(65535);
 const count = z.coerce.number().int().min(1);
 const bool = z.union([z.boolean(), z.enum(["true", "false", "1", "0", "yes", "no"])]).transform((v) =>
@@ -127,7 +134,7 @@ export const brokerConfigSchema = z.object({
       max_processing_count: count.default(2048).describe('Backpressure: most Processing+Claimed rows before ingest pauses.'),
       /** Bytes; ingest stops when the database reaches it. */
       max_size: count.default(3_000_000_000).describe('Backpressure: database size in bytes at which ingest pauses.'),
-      processing_deadline_grace_sec: z.coerce.number().int().min(0).default(3).describe('Seconds added to every processing deadline.'),
+      processing_deadline_grace_sec: seconds().default(3).describe('Seconds added to every processing deadline.'),
       max_processing_attempts: count.default(5).describe('Deadline resets after which a Pending row becomes Failure.'),
       /** Push mode: how long a Claimed row may wait for delivery. */
       claim_lease_ms: duration(1).default(5000).describe('Push mode: how long a Claimed row may wait for delivery.'),
@@ -135,9 +142,9 @@ export const brokerConfigSchema = z.object({
       group_commit_window_ms: duration(1).default(0).describe('Longest a claim or status update waits to share a transaction.'),
     })
     .prefault({}),
-  max_delayed_task_allowed_sec: z.coerce.number().int().min(0).default(3600).describe("Cap on an activation's delay, seconds."),
+  max_delayed_task_allowed_sec: seconds().default(3600).describe("Cap on an activation's delay, seconds."),
   upkeep_task_interval_ms: duration(1).default(1000).describe('How often upkeep runs (retries, deadlines, expiry, delays, dead letters).'),
-  upkeep_deadline_reset_skip_after_startup_sec: z.coerce.number().min(0).default(60).describe('Seconds after start-up during which processing deadlines are not reset.'),
+  upkeep_deadline_reset_skip_after_startup_sec: seconds().default(60).describe('Seconds after start-up during which processing deadlines are not reset.'),
   /** Named health service goes NOT_SERVING when upkeep has not completed for this long. */
   upkeep_unhealthy_after_ms: duration(1).default(5000).describe('Health goes NOT_SERVING when upkeep has not completed for this long.'),
   /** Graceful shutdown: longest wait for in-flight RPCs to drain. */

@@ -184,7 +184,7 @@ export function validate<S extends z.ZodType>(schema: S, layer: Layer, prefix: s
     const origin = layer.origins.get(path.slice(0, n).join("."));
     if (!origin) continue;
     const at = schemaAt(schema, path) ?? schemaAt(schema, path.slice(0, n));
-    const why = issue.code === "custom" || !at ? issue.message : expectation(at);
+    const why = at && unwrap(at).expect ? expectation(at) : issue.code === "custom" || !at ? issue.message : expectation(at);
     if (n === path.length) return fail(`${origin.label}=${showValue(origin.raw, origin.secret)} is invalid: expected ${why}`);
     return fail(`${origin.label}: ${path.slice(n).join(".")} is invalid: expected ${why} (${issue.message})`);
   }
