@@ -264,3 +264,18 @@ describe("wire scan (fast path) agrees with the full decoder", () => {
     expect(splitProduceRequest(req.subarray(0, req.byteLength - 1))).toBeNull();
   });
 });
+
+describe("invalid UTF-8 is refused like the full decoder refuses it", () => {
+  test("in the id and in a header value", () => {
+    const bad = new Uint8Array([0xc3, 0x28]);
+    const withBadId = toBinary(TaskActivationSchema, create(TaskActivationSchema, { id: "X", namespace: "n", taskname: "t", application: "a" }));
+    // Field 1 (id) is the first field: 0x0a, len 1, "X" -> replace the payload with 2 invalid bytes.
+    const patched = new Uint8Array([0x0a, 0x02, ...bad, ...withBadId.subarray(3)]);
+    expect(invalid(patched).message).toMatch(/undecodable/);
+    const header = activationBytes({ headers: { k: "\u00e9" } });
+    const i = header.indexOf(0xc3);
+    const broken = new Uint8Array(header);
+    broken[i + 1] = 0x28;
+    expect(invalid(broken).message).toMatch(/undecodable/);
+  });
+});

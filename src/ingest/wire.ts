@@ -21,8 +21,9 @@ export interface ActivationFields {
   onAttemptsExceeded: number;
 }
 
-// As @bufbuild/protobuf decodes strings: a leading U+FEFF is text, not a BOM.
-const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
+// As @bufbuild/protobuf decodes proto3 strings: invalid UTF-8 is an error and
+// a leading U+FEFF is text, not a BOM.
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true, fatal: true });
 
 /** Thrown internally when the reader sees something it leaves to the full decoder. */
 const BAIL = Symbol("bail");
@@ -58,7 +59,25 @@ class Reader {
   }
   string(): string {
     const [s, e] = this.span();
-    return utf8.decode(this.buf.subarray(s, e));
+    try {
+      return utf8.decode(this.buf.subarray(s, e));
+    } catch {
+      throw BAIL;
+    }
+  }
+  /** A string field we do not need: only checked to be valid UTF-8 (ASCII needs no decoding). */
+  checkString(): void {
+    const [s, e] = this.span();
+    for (let i = s; i < e; i++) {
+      if (this.buf[i]! > 0x7f) {
+        try {
+          utf8.decode(this.buf.subarray(s, e));
+        } catch {
+          throw BAIL;
+        }
+        return;
+      }
+    }
   }
   skip(wireType: number): void {
     if (wireType === 0) this.varint();
@@ -86,13 +105,15 @@ function readTimestamp(buf: Uint8Array, [start, end]: [number, number], prev: { 
   }
 }
 
-/** Headers map entries are only checked for well-formedness (their values are not needed). */
-function checkMessage(buf: Uint8Array, [start, end]: [number, number]) {
+/** A headers map entry (key 1, value 2, both strings) is only checked, not kept. */
+function checkHeaderEntry(buf: Uint8Array, [start, end]: [number, number]) {
   const r = new Reader(buf, start, end);
   while (r.pos < end) {
     const tag = r.varint();
-    if (tag < 8) throw BAIL;
-    r.skip(tag & 7);
+    const field = Math.floor(tag / 8);
+    if (field === 0) throw BAIL;
+    if (field === 1 || field === 2) (expect(tag & 7, 2), r.checkString());
+    else r.skip(tag & 7);
   }
 }
 
@@ -139,8 +160,9 @@ export function scanActivation(buf: Uint8Array): ActivationFields | null {
         case 9: expect(wt, 0); out.expires = r.varint(); break;
         case 11: expect(wt, 0); out.delay = r.varint(); break;
         case 12: expect(wt, 2); out.application = r.string(); break;
-        case 5: expect(wt, 2); checkMessage(buf, r.span()); break;
-        // 4 parameters, 13 parameters_bytes and unknown fields: skipped.
+        case 4: expect(wt, 2); r.checkString(); break;
+        case 5: expect(wt, 2); checkHeaderEntry(buf, r.span()); break;
+        // 13 parameters_bytes and unknown fields: skipped.
         default: if (field === 0) return null; r.skip(wt);
       }
     }

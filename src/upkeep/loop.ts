@@ -114,7 +114,8 @@ export function startUpkeep({ store, config, publisher, log, startedAtMs }: Upke
     const res = await publishThenComplete(
       store,
       rows,
-      (row) => publisher.publishRetry(buildRetryActivation(row.activation, nowMs).bytes),
+      // async: a row whose bytes fail to decode becomes a failed publish, not a failed pass.
+      async (row) => publisher.publishRetry(buildRetryActivation(row.activation, nowMs).bytes),
       log,
       "retry",
     );
