@@ -50,9 +50,27 @@ function textValue(value: unknown): string {
   return s !== undefined && /[\s"=]/.test(s) ? JSON.stringify(s) : String(s);
 }
 
+let stderrGuarded = false;
+/**
+ * Writes one line to stderr. A closed stderr (the reader of our pipe went
+ * away: EPIPE) must not take a serving broker down with it, so write errors
+ * are swallowed: losing log lines beats losing the process.
+ */
+function writeStderr(line: string): void {
+  if (!stderrGuarded) {
+    stderrGuarded = true;
+    process.stderr.on("error", () => {});
+  }
+  try {
+    process.stderr.write(line + "\n");
+  } catch {
+    // EPIPE and friends: see above.
+  }
+}
+
 export function createLogger(options: LogOptions, bound: Record<string, unknown> = {}): Logger {
   const min = RANK[options.level];
-  const write = options.write ?? ((line: string) => process.stderr.write(line + "\n"));
+  const write = options.write ?? writeStderr;
   const emit = (level: Level, event: string, fields?: Record<string, unknown>) => {
     if (RANK[level] < min) return;
     const all = redact({ ...bound, ...fields }) as Record<string, unknown>;
