@@ -94,17 +94,16 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
   function applyStatus(u: StatusUpdate, delta: Delta): void {
     const rewrite = u.status === "retry" && (u.maxAttempts !== undefined || u.delayOnRetry !== undefined);
     if (!rewrite && finishProcessing.run(STATE_CODE[u.status], u.id).changes > 0) {
-      completionTotal.inc({ status: u.status });
       delta.move("processing", u.status, 1);
       return;
     }
     const row = findRow.get(u.id);
     const from = row ? STATE_BY_CODE[row.state] : undefined;
     if (!row || !from || (from !== "processing" && from !== "pending" && from !== "claimed")) {
+      // The RPC layer counts outcomes by status; only the store knows an id was unknown.
       completionTotal.inc({ status: "unknown_id" });
       return;
     }
-    completionTotal.inc({ status: u.status });
     if (rewrite) {
       const stored = readActivation.get(row.seq);
       try {
