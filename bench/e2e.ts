@@ -1,0 +1,103 @@
+// End-to-end benchmark of our broker + worker: (1) drain 50k queued no-op
+// tasks with concurrency 64; (2) latency p50/p99 (produce -> task finished in
+// the worker) at a steady 500 tasks/s. The broker runs as its own process; the
+// producer and the worker run in this process (the producer is idle during the
+// drain). Usage: bun bench/e2e.ts [--tasks 50000] [--concurrency 64] [--rate 500] [--seconds 10] [--threads N]
+import { spawnBroker } from "../test/support/broker-process.ts";
+import { createLogger } from "../src/log.ts";
+import { createRpcProducer } from "../src/producer/rpc.ts";
+import { parseWorkerArgs } from "../src/worker/config.ts";
+import { startWorker } from "../src/worker/start.ts";
+import { noop } from "./e2e-tasks.ts";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const arg = (name: string, def: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : def;
+};
+const TOTAL = arg("tasks", 50_000);
+const CONCURRENCY = arg("concurrency", 64);
+const RATE = arg("rate", 500);
+const SECONDS = arg("seconds", 10);
+const THREADS = arg("threads", 0);
+const log = createLogger({ format: "text", level: "warn" });
+const dir = mkdtempSync(join(tmpdir(), "bench-e2e-"));
+
+const broker = await spawnBroker({
+  TASKBROKER_STORE__MAX_PENDING_COUNT: String(TOTAL * 2),
+  TASKBROKER_STORE__MAX_PROCESSING_COUNT: String(TOTAL * 2),
+});
+const address = `127.0.0.1:${broker.port}`;
+const producer = createRpcProducer({ address, concurrency: 4 });
+noop.app.setProducer(producer);
+
+function workerConfig() {
+  const args = ["--tasks", join(import.meta.dir, "e2e-tasks.ts"), "--rpc-host-list", address, "--concurrency", String(CONCURRENCY), "--at-most-once-path", join(dir, "amo.sqlite"), "--max-backoff-ms", "100"];
+  if (THREADS > 0) args.push("--threads", String(THREADS));
+  const parsed = parseWorkerArgs(args, {});
+  if (parsed.help) throw new Error("unreachable");
+  return parsed.config;
+}
+
+// ---- drain ----
+{
+  const t0 = performance.now();
+  const sends: Promise<string>[] = [];
+  for (let i = 0; i < TOTAL; i++) sends.push(noop.delay());
+  await Promise.all(sends);
+  const produceS = (performance.now() - t0) / 1000;
+  console.log(`produced ${TOTAL} in ${produceS.toFixed(2)} s (${Math.round(TOTAL / produceS)}/s)`);
+  let done = 0;
+  let start = 0;
+  let resolveAll!: () => void;
+  const all = new Promise<void>((r) => (resolveAll = r));
+  const worker = await startWorker(workerConfig(), {
+    log,
+    onResult: () => {
+      if (done === 0) start = performance.now();
+      if (++done === TOTAL) resolveAll();
+    },
+  });
+  await all;
+  const s = (performance.now() - start) / 1000;
+  console.log(`drain: ${TOTAL} no-op tasks, concurrency ${CONCURRENCY}: ${s.toFixed(2)} s = ${Math.round(TOTAL / s)} tasks/s`);
+  await worker.stop(5000);
+}
+
+// ---- latency at a steady rate ----
+{
+  const latencies: number[] = [];
+  const sentAt = new Map<string, number>();
+  const worker = await startWorker(workerConfig(), {
+    log,
+    onResult: (a) => {
+      const t = sentAt.get(a.id);
+      if (t !== undefined) latencies.push(performance.now() - t);
+    },
+  });
+  await Bun.sleep(500);
+  const n = RATE * SECONDS;
+  const t0 = performance.now();
+  const pending: Promise<unknown>[] = [];
+  for (let i = 0; i < n; i++) {
+    const due = t0 + (i * 1000) / RATE;
+    const wait = due - performance.now();
+    if (wait > 1) await Bun.sleep(wait);
+    const built = noop.buildActivation();
+    sentAt.set(built.activation.id, performance.now());
+    pending.push(producer.send("taskworker", built.activation, built.bytes));
+  }
+  await Promise.all(pending);
+  const until = performance.now() + 10_000;
+  while (latencies.length < n && performance.now() < until) await Bun.sleep(20);
+  latencies.sort((a, b) => a - b);
+  const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
+  console.log(`latency at ${RATE}/s for ${SECONDS}s (${latencies.length}/${n} seen): p50 ${q(0.5).toFixed(2)} ms, p99 ${q(0.99).toFixed(2)} ms`);
+  await worker.stop(5000);
+}
+
+await producer.close();
+await broker.stop();
+process.exit(0);
