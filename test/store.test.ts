@@ -216,6 +216,20 @@ describe("counts and queries", () => {
   });
 });
 
+describe("lifecycle", () => {
+  test("close() commits claims already queued; calls after close are rejected, never left hanging", async () => {
+    t = tempStore();
+    const r = row();
+    t.store.insert([r]);
+    const queued = t.store.claim({});
+    await t.store.close();
+    expect((await queued)!.id).toBe(r.id);
+    await expect(t.store.claim({})).rejects.toThrow();
+    const reopened = await t.reopen();
+    expect(reopened.getActivation(r.id)!.state).toBe("processing");
+  });
+});
+
 describe("push mode leases", () => {
   test("claimForPush reserves, markDelivered starts processing, releaseClaim returns to pending", () => {
     t = tempStore();
