@@ -41,6 +41,16 @@ function workerConfig() {
   return parsed.config;
 }
 
+/** CPU time (user+system) the broker process used so far, ms (Linux /proc). */
+function brokerCpuMs(): number {
+  try {
+    const f = require("node:fs").readFileSync(`/proc/${broker.proc.pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 // ---- drain ----
 {
   const t0 = performance.now();
@@ -60,8 +70,12 @@ function workerConfig() {
       if (++done === TOTAL) resolveAll();
     },
   });
+  const cpu0 = process.cpuUsage();
+  const bcpu0 = brokerCpuMs();
   await all;
+  const cpu = process.cpuUsage(cpu0);
   const s = (performance.now() - start) / 1000;
+  console.log(`cpu per task: worker process ${((cpu.user + cpu.system) / TOTAL).toFixed(1)} us, broker ${((brokerCpuMs() - bcpu0) * 1000 / TOTAL).toFixed(1)} us`);
   console.log(`drain: ${TOTAL} no-op tasks, concurrency ${CONCURRENCY}: ${s.toFixed(2)} s = ${Math.round(TOTAL / s)} tasks/s`);
   await worker.stop(5000);
 }

@@ -3,11 +3,15 @@
 // encoded size passes 3,000,000 bytes, flagged by headers["compression-type"].
 // Byte-compatible with Sentry's Python client; see the vectors in worker.md and
 // test/sdk-params.test.ts.
-import { decode, encode } from "@msgpack/msgpack";
+import { Decoder, Encoder } from "@msgpack/msgpack";
 
 /** Encoded parameters above this many bytes are compressed even when not forced. */
 export const AUTO_COMPRESS_BYTES = 3_000_000;
 export const COMPRESSION_HEADER = "compression-type";
+
+// Shared codec instances: constructing one per call shows up in profiles (both are re-entrant).
+const encoder = new Encoder({ ignoreUndefined: true });
+const decoder = new Decoder();
 
 export type Compression = "none" | "zstd" | "auto";
 
@@ -33,7 +37,7 @@ export function encodeParameters(params: TaskParameters, compression: Compressio
   let raw: Uint8Array;
   try {
     // ignoreUndefined: Python has no undefined; dropping it from maps beats sending nil.
-    raw = encode({ args: params.args, kwargs: params.kwargs }, { ignoreUndefined: true });
+    raw = encoder.encode({ args: params.args, kwargs: params.kwargs });
   } catch (err) {
     throw new ParameterError(`parameters are not serialisable: ${(err as Error).message}`, { cause: err });
   }
@@ -56,7 +60,7 @@ export function decodeParameters(bytes: Uint8Array, compressionHeader: string | 
   if (raw.byteLength === 0) return { args: [], kwargs: {} };
   let value: unknown;
   try {
-    value = decode(raw);
+    value = decoder.decode(raw);
   } catch (err) {
     throw new ParameterError("parameters_bytes is not valid msgpack", { cause: err });
   }

@@ -8,7 +8,7 @@ import {
   type SetStatusArgs,
   type TaskFilterArgs,
 } from "../connect/client.ts";
-import type { TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import { decodeActivation, type WireActivation } from "./activation-wire.ts";
 
 export type FetchFilter = TaskFilterArgs;
 export type StatusReport = SetStatusArgs;
@@ -17,8 +17,8 @@ export type { BrokerClientOptions };
 export interface BrokerClient {
   readonly address: string;
   /** null on NOT_FOUND (nothing claimable). */
-  getTask(req: FetchFilter): Promise<TaskActivation | null>;
-  setTaskStatus(req: StatusReport): Promise<TaskActivation | null>;
+  getTask(req: FetchFilter): Promise<WireActivation | null>;
+  setTaskStatus(req: StatusReport): Promise<WireActivation | null>;
   setBatchStatus(updates: StatusReport[]): Promise<void>;
   produce(activations: Uint8Array[]): Promise<{ accepted: number; duplicates: number; expired: number }>;
   close(): void;
@@ -28,8 +28,14 @@ export function createBrokerClient(options: BrokerClientOptions): BrokerClient {
   const c = createFastClient(options);
   return {
     address: options.address,
-    getTask: (r) => c.getTask(r),
-    setTaskStatus: (r) => c.setTaskStatus(r),
+    getTask: async (r) => {
+      const b = await c.getTaskBytes(r);
+      return b ? decodeActivation(b) : null;
+    },
+    setTaskStatus: async (r) => {
+      const b = await c.setTaskStatusBytes(r);
+      return b ? decodeActivation(b) : null;
+    },
     setBatchStatus: (u) => c.setBatchStatus(u),
     produce: (a) => c.produce(a),
     close: () => void c.close(),

@@ -5,8 +5,7 @@
 // exponential back-off, so an idle worker sends one GetTask at a time and a
 // new task is still picked up within the current back-off.
 import { Code, ConnectError } from "@connectrpc/connect";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
-import type { TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import type { WireActivation as TaskActivation } from "./activation-wire.ts";
 import type { Logger } from "../log.ts";
 import { DEFAULT_PROCESSING_DEADLINE_S } from "../sdk/app.ts";
 import { type Outcome, type ReportStatus, STATUS_FAILURE, STATUS_RETRY } from "../sdk/execute.ts";
@@ -15,7 +14,7 @@ import type { AtMostOnceStore } from "./at-most-once.ts";
 import type { Balancer } from "./balancer.ts";
 import type { BrokerClient, FetchFilter, StatusReport } from "./broker-client.ts";
 import type { HealthFile } from "./health.ts";
-import type { WorkerMetrics } from "./metrics.ts";
+import { createRecorder, type WorkerMetrics } from "./metrics.ts";
 import type { TaskPool } from "./pool.ts";
 import type { TaskMeta } from "./protocol.ts";
 
@@ -57,6 +56,7 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
     meta.set(metaKey(t.application, t.namespace, t.taskname), t);
     metaByNs.set(metaKey("", t.namespace, t.taskname), t);
   }
+  const recorder = createRecorder(o.metrics);
   let stopping = false;
   let wakeSleepers: Array<() => void> = [];
   const stopped = new Promise<void>((r) => wakeSleepers.push(r));
@@ -133,27 +133,20 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
     const now = Date.now();
     const app = a.application ?? "";
     const m = meta.get(metaKey(app, a.namespace, a.taskname)) ?? (app ? undefined : metaByNs.get(metaKey("", a.namespace, a.taskname)));
-    const record = (outcome: Outcome, durationMs?: number) => {
-      const labels = { namespace: a.namespace, taskname: a.taskname };
-      o.metrics.executions.inc({ ...labels, outcome });
-      if (durationMs !== undefined) {
-        o.metrics.duration.observe(labels, durationMs / 1000);
-        o.metrics.attempt.observe(labels, a.retryState?.attempts ?? 0);
-      }
-    };
-    if (a.expires !== undefined && a.receivedAt && timestampMs(a.receivedAt) + Number(a.expires) * 1000 < now) {
+    const record = (outcome: Outcome, durationMs?: number) => recorder.record(a.namespace, a.taskname, outcome, durationMs, a.attempts);
+    if (a.expiresS !== undefined && a.receivedAtMs !== undefined && a.receivedAtMs + a.expiresS * 1000 < now) {
       record("expired");
       return { status: STATUS_FAILURE, outcome: "expired", error: "activation expired before it started" };
     }
-    const atMostOnce = a.retryState?.atMostOnce === true;
+    const atMostOnce = a.atMostOnce;
     if (atMostOnce && !o.atMostOnce.add(a.id, o.atMostOnceTtlSec)) {
       record("skipped");
       o.log.info("at_most_once_skipped", { id: a.id, task: `${a.namespace}:${a.taskname}` });
       return { status: null, outcome: "skipped" };
     }
-    const deadlineS = Number(a.processingDeadlineDuration) || DEFAULT_PROCESSING_DEADLINE_S;
-    const attempts = a.retryState?.attempts ?? 0;
-    const maxAttempts = a.retryState?.maxAttempts || 1;
+    const deadlineS = a.processingDeadlineS || DEFAULT_PROCESSING_DEADLINE_S;
+    const attempts = a.attempts;
+    const maxAttempts = a.maxAttempts || 1;
     const out = await o.pool.run({
       atMostOnce,
       req: {
@@ -162,7 +155,8 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
         namespace: a.namespace,
         taskname: a.taskname,
         headers: a.headers,
-        parametersBytes: a.parametersBytes,
+        // A copy: the view may sit in a large socket buffer that would otherwise be cloned whole.
+        parametersBytes: a.parametersBytes.slice(),
         parameters: a.parameters,
         attempts,
         maxAttempts,
@@ -234,7 +228,7 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
         id: activation.id,
         status: result.status,
         fetchNext: fetchNext ? o.filter : undefined,
-        maxAttempts: result.status === STATUS_RETRY ? activation.retryState?.maxAttempts : undefined,
+        maxAttempts: result.status === STATUS_RETRY ? activation.maxAttempts : undefined,
         delayOnRetry: result.status === STATUS_RETRY && result.delayOnRetry !== undefined ? BigInt(Math.ceil(result.delayOnRetry)) : undefined,
       };
       const p = report(held, req);
