@@ -91,6 +91,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
             port: config.admin_port,
             token: config.admin_token,
             store,
+            dbPath: config.store.sqlite.path, // ADMIN: per-namespace depths counted off the event loop
             log: log.child({ component: "admin" }),
             upkeepLastCompletedAtMs: () => upkeep.lastCompletedAtMs(),
             upkeepUnhealthyAfterMs: config.upkeep_unhealthy_after_ms,

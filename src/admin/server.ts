@@ -30,7 +30,9 @@ export interface AdminServerOptions {
   upkeepUnhealthyAfterMs: number;
   /** Kafka mode: whether consumers have their partitions; omitted without Kafka. */
   kafkaReady?: () => boolean;
-  /** Longest a depth snapshot is reused, ms. Default 2000. */
+  /** Store file, so per-namespace depths are counted off the event loop (a worker thread); omit to count inline. */
+  dbPath?: string;
+  /** Per-namespace depths are recounted in the background when older than this, ms. Default 2000. */
   depthCacheMs?: number;
   /** Rate sampling period, ms, and samples kept. Defaults 5000 and 180 (15 min). */
   rateSampleMs?: number;
@@ -56,7 +58,11 @@ function refreshStoreGauges(s: DepthSnapshot): void {
 /** The hono app alone (no socket), for composing and for in-process benches. */
 export function createAdminApp(options: AdminServerOptions) {
   const { store, log, token } = options;
-  const depths = createDepthCache(store, options.depthCacheMs ?? 2000);
+  const depths = createDepthCache(store, {
+    ...(options.dbPath !== undefined ? { dbPath: options.dbPath } : {}),
+    depthCacheMs: options.depthCacheMs ?? 2000,
+    log,
+  });
   const rates = createRateHistory(options.rateSamples ?? 180);
   const sampler = startRateSampler(rates, options.rateSampleMs ?? 5000);
   const app = new Hono();
@@ -95,22 +101,24 @@ export function createAdminApp(options: AdminServerOptions) {
   });
 
   app.get("/metrics", async (c) => {
-    refreshStoreGauges(depths.get());
+    refreshStoreGauges(await depths.get());
     return c.body(await registry.metrics(), 200, { "content-type": registry.contentType });
   });
 
   app.get("/", (c) => c.html(dashboardHtml));
 
-  app.get("/api/depths", (c) => {
-    const s = depths.get();
+  // Scripts and `inspect --admin` get an exact count; the dashboard (overview) a recent one.
+  app.get("/api/depths", async (c) => {
+    const s = await depths.get({ fresh: true });
     return c.json({ totals: s.totals, byNamespace: s.byNamespace, oldestPendingAgeSeconds: s.oldestPendingAgeSeconds, atMs: s.atMs });
   });
   app.get("/api/rates", (c) => c.json({ lastMinute: rates.recent(60_000), series: rates.series() }));
-  app.get("/api/overview", (c) => {
-    const s = depths.get();
+  app.get("/api/overview", async (c) => {
+    const s = await depths.get();
     return c.json({
       generatedAtMs: Date.now(),
       depthsAtMs: s.atMs,
+      byNamespaceAtMs: s.byNamespaceAtMs,
       totals: s.totals,
       byNamespace: s.byNamespace,
       oldestPendingAgeSeconds: s.oldestPendingAgeSeconds,
@@ -151,6 +159,7 @@ export function createAdminApp(options: AdminServerOptions) {
   app.post("/api/deadletters/:id/discard", async (c) => {
     const id = c.req.param("id");
     if (!(await store.discardDeadLetter(id))) return c.json({ error: `${id} is not a dead letter` }, 404);
+    depths.invalidate();
     log.info("deadletter_discarded", { id, via: "admin_http" });
     return c.json({ id, discarded: true });
   });
@@ -173,7 +182,13 @@ export function createAdminApp(options: AdminServerOptions) {
     return c.json({ error: err.message }, 500);
   });
 
-  return { app, stop: () => sampler.stop() };
+  return {
+    app,
+    stop: () => {
+      sampler.stop();
+      depths.close();
+    },
+  };
 }
 
 function safeDescribe(bytes: Uint8Array) {

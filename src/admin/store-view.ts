@@ -1,9 +1,12 @@
-// What the admin server reads from the inflight store, and the cached depth
-// snapshot it serves. Counting 1M rows by namespace is not free even from an
-// index, so depth is computed at most once per `depthCacheMs` and shared by
-// the dashboard, /metrics and the JSON API (page loads never trigger a scan
-// of their own while a fresh snapshot exists).
-import type { ActivationState, DeadLetter, KafkaOrigin, StateCounts } from "../store/types.ts";
+// What the admin server reads from the inflight store, and the depth snapshot
+// it serves. State totals (kept in memory by the store), the oldest pending
+// row (one index seek) and file sizes are read fresh on every request; the
+// per-namespace breakdown is a GROUP BY over every row, so it is recomputed in
+// the background (a worker thread with its own read-only connection when the
+// store is a file) at most every `depthCacheMs`, and requests serve the latest
+// result. A page load therefore never waits for a scan, except the very first.
+import type { Logger } from "../log.ts";
+import { STATE_CODE, type ActivationState, type DeadLetter, type KafkaOrigin, type StateCounts } from "../store/types.ts";
 
 /** The store methods the admin server uses (src/store/sqlite.ts implements them). */
 export interface AdminStore {
@@ -24,42 +27,138 @@ export interface AdminStore {
   discardDeadLetter(id: string): boolean | Promise<boolean>;
 }
 
+export type NamespaceDepths = Array<{ namespace: string; state: ActivationState; count: number }>;
+
 export interface DepthSnapshot {
   atMs: number;
   totals: StateCounts;
-  byNamespace: Array<{ namespace: string; state: ActivationState; count: number }>;
+  byNamespace: NamespaceDepths;
+  /** When byNamespace was counted (it may lag totals by up to depthCacheMs plus one count). */
+  byNamespaceAtMs: number;
   oldestPendingAgeSeconds: number;
   sizeBytes: { db: number; wal: number };
-  /** Server time spent computing this snapshot, ms. */
-  computeMs: number;
 }
 
-export function createDepthCache(store: AdminStore, depthCacheMs: number, now: () => number = Date.now) {
-  let snapshot: DepthSnapshot | null = null;
-  const compute = (): DepthSnapshot => {
-    const started = performance.now();
-    const at = now();
-    const oldest = store.oldestPendingReceivedAtMs();
-    const s: DepthSnapshot = {
-      atMs: at,
-      totals: store.counts(),
-      byNamespace: store.depthsByNamespace(),
-      oldestPendingAgeSeconds: oldest === null ? 0 : Math.max(0, (at - oldest) / 1000),
-      sizeBytes: store.sizeBytes(),
-      computeMs: 0,
-    };
-    s.computeMs = performance.now() - started;
-    return s;
+const STATE_BY_CODE = Object.fromEntries(Object.entries(STATE_CODE).map(([k, v]) => [v, k as ActivationState]));
+
+/** Counts per namespace somewhere other than the request path. */
+interface NamespaceCounter {
+  count(): Promise<NamespaceDepths>;
+  close(): void;
+}
+
+function inlineCounter(store: AdminStore): NamespaceCounter {
+  return { count: async () => store.depthsByNamespace(), close() {} };
+}
+
+function threadCounter(dbPath: string, log: Logger): NamespaceCounter {
+  const worker = new Worker(new URL("./depth-thread.ts", import.meta.url));
+  worker.unref();
+  worker.postMessage({ path: dbPath });
+  const waiting: Array<{ resolve: (d: NamespaceDepths) => void; reject: (e: Error) => void }> = [];
+  worker.onmessage = (event: MessageEvent) => {
+    const msg = event.data as { rows?: Array<{ state: number; namespace: string; n: number }>; ms?: number; error?: string };
+    const w = waiting.shift();
+    if (!w) return;
+    if (msg.error !== undefined) return w.reject(new Error(msg.error));
+    log.debug("namespace_depths_counted", { ms: Math.round(msg.ms ?? 0) });
+    w.resolve(
+      (msg.rows ?? []).flatMap((r) => {
+        const state = STATE_BY_CODE[r.state];
+        return state ? [{ namespace: r.namespace, state, count: r.n }] : [];
+      }),
+    );
+  };
+  worker.onerror = (event) => {
+    for (const w of waiting.splice(0)) w.reject(new Error(event.message));
   };
   return {
-    /** A snapshot no older than depthCacheMs. */
-    get(): DepthSnapshot {
-      if (!snapshot || now() - snapshot.atMs >= depthCacheMs) snapshot = compute();
-      return snapshot;
+    count: () =>
+      new Promise((resolve, reject) => {
+        waiting.push({ resolve, reject });
+        worker.postMessage("count");
+      }),
+    close: () => worker.terminate(),
+  };
+}
+
+export interface DepthCacheOptions {
+  /** Store file for the background counter; undefined or ":memory:" counts inline. */
+  dbPath?: string;
+  /** Recount per-namespace depths when the last count is older than this, ms. */
+  depthCacheMs: number;
+  log: Logger;
+  now?: () => number;
+}
+
+export function createDepthCache(store: AdminStore, options: DepthCacheOptions) {
+  const now = options.now ?? Date.now;
+  let counter: NamespaceCounter = inlineCounter(store);
+  if (options.dbPath && options.dbPath !== ":memory:") {
+    try {
+      counter = threadCounter(options.dbPath, options.log);
+    } catch (err) {
+      options.log.warn("depth_thread_unavailable", { error: err, fallback: "inline" });
+    }
+  }
+  let byNamespace: NamespaceDepths | null = null;
+  let byNamespaceAtMs = 0;
+  let inFlight: Promise<void> | null = null;
+
+  const recount = (): Promise<void> => {
+    inFlight ??= counter
+      .count()
+      .then(
+        (d) => {
+          byNamespace = d;
+          byNamespaceAtMs = now();
+        },
+        (err: unknown) => {
+          options.log.warn("namespace_depths_failed", { error: err });
+          // Keep serving the previous result; fall back to counting inline next time.
+          counter.close();
+          counter = inlineCounter(store);
+        },
+      )
+      .finally(() => {
+        inFlight = null;
+      });
+    return inFlight;
+  };
+
+  // Count once at start-up, so the first page load rarely has to wait.
+  void recount();
+
+  return {
+    /**
+     * Totals, oldest pending and sizes fresh; byNamespace from the latest
+     * background count, or (fresh) from a count that starts after this call
+     * began — it still runs off the event loop, only this caller waits.
+     */
+    async get(opts: { fresh?: boolean } = {}): Promise<DepthSnapshot> {
+      if (opts.fresh) {
+        // A count already running may have started before the caller's last change: let it finish, count again.
+        if (inFlight) await inFlight;
+        await recount();
+      } else if (byNamespace === null) await recount();
+      else if (now() - byNamespaceAtMs >= options.depthCacheMs) void recount();
+      const at = now();
+      const oldest = store.oldestPendingReceivedAtMs();
+      return {
+        atMs: at,
+        totals: store.counts(),
+        byNamespace: byNamespace ?? [],
+        byNamespaceAtMs,
+        oldestPendingAgeSeconds: oldest === null ? 0 : Math.max(0, (at - oldest) / 1000),
+        sizeBytes: store.sizeBytes(),
+      };
     },
-    /** Forget the snapshot (after replay/discard, so the page shows the change). */
+    /** Recount soon (after replay/discard, so the page shows the change on its next refresh). */
     invalidate(): void {
-      snapshot = null;
+      void recount();
+    },
+    close(): void {
+      counter.close();
     },
   };
 }
