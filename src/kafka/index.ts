@@ -5,10 +5,10 @@
 // kafka_topics is non-empty and hands `publisher` to upkeep.
 import type { BrokerConfig } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
-import type { KafkaOrigin } from "../store/types.ts";
 import { createMissingTopics, connectProducer, startConsumer, type TopicConsumer } from "./client.ts";
 import { createBatchHandler, type IngestPort } from "./pipeline.ts";
 import { kafkaPlan } from "./plan.ts";
+import { takeBackFor } from "./takeback.ts";
 import { createKafkaPublisher, type KafkaPublisher } from "./publisher.ts";
 
 export { KafkaConfigError, kafkaConfigProblem, kafkaPlan, type KafkaPlan } from "./plan.ts";
@@ -34,13 +34,6 @@ export interface StartKafkaOptions {
    */
   store?: object;
   log: Logger;
-}
-
-type TakeBack = (origins: KafkaOrigin[]) => number;
-
-function takeBack(store: object | undefined): TakeBack | undefined {
-  const fn = (store as { discardUncommitted?: unknown } | undefined)?.discardUncommitted;
-  return typeof fn === "function" ? (origins) => (fn as TakeBack).call(store, origins) : undefined;
 }
 
 /** Partition batches of one topic handled at once: overlaps one partition's commit with another's insert. */
@@ -72,7 +65,7 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
   });
 
   const consumers: TopicConsumer[] = [];
-  const discard = takeBack(opts.store);
+  const discard = takeBackFor(opts.store, config.store.sqlite.path);
   try {
     for (const t of plan.consumed) {
       let consumer: TopicConsumer | undefined;
