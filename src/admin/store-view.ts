@@ -69,12 +69,16 @@ function threadCounter(dbPath: string, log: Logger): NamespaceCounter {
       }),
     );
   };
+  // A thread that failed to start (e.g. missing from a compiled binary) fails every count, so the cache falls back to inline.
+  let failed: Error | null = null;
   worker.onerror = (event) => {
-    for (const w of waiting.splice(0)) w.reject(new Error(event.message));
+    failed = new Error(`depth thread: ${event.message}`);
+    for (const w of waiting.splice(0)) w.reject(failed);
   };
   return {
     count: () =>
       new Promise((resolve, reject) => {
+        if (failed) return reject(failed);
         waiting.push({ resolve, reject });
         worker.postMessage("count");
       }),
