@@ -47,6 +47,11 @@ interface Held {
   client: BrokerClient;
 }
 
+/** received_at + expires lies in the past: the activation must not start. */
+export function isExpired(a: Pick<TaskActivation, "expiresS" | "receivedAtMs">, nowMs: number): boolean {
+  return a.expiresS !== undefined && a.receivedAtMs !== undefined && a.receivedAtMs + a.expiresS * 1000 < nowMs;
+}
+
 const metaKey = (app: string, ns: string, task: string) => `${app}\u0000${ns}\u0000${task}`;
 
 export function startWorkerLoop(o: LoopOptions): WorkerLoop {
@@ -134,7 +139,7 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
     const app = a.application ?? "";
     const m = meta.get(metaKey(app, a.namespace, a.taskname)) ?? (app ? undefined : metaByNs.get(metaKey("", a.namespace, a.taskname)));
     const record = (outcome: Outcome, durationMs?: number) => recorder.record(a.namespace, a.taskname, outcome, durationMs, a.attempts);
-    if (a.expiresS !== undefined && a.receivedAtMs !== undefined && a.receivedAtMs + a.expiresS * 1000 < now) {
+    if (isExpired(a, now)) {
       record("expired");
       return { status: STATUS_FAILURE, outcome: "expired", error: "activation expired before it started" };
     }
