@@ -46,7 +46,7 @@ export interface RuntimeConfigOptions {
   /** Re-read period, ms (config runtime_config_reload_ms, default 60 000). */
   reloadMs: number;
   log: Logger;
-  /** Called after every successful read (changed or not), e.g. to sweep stored rows. */
+  /** Called after a read that changed the rules, and after the first timer read, e.g. to sweep stored rows. */
   onReload?: (rules: RuntimeRules) => Promise<void>;
 }
 
@@ -69,6 +69,8 @@ export function startRuntimeConfig(options: RuntimeConfigOptions): RuntimeConfig
   let lastBadText: string | null = null;
   let stopped = false;
   let inFlight: Promise<ReloadOutcome> | null = null;
+  /** The start-up read's rules have not been applied to stored rows yet. */
+  let sweepPending = path !== undefined;
 
   const accept = (text: string): ReloadOutcome => {
     if (text === lastText) return "unchanged";
@@ -107,7 +109,11 @@ export function startRuntimeConfig(options: RuntimeConfigOptions): RuntimeConfig
       outcome = "unreadable";
     }
     runtimeConfigReloadTotal.inc({ outcome });
-    if ((outcome === "loaded" || outcome === "unchanged") && options.onReload && !stopped) {
+    // Stored rows are swept when the rules change (and once at start-up), not on
+    // every period: without a task-name index a sweep reads the whole table, and
+    // rows arriving later are already filtered at ingest.
+    if ((outcome === "loaded" || sweepPending) && options.onReload && !stopped) {
+      sweepPending = false;
       try {
         await options.onReload(current);
       } catch (err) {

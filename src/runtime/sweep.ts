@@ -1,7 +1,7 @@
 // Applies the kill switch to rows already stored: pages through the not yet
 // started rows (pending, delay, retry) of the task names that have a kill
 // rule, decides per row with the same pure logic as ingest, and removes the
-// matching ones. Runs after every runtime-config read, so a rule added to the
+// matching ones. Runs at start-up and whenever the rules change, so a rule added to the
 // file empties the store of its tasks within one reload period.
 import { fromBinary } from "@bufbuild/protobuf";
 import { TaskActivationSchema } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
