@@ -79,6 +79,9 @@ test("shows the broker's contents and replays a dead letter with a click", async
   await Promise.all([page.waitForURL(url), page.click('button[type="submit"]')]);
   await page.waitForSelector('body[data-loaded="true"]');
 
+  // Per-namespace depths are counted in the background (at most 2 s old) and the
+  // page refreshes every 5 s: wait for the row rather than racing the count.
+  await page.waitForSelector('#depths tr[data-namespace="web-b"]', { timeout: 15_000 });
   expect(await text(page, "#depth-total-pending")).toBe("5");
   expect(await text(page, "#depth-total-processing")).toBe("0");
   expect(await text(page, '#depths tr[data-namespace="web-a"] td[data-state="pending"]')).toBe("3");

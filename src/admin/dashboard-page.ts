@@ -55,7 +55,8 @@ function renderDepths(o) {
     for (const s of STATES) row.append(el("td", { class: "n", "data-state": s }, byNs.get(ns)[s] || 0));
     body.append(row);
   }
-  if (byNs.size === 0) body.append(el("tr", {}, el("td", { colspan: 8 }, "empty")));
+  if (byNs.size === 0) body.append(el("tr", {}, el("td", { colspan: 8 }, o.byNamespaceAtMs ? "empty" : "counting…")));
+  $("ns-as-of").textContent = o.byNamespaceAtMs ? "as of " + new Date(o.byNamespaceAtMs).toLocaleTimeString() : "";
   $("rates-now").replaceChildren(...SERIES.map(([n, c]) =>
     el("span", { style: "color:" + c }, n + " " + (o.rates.lastMinute[n] || 0).toFixed(1) + "/s")));
   renderChart(o.rates.series);
@@ -129,7 +130,7 @@ export const dashboardHtml = `<!doctype html>
 <header><h1>taskplatform broker</h1><small id="updated">loading…</small><span id="status"></span></header>
 <main>
 <section class="wide"><h2>Depth</h2><div class="cards" id="totals"></div></section>
-<section class="wide"><h2>By namespace</h2><table><thead><tr><th>namespace</th>
+<section class="wide"><h2>By namespace <small id="ns-as-of" style="font-weight:normal;color:#888"></small></h2><table><thead><tr><th>namespace</th>
 <th>pending</th><th>delay</th><th>processing</th><th>claimed</th><th>retry</th><th>failure</th><th>complete</th></tr></thead>
 <tbody id="depths"></tbody></table></section>
 <section class="wide"><h2>Rates</h2><div class="legend" id="rates-now"></div>

@@ -4,7 +4,8 @@
 // per-namespace breakdown is a GROUP BY over every row, so it is recomputed in
 // the background (a worker thread with its own read-only connection when the
 // store is a file) at most every `depthCacheMs`, and requests serve the latest
-// result. A page load therefore never waits for a scan, except the very first.
+// result. A page load therefore never waits for a scan (right after start-up
+// it shows totals while the first count runs).
 import type { Logger } from "../log.ts";
 import { STATE_CODE, type ActivationState, type DeadLetter, type KafkaOrigin, type StateCounts } from "../store/types.ts";
 
@@ -33,7 +34,7 @@ export interface DepthSnapshot {
   atMs: number;
   totals: StateCounts;
   byNamespace: NamespaceDepths;
-  /** When byNamespace was counted (it may lag totals by up to depthCacheMs plus one count). */
+  /** When byNamespace was counted (it may lag totals by up to depthCacheMs plus one count); 0: not yet. */
   byNamespaceAtMs: number;
   oldestPendingAgeSeconds: number;
   sizeBytes: { db: number; wal: number };
@@ -130,7 +131,7 @@ export function createDepthCache(store: AdminStore, options: DepthCacheOptions) 
     return inFlight;
   };
 
-  // Count once at start-up, so the first page load rarely has to wait.
+  // Count once at start-up, so the first page load usually has namespaces already.
   void recount();
 
   return {
@@ -144,8 +145,11 @@ export function createDepthCache(store: AdminStore, options: DepthCacheOptions) 
         // A count already running may have started before the caller's last change: let it finish, count again.
         if (inFlight) await inFlight;
         await recount();
-      } else if (byNamespace === null) await recount();
-      else if (now() - byNamespaceAtMs >= options.depthCacheMs) void recount();
+      } else if (byNamespace === null || now() - byNamespaceAtMs >= options.depthCacheMs) {
+        // Never wait here: until the first count lands (a cold 1M-row count can
+        // take a second), byNamespace is empty and byNamespaceAtMs 0.
+        void recount();
+      }
       const at = now();
       const oldest = store.oldestPendingReceivedAtMs();
       return {
