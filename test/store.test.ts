@@ -282,3 +282,28 @@ describe("local dead letters", () => {
     expect(Math.abs(Number(a.receivedAt!.seconds) * 1000 - Date.now())).toBeLessThan(5000);
   });
 });
+
+describe("kafka rebalance take-back", () => {
+  test("discardUncommitted removes only never-handed-out rows of the given offsets and keeps counts right", async () => {
+    t = tempStore();
+    const withOrigin = (offset: number, partition = 0) => ({
+      ...row({ application: "app", namespace: "ns" }),
+      origin: { topic: "tw", partition, offset: String(offset) },
+    });
+    const rows = [withOrigin(10), withOrigin(11), withOrigin(12), withOrigin(10, 1)];
+    t.store.insert(rows);
+    const claimed = await t.store.claim({ application: "app" }); // offset 10 of partition 0: handed out, must stay
+    expect(claimed!.id).toBe(rows[0]!.id);
+    const n = t.store.discardUncommitted([
+      { topic: "tw", partition: 0, offset: "10" },
+      { topic: "tw", partition: 0, offset: "11" },
+      { topic: "tw", partition: 1, offset: "10" },
+      { topic: "other", partition: 0, offset: "12" },
+    ]);
+    expect(n).toBe(2);
+    expect(t.store.counts().pending).toBe(1);
+    expect(t.store.counts().processing).toBe(1);
+    expect(t.store.counts()).toEqual(t.store.recount());
+    expect((await t.store.claim({ application: "app" }))!.id).toBe(rows[2]!.id);
+  });
+});

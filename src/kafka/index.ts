@@ -8,7 +8,7 @@ import type { Logger } from "../log.ts";
 import { createMissingTopics, connectProducer, startConsumer, type TopicConsumer } from "./client.ts";
 import { createBatchHandler, type IngestPort } from "./pipeline.ts";
 import { kafkaPlan } from "./plan.ts";
-import { takeBackFor } from "./takeback.ts";
+import type { InflightStore, KafkaOrigin } from "../store/types.ts";
 import { createKafkaPublisher, type KafkaPublisher } from "./publisher.ts";
 
 export { KafkaConfigError, kafkaConfigProblem, kafkaPlan, type KafkaPlan } from "./plan.ts";
@@ -28,11 +28,10 @@ export interface StartKafkaOptions {
   config: BrokerConfig;
   ingest: IngestPort;
   /**
-   * The inflight store. When it offers `discardUncommitted(origins)`, rows whose
-   * offset commit a rebalance rejected are taken back (typed loosely so this
-   * works with store versions that predate the method).
+   * The inflight store: rows whose offset commit a rebalance rejected are taken
+   * back through `discardUncommitted`, so the partition's next owner stores them.
    */
-  store?: object;
+  store: Pick<InflightStore, "discardUncommitted">;
   log: Logger;
 }
 
@@ -65,7 +64,7 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
   });
 
   const consumers: TopicConsumer[] = [];
-  const discard = takeBackFor(opts.store, config.store.sqlite.path);
+  const discard = (origins: KafkaOrigin[]) => opts.store.discardUncommitted(origins);
   try {
     for (const t of plan.consumed) {
       let consumer: TopicConsumer | undefined;

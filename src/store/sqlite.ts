@@ -247,6 +247,38 @@ export function openStore(opts: StoreOptions): InflightStore {
       });
     },
 
+    discardUncommitted(origins) {
+      // Rows a rebalance left with uncommitted offsets: the partition's next
+      // owner will store them, so keep none that were never handed out. One
+      // statement per partition (rebalances are rare; no extra index on the
+      // insert path for this).
+      const byPartition = new Map<string, { topic: string; partition: number; offsets: bigint[] }>();
+      for (const o of origins) {
+        const key = `${o.topic}\u0000${o.partition}`;
+        let group = byPartition.get(key);
+        if (!group) byPartition.set(key, (group = { topic: o.topic, partition: o.partition, offsets: [] }));
+        group.offsets.push(BigInt(o.offset));
+      }
+      return ctx.transaction((d) => {
+        let n = 0;
+        for (const g of byPartition.values()) {
+          for (let i = 0; i < g.offsets.length; i += 500) {
+            const chunk = g.offsets.slice(i, i + 500);
+            const gone = db
+              .query<{ state: number }, (string | number | bigint)[]>(
+                `DELETE FROM inflight WHERE kafka_topic = ? AND kafka_partition = ?
+                   AND kafka_offset IN (${chunk.map(() => "?").join(", ")})
+                   AND state IN (${S.pending}, ${S.delay}) RETURNING state`,
+              )
+              .all(g.topic, g.partition, ...chunk);
+            for (const row of gone) d.add(STATE_BY_CODE[row.state]!, -1);
+            n += gone.length;
+          }
+        }
+        return n;
+      });
+    },
+
     async close() {
       if (closed) return;
       closed = true;

@@ -183,6 +183,12 @@ export interface InflightStore {
   // Kill switch (runtime config): paged sweep over pending/delay/retry rows.
   killableByTaskname(tasknames: string[], afterId: string | null, limit: number): KillCandidate[];
   removeKilled(ids: string[]): number;
+  /**
+   * Kafka rebalances: deletes the rows of these origins that were never handed
+   * out (pending or delay), so the partition's next owner stores them once.
+   * Returns rows deleted.
+   */
+  discardUncommitted(origins: KafkaOrigin[]): number;
 
   /** Flushes queued claims/status updates, then closes the database. */
   close(): Promise<void>;
