@@ -7,7 +7,6 @@ import type { BrokerConfig } from "../config/schema.ts";
 import { InvalidActivation } from "../ingest/activation.ts";
 import { Backpressure } from "../ingest/ingest.ts";
 import type { Logger } from "../log.ts";
-import { completionTotal } from "../metrics.ts";
 import type { ClaimFilter, ClaimedActivation, InflightStore, StatusUpdate, TerminalStatus } from "../store/types.ts";
 import type { DecodedStatusUpdate, TaskFilter } from "./wire.ts";
 
@@ -84,35 +83,31 @@ export function createConsumerCore(deps: {
 }): ConsumerCore {
   const { config, store, ingest, log } = deps;
   const push = config.delivery_mode === "push";
-  const completeCounter = {
-    failure: completionTotal.labels("failure"),
-    retry: completionTotal.labels("retry"),
-    complete: completionTotal.labels("complete"),
-  };
   return {
-    async getTask(filter) {
-      if (push) throw new ConnectError("GetTask is disabled: the broker delivers by push", Code.PermissionDenied);
+    // getTask and setTaskStatus return the store's promise directly (no async
+    // frame): they are the hot path, and each extra promise hop is measurable.
+    getTask(filter) {
+      if (push) return Promise.reject(new ConnectError("GetTask is disabled: the broker delivers by push", Code.PermissionDenied));
       const claim = claimFilterOf(filter);
-      if (claim === null) return null;
-      try {
-        return await store.claim(claim);
-      } catch (err) {
+      if (claim === null) return Promise.resolve(null);
+      return store.claim(claim).then(undefined, (err: unknown) => {
         log.error("rpc_storage_failure", { operation: "claim", error: err });
         throw storageFailure("GetTask (claim)", err);
-      }
+      });
     },
-    async setTaskStatus(u) {
-      const update = statusUpdateOf(u);
+    setTaskStatus(u) {
+      let update: StatusUpdate;
+      try {
+        update = statusUpdateOf(u);
+      } catch (err) {
+        return Promise.reject(err);
+      }
       // fetch_next in push mode would bypass push delivery; treat it as not asked.
       const next = u.fetchNext !== undefined && !push ? claimFilterOf(u.fetchNext) : null;
-      try {
-        const claimed = await store.setStatus(update, next ?? undefined);
-        completeCounter[update.status].inc();
-        return next === null ? null : claimed;
-      } catch (err) {
+      return store.setStatus(update, next ?? undefined).then(undefined, (err: unknown) => {
         log.error("rpc_storage_failure", { operation: "set_status", error: err });
         throw storageFailure("SetTaskStatus", err);
-      }
+      });
     },
     async setBatchStatus(updates) {
       // Validate every update before writing any (wire contract).
@@ -124,7 +119,6 @@ export function createConsumerCore(deps: {
         log.error("rpc_storage_failure", { operation: "set_statuses", error: err });
         throw storageFailure("SetBatchActivationStatus", err);
       }
-      for (const u of valid) completeCounter[u.status].inc();
     },
     async produce(activations) {
       if (activations.length === 0) return { accepted: 0, duplicates: 0, expired: 0 };

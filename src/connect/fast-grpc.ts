@@ -23,35 +23,41 @@ import {
   percentEncodeGrpcMessage,
 } from "./wire.ts";
 
-/** Resolves to the framed response, or null for NOT_FOUND ("No pending activations"). */
-type FastHandler = (core: ConsumerCore, message: Uint8Array) => Promise<Buffer | null>;
+/**
+ * One hot method: `call` starts it (it may throw synchronously for a bad
+ * request), `encode` frames its result, null meaning NOT_FOUND.
+ */
+interface FastMethod<T> {
+  method: string;
+  call(core: ConsumerCore, message: Uint8Array): Promise<T>;
+  encode(result: T): Buffer | null;
+}
 
-const handlers: Record<string, { method: string; run: FastHandler }> = {
-  "/sentry_protos.taskbroker.v1.ConsumerService/GetTask": {
+function fastMethod<T>(m: FastMethod<T>): FastMethod<unknown> {
+  return m as FastMethod<unknown>;
+}
+
+const handlers: Record<string, FastMethod<unknown>> = {
+  "/sentry_protos.taskbroker.v1.ConsumerService/GetTask": fastMethod({
     method: "GetTask",
-    run: async (core, msg) => {
-      const claimed = await core.getTask(decodeGetTaskRequest(msg));
-      return claimed === null ? null : framedTaskResponse(claimed.activation);
-    },
-  },
-  "/sentry_protos.taskbroker.v1.ConsumerService/SetTaskStatus": {
+    call: (core, msg) => core.getTask(decodeGetTaskRequest(msg)),
+    encode: (claimed) => (claimed === null ? null : framedTaskResponse(claimed.activation)),
+  }),
+  "/sentry_protos.taskbroker.v1.ConsumerService/SetTaskStatus": fastMethod({
     method: "SetTaskStatus",
-    run: async (core, msg) => {
-      const next = await core.setTaskStatus(decodeSetTaskStatusRequest(msg));
-      return framedTaskResponse(next === null ? null : next.activation);
-    },
-  },
-  "/sentry_protos.taskbroker.v1.ConsumerService/SetBatchActivationStatus": {
+    call: (core, msg) => core.setTaskStatus(decodeSetTaskStatusRequest(msg)),
+    encode: (next) => framedTaskResponse(next === null ? null : next.activation),
+  }),
+  "/sentry_protos.taskbroker.v1.ConsumerService/SetBatchActivationStatus": fastMethod({
     method: "SetBatchActivationStatus",
-    run: async (core, msg) => {
-      await core.setBatchStatus(decodeSetBatchRequest(msg));
-      return framedEmpty();
-    },
-  },
-  "/taskplatform.v1.IngestService/Produce": {
+    call: (core, msg) => core.setBatchStatus(decodeSetBatchRequest(msg)),
+    encode: () => framedEmpty(),
+  }),
+  "/taskplatform.v1.IngestService/Produce": fastMethod({
     method: "Produce",
-    run: async (core, msg) => framedProduceResponse(await core.produce(decodeProduceRequest(msg))),
-  },
+    call: (core, msg) => core.produce(decodeProduceRequest(msg)),
+    encode: (counts) => framedProduceResponse(counts),
+  }),
 };
 
 /** True when this request is served by the fast path (gRPC content type, hot method). */
@@ -140,10 +146,10 @@ export function serveFastGrpc(stream: ServerHttp2Stream, headers: IncomingHttpHe
   stream.once("end", () => {
     if (rejected) return;
     const body: Buffer = chunks !== null ? Buffer.concat(chunks, received) : (first ?? Buffer.alloc(0));
-    void run(body);
+    run(body);
   });
 
-  async function run(body: Buffer): Promise<void> {
+  function run(body: Buffer): void {
     const len = frameLength(body);
     if (opts.secrets.length > 0) {
       const message = len >= 0 && 5 + len <= body.byteLength ? body.subarray(5, 5 + len) : null;
@@ -166,17 +172,24 @@ export function serveFastGrpc(stream: ServerHttp2Stream, headers: IncomingHttpHe
         "compressed request messages are not supported by this broker; send uncompressed messages (grpc-encoding: identity)",
       );
     }
-    let response: Buffer | null;
+    const onError = (err: unknown) => {
+      if (err instanceof MalformedMessage) {
+        // INTERNAL, as grpc-go, grpc-java and connect-es answer an undecodable request message.
+        fail(Code.Internal, `cannot decode request message: ${err.message}`);
+      } else if (err instanceof ConnectError) fail(err.code, err.rawMessage);
+      else fail(Code.Internal, `${h.method} failed: ${err instanceof Error ? err.message : String(err)}`);
+    };
+    let pending: Promise<unknown>;
     try {
-      response = await h.run(opts.core, body.subarray(5));
+      pending = h.call(opts.core, body.subarray(5));
     } catch (err) {
-      // INTERNAL, as grpc-go, grpc-java and connect-es answer an undecodable request message.
-      if (err instanceof MalformedMessage) return fail(Code.Internal, `cannot decode request message: ${err.message}`);
-      if (err instanceof ConnectError) return fail(err.code, err.rawMessage);
-      return fail(Code.Internal, `${h.method} failed: ${err instanceof Error ? err.message : String(err)}`);
+      return onError(err);
     }
-    if (response === null) return fail(Code.NotFound, NO_PENDING);
-    respondOk(stream, response);
-    recordRpc(h.method, 0, start);
+    pending.then((result) => {
+      const response = h.encode(result);
+      if (response === null) return fail(Code.NotFound, NO_PENDING);
+      respondOk(stream, response);
+      recordRpc(h.method, 0, start);
+    }, onError);
   }
 }

@@ -43,6 +43,9 @@ export function tempDir(prefix = "taskplatform-"): string {
 }
 
 export async function spawnBroker(env: Record<string, string> = {}, opts: SpawnBrokerOptions = {}): Promise<BrokerProcess> {
+  if (env.TASKBROKER_LOG_FILTER === "warn" || env.TASKBROKER_LOG_FILTER === "error") {
+    throw new Error("spawnBroker waits for the info-level broker_started line; TASKBROKER_LOG_FILTER must be info or lower");
+  }
   const dbPath = opts.dbPath ?? join(tempDir("taskbroker-"), "inflight.sqlite");
   // Start from the parent's environment without its TASKBROKER_* settings, so a
   // developer's shell cannot change what a test runs against.

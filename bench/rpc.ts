@@ -1,0 +1,225 @@
+// RPC throughput and latency of the broker, next to a bare node:http2 handler
+// measured in the same run (bench/rpc-bare-server.ts):
+//   - GetTask claims/s with stored tasks, driven by h2load and by the project client;
+//   - SetTaskStatus(COMPLETE + fetch_next)/s, same two drivers;
+//   - Produce ingest rate in batches of 1000 (durable on answer);
+//   - GetTask latency p50/p99 at half the measured maximum claim rate (h2load --rps, per-request log).
+// Usage: bun bench/rpc.ts [--n 100000] [--client-concurrency 128]
+// Prints a markdown table. Numbers on a shared 2-core machine are noisy: compare
+// the ratios, which are measured side by side.
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create, toBinary } from "@bufbuild/protobuf";
+import {
+  GetTaskRequestSchema,
+  SetTaskStatusRequestSchema,
+  TaskActivationSchema,
+  TaskActivationStatus,
+} from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import { adminClient, createBrokerClient, type BrokerClient } from "../src/connect/client.ts";
+import { spawnBroker, type BrokerProcess } from "../test/support/broker-process.ts";
+import { percentile } from "./stats.ts";
+
+const argv = process.argv.slice(2);
+const arg = (name: string, dflt: number) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(argv[i + 1]) : dflt;
+};
+const N = arg("n", 100_000);
+const CLIENT_CONCURRENCY = arg("client-concurrency", 128);
+const H2LOAD_CLIENTS = 8;
+const H2LOAD_STREAMS = 16;
+const APP = "bench";
+const dir = mkdtempSync(join(tmpdir(), "rpc-bench-"));
+
+function activation(): Uint8Array {
+  return toBinary(
+    TaskActivationSchema,
+    create(TaskActivationSchema, {
+      id: crypto.randomUUID().replaceAll("-", ""),
+      namespace: "bench",
+      taskname: "bench.noop",
+      application: APP,
+      parametersBytes: new Uint8Array(200).fill(7),
+      processingDeadlineDuration: 600n,
+      receivedAt: { seconds: BigInt(Math.floor(Date.now() / 1000)), nanos: 0 },
+    }),
+  );
+}
+
+function framed(message: Uint8Array): Uint8Array {
+  const out = Buffer.alloc(5 + message.byteLength);
+  out.writeUInt32BE(message.byteLength, 1);
+  out.set(message, 5);
+  return out;
+}
+
+function writeBody(name: string, message: Uint8Array): string {
+  const path = join(dir, name);
+  writeFileSync(path, framed(message));
+  return path;
+}
+
+const GET_BODY = writeBody("get.bin", toBinary(GetTaskRequestSchema, create(GetTaskRequestSchema, { application: APP })));
+// h2load sends one body for every request, so this id is held only once: every
+// call after the first is a no-op status update plus a real fetch_next claim.
+const SET_BODY = writeBody(
+  "set.bin",
+  toBinary(
+    SetTaskStatusRequestSchema,
+    create(SetTaskStatusRequestSchema, {
+      id: "00000000000000000000000000000000",
+      status: TaskActivationStatus.COMPLETE,
+      fetchNextTask: { application: APP },
+    }),
+  ),
+);
+
+interface H2loadResult {
+  rps: number;
+  ok: number;
+  latencyUs: number[];
+}
+
+async function h2load(port: number, method: string, body: string, n: number, extra: string[] = []): Promise<H2loadResult> {
+  const log = join(dir, `h2load-${Date.now()}.log`);
+  const proc = Bun.spawn(
+    [
+      "h2load", "-n", String(n), "-c", String(H2LOAD_CLIENTS), "-m", String(H2LOAD_STREAMS), "-d", body,
+      "-H", "content-type: application/grpc", "-H", "te: trailers", `--log-file=${log}`, ...extra,
+      `http://127.0.0.1:${port}/sentry_protos.taskbroker.v1.ConsumerService/${method}`,
+    ],
+    { stdout: "pipe", stderr: "pipe" },
+  );
+  const out = await new Response(proc.stdout).text();
+  await proc.exited;
+  const rps = Number(/finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(out)?.[1] ?? NaN);
+  const ok = Number(/(\d+) succeeded/.exec(out)?.[1] ?? 0);
+  const latencyUs = readFileSync(log, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => Number(l.split("\t")[2]));
+  return { rps, ok, latencyUs };
+}
+
+/** Runs `concurrency` loops calling `step` until it has been called `total` times; calls/s. */
+async function drive(concurrency: number, total: number, step: () => Promise<unknown>): Promise<number> {
+  let started = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (started < total) {
+        started++;
+        await step();
+      }
+    }),
+  );
+  return (total / (performance.now() - t0)) * 1000;
+}
+
+/** The id of activation bytes (field 1 comes first in everything this bench produces). */
+function idOf(bytes: Uint8Array): string {
+  return Buffer.from(bytes.subarray(2, 2 + bytes[1]!)).toString("latin1");
+}
+
+/** SetTaskStatus(COMPLETE, fetch_next) chains: each loop claims once, then completes-and-fetches until empty. */
+async function statusChains(client: BrokerClient, concurrency: number): Promise<{ rate: number; calls: number }> {
+  let calls = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      let task = await client.getTaskBytes({ application: APP });
+      while (task !== null) {
+        task = await client.setTaskStatusBytes({ id: idOf(task), status: 5, fetchNext: { application: APP } });
+        calls++;
+      }
+    }),
+  );
+  return { rate: (calls / (performance.now() - t0)) * 1000, calls };
+}
+
+async function fill(client: BrokerClient, n: number): Promise<number> {
+  const batches: Uint8Array[][] = [];
+  for (let i = 0; i < n; i += 1000) batches.push(Array.from({ length: Math.min(1000, n - i) }, activation));
+  const t0 = performance.now();
+  for (const b of batches) await client.produce(b);
+  return (n / (performance.now() - t0)) * 1000;
+}
+
+async function processing(address: string): Promise<number> {
+  const depths = await adminClient(address).getDepths({});
+  return Number(depths.totals.find((t) => t.state === "processing")?.count ?? 0);
+}
+
+const fmt = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString("en-US") : "n/a");
+const ratio = (a: number, b: number) => (Number.isFinite(a / b) ? (a / b).toFixed(2) : "n/a");
+
+// ---- bare handler ----
+const sample = activation();
+const bare = Bun.spawn([process.execPath, join(import.meta.dir, "rpc-bare-server.ts"), Buffer.from(sample).toString("hex")], {
+  stdout: "pipe",
+});
+const barePort = await (async () => {
+  const reader = (bare.stdout as ReadableStream<Uint8Array>).getReader();
+  let text = "";
+  while (!/port=\d+/.test(text)) text += new TextDecoder().decode((await reader.read()).value);
+  return Number(/port=(\d+)/.exec(text)![1]);
+})();
+const bareGetH2 = await h2load(barePort, "GetTask", GET_BODY, N);
+const bareSetH2 = await h2load(barePort, "SetTaskStatus", SET_BODY, N);
+const bareClient = createBrokerClient({ address: `127.0.0.1:${barePort}` });
+const bareGetClient = await drive(CLIENT_CONCURRENCY, N, () => bareClient.getTaskBytes({ application: APP }));
+const bareSetClient = await drive(CLIENT_CONCURRENCY, N, () =>
+  bareClient.setTaskStatusBytes({ id: "x", status: 5, fetchNext: { application: APP } }),
+);
+await bareClient.close();
+bare.kill();
+
+// ---- broker ----
+const broker: BrokerProcess = await spawnBroker({
+  TASKBROKER_STORE__MAX_PENDING_COUNT: "100000000",
+  TASKBROKER_STORE__MAX_PROCESSING_COUNT: "100000000",
+});
+const client = createBrokerClient({ address: broker.address, deadlineMs: 60_000 });
+
+const ingestRate = await fill(client, N);
+const getH2 = await h2load(broker.port, "GetTask", GET_BODY, N);
+const claimedByH2 = await processing(broker.address);
+
+await fill(client, N);
+const getClient = await drive(CLIENT_CONCURRENCY, N, () => client.getTaskBytes({ application: APP }));
+
+await fill(client, N);
+const setClient = await statusChains(client, CLIENT_CONCURRENCY);
+
+await fill(client, N);
+const setH2 = await h2load(broker.port, "SetTaskStatus", SET_BODY, N);
+
+// Latency at half the best measured claim rate, open loop (h2load --rps per client).
+const maxClaims = Math.max(getH2.rps, getClient);
+const halfRate = Math.floor(maxClaims / 2);
+const latencyN = Math.min(halfRate * 5, 200_000);
+await fill(client, latencyN);
+const lat = await h2load(broker.port, "GetTask", GET_BODY, latencyN, [`--rps=${Math.max(1, Math.floor(halfRate / H2LOAD_CLIENTS))}`]);
+const latMs = lat.latencyUs.map((us) => us / 1000);
+
+await client.close();
+await broker.stop();
+
+const rows: string[] = [
+  "| measurement | broker | bare handler | broker / bare |",
+  "|---|---:|---:|---:|",
+  `| GetTask claims/s, h2load -c ${H2LOAD_CLIENTS} -m ${H2LOAD_STREAMS} | ${fmt(getH2.rps)} | ${fmt(bareGetH2.rps)} | ${ratio(getH2.rps, bareGetH2.rps)} |`,
+  `| GetTask claims/s, project client (${CLIENT_CONCURRENCY} in flight) | ${fmt(getClient)} | ${fmt(bareGetClient)} | ${ratio(getClient, bareGetClient)} |`,
+  `| SetTaskStatus(COMPLETE+fetch_next)/s, h2load (constant id, see note) | ${fmt(setH2.rps)} | ${fmt(bareSetH2.rps)} | ${ratio(setH2.rps, bareSetH2.rps)} |`,
+  `| SetTaskStatus(COMPLETE+fetch_next)/s, project client (real ids) | ${fmt(setClient.rate)} | ${fmt(bareSetClient)} | ${ratio(setClient.rate, bareSetClient)} |`,
+  `| Produce activations/s (batches of 1000, durable) | ${fmt(ingestRate)} | | |`,
+  `| GetTask latency at ${fmt(halfRate)} calls/s (half max): p50 / p99 ms | ${percentile(latMs, 50)} / ${percentile(latMs, 99)} (achieved ${fmt(lat.rps)}/s) | | |`,
+];
+console.log(`\nRPC bench: N=${N} per phase, ${new Date().toISOString()}, ${navigator.hardwareConcurrency} cores, Bun ${Bun.version}\n`);
+console.log(rows.join("\n"));
+console.log(
+  `\nchecks: h2load GetTask ${getH2.ok}/${N} answered, ${claimedByH2} rows Processing afterwards; ` +
+    `client status chains made ${setClient.calls} calls`,
+);
