@@ -41,7 +41,7 @@ describe("against a broker", () => {
     const first = await client.getTask({ application: "client" });
     expect(first?.id).toBe(id(1));
     const second = await client.getTaskBytes({ application: "client" });
-    expect(second === null ? null : Buffer.from(second)).toEqual(acts[1]!);
+    expect(second === null ? null : Buffer.from(second.buffer, second.byteOffset, second.byteLength)).toEqual(acts[1]!);
     const next = await client.setTaskStatus({ id: id(1), status: 5, fetchNext: { application: "client" } });
     expect(next?.id).toBe(id(3));
     expect(await client.setTaskStatus({ id: id(3), status: 5, fetchNext: { application: "client" } })).toBeNull();
