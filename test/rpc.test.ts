@@ -226,6 +226,14 @@ describe("Produce", () => {
     expect((await getTask("invalid-batch")).code).toBe(Code.NotFound);
   });
 
+  test("messages of 10 MiB pass by default, both ways", async () => {
+    const big = activation(hexId("ca", 1), { application: "big", parametersBytes: new Uint8Array(10 * 1024 * 1024 + 17).fill(9) });
+    expect((await produce([big])).accepted).toBe(1);
+    const r = await getTask("big");
+    expect(r.code).toBe(0);
+    expect(taskBytes(r.response)!.equals(big)).toBe(true);
+  }, 60_000);
+
   test("an empty Produce is OK", async () => {
     const r = await unary(client, PRODUCE, encode(ProduceRequestSchema, {}));
     expect(r.code).toBe(0);
