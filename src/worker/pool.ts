@@ -55,8 +55,17 @@ export function defaultThreads(concurrency: number): number {
   return Math.max(1, Math.min(concurrency, Math.max(2, cpus().length)));
 }
 
+/**
+ * The thread entry. In a `bun build --compile` binary (entries src/main.ts and src/worker/thread.ts)
+ * the modules live under /$bunfs/root/ relative to their common root, src/.
+ */
+function defaultThreadUrl(): URL {
+  if (import.meta.url.includes("/$bunfs/")) return new URL("./worker/thread.ts", import.meta.url);
+  return new URL("./thread.ts", import.meta.url);
+}
+
 export function createTaskPool(options: PoolOptions): TaskPool {
-  const url = options.threadUrl ?? new URL("./thread.ts", import.meta.url);
+  const url = options.threadUrl ?? defaultThreadUrl();
   const threads: Thread[] = [];
   let closed = false;
   let resolveReady!: (tasks: TaskMeta[]) => void;
@@ -123,6 +132,14 @@ export function createTaskPool(options: PoolOptions): TaskPool {
     };
     worker.onerror = (ev) => {
       options.log.error("task_thread_crashed", { error: ev.message });
+      if (t.state === "starting" && !readyDone) {
+        // Never came up (missing entry, broken module): respawning would only loop.
+        readyDone = true;
+        rejectReady(new Error(`task thread failed to start: ${ev.message}`));
+        t.state = "dead";
+        threads.splice(threads.indexOf(t), 1);
+        return;
+      }
       replace(t, "crash");
     };
     threads.push(t);
