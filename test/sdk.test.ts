@@ -166,3 +166,17 @@ describe("routing", () => {
     expect(() => createRouter({ routes: { a: "t2" }, declaredTopics: ["taskworker", "t1"] })).toThrow(/declared/);
   });
 });
+
+describe("trace headers", () => {
+  test("carried into follow-up tasks, unless the activation turned propagation off", async () => {
+    const app = createApp({ name: "tracetest", eager: true });
+    const ns = app.namespace("trace");
+    const seen: Array<string | undefined> = [];
+    const child = ns.register({ name: "child", handler: () => void seen.push(currentTask()!.headers.traceparent) });
+    const parent = ns.register({ name: "parent", handler: async () => void (await child.delay()) });
+    await parent.applyAsync({ headers: { traceparent: "00-trace-span-01" } });
+    await parent.applyAsync({ headers: { traceparent: "00-trace-span-01", "sentry-propagate-traces": false } });
+    expect(seen).toEqual(["00-trace-span-01", undefined]);
+    await app.close();
+  });
+});

@@ -13,6 +13,8 @@ import { NO_RETRY, type Retry } from "./retry.ts";
 export const INTERNAL_NAMESPACE = "internal";
 export const CANARY_TASK = "canary_task";
 export const DEFAULT_PROCESSING_DEADLINE_S = 10;
+/** Header set to "False" on activations whose trace must not continue into follow-ups (scheduled ones). */
+export const PROPAGATE_TRACES_HEADER = "sentry-propagate-traces";
 
 export interface NamespaceDefaults {
   retry?: Retry;
@@ -154,7 +156,9 @@ export function createApp(options: AppOptions = {}): App {
         };
         const build = (d: DispatchOptions = {}): BuiltActivation => {
           const ctx = currentTask();
-          return buildActivation(template, d, ctx ? traceHeaders(ctx.headers) : {});
+          // Scheduled activations turn propagation off; follow-ups start their own trace then.
+          const carry = ctx && ctx.headers[PROPAGATE_TRACES_HEADER] !== "False";
+          return buildActivation(template, d, carry ? traceHeaders(ctx.headers) : {});
         };
         const task: Task<A, R> = {
           app,

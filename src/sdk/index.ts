@@ -20,6 +20,7 @@ export {
   findTaskTemplate,
   DEFAULT_PROCESSING_DEADLINE_S,
   INTERNAL_NAMESPACE,
+  PROPAGATE_TRACES_HEADER,
   type Namespace,
   type NamespaceDefaults,
   registeredApps,
@@ -34,3 +35,4 @@ export { type HeaderValue, stringifyHeaders, TRACE_HEADERS } from "./headers.ts"
 export { type Compression, decodeParameters, encodeParameters, type TaskParameters } from "./params.ts";
 export type { ActivationProducer, TopicRouter } from "./producer.ts";
 export { isLastAttempt, NO_RETRY, type Retry, type RetryOptions, retry, shouldRetry } from "./retry.ts";
+export { defineSchedules, type ScheduleDefinition, type ScheduleTable } from "../scheduler/definition.ts";
