@@ -23,21 +23,34 @@ const RETRYABLE = new Set([Code.ResourceExhausted, Code.Unavailable]);
 export function createRpcProducer(options: RpcProducerOptions): ActivationProducer & { client: BrokerClient } {
   const client = options.client ?? createBrokerClient({ address: options.address, secrets: options.secrets });
   const retryForMs = options.retryForMs ?? 30_000;
+  /**
+   * Produce with back-off on RESOURCE_EXHAUSTED/UNAVAILABLE. The broker refuses a batch that would
+   * not fit under its limits as a whole, so a refused batch is halved: what fits goes in now.
+   */
+  const produceAll = async (items: Uint8Array[], giveUpAt: number): Promise<void> => {
+    for (let backoffMs = 10; ; backoffMs = Math.min(backoffMs * 2, 1000)) {
+      try {
+        await client.produce(items);
+        return;
+      } catch (err) {
+        const code = ConnectError.from(err).code;
+        if (!RETRYABLE.has(code)) throw err;
+        if (code === Code.ResourceExhausted && items.length > 1) {
+          const half = Math.ceil(items.length / 2);
+          await produceAll(items.slice(0, half), giveUpAt);
+          await produceAll(items.slice(half), giveUpAt);
+          return;
+        }
+        if (Date.now() + backoffMs > giveUpAt) throw err;
+        await Bun.sleep(backoffMs * (0.5 + Math.random() / 2));
+      }
+    }
+  };
   const batcher = createBatcher<Uint8Array>({
     concurrency: options.concurrency ?? 2,
     weight: (b) => b.byteLength,
     async flush(items) {
-      const giveUpAt = Date.now() + retryForMs;
-      for (let backoffMs = 10; ; backoffMs = Math.min(backoffMs * 2, 1000)) {
-        try {
-          await client.produce(items);
-          return;
-        } catch (err) {
-          const code = ConnectError.from(err).code;
-          if (!RETRYABLE.has(code) || Date.now() + backoffMs > giveUpAt) throw err;
-          await Bun.sleep(backoffMs * (0.5 + Math.random() / 2));
-        }
-      }
+      await produceAll(items, Date.now() + retryForMs);
     },
   });
   return {
