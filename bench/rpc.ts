@@ -4,7 +4,7 @@
 //   - SetTaskStatus(COMPLETE + fetch_next)/s, same two drivers;
 //   - Produce ingest rate in batches of 1000 (durable on answer);
 //   - GetTask latency p50/p99 at half the measured maximum claim rate (h2load --rps, per-request log).
-// Usage: bun bench/rpc.ts [--n 100000] [--client-concurrency 128]
+// Usage: bun bench/rpc.ts [--n 50000] [--rounds 3] [--client-concurrency 128]
 // Prints a markdown table. Numbers on a shared 2-core machine are noisy: compare
 // the ratios, which are measured side by side.
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -26,8 +26,9 @@ const arg = (name: string, dflt: number) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 ? Number(argv[i + 1]) : dflt;
 };
-const N = arg("n", 100_000);
+const N = arg("n", 50_000);
 const CLIENT_CONCURRENCY = arg("client-concurrency", 128);
+const ROUNDS = arg("rounds", 3);
 const H2LOAD_CLIENTS = 8;
 const H2LOAD_STREAMS = 16;
 const APP = "bench";
@@ -155,7 +156,9 @@ async function processing(address: string): Promise<number> {
 const fmt = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString("en-US") : "n/a");
 const ratio = (a: number, b: number) => (Number.isFinite(a / b) ? (a / b).toFixed(2) : "n/a");
 
-// ---- bare handler ----
+// Both servers run side by side; every measurement alternates bare and broker
+// ROUNDS times and keeps the best of each, so a burst of load from other
+// processes on the machine does not decide the ratio.
 const sample = activation();
 const bare = Bun.spawn([process.execPath, join(import.meta.dir, "rpc-bare-server.ts"), Buffer.from(sample).toString("hex")], {
   stdout: "pipe",
@@ -166,39 +169,46 @@ const barePort = await (async () => {
   while (!/port=\d+/.test(text)) text += new TextDecoder().decode((await reader.read()).value);
   return Number(/port=(\d+)/.exec(text)![1]);
 })();
-const bareGetH2 = await h2load(barePort, "GetTask", GET_BODY, N);
-const bareSetH2 = await h2load(barePort, "SetTaskStatus", SET_BODY, N);
 const bareClient = createBrokerClient({ address: `127.0.0.1:${barePort}` });
-const bareGetClient = await drive(CLIENT_CONCURRENCY, N, () => bareClient.getTaskBytes({ application: APP }));
-const bareSetClient = await drive(CLIENT_CONCURRENCY, N, () =>
-  bareClient.setTaskStatusBytes({ id: "x", status: 5, fetchNext: { application: APP } }),
-);
-await bareClient.close();
-bare.kill();
 
-// ---- broker ----
 const broker: BrokerProcess = await spawnBroker({
   TASKBROKER_STORE__MAX_PENDING_COUNT: "100000000",
   TASKBROKER_STORE__MAX_PROCESSING_COUNT: "100000000",
 });
 const client = createBrokerClient({ address: broker.address, deadlineMs: 60_000 });
 
-const ingestRate = await fill(client, N);
-const getH2 = await h2load(broker.port, "GetTask", GET_BODY, N);
-const claimedByH2 = await processing(broker.address);
+const best = { bareGetH2: 0, bareSetH2: 0, bareGetClient: 0, bareSetClient: 0, getH2: 0, getClient: 0, setH2: 0, setClient: 0, ingest: 0 };
+let claimedByH2 = 0;
+let chainCalls = 0;
+for (let round = 0; round < ROUNDS; round++) {
+  best.bareGetH2 = Math.max(best.bareGetH2, (await h2load(barePort, "GetTask", GET_BODY, N)).rps);
+  best.ingest = Math.max(best.ingest, await fill(client, N));
+  const before = await processing(broker.address);
+  best.getH2 = Math.max(best.getH2, (await h2load(broker.port, "GetTask", GET_BODY, N)).rps);
+  claimedByH2 += (await processing(broker.address)) - before;
 
-await fill(client, N);
-const getClient = await drive(CLIENT_CONCURRENCY, N, () => client.getTaskBytes({ application: APP }));
+  best.bareGetClient = Math.max(best.bareGetClient, await drive(CLIENT_CONCURRENCY, N, () => bareClient.getTaskBytes({ application: APP })));
+  await fill(client, N);
+  best.getClient = Math.max(best.getClient, await drive(CLIENT_CONCURRENCY, N, () => client.getTaskBytes({ application: APP })));
 
-await fill(client, N);
-const setClient = await statusChains(client, CLIENT_CONCURRENCY);
+  best.bareSetH2 = Math.max(best.bareSetH2, (await h2load(barePort, "SetTaskStatus", SET_BODY, N)).rps);
+  await fill(client, N);
+  best.setH2 = Math.max(best.setH2, (await h2load(broker.port, "SetTaskStatus", SET_BODY, N)).rps);
 
-await fill(client, N);
-const setH2 = await h2load(broker.port, "SetTaskStatus", SET_BODY, N);
+  best.bareSetClient = Math.max(
+    best.bareSetClient,
+    await drive(CLIENT_CONCURRENCY, N, () => bareClient.setTaskStatusBytes({ id: "x", status: 5, fetchNext: { application: APP } })),
+  );
+  await fill(client, N);
+  const chains = await statusChains(client, CLIENT_CONCURRENCY);
+  best.setClient = Math.max(best.setClient, chains.rate);
+  chainCalls += chains.calls;
+}
+await bareClient.close();
+bare.kill();
 
 // Latency at half the best measured claim rate, open loop (h2load --rps per client).
-const maxClaims = Math.max(getH2.rps, getClient);
-const halfRate = Math.floor(maxClaims / 2);
+const halfRate = Math.floor(Math.max(best.getH2, best.getClient) / 2);
 const latencyN = Math.min(halfRate * 5, 200_000);
 await fill(client, latencyN);
 const lat = await h2load(broker.port, "GetTask", GET_BODY, latencyN, [`--rps=${Math.max(1, Math.floor(halfRate / H2LOAD_CLIENTS))}`]);
@@ -210,16 +220,16 @@ await broker.stop();
 const rows: string[] = [
   "| measurement | broker | bare handler | broker / bare |",
   "|---|---:|---:|---:|",
-  `| GetTask claims/s, h2load -c ${H2LOAD_CLIENTS} -m ${H2LOAD_STREAMS} | ${fmt(getH2.rps)} | ${fmt(bareGetH2.rps)} | ${ratio(getH2.rps, bareGetH2.rps)} |`,
-  `| GetTask claims/s, project client (${CLIENT_CONCURRENCY} in flight) | ${fmt(getClient)} | ${fmt(bareGetClient)} | ${ratio(getClient, bareGetClient)} |`,
-  `| SetTaskStatus(COMPLETE+fetch_next)/s, h2load (constant id, see note) | ${fmt(setH2.rps)} | ${fmt(bareSetH2.rps)} | ${ratio(setH2.rps, bareSetH2.rps)} |`,
-  `| SetTaskStatus(COMPLETE+fetch_next)/s, project client (real ids) | ${fmt(setClient.rate)} | ${fmt(bareSetClient)} | ${ratio(setClient.rate, bareSetClient)} |`,
-  `| Produce activations/s (batches of 1000, durable) | ${fmt(ingestRate)} | | |`,
-  `| GetTask latency at ${fmt(halfRate)} calls/s (half max): p50 / p99 ms | ${percentile(latMs, 50)} / ${percentile(latMs, 99)} (achieved ${fmt(lat.rps)}/s) | | |`,
+  `| GetTask claims/s, h2load -c ${H2LOAD_CLIENTS} -m ${H2LOAD_STREAMS} | ${fmt(best.getH2)} | ${fmt(best.bareGetH2)} | ${ratio(best.getH2, best.bareGetH2)} |`,
+  `| GetTask claims/s, project client (${CLIENT_CONCURRENCY} in flight) | ${fmt(best.getClient)} | ${fmt(best.bareGetClient)} | ${ratio(best.getClient, best.bareGetClient)} |`,
+  `| SetTaskStatus(COMPLETE+fetch_next)/s, h2load (constant id, see note) | ${fmt(best.setH2)} | ${fmt(best.bareSetH2)} | ${ratio(best.setH2, best.bareSetH2)} |`,
+  `| SetTaskStatus(COMPLETE+fetch_next)/s, project client (real ids) | ${fmt(best.setClient)} | ${fmt(best.bareSetClient)} | ${ratio(best.setClient, best.bareSetClient)} |`,
+  `| Produce activations/s (batches of 1000, durable on answer) | ${fmt(best.ingest)} | | |`,
+  `| GetTask latency at ${fmt(halfRate)} calls/s (half max), p50 / p99 ms | ${percentile(latMs, 50)} / ${percentile(latMs, 99)} (achieved ${fmt(lat.rps)}/s) | | |`,
 ];
-console.log(`\nRPC bench: N=${N} per phase, ${new Date().toISOString()}, ${navigator.hardwareConcurrency} cores, Bun ${Bun.version}\n`);
+console.log(`\nRPC bench: N=${N} calls per phase, best of ${ROUNDS} rounds, ${new Date().toISOString()}, ${navigator.hardwareConcurrency} cores, Bun ${Bun.version}\n`);
 console.log(rows.join("\n"));
 console.log(
-  `\nchecks: h2load GetTask ${getH2.ok}/${N} answered, ${claimedByH2} rows Processing afterwards; ` +
-    `client status chains made ${setClient.calls} calls`,
+  `\nchecks: h2load GetTask left ${claimedByH2}/${N * ROUNDS} rows Processing (every call a real claim); ` +
+    `client status chains made ${chainCalls} calls`,
 );
