@@ -327,6 +327,30 @@ describe("Connect (JSON and binary) and gRPC-Web serve every method", () => {
   });
 });
 
+describe("AdminService", () => {
+  test("depths, one activation, and NOT_FOUND for unknown ids and dead letters", async () => {
+    const admin = connectClient(AdminService, broker.address, "connect-json");
+    await produce([activation(hexId("ad", 1), { application: "admin", namespace: "adm" })]);
+    const depths = await admin.getDepths({});
+    expect(depths.totals.map((t) => t.state).sort()).toEqual(
+      ["claimed", "complete", "delay", "failure", "pending", "processing", "retry"],
+    );
+    expect(depths.byNamespace.find((d) => d.namespace === "adm" && d.state === "pending")?.count).toBe(1n);
+    const one = await admin.getActivation({ id: hexId("ad", 1) });
+    expect(one.state).toBe("pending");
+    expect(Buffer.from(one.activation.buffer, one.activation.byteOffset, one.activation.byteLength)).toEqual(activation(hexId("ad", 1), { application: "admin", namespace: "adm" }));
+    for (const call of [
+      () => admin.getActivation({ id: "nope" }),
+      () => admin.replayDeadLetter({ id: "nope" }),
+      () => admin.discardDeadLetter({ id: "nope" }),
+    ]) {
+      const err = await call().catch((e: unknown) => ConnectError.from(e));
+      expect((err as ConnectError).code).toBe(Code.NotFound);
+    }
+    expect((await admin.listDeadLetters({})).total).toBe(0n);
+  });
+});
+
 describe("limits and modes (separate brokers)", () => {
   test("backpressure: RESOURCE_EXHAUSTED; oversize message: RESOURCE_EXHAUSTED", async () => {
     const small = await spawnBroker({
