@@ -108,7 +108,7 @@ function brokerCpuMs(): number {
   while (latencies.length < n && performance.now() < until) await Bun.sleep(20);
   latencies.sort((a, b) => a - b);
   const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
-  console.log(`latency at ${RATE}/s for ${SECONDS}s (${latencies.length}/${n} seen): p50 ${q(0.5).toFixed(2)} ms, p99 ${q(0.99).toFixed(2)} ms`);
+  console.log(`latency at ${RATE}/s for ${SECONDS}s (${latencies.length}/${n} seen): p50 ${q(0.5).toFixed(2)} ms, p90 ${q(0.9).toFixed(2)} ms, p95 ${q(0.95).toFixed(2)} ms, p99 ${q(0.99).toFixed(2)} ms, max ${q(1).toFixed(2)} ms`);
   await worker.stop(5000);
 }
 
