@@ -66,8 +66,10 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
 
     // KAFKA: the one place Kafka joins the broker. With topics configured the
     // consumers feed ingest and upkeep publishes to the retry / dead-letter
-    // topics; Kafka stops after the RPC port has drained (see stop()).
-    const kafka = Object.keys(config.kafka_topics).length > 0 ? await startKafka({ config, ingest, store, log }) : null;
+    // topics; Kafka stops after the RPC port has drained (see stop()). The
+    // runtime config's demoted namespaces are forwarded to their topics.
+    const kafka =
+      Object.keys(config.kafka_topics).length > 0 ? await startKafka({ config, ingest, store, log, runtime }) : null;
     if (kafka) cleanups.push(() => kafka.stop());
     const publisher = kafka?.publisher ?? createLocalPublisher(store, { maxDelaySec: config.max_delayed_task_allowed_sec });
 

@@ -62,8 +62,8 @@ export const storeDepth = new Gauge({
 });
 
 // --- Operating the broker (admin helper): gauges refreshed at scrape time
-// from the store (src/admin/server.ts), the Kafka lag gauge set by src/kafka/
-// (paused state and message counters live in src/kafka/metrics.ts),
+// from the store (src/admin/server.ts), the Kafka lag and paused gauges set by
+// src/kafka/pipeline.ts (Kafka message counters live in src/kafka/metrics.ts),
 // and the runtime kill switch.
 
 export const storeDepthByNamespace = new Gauge({
@@ -90,6 +90,13 @@ export const kafkaLag = new Gauge({
   name: "taskbroker_kafka_consumer_lag",
   help: "Messages between the committed offset and the high watermark, by topic and partition",
   labelNames: ["topic", "partition"] as const,
+  registers: [registry],
+});
+
+export const kafkaPaused = new Gauge({
+  name: "taskbroker_kafka_paused",
+  help: "1 while the topic's consumer is paused because ingest refused a batch (backpressure), else 0",
+  labelNames: ["topic"] as const,
   registers: [registry],
 });
 

@@ -27,6 +27,8 @@ export interface ConsumedBatch {
   topic: string;
   partition: number;
   messages: ConsumedMessage[];
+  /** The partition's high watermark (offset of the next message to be written) when fetched. */
+  highWatermark: string;
 }
 
 /** What a batch handler may do with the partition it is handling. */
@@ -75,6 +77,8 @@ export interface ConsumerOptions {
   concurrency: number;
   log: Logger;
   onBatch(batch: ConsumedBatch, ctx: BatchContext): Promise<void>;
+  /** This member's partitions of the topic after each group join. */
+  onAssigned?(partitions: number[]): void;
 }
 
 export interface OutboundMessage {
@@ -172,11 +176,13 @@ export async function startConsumer(opts: ConsumerOptions): Promise<TopicConsume
   let joined = false;
   consumer.on(consumer.events.GROUP_JOIN, (e) => {
     joined = true;
+    const partitions = e.payload.memberAssignment[opts.topic] ?? [];
     opts.log.info("kafka_group_joined", {
       topic: opts.topic,
       group: opts.groupId,
-      partitions: (e.payload.memberAssignment[opts.topic] ?? []).join(","),
+      partitions: partitions.join(","),
     });
+    opts.onAssigned?.(partitions);
   });
   consumer.on(consumer.events.CRASH, (e) => {
     opts.log.error("kafka_consumer_crashed", { topic: opts.topic, error: e.payload.error, restart: e.payload.restart });
@@ -199,7 +205,7 @@ export async function startConsumer(opts: ConsumerOptions): Promise<TopicConsume
         timestampMs: Number(m.timestamp) || 0,
       }));
       await opts.onBatch(
-        { topic: batch.topic, partition: batch.partition, messages },
+        { topic: batch.topic, partition: batch.partition, messages, highWatermark: batch.highWatermark },
         {
           resolve: (offset) => p.resolveOffset(offset),
           commit: async (nextOffset) => {

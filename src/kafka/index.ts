@@ -6,14 +6,15 @@
 import type { BrokerConfig } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
 import { createMissingTopics, connectProducer, startConsumer, type TopicConsumer } from "./client.ts";
-import { createBatchHandler, type IngestPort } from "./pipeline.ts";
+import { createLagTracker } from "./lag.ts";
+import { createBatchHandler, type DemotionLookup, type IngestPort } from "./pipeline.ts";
 import { kafkaPlan } from "./plan.ts";
 import type { InflightStore, KafkaOrigin } from "../store/types.ts";
 import { createKafkaPublisher, type KafkaPublisher } from "./publisher.ts";
 
 export { KafkaConfigError, kafkaConfigProblem, kafkaPlan, type KafkaPlan } from "./plan.ts";
 export type { KafkaPublisher } from "./publisher.ts";
-export type { IngestPort } from "./pipeline.ts";
+export type { DemotionLookup, IngestPort } from "./pipeline.ts";
 
 export interface KafkaRuntime {
   /** Retry and dead-letter publishing for upkeep (an UpkeepPublisher). */
@@ -33,6 +34,11 @@ export interface StartKafkaOptions {
    */
   store: Pick<InflightStore, "discardUncommitted">;
   log: Logger;
+  /**
+   * Runtime config (src/runtime): activations of a demoted namespace are
+   * forwarded to its topic by the publisher's producer instead of stored.
+   */
+  runtime?: DemotionLookup;
 }
 
 /** Partition batches of one topic handled at once: overlaps one partition's commit with another's insert. */
@@ -68,11 +74,15 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
   try {
     for (const t of plan.consumed) {
       let consumer: TopicConsumer | undefined;
+      const lag = createLagTracker(t.topic);
       const onBatch = createBatchHandler({
         topic: t.topic,
         raw: t.raw,
         ingest: opts.ingest,
         deadLetter: (messages) => publisher.publishUndecodable(messages),
+        demotion: opts.runtime,
+        forward: (topic, message) => publisher.publishDemoted(topic, message),
+        lag,
         discardUncommitted: discard,
         pause: () => consumer?.pause(),
         resume: () => consumer?.resume(),
@@ -91,6 +101,7 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
         concurrency: PARTITIONS_CONCURRENTLY,
         log,
         onBatch,
+        onAssigned: (partitions) => lag.assigned(partitions),
       });
       consumers.push(consumer);
       log.info("kafka_consuming", { topic: t.topic, cluster: t.clusterName, group: t.groupId, raw: t.raw?.mode ?? "no" });

@@ -1,10 +1,10 @@
-// Kafka-side Prometheus series, on the shared registry (src/metrics.ts).
+// Kafka-side Prometheus counters, on the shared registry (src/metrics.ts).
 import { Counter, Gauge } from "prom-client";
 import { registry } from "../metrics.ts";
 
 export const kafkaMessagesTotal = new Counter({
   name: "taskbroker_kafka_messages_total",
-  help: "Consumed Kafka messages by topic and result (stored, duplicate, expired, invalid, revoked)",
+  help: "Consumed Kafka messages by topic and result (stored, duplicate, expired, invalid, revoked, demoted)",
   labelNames: ["topic", "result"] as const,
   registers: [registry],
 });
@@ -18,14 +18,17 @@ export const kafkaHeaderDispatchTotal = new Counter({
 
 export const kafkaPublishTotal = new Counter({
   name: "taskbroker_kafka_publish_total",
-  help: "Messages published by kind (retry, deadletter, undecodable) and result (ok, error)",
+  help: "Messages published by kind (retry, deadletter, undecodable, demoted) and result (ok, error)",
   labelNames: ["kind", "result"] as const,
   registers: [registry],
 });
 
-export const kafkaBackpressurePaused = new Gauge({
-  name: "taskbroker_kafka_backpressure_paused",
-  help: "1 while the topic's consumer is paused because ingest refused a batch (backpressure), else 0",
-  labelNames: ["topic"] as const,
+export const kafkaDemotedTotal = new Counter({
+  name: "taskbroker_kafka_demoted_total",
+  help: "Activations of demoted namespaces (runtime config) forwarded instead of stored, by consumed topic (from) and destination topic (to)",
+  labelNames: ["from", "to"] as const,
   registers: [registry],
 });
+
+// Paused state and consumer lag are in src/metrics.ts (kafkaPaused, kafkaLag),
+// next to the other operator-facing gauges.

@@ -2,16 +2,23 @@
 // "Backpressure", "Kafka"): each fetched partition batch is decoded, cut into
 // chunks (kafka_batch_max_rows / _bytes), each chunk inserted durably through
 // ingest, undecodable messages published to the dead-letter topic, and only
-// then the chunk's offsets committed. Nothing is committed ahead of storage;
+// then the chunk's offsets committed. Activations of namespaces the runtime
+// config demotes are forwarded to their topic instead of stored, also before
+// the commit (a failed forward is retried, holding the commit back until it is
+// acknowledged). Nothing is committed ahead of storage;
 // under backpressure the consumer pauses and the chunk is retried until the
 // store drains; when a rebalance rejects the commit, the rows just stored are
 // taken back so the partition's next owner stores them exactly once.
 import { InvalidActivation } from "../ingest/activation.ts";
 import type { Logger } from "../log.ts";
+import { kafkaPaused } from "../metrics.ts";
 import type { KafkaOrigin } from "../store/types.ts";
-import { CommitRejected, type BatchContext, type ConsumedBatch, type ConsumedMessage } from "./client.ts";
+import { CommitRejected, type BatchContext, type ConsumedBatch, type ConsumedMessage, type OutboundMessage } from "./client.ts";
 import { HeaderDecodeError } from "./headers.ts";
-import { kafkaBackpressurePaused, kafkaHeaderDispatchTotal, kafkaMessagesTotal } from "./metrics.ts";
+import type { LagTracker } from "./lag.ts";
+import { kafkaDemotedTotal, kafkaHeaderDispatchTotal, kafkaMessagesTotal } from "./metrics.ts";
+import { activationNamespace } from "./namespace.ts";
+import { outboundOf } from "./publisher.ts";
 import { rawActivation, type RawTopicSpec } from "./raw.ts";
 
 /** What the pipeline needs of ingest (src/ingest/ingest.ts): validate, admit, insert durably. */
@@ -29,12 +36,32 @@ export interface Undecodable {
   reason: string;
 }
 
+/** The runtime config's namespace demotion (src/runtime: RuntimeConfig.demotedTopic). */
+export interface DemotionLookup {
+  /** Topic a namespace's activations are forwarded to, or null when it is not demoted. */
+  demotedTopic(namespace: string): string | null;
+}
+
+/** An activation of a demoted namespace, to be forwarded to `topic`. */
+interface Demoted {
+  message: ConsumedMessage;
+  /** The consumed bytes (for a raw topic: the activation built from them, which is what the topic's consumers read). */
+  value: Uint8Array;
+  topic: string;
+}
+
 export interface PipelineOptions {
   topic: string;
   raw: RawTopicSpec | undefined;
   ingest: IngestPort;
   /** Publishes the originals to the dead-letter topic; resolves once acknowledged. */
   deadLetter(messages: Undecodable[]): Promise<void>;
+  /** Namespace demotion; absent: every activation is stored. */
+  demotion?: DemotionLookup;
+  /** Publishes one demoted activation; resolves once acknowledged (acks = all). Needed with `demotion`. */
+  forward?(topic: string, message: OutboundMessage): Promise<void>;
+  /** Consumer lag gauge; absent: not reported. */
+  lag?: LagTracker;
   /** Deletes never-handed-out rows of these origins (store); absent: skipped. */
   discardUncommitted?: (origins: KafkaOrigin[]) => number;
   /** Pause / resume fetching for this topic (backpressure). */
@@ -54,11 +81,20 @@ interface Chunk {
   /** Message behind each activation, for dead-lettering one that ingest rejects. */
   sources: ConsumedMessage[];
   undecodable: Undecodable[];
+  demoted: Demoted[];
   bytes: number;
   lastOffset: string | null;
 }
 
-const emptyChunk = (): Chunk => ({ activations: [], origins: [], sources: [], undecodable: [], bytes: 0, lastOffset: null });
+const emptyChunk = (): Chunk => ({
+  activations: [],
+  origins: [],
+  sources: [],
+  undecodable: [],
+  demoted: [],
+  bytes: 0,
+  lastOffset: null,
+});
 
 /** Backpressure is thrown by ingest (STORE helper's class); matched by name so this file does not pin its module. */
 const isBackpressure = (err: unknown) => err instanceof Error && err.name === "Backpressure";
@@ -66,16 +102,19 @@ const isBackpressure = (err: unknown) => err instanceof Error && err.name === "B
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 const NON_GROUP_COMMIT_ATTEMPTS = 5;
+/** Backoff between attempts to forward demoted activations: doubling from the first, capped at the second. */
+const FORWARD_RETRY_MS = [100, 2000] as const;
 
 export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch, ctx: BatchContext) => Promise<void> {
   const now = opts.now ?? Date.now;
   const log = opts.log.child({ topic: opts.topic });
   let paused = false;
+  kafkaPaused.set({ topic: opts.topic }, 0);
 
   const setPaused = (value: boolean) => {
     if (paused === value) return;
     paused = value;
-    kafkaBackpressurePaused.set({ topic: opts.topic }, value ? 1 : 0);
+    kafkaPaused.set({ topic: opts.topic }, value ? 1 : 0);
     if (value) {
       opts.pause();
       log.warn("kafka_consumer_paused", { reason: "backpressure" });
@@ -106,10 +145,44 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
         return;
       }
     }
+    if (opts.demotion && opts.forward) {
+      // A raw topic's namespace is configured; an activation carries its own
+      // (null when unreadable: ingest rejects it and it is dead-lettered).
+      const namespace = opts.raw ? opts.raw.namespace : activationNamespace(bytes);
+      const to = namespace === null ? null : opts.demotion.demotedTopic(namespace);
+      // Demoted to the topic being consumed: forwarding would loop, so store it.
+      if (to !== null && to !== opts.topic) {
+        chunk.demoted.push({ message: m, value: bytes, topic: to });
+        chunk.bytes += bytes.byteLength;
+        return;
+      }
+    }
     chunk.activations.push(bytes);
     chunk.origins.push(origin);
     chunk.sources.push(m);
     chunk.bytes += bytes.byteLength;
+  };
+
+  /**
+   * Waits `ms` before the next attempt at an uncommitted chunk, keeping the
+   * group session alive. False when the consumer is stopping; throws
+   * CommitRejected when the group rebalances. Either way the rows of `stored`
+   * (this chunk's, already inserted, offsets uncommitted) are taken back first,
+   * so whoever fetches the offsets again stores them exactly once.
+   */
+  const waitHolding = async (ctx: BatchContext, stored: KafkaOrigin[], ms: number): Promise<boolean> => {
+    if (!ctx.isRunning()) {
+      if (stored.length > 0 && opts.discardUncommitted) opts.discardUncommitted(stored);
+      return false;
+    }
+    try {
+      await ctx.heartbeat();
+    } catch (hbErr) {
+      if (hbErr instanceof CommitRejected && stored.length > 0 && opts.discardUncommitted) opts.discardUncommitted(stored);
+      throw hbErr;
+    }
+    await sleep(ms);
+    return true;
   };
 
   /**
@@ -149,33 +222,60 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
           continue;
         }
         setPaused(true);
-        // Stopping: leave the rest uncommitted; it is fetched again later.
-        if (!ctx.isRunning()) {
-          if (start > 0 && opts.discardUncommitted) opts.discardUncommitted(chunk.origins.slice(0, start));
-          return false;
-        }
-        // Keeps the session alive; throws CommitRejected when the group rebalances,
-        // which is safe: this chunk's offsets are uncommitted and whatever part of it
-        // was stored is a duplicate when fetched again here (or taken back below).
-        try {
-          await ctx.heartbeat();
-        } catch (hbErr) {
-          if (hbErr instanceof CommitRejected && start > 0 && opts.discardUncommitted) {
-            opts.discardUncommitted(chunk.origins.slice(0, start));
-          }
-          throw hbErr;
-        }
-        await sleep(opts.backpressureRetryMs);
+        // Stopping: leave the rest uncommitted; it is fetched again later. A
+        // rebalance throws CommitRejected, which is safe: this chunk's offsets are
+        // uncommitted and the part of it already stored is taken back.
+        if (!(await waitHolding(ctx, chunk.origins.slice(0, start), opts.backpressureRetryMs))) return false;
       }
     }
     return true;
   };
 
-  const commit = async (chunk: Chunk, ctx: BatchContext) => {
+  /**
+   * Forwards the chunk's demoted activations, retrying the ones not
+   * acknowledged until all are (or the consumer stops: false, nothing
+   * committed). A message acknowledged before a later failure may reach its
+   * topic twice if the offsets end up fetched again; the receiving broker
+   * ignores a duplicate id while it still holds the row.
+   */
+  const forward = async (chunk: Chunk, ctx: BatchContext): Promise<boolean> => {
+    let pending = chunk.demoted;
+    for (let attempt = 1; pending.length > 0; attempt++) {
+      const results = await Promise.allSettled(pending.map((d) => opts.forward!(d.topic, outboundOf(d.message, d.value))));
+      const failed: Demoted[] = [];
+      let error: unknown;
+      results.forEach((r, i) => {
+        const d = pending[i]!;
+        if (r.status === "fulfilled") kafkaDemotedTotal.inc({ from: opts.topic, to: d.topic });
+        else {
+          failed.push(d);
+          error ??= r.reason;
+        }
+      });
+      const forwarded = pending.length - failed.length;
+      if (forwarded) kafkaMessagesTotal.inc({ topic: opts.topic, result: "demoted" }, forwarded);
+      pending = failed;
+      if (pending.length === 0) break;
+      const waitMs = Math.min(FORWARD_RETRY_MS[0] * 2 ** (attempt - 1), FORWARD_RETRY_MS[1]);
+      log.warn("kafka_demoted_forward_failed", {
+        partition: pending[0]!.message.partition,
+        messages: pending.length,
+        to: [...new Set(pending.map((d) => d.topic))].join(","),
+        attempt,
+        retry_in_ms: waitMs,
+        error,
+      });
+      if (!(await waitHolding(ctx, chunk.origins, waitMs))) return false;
+    }
+    return true;
+  };
+
+  const commit = async (chunk: Chunk, batch: ConsumedBatch, ctx: BatchContext) => {
     const next = (BigInt(chunk.lastOffset!) + 1n).toString();
     for (let attempt = 1; ; attempt++) {
       try {
         await ctx.commit(next);
+        opts.lag?.committed(batch.partition, batch.highWatermark, next);
         return;
       } catch (err) {
         if (err instanceof CommitRejected) {
@@ -194,9 +294,10 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
     }
   };
 
-  const flush = async (chunk: Chunk, ctx: BatchContext): Promise<boolean> => {
+  const flush = async (chunk: Chunk, batch: ConsumedBatch, ctx: BatchContext): Promise<boolean> => {
     if (chunk.lastOffset === null) return true;
     if (!(await insert(chunk, ctx))) return false;
+    if (chunk.demoted.length > 0 && !(await forward(chunk, ctx))) return false;
     if (chunk.undecodable.length > 0) {
       for (const u of chunk.undecodable) {
         log.warn("kafka_message_undecodable", {
@@ -211,19 +312,22 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
       await opts.deadLetter(chunk.undecodable);
     }
     ctx.resolve(chunk.lastOffset);
-    await commit(chunk, ctx);
+    await commit(chunk, batch, ctx);
     return true;
   };
 
   return async (batch, ctx) => {
+    const first = batch.messages[0];
+    if (first) opts.lag?.fetched(batch.partition, batch.highWatermark, first.offset);
     let chunk = emptyChunk();
     for (const m of batch.messages) {
       prepare(m, chunk);
-      if (chunk.activations.length + chunk.undecodable.length >= opts.batchMaxRows || chunk.bytes >= opts.batchMaxBytes) {
-        if (!(await flush(chunk, ctx))) return;
+      const rows = chunk.activations.length + chunk.undecodable.length + chunk.demoted.length;
+      if (rows >= opts.batchMaxRows || chunk.bytes >= opts.batchMaxBytes) {
+        if (!(await flush(chunk, batch, ctx))) return;
         chunk = emptyChunk();
       }
     }
-    await flush(chunk, ctx);
+    await flush(chunk, batch, ctx);
   };
 }

@@ -1,12 +1,12 @@
 // Publishing to Kafka with one producer (broker.md "Kafka"): retries to the
 // retry topic, dead letters (original bytes) and undecodable messages to the
-// dead-letter topic. Implements upkeep's UpkeepPublisher: each promise
+// dead-letter topic, activations of demoted namespaces to their topic. Implements upkeep's UpkeepPublisher: each promise
 // resolves only once the broker acknowledged the message (acks = all), so
 // upkeep marks a row done only after a successful publish and a failing Kafka
 // never loses a retry or a dead letter. Concurrent publishes to one topic are
 // coalesced into one produce request (upkeep hands over many rows per pass).
 import type { Logger } from "../log.ts";
-import type { ClusterProducer, OutboundMessage } from "./client.ts";
+import type { ClusterProducer, ConsumedMessage, OutboundMessage } from "./client.ts";
 import { kafkaPublishTotal } from "./metrics.ts";
 import type { Undecodable } from "./pipeline.ts";
 
@@ -16,6 +16,8 @@ export interface KafkaPublisher {
   publishDeadLetter(original: Uint8Array, row: { id: string; namespace: string; taskname: string; application: string }): Promise<void>;
   /** Undecodable consumed messages, published as they arrived (value, key, headers). */
   publishUndecodable(messages: Undecodable[]): Promise<void>;
+  /** One consumed message forwarded to `topic` (runtime config namespace demotion); resolves once acknowledged. */
+  publishDemoted(topic: string, message: OutboundMessage): Promise<void>;
   /** Waits for in-flight sends, then disconnects. */
   close(): Promise<void>;
 }
@@ -25,6 +27,17 @@ interface Pending {
   kind: string;
   resolve(): void;
   reject(err: unknown): void;
+}
+
+/** A consumed message as it goes out again: `value` (default its own bytes), its key and its headers. */
+export function outboundOf(message: ConsumedMessage, value?: Uint8Array): OutboundMessage {
+  return {
+    value: value ?? message.value ?? new Uint8Array(0),
+    key: message.key,
+    headers: Object.fromEntries(
+      Object.entries(message.headers).filter((e): e is [string, Uint8Array] => e[1] instanceof Uint8Array),
+    ),
+  };
 }
 
 /** Most messages per produce request; bounded so one request stays well under the message size limit. */
@@ -79,18 +92,9 @@ export function createKafkaPublisher(opts: {
     publishRetry: (activation) => publish(opts.retryTopic, "retry", { value: activation }),
     publishDeadLetter: (original) => publish(opts.deadletterTopic, "deadletter", { value: original }),
     publishUndecodable: async (messages) => {
-      await Promise.all(
-        messages.map((u) =>
-          publish(opts.deadletterTopic, "undecodable", {
-            value: u.message.value ?? new Uint8Array(0),
-            key: u.message.key,
-            headers: Object.fromEntries(
-              Object.entries(u.message.headers).filter((e): e is [string, Uint8Array] => e[1] instanceof Uint8Array),
-            ),
-          }),
-        ),
-      );
+      await Promise.all(messages.map((u) => publish(opts.deadletterTopic, "undecodable", outboundOf(u.message))));
     },
+    publishDemoted: (topic, message) => publish(topic, "demoted", message),
     async close() {
       await Promise.all([...queues.values()].map((q) => q.sending));
       await opts.producer.disconnect();
