@@ -266,7 +266,11 @@ export async function connectProducer(cluster: KafkaClusterConfig, log: Logger):
 }
 
 /**
- * Creates the topics that do not exist yet. Returns the names created and,
+ * Creates the topics that do not exist yet. Not covered by the test suite:
+ * librdkafka's mock cluster (2.0.2) does not implement CreateTopics (ApiVersions
+ * omits key 19; a request is logged "unsupported" and never answered) and
+ * reports controller id 0, which names none of its brokers (1..N), so kafkajs
+ * fails with "Broker 0 not found" before sending anything. Returns the names created and,
  * when the cluster refused, why (callers log it; start-up goes on, since
  * a cluster with auto-creation or pre-created topics still works).
  */
