@@ -30,6 +30,7 @@ import {
   unary,
 } from "./support/rpc-clients.ts";
 import type * as grpc from "@grpc/grpc-js";
+import net from "node:net";
 
 const { COMPLETE, FAILURE, RETRY, PENDING, PROCESSING, UNSPECIFIED } = TaskActivationStatus;
 
@@ -276,6 +277,22 @@ describe("malformed requests never crash the broker", () => {
       body: "{not json",
     });
     expect(json.status).toBe(400);
+    // Garbage at the connection level: neither HTTP/1.1 nor a valid HTTP/2 session.
+    for (const bytes of [
+      Buffer.from([0, 1, 2, 3, 0xff, 0xfe, 13, 10, 13, 10]),
+      Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), crypto.getRandomValues(new Uint8Array(64))]),
+      Buffer.from("PO"),
+    ]) {
+      await new Promise<void>((resolve) => {
+        const socket = net.connect(broker.port, "127.0.0.1", () => {
+          socket.end(bytes);
+        });
+        socket.on("error", () => {});
+        socket.on("data", () => {});
+        socket.on("close", () => resolve());
+        socket.setTimeout(3000, () => socket.destroy());
+      });
+    }
     // Still serving.
     expect((await getTask("after-garbage")).code).toBe(Code.NotFound);
     expect(broker.proc.exitCode).toBeNull();

@@ -60,6 +60,7 @@ function isHttp2Preface(head: Buffer): boolean {
 /** A stream window large enough that a 1000-activation Produce is not throttled by WINDOW_UPDATEs. */
 const STREAM_WINDOW_BYTES = 1 << 20;
 const HEALTH_WATCH_INTERVAL_MS = 250;
+const SNIFF_TIMEOUT_MS = 10_000;
 
 export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer> {
   const { config, store, ingest, isHealthy, log } = opts;
@@ -127,9 +128,12 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     socket.once("close", () => sockets.delete(socket));
     socket.on("error", () => {});
     let head: Buffer = Buffer.alloc(0);
+    // A connection that never says which protocol it speaks is not kept forever.
+    socket.setTimeout(SNIFF_TIMEOUT_MS, () => socket.destroy());
     const sniff = (chunk: Buffer) => {
       head = head.byteLength === 0 ? chunk : Buffer.concat([head, chunk]);
       if (head.byteLength < 3) return;
+      socket.setTimeout(0);
       socket.off("data", sniff);
       socket.pause();
       socket.unshift(head);
