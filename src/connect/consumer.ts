@@ -7,6 +7,7 @@ import type { BrokerConfig } from "../config/schema.ts";
 import { InvalidActivation } from "../ingest/activation.ts";
 import { Backpressure } from "../ingest/ingest.ts";
 import type { Logger } from "../log.ts";
+import { completionTotal } from "../metrics.ts";
 import type { ClaimFilter, ClaimedActivation, InflightStore, StatusUpdate, TerminalStatus } from "../store/types.ts";
 import type { DecodedStatusUpdate, TaskFilter } from "./wire.ts";
 
@@ -83,6 +84,12 @@ export function createConsumerCore(deps: {
 }): ConsumerCore {
   const { config, store, ingest, log } = deps;
   const push = config.delivery_mode === "push";
+  // Outcomes reported by workers, by status (the store counts only unknown ids); children cached for the hot path.
+  const outcomes = {
+    failure: completionTotal.labels("failure"),
+    retry: completionTotal.labels("retry"),
+    complete: completionTotal.labels("complete"),
+  };
   return {
     // getTask and setTaskStatus return the store's promise directly (no async
     // frame): they are the hot path, and each extra promise hop is measurable.
@@ -104,10 +111,17 @@ export function createConsumerCore(deps: {
       }
       // fetch_next in push mode would bypass push delivery; treat it as not asked.
       const next = u.fetchNext !== undefined && !push ? claimFilterOf(u.fetchNext) : null;
-      return store.setStatus(update, next ?? undefined).then(undefined, (err: unknown) => {
-        log.error("rpc_storage_failure", { operation: "set_status", error: err });
-        throw storageFailure("SetTaskStatus", err);
-      });
+      const counter = outcomes[update.status];
+      return store.setStatus(update, next ?? undefined).then(
+        (claimed) => {
+          counter.inc();
+          return claimed;
+        },
+        (err: unknown) => {
+          log.error("rpc_storage_failure", { operation: "set_status", error: err });
+          throw storageFailure("SetTaskStatus", err);
+        },
+      );
     },
     async setBatchStatus(updates) {
       // Validate every update before writing any (wire contract).
@@ -119,6 +133,7 @@ export function createConsumerCore(deps: {
         log.error("rpc_storage_failure", { operation: "set_statuses", error: err });
         throw storageFailure("SetBatchActivationStatus", err);
       }
+      for (const u of valid) outcomes[u.status].inc();
     },
     async produce(activations) {
       if (activations.length === 0) return { accepted: 0, duplicates: 0, expired: 0 };
