@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite and benchmarks need: h2load
 # (nghttp2-client) for independent HTTP/2 load, librdkafka's mock Kafka cluster
-# (librdkafka-dev + gcc) for Kafka tests, and Chromium for the dashboard test.
+# (librdkafka-dev + gcc) for Kafka tests, Chromium for the dashboard test,
+# Redis for the BullMQ peer benchmark, and Python grpcio + protoc for the
+# interoperability test (a client of the v1 contract from another language).
 # Idempotent: does nothing when everything is already present.
 set -euo pipefail
 need=()
@@ -10,6 +12,8 @@ command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+/usr/bin/python3 -c 'import grpc, google.protobuf, msgpack' >/dev/null 2>&1 || need+=(python3-grpcio python3-protobuf python3-msgpack)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO=sudo
