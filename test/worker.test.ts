@@ -1,7 +1,7 @@
 // The worker end to end: broker and worker as separate processes over real
 // sockets, tasks from test/worker-tasks.fixture.ts observed through the lines
 // they write, the worker's /metrics and the broker's admin /metrics.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { existsSync, readFileSync } from "node:fs";
@@ -13,6 +13,9 @@ import { type BrokerProcess, spawnBroker, tempDir } from "./support/broker-proce
 import { parsePrometheusText, sumOf } from "./support/prom-text.ts";
 import { spawnWorker, waitFor, type WorkerProcess } from "./support/worker-process.ts";
 import { echo, explicit, fails, hello, once, slow, spin } from "./worker-tasks.fixture.ts";
+
+// Under load (2 shared cores) process start-up and upkeep passes stretch; waits poll conditions anyway.
+setDefaultTimeout(30_000);
 
 const TASKS = join(import.meta.dir, "worker-tasks.fixture.ts");
 const BROKER_ENV = {
