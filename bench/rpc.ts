@@ -3,7 +3,8 @@
 //   - GetTask claims/s with stored tasks, driven by h2load and by the project client;
 //   - SetTaskStatus(COMPLETE + fetch_next)/s, same two drivers;
 //   - Produce ingest rate in batches of 1000 (durable on answer);
-//   - GetTask latency p50/p99 at half the measured maximum claim rate (h2load --rps, per-request log).
+//   - GetTask latency p50/p99 at half the measured maximum claim rate (h2load --rps, 64 connections
+//     with one call in flight each, per-request log).
 // Usage: bun bench/rpc.ts [--n 50000] [--rounds 3] [--client-concurrency 128]
 // Prints a markdown table. Numbers on a shared 2-core machine are noisy: compare
 // the ratios, which are measured side by side.
@@ -83,11 +84,19 @@ interface H2loadResult {
   latencyUs: number[];
 }
 
-async function h2load(port: number, method: string, body: string, n: number, extra: string[] = []): Promise<H2loadResult> {
+async function h2load(
+  port: number,
+  method: string,
+  body: string,
+  n: number,
+  extra: string[] = [],
+  clients = H2LOAD_CLIENTS,
+  streams = H2LOAD_STREAMS,
+): Promise<H2loadResult> {
   const log = join(dir, `h2load-${Date.now()}.log`);
   const proc = Bun.spawn(
     [
-      "h2load", "-n", String(n), "-c", String(H2LOAD_CLIENTS), "-m", String(H2LOAD_STREAMS), "-d", body,
+      "h2load", "-n", String(n), "-c", String(clients), "-m", String(streams), "-d", body,
       "-H", "content-type: application/grpc", "-H", "te: trailers", `--log-file=${log}`, ...extra,
       `http://127.0.0.1:${port}/sentry_protos.taskbroker.v1.ConsumerService/${method}`,
     ],
@@ -211,7 +220,23 @@ bare.kill();
 const halfRate = Math.floor(Math.max(best.getH2, best.getClient) / 2);
 const latencyN = Math.min(halfRate * 5, 200_000);
 await fill(client, latencyN);
-const lat = await h2load(broker.port, "GetTask", GET_BODY, latencyN, [`--rps=${Math.max(1, Math.floor(halfRate / H2LOAD_CLIENTS))}`]);
+// Measure the steady state: let upkeep finish deleting the rows the throughput phases completed.
+for (const deadline = Date.now() + 60_000; Date.now() < deadline; await Bun.sleep(250)) {
+  const depths = await adminClient(broker.address).getDepths({});
+  if (Number(depths.totals.find((t) => t.state === "complete")?.count ?? 0) === 0) break;
+}
+// 64 connections with one call in flight each (like 64 workers), each paced at halfRate/64 calls/s:
+// with -m 16 h2load would fire its streams in bursts and measure its own queueing.
+const LATENCY_CLIENTS = 64;
+const lat = await h2load(
+  broker.port,
+  "GetTask",
+  GET_BODY,
+  latencyN,
+  [`--rps=${Math.max(1, Math.floor(halfRate / LATENCY_CLIENTS))}`],
+  LATENCY_CLIENTS,
+  1,
+);
 const latMs = lat.latencyUs.map((us) => us / 1000);
 
 await client.close();
