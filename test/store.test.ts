@@ -307,3 +307,22 @@ describe("kafka rebalance take-back", () => {
     expect((await t.store.claim({ application: "app" }))!.id).toBe(rows[2]!.id);
   });
 });
+
+describe("WAL checkpoints off the event loop", () => {
+  test("rows reach the database file without the store's own connection checkpointing", async () => {
+    t = tempStore({ checkpointIntervalMs: 50 });
+    const { statSync } = await import("node:fs");
+    const before = statSync(t.path).size;
+    // ~6 MB of rows: far below the inline auto-checkpoint mark (~80 MB), so
+    // only the background thread can move them from the WAL into the file.
+    for (let i = 0; i < 20; i++) {
+      t.store.insert(Array.from({ length: 1000 }, () => row({ parametersBytes: new Uint8Array(300) })));
+    }
+    const deadline = Date.now() + 4_000;
+    while (statSync(t.path).size < before + 5_000_000) {
+      if (Date.now() > deadline) throw new Error(`database file still ${statSync(t.path).size} bytes`);
+      await Bun.sleep(20);
+    }
+    expect(t.store.counts().pending).toBe(20_000);
+  });
+});

@@ -8,6 +8,7 @@
 // it shows totals while the first count runs).
 import type { Logger } from "../log.ts";
 import { STATE_CODE, type ActivationState, type DeadLetter, type KafkaOrigin, type StateCounts } from "../store/types.ts";
+import { threadEntry } from "../thread-entry.ts";
 
 /** The store methods the admin server uses (src/store/sqlite.ts implements them). */
 export interface AdminStore {
@@ -53,7 +54,7 @@ function inlineCounter(store: AdminStore): NamespaceCounter {
 }
 
 function threadCounter(dbPath: string, log: Logger): NamespaceCounter {
-  const worker = new Worker(new URL("./depth-thread.ts", import.meta.url));
+  const worker = new Worker(threadEntry("admin/depth-thread.ts", new URL("./depth-thread.ts", import.meta.url), import.meta.url));
   worker.unref();
   worker.postMessage({ path: dbPath });
   const waiting: Array<{ resolve: (d: NamespaceDepths) => void; reject: (e: Error) => void }> = [];

@@ -9,6 +9,7 @@ import { createContext, emptyCounts, STATE_BY_CODE, type Delta } from "./context
 import { createDeadLetters } from "./dead-letters.ts";
 import { createDispatcher } from "./dispatch.ts";
 import { prepareDatabase } from "./schema.ts";
+import { startCheckpointer } from "./checkpointer.ts";
 import { createUpkeepSteps } from "./upkeep-steps.ts";
 import {
   STATE_CODE,
@@ -33,6 +34,8 @@ export interface StoreOptions {
   processingDeadlineGraceSec: number;
   /** Cap on an activation's delay when a dead letter is replayed, seconds. Default 3600. */
   maxDelaySec?: number;
+  /** How often the background thread checkpoints the WAL (checkpointer.ts), ms. Default 200. */
+  checkpointIntervalMs?: number;
   log?: Logger;
 }
 
@@ -43,6 +46,7 @@ export function openStore(opts: StoreOptions): InflightStore {
   const db = new Database(opts.path, { create: true });
   prepareDatabase(db, opts.synchronous);
   const ctx = createContext(db, opts.processingDeadlineGraceSec * 1000, opts.maxDelaySec ?? 3600);
+  const checkpointer = opts.path === ":memory:" ? null : startCheckpointer(opts.path, opts.checkpointIntervalMs ?? 200, log);
 
   const insertRow = db.query(
     `INSERT OR IGNORE INTO inflight (id, state, namespace, taskname, application, received_at_ms, expires_at_ms,
@@ -283,6 +287,7 @@ export function openStore(opts: StoreOptions): InflightStore {
       if (closed) return;
       closed = true;
       dispatcher.flush();
+      await checkpointer?.stop();
       // A clean checkpoint leaves a small file behind; failure here is harmless (WAL replays on open).
       try {
         db.run("PRAGMA wal_checkpoint(TRUNCATE)");

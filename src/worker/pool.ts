@@ -8,6 +8,7 @@ import { cpus } from "node:os";
 import type { RunRequest, RunResult } from "../sdk/execute.ts";
 import type { Logger } from "../log.ts";
 import type { FromThread, TaskMeta, ThreadInit, ToThread } from "./protocol.ts";
+import { threadEntry } from "../thread-entry.ts";
 
 export interface PoolOptions {
   threads: number;
@@ -55,13 +56,9 @@ export function defaultThreads(concurrency: number): number {
   return Math.max(1, Math.min(concurrency, Math.max(2, cpus().length)));
 }
 
-/**
- * The thread entry. In a `bun build --compile` binary (entries src/main.ts and src/worker/thread.ts)
- * the modules live under /$bunfs/root/ relative to their common root, src/.
- */
+/** The thread entry, from source or inside the compiled binary. */
 function defaultThreadUrl(): URL {
-  if (import.meta.url.includes("/$bunfs/")) return new URL("./worker/thread.ts", import.meta.url);
-  return new URL("./thread.ts", import.meta.url);
+  return threadEntry("worker/thread.ts", new URL("./thread.ts", import.meta.url), import.meta.url);
 }
 
 export function createTaskPool(options: PoolOptions): TaskPool {
