@@ -5,6 +5,7 @@
 // from a trailers-only response); a lost session is replaced on the next call.
 // Admin and Health calls are not hot: adminClient()/healthClient() give
 // connect-node clients for those (same signing).
+import * as net from "node:net";
 import http2 from "node:http2";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
@@ -94,12 +95,18 @@ export function createBrokerClient(opts: BrokerClientOptions): BrokerClient {
   const secret = opts.secrets?.[0];
   const deadlineMs = opts.deadlineMs ?? 10_000;
   const authority = `http://${opts.address}`;
+  const { hostname, port: portText } = new URL(authority);
+  const host = hostname.replace(/^\[(.*)\]$/, "$1"); // [::1] -> ::1 for net.connect
+  const port = Number(portText || 80);
   let session: http2.ClientHttp2Session | null = null;
   let closed = false;
 
   function currentSession(): http2.ClientHttp2Session {
     if (session !== null && !session.closed && !session.destroyed) return session;
-    const s = http2.connect(authority);
+    const s = http2.connect(authority, {
+      // Nagle off: a call is a few small writes, which must not wait for a delayed ACK.
+      createConnection: () => net.connect({ host, port, noDelay: true }),
+    });
     s.on("error", () => {}); // surfaced per call via the stream
     const forget = () => {
       if (session === s) session = null;

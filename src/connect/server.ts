@@ -125,6 +125,9 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   const sockets = new Set<net.Socket>();
   const listener = net.createServer((socket) => {
     sockets.add(socket);
+    // Small writes (headers, message, trailers) must not wait for the peer's
+    // delayed ACK: with Nagle on, ~1% of calls stalled 10-40 ms at 500 calls/s.
+    socket.setNoDelay(true);
     socket.once("close", () => sockets.delete(socket));
     socket.on("error", () => {});
     let head: Buffer = Buffer.alloc(0);
