@@ -71,6 +71,7 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
   const finishRow = db.query("UPDATE inflight SET state = ?, processing_deadline_ms = NULL, claim_expires_ms = NULL WHERE seq = ?");
   const rewriteRow = db.query("UPDATE inflight SET activation = ? WHERE seq = ?");
 
+  const unknownIds = completionTotal.labels("unknown_id");
   // Label lookups cost more than the increment; namespaces are few.
   const dispatched = new Map<string, { inc(): void }>();
   const countDispatch = (namespace: string) => {
@@ -109,7 +110,7 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
     const from = row ? STATE_BY_CODE[row.state] : undefined;
     if (!row || !from || (from !== "processing" && from !== "pending" && from !== "claimed")) {
       // The RPC layer counts outcomes by status; only the store knows an id was unknown.
-      completionTotal.inc({ status: "unknown_id" });
+      unknownIds.inc();
       return;
     }
     if (rewrite) {
