@@ -2,7 +2,8 @@
 # Installs the Debian packages the test suite and benchmarks need: h2load
 # (nghttp2-client) for independent HTTP/2 load, librdkafka's mock Kafka cluster
 # (librdkafka-dev + gcc) for Kafka tests, Chromium for the dashboard test,
-# Redis for the BullMQ peer benchmark, and Python grpcio + protoc for the
+# Redis for the BullMQ peer benchmark, protoc with the well-known types for
+# code generation (and its up-to-date check), and Python grpcio for the
 # interoperability test (a client of the v1 contract from another language).
 # Idempotent: does nothing when everything is already present.
 set -euo pipefail
@@ -13,6 +14,7 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/timestamp.proto ] || need+=(libprotobuf-dev)
 /usr/bin/python3 -c 'import grpc, google.protobuf, msgpack' >/dev/null 2>&1 || need+=(python3-grpcio python3-protobuf python3-msgpack)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""

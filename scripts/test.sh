@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The project's test command (`npm test`): installs the Debian test
-# prerequisites when missing, type-checks, runs the whole bun test suite, and
-# ends with one line `N passed, N failed`.
+# prerequisites when missing, checks that src/gen matches proto/, type-checks,
+# runs the whole bun test suite, and ends with one line `N passed, N failed`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh || { echo "could not install test prerequisites"; echo "0 passed, 1 failed"; exit 1; }
 BUN=node_modules/.bin/bun
+if ! bash scripts/generate.sh --check; then
+  echo "0 passed, 1 failed"
+  exit 1
+fi
 if ! node_modules/.bin/tsc --noEmit -p .; then
   echo "typecheck failed"
   echo "0 passed, 1 failed"

@@ -11,15 +11,14 @@ import { spawnBroker, tempDir, type BrokerProcess } from "./support/broker-proce
 const ROOT = resolve(import.meta.dir, "..");
 const PYTHON = "/usr/bin/python3"; // Debian's, where python3-grpcio is installed
 
-/** protoc (Debian) generates the Python modules from a descriptor set that buf builds from proto/. */
+/** protoc (Debian) generates the Python modules from our proto/ files. */
 function generatePythonModules(): string {
   const dir = tempDir("tp-interop-py-");
   const run = (cmd: string[]) => {
     const r = Bun.spawnSync(cmd, { cwd: ROOT, stderr: "pipe" });
     if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed: ${r.stderr.toString()}`);
   };
-  run([join(ROOT, "node_modules/.bin/buf"), "build", "proto", "-o", join(dir, "desc.binpb")]);
-  run(["protoc", `--descriptor_set_in=${join(dir, "desc.binpb")}`, `--python_out=${dir}`,
+  run(["protoc", "-I", join(ROOT, "proto"), `--python_out=${dir}`,
     "sentry_protos/taskbroker/v1/taskbroker.proto", "taskplatform/v1/ingest.proto"]);
   mkdirSync(join(dir, "health_check"));
   cpSync(join(ROOT, "proto/grpc/health/v1/health.proto"), join(dir, "health_check/health.proto"));
