@@ -5,7 +5,6 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { brokerConfigSchema } from "../src/config/schema.ts";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
-import { ProduceRequestSchema } from "../src/gen/taskplatform/v1/ingest_pb.ts";
 import {
   activationToRow,
   buildRetryActivation,
@@ -14,7 +13,7 @@ import {
 } from "../src/ingest/activation.ts";
 import { admit, type BackpressureLimits } from "../src/ingest/backpressure.ts";
 import { Backpressure, createIngest } from "../src/ingest/ingest.ts";
-import { scanActivation, splitProduceRequest } from "../src/ingest/wire.ts";
+import { scanActivation } from "../src/ingest/wire.ts";
 import { silentLogger } from "../src/log.ts";
 import { activationBytes, row, tempStore, timestampFromMs, type TempStore } from "./store-fixtures.ts";
 
@@ -256,13 +255,6 @@ describe("wire scan (fast path) agrees with the full decoder", () => {
     }
   });
 
-  test("splitProduceRequest returns each activation's exact bytes", () => {
-    const acts = samples.map((b) => fromBinary(TaskActivationSchema, b));
-    const req = toBinary(ProduceRequestSchema, create(ProduceRequestSchema, { activations: acts }));
-    const parts = splitProduceRequest(req)!;
-    expect(parts.map((p) => Buffer.from(p).toString("hex"))).toEqual(samples.map((b) => Buffer.from(b).toString("hex")));
-    expect(splitProduceRequest(req.subarray(0, req.byteLength - 1))).toBeNull();
-  });
 });
 
 describe("invalid UTF-8 is refused like the full decoder refuses it", () => {

@@ -5,13 +5,10 @@
 // Responses wrap the stored activation bytes unchanged: field 1, wire type 2.
 // Pure functions; test/rpc-wire.test.ts checks them against @bufbuild/protobuf.
 
-/** A request that cannot be decoded; answered INTERNAL (as other gRPC servers do). */
-export class MalformedMessage extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "MalformedMessage";
-  }
-}
+import { MalformedMessage, WireReader } from "../protocol/wire-reader.ts";
+
+// A request that cannot be decoded is a MalformedMessage, answered INTERNAL (as other gRPC servers do).
+export { MalformedMessage };
 
 export interface TaskFilter {
   namespace?: string;
@@ -27,102 +24,15 @@ export interface DecodedStatusUpdate {
   delayOnRetry?: bigint;
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
-
-/** Minimal protobuf reader: varints, length-delimited fields, skipping unknowns. */
-class Reader {
-  pos = 0;
-  constructor(readonly buf: Uint8Array, pos = 0, readonly end = buf.byteLength) {
-    this.pos = pos;
-  }
-  done(): boolean {
-    return this.pos >= this.end;
-  }
-  varint(): number {
-    // Up to 2^53 is exact; larger values only appear in fields we read as bigint.
-    let result = 0;
-    let scale = 1;
-    for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.end) throw new MalformedMessage("truncated varint");
-      const b = this.buf[this.pos++]!;
-      result += (b & 0x7f) * scale;
-      if (b < 0x80) return result;
-      scale *= 128;
-    }
-    throw new MalformedMessage("varint too long");
-  }
-  varint64(): bigint {
-    let result = 0n;
-    let shift = 0n;
-    for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.end) throw new MalformedMessage("truncated varint");
-      const b = this.buf[this.pos++]!;
-      result |= BigInt(b & 0x7f) << shift;
-      if (b < 0x80) return BigInt.asUintN(64, result);
-      shift += 7n;
-    }
-    throw new MalformedMessage("varint too long");
-  }
-  /** Returns [start, end) of a length-delimited field's payload. */
-  bytes(): [number, number] {
-    const len = this.varint();
-    const start = this.pos;
-    if (start + len > this.end) throw new MalformedMessage("truncated length-delimited field");
-    this.pos = start + len;
-    return [start, start + len];
-  }
-  string(): string {
-    const [s, e] = this.bytes();
-    try {
-      return utf8.decode(this.buf.subarray(s, e));
-    } catch {
-      throw new MalformedMessage("invalid UTF-8 in string field");
-    }
-  }
-  skip(wireType: number): void {
-    switch (wireType) {
-      case 0:
-        this.varint();
-        return;
-      case 1:
-        this.advance(8);
-        return;
-      case 2:
-        this.bytes();
-        return;
-      case 5:
-        this.advance(4);
-        return;
-      default:
-        throw new MalformedMessage(`unsupported wire type ${wireType}`);
-    }
-  }
-  private advance(n: number): void {
-    if (this.pos + n > this.end) throw new MalformedMessage("truncated fixed-width field");
-    this.pos += n;
-  }
-}
-
-function tagOf(r: Reader): [field: number, wireType: number] {
-  const tag = r.varint();
-  const field = Math.floor(tag / 8);
-  if (field === 0) throw new MalformedMessage("field number 0");
-  return [field, tag & 7];
-}
-
-function expectWire(field: number, got: number, want: number): void {
-  if (got !== want) throw new MalformedMessage(`field ${field} has wire type ${got}, expected ${want}`);
-}
-
-function decodeFilter(r: Reader): TaskFilter {
+function decodeFilter(r: WireReader): TaskFilter {
   const out: TaskFilter = {};
   while (!r.done()) {
-    const [f, w] = tagOf(r);
+    const [f, w] = r.tag();
     if (f === 1) {
-      expectWire(f, w, 2);
+      r.expect(f, w, 2);
       out.namespace = r.string();
     } else if (f === 2) {
-      expectWire(f, w, 2);
+      r.expect(f, w, 2);
       out.application = r.string();
     } else r.skip(w);
   }
@@ -131,34 +41,33 @@ function decodeFilter(r: Reader): TaskFilter {
 
 /** GetTaskRequest { optional string namespace = 1; optional string application = 2; } (and FetchNextTask). */
 export function decodeGetTaskRequest(buf: Uint8Array): TaskFilter {
-  return decodeFilter(new Reader(buf));
+  return decodeFilter(new WireReader(buf));
 }
 
-function decodeStatusUpdate(r: Reader): DecodedStatusUpdate {
+function decodeStatusUpdate(r: WireReader): DecodedStatusUpdate {
   const out: DecodedStatusUpdate = { id: "", status: 0 };
   while (!r.done()) {
-    const [f, w] = tagOf(r);
+    const [f, w] = r.tag();
     switch (f) {
       case 1:
-        expectWire(f, w, 2);
+        r.expect(f, w, 2);
         out.id = r.string();
         break;
       case 2:
-        expectWire(f, w, 0);
+        r.expect(f, w, 0);
         out.status = r.varint();
         break;
       case 3: {
-        expectWire(f, w, 2);
-        const [s, e] = r.bytes();
-        out.fetchNext = decodeFilter(new Reader(r.buf, s, e));
+        r.expect(f, w, 2);
+        out.fetchNext = decodeFilter(r.sub());
         break;
       }
       case 4:
-        expectWire(f, w, 0);
+        r.expect(f, w, 0);
         out.maxAttempts = Number(BigInt.asUintN(32, r.varint64()));
         break;
       case 5:
-        expectWire(f, w, 0);
+        r.expect(f, w, 0);
         out.delayOnRetry = r.varint64();
         break;
       default:
@@ -170,19 +79,18 @@ function decodeStatusUpdate(r: Reader): DecodedStatusUpdate {
 
 /** SetTaskStatusRequest (wire-contract.md "RPC messages"). */
 export function decodeSetTaskStatusRequest(buf: Uint8Array): DecodedStatusUpdate {
-  return decodeStatusUpdate(new Reader(buf));
+  return decodeStatusUpdate(new WireReader(buf));
 }
 
 /** SetBatchActivationStatusRequest { repeated SetTaskStatusRequest updates = 1; } */
 export function decodeSetBatchRequest(buf: Uint8Array): DecodedStatusUpdate[] {
-  const r = new Reader(buf);
+  const r = new WireReader(buf);
   const out: DecodedStatusUpdate[] = [];
   while (!r.done()) {
-    const [f, w] = tagOf(r);
+    const [f, w] = r.tag();
     if (f === 1) {
-      expectWire(f, w, 2);
-      const [s, e] = r.bytes();
-      out.push(decodeStatusUpdate(new Reader(buf, s, e)));
+      r.expect(f, w, 2);
+      out.push(decodeStatusUpdate(r.sub()));
     } else r.skip(w);
   }
   return out;
@@ -193,14 +101,13 @@ export function decodeSetBatchRequest(buf: Uint8Array): DecodedStatusUpdate[] {
  * bytes as views into `buf` (no copy, no decode; ingest validates them).
  */
 export function decodeProduceRequest(buf: Uint8Array): Uint8Array[] {
-  const r = new Reader(buf);
+  const r = new WireReader(buf);
   const out: Uint8Array[] = [];
   while (!r.done()) {
-    const [f, w] = tagOf(r);
+    const [f, w] = r.tag();
     if (f === 1) {
-      expectWire(f, w, 2);
-      const [s, e] = r.bytes();
-      out.push(buf.subarray(s, e));
+      r.expect(f, w, 2);
+      out.push(r.bytes());
     } else r.skip(w);
   }
   return out;
@@ -410,23 +317,22 @@ export function encodeProduceRequest(activations: Uint8Array[]): Uint8Array {
 
 /** GetTaskResponse / SetTaskStatusResponse: the task's bytes (field 1), or null when absent. */
 export function decodeTaskResponse(buf: Uint8Array): Uint8Array | null {
-  const r = new Reader(buf);
+  const r = new WireReader(buf);
   let task: Uint8Array | null = null;
   while (!r.done()) {
-    const [f, w] = tagOf(r);
+    const [f, w] = r.tag();
     if (f === 1 && w === 2) {
-      const [s, e] = r.bytes();
-      task = buf.subarray(s, e);
+      task = r.bytes();
     } else r.skip(w);
   }
   return task;
 }
 
 export function decodeProduceResponse(buf: Uint8Array): { accepted: number; duplicates: number; expired: number } {
-  const r = new Reader(buf);
+  const r = new WireReader(buf);
   const out = { accepted: 0, duplicates: 0, expired: 0 };
   while (!r.done()) {
-    const [f, w] = tagOf(r);
+    const [f, w] = r.tag();
     if (w === 0 && f >= 1 && f <= 3) {
       const v = r.varint();
       if (f === 1) out.accepted = v;
