@@ -5,9 +5,8 @@
 import { Database } from "bun:sqlite";
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, statSync } from "node:fs";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
-import { Health } from "../src/gen/grpc/health/v1/health_pb.ts";
+import http2 from "node:http2";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { activation, brokerClients, drainIds } from "./support/activations.ts";
 import { spawnBroker, type BrokerProcess } from "./support/broker-process.ts";
 
@@ -119,24 +118,26 @@ describe("graceful stop", () => {
 
 describe("second signal", () => {
   test("a second SIGTERM while draining exits at once (128+15) instead of waiting out the drain", async () => {
-    // A Health.Watch stream is an RPC that stays in flight, so the drain would wait the full 60 s.
+    // A GetTask whose body is never finished stays in flight, so the drain would wait the full 60 s.
     const b = await start({}, { TASKBROKER_SHUTDOWN_DRAIN_MS: "60s" });
-    const health = createClient(Health, createGrpcTransport({ baseUrl: `http://127.0.0.1:${b.port}` }));
-    const abort = new AbortController();
-    const stream = health.watch({ service: "" }, { signal: abort.signal })[Symbol.asyncIterator]();
-    await stream.next();
-    const watching = (async () => {
-      try {
-        while (!(await stream.next()).done);
-      } catch {}
-    })();
+    const session = http2.connect(`http://127.0.0.1:${b.port}`);
+    session.on("error", () => {});
+    const held = session.request({
+      ":method": "POST",
+      ":path": "/sentry_protos.taskbroker.v1.ConsumerService/GetTask",
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    held.on("error", () => {});
+    held.write(Buffer.from([0, 0, 0])); // 3 of the 5 frame-header bytes
+    // A PING is answered after the frames before it were processed: the broker has the stream.
+    await new Promise<void>((resolve, reject) => session.ping((err) => (err ? reject(err) : resolve())));
     b.proc.kill("SIGTERM");
     await b.waitForLog(/broker_stopping/);
     b.proc.kill("SIGTERM");
     expect(await b.proc.exited).toBe(143);
     expect(b.logs()).toContain("forced_exit signal=SIGTERM");
-    abort.abort();
-    await watching;
+    session.destroy();
   }, 30_000);
 });
 

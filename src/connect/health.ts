@@ -1,6 +1,7 @@
 // grpc.health.v1.Health: "" reports the process, the named ConsumerService
 // reports whether upkeep is alive (broker.md "Health"). Watch polls the
-// health source and streams each change; it ends when the client goes away.
+// health source and streams each change; it ends when the client goes away,
+// or after reporting NOT_SERVING once the broker is shutting down.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { type Health, HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.ts";
@@ -52,6 +53,9 @@ export function healthServiceImpl(src: HealthSource): ServiceImpl<typeof Health>
           last = status;
           yield { status };
         }
+        // Shutting down: watchers have been told NOT_SERVING; ending the
+        // stream lets the drain finish instead of waiting out its timeout.
+        if (src.isClosing()) return;
         await pause(src.watchIntervalMs, ctx.signal);
       }
     },
