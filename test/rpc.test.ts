@@ -399,7 +399,8 @@ describe("limits and modes (separate brokers)", () => {
   });
 
   test("push delivery mode: GetTask is PERMISSION_DENIED", async () => {
-    const push = await spawnBroker({ TASKBROKER_DELIVERY_MODE: "push" });
+    // Push mode needs worker addresses (a config error otherwise); none listens here, nothing is produced.
+    const push = await spawnBroker({ TASKBROKER_DELIVERY_MODE: "push", TASKBROKER_PUSH_WORKER_ADDRESSES: "127.0.0.1:9" });
     const c = grpcJsClient(push.address);
     try {
       const r = await unary(c, GET_TASK, encode(GetTaskRequestSchema, { application: "app" }));

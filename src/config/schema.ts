@@ -120,6 +120,12 @@ export const brokerConfigSchema = z.object({
   statsd_interval_ms: duration(1).default(10_000).describe("How often metrics are flushed to statsd."),
   /** "pull" (GetTask) or "push" (broker calls WorkerService.PushTask). */
   delivery_mode: z.enum(["pull", "push"]).default("pull").describe('pull: workers call GetTask; push: broker calls WorkerService.PushTask.'),
+  /** Push mode: the workers' push ports (WorkerService.PushTask). */
+  push_worker_addresses: stringList
+    .meta({ expect: 'a list of worker host:port addresses such as ["127.0.0.1:50052"]' })
+    .default([])
+    .describe('Push mode: worker push ports as host:port, e.g. ["10.0.0.5:50052"]; required when delivery_mode is push.'),
+  push_concurrency: count.default(16).describe('Push mode: most PushTask calls in flight to one worker at a time.'),
   store: z
     .object({
       sqlite: z
@@ -162,6 +168,15 @@ export const brokerConfigSchema = z.object({
   log_format: z.enum(["text", "json"]).default("text").describe('Log line format.'),
   /** Minimum level: trace, debug, info, warn, error. */
   log_filter: z.enum(["trace", "debug", "info", "warn", "error"]).default("info").describe('Minimum log level.'),
+}).superRefine((c, ctx) => {
+  // Cross-field: push delivery needs somewhere to push to (one-line error through load.ts).
+  if (c.delivery_mode !== "push") return;
+  if (c.push_worker_addresses.length === 0) {
+    ctx.addIssue({ code: "custom", path: ["push_worker_addresses"], message: 'worker host:port addresses such as ["127.0.0.1:50052"] when TASKBROKER_DELIVERY_MODE=push' });
+    return;
+  }
+  const bad = c.push_worker_addresses.find((a) => !/^[^\s:]+:\d{1,5}$/.test(a) && !/^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(a));
+  if (bad !== undefined) ctx.addIssue({ code: "custom", path: ["push_worker_addresses"], message: `host:port addresses; "${bad}" is not one` });
 });
 
 export type BrokerConfig = z.output<typeof brokerConfigSchema>;
