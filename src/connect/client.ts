@@ -91,7 +91,14 @@ function codeFromHttpStatus(status: number): Code {
   }
 }
 
-export function createBrokerClient(opts: BrokerClientOptions): BrokerClient {
+/** One peer's HTTP/2 session and the unary gRPC call over it; shared by the broker and worker clients. */
+export interface UnaryChannel {
+  /** One unary call; resolves with the response message bytes (without the frame prefix). */
+  call(path: string, message: Uint8Array): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
+export function createUnaryChannel(opts: BrokerClientOptions): UnaryChannel {
   const secret = opts.secrets?.[0];
   const deadlineMs = opts.deadlineMs ?? 10_000;
   const authority = `http://${opts.address}`;
@@ -134,7 +141,7 @@ export function createBrokerClient(opts: BrokerClientOptions): BrokerClient {
         stream = currentSession().request(headers);
       } catch (err) {
         session = null;
-        return reject(new ConnectError(`cannot reach broker at ${opts.address}: ${String(err)}`, Code.Unavailable));
+        return reject(new ConnectError(`cannot reach peer at ${opts.address}: ${String(err)}`, Code.Unavailable));
       }
       let settled = false;
       let httpStatus = 0;
@@ -190,6 +197,20 @@ export function createBrokerClient(opts: BrokerClientOptions): BrokerClient {
     });
   }
 
+  return {
+    call,
+    async close() {
+      closed = true;
+      const s = session;
+      session = null;
+      if (s !== null && !s.closed) await new Promise<void>((r) => s.close(() => r()));
+    },
+  };
+}
+
+export function createBrokerClient(opts: BrokerClientOptions): BrokerClient {
+  const channel = createUnaryChannel(opts);
+  const call = channel.call;
   const toUpdate = (u: SetStatusArgs): DecodedStatusUpdate => u;
   const decode = (bytes: Uint8Array | null) => (bytes === null ? null : fromBinary(TaskActivationSchema, bytes));
 
@@ -220,12 +241,7 @@ export function createBrokerClient(opts: BrokerClientOptions): BrokerClient {
     async produce(activations) {
       return decodeProduceResponse(await call(PATH_PRODUCE, encodeProduceRequest(activations)));
     },
-    async close() {
-      closed = true;
-      const s = session;
-      session = null;
-      if (s !== null && !s.closed) await new Promise<void>((r) => s.close(() => r()));
-    },
+    close: () => channel.close(),
   };
 }
 

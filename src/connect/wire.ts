@@ -342,3 +342,15 @@ export function decodeProduceResponse(buf: Uint8Array): { accepted: number; dupl
   }
   return out;
 }
+
+// ---- WorkerService.PushTask (push delivery): PushTaskRequest { TaskActivation task = 1; string callback_url = 2; } ----
+
+/** PushTaskRequest carrying the stored activation bytes unchanged as field 1 (no callback_url: deprecated). */
+export function encodePushTaskRequest(activation: Uint8Array): Uint8Array {
+  return encodeProduceRequest([activation]); // the same shape: one length-delimited field 1
+}
+
+/** The task's bytes of a PushTaskRequest, or null when it carries none. */
+export function decodePushTaskRequest(buf: Uint8Array): Uint8Array | null {
+  return decodeTaskResponse(buf); // field 1 = task, like GetTaskResponse; other fields skipped
+}
