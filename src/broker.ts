@@ -3,7 +3,8 @@
 // the admin HTTP server; and takes it down in the reverse order. Signals and
 // exit codes are the command's business (cli/broker.ts), not this file's.
 //
-// Shutdown order and why: the RPC port first (stop accepting, answer new calls
+// Shutdown order and why: push delivery first (no new deliveries; in-flight
+// pushes end delivered or released while the store is open); the RPC port (stop accepting, answer new calls
 // UNAVAILABLE, let in-flight ones finish, so no answered SetTaskStatus is lost);
 // then Kafka (finish and commit the in-flight batch); then upkeep (its current
 // pass completes); then the store (flush pending group commits, checkpoint, close).
@@ -17,6 +18,8 @@ import { startKafka } from "./kafka/index.ts";
 import { startRpcServer } from "./connect/server.ts";
 import { startRuntime } from "./runtime/index.ts";
 import { startAdminServer, startStatsdExporter } from "./admin/index.ts";
+import { startPusher, type Pusher } from "./push/pusher.ts";
+import type { Ingest } from "./ingest/ingest.ts";
 
 export interface Broker {
   /** The RPC port actually bound (TASKBROKER_GRPC_PORT=0 picks one). */
@@ -57,12 +60,37 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
       log,
     });
     cleanups.push(() => runtime.stop());
-    const ingest = createIngest({
+    const stored = createIngest({
       store,
       config,
       log: log.child({ component: "ingest" }),
       drop: (row) => runtime.shouldDrop(row, "ingest"),
     });
+
+    // Push mode: the broker delivers to workers' PushTask ports; ingest wakes it
+    // so a produced row goes out at once rather than at the next idle poll.
+    let pusher: Pusher | null = null;
+    if (config.delivery_mode === "push") {
+      const p = startPusher({
+        store,
+        addresses: config.push_worker_addresses,
+        secrets: config.grpc_shared_secret,
+        concurrency: config.push_concurrency,
+        leaseMs: config.store.claim_lease_ms,
+        log: log.child({ component: "push" }),
+      });
+      pusher = p;
+      cleanups.push(() => p.stop());
+    }
+    const ingest: Ingest = pusher
+      ? {
+          produce(activations, source, origins) {
+            const result = stored.produce(activations, source, origins);
+            if (result.accepted > 0) pusher?.wake();
+            return result;
+          },
+        }
+      : stored;
 
     // KAFKA: the one place Kafka joins the broker. With topics configured the
     // consumers feed ingest and upkeep publishes to the retry / dead-letter
@@ -121,6 +149,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
         stopping ??= (async () => {
           const t0 = Date.now();
           log.info("broker_stopping", { drain_ms: config.shutdown_drain_ms });
+          await pusher?.stop();
           await rpc.close(config.shutdown_drain_ms);
           log.info("rpc_drained", { elapsed_ms: Date.now() - t0 });
           // Admin last among the servers: /metrics stays readable while RPCs drain.

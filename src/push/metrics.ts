@@ -1,0 +1,11 @@
+// Push delivery's Prometheus series, in the broker's one registry (../metrics.ts)
+// so the admin server's /metrics shows them next to the rest.
+import { Counter } from "prom-client";
+import { registry } from "../metrics.ts";
+
+export const pushTotal = new Counter({
+  name: "taskbroker_push_total",
+  help: "PushTask calls to workers, by result (delivered, busy, unavailable, error)",
+  labelNames: ["worker", "result"] as const,
+  registers: [registry],
+});
