@@ -28,6 +28,8 @@ export interface WorkerConfig {
   healthCheckFile?: string;
   /** Serve /metrics on this port (0 = free port); unset = no server. */
   metricsPort?: number;
+  /** Push mode: serve WorkerService.PushTask on this port (0 = free port) instead of pulling; unset = pull mode. */
+  pushPort?: number;
   atMostOncePath: string;
   /** Seconds an at-most-once id is remembered. Default 86400. */
   atMostOnceTtlSec: number;
@@ -50,6 +52,7 @@ const FLAGS: Record<string, { env: string; key: keyof WorkerConfig }> = {
   "--application": { env: "TASKWORKER_APPLICATION", key: "application" },
   "--health-check-file": { env: "TASKWORKER_HEALTH_CHECK_FILE", key: "healthCheckFile" },
   "--metrics-port": { env: "TASKWORKER_METRICS_PORT", key: "metricsPort" },
+  "--push-port": { env: "TASKWORKER_PUSH_PORT", key: "pushPort" },
   "--at-most-once-path": { env: "TASKWORKER_AT_MOST_ONCE_PATH", key: "atMostOncePath" },
   "--at-most-once-ttl-sec": { env: "TASKWORKER_AT_MOST_ONCE_TTL_SEC", key: "atMostOnceTtlSec" },
   "--shutdown-grace-ms": { env: "TASKWORKER_SHUTDOWN_GRACE_MS", key: "shutdownGraceMs" },
@@ -61,7 +64,9 @@ const FLAGS: Record<string, { env: string; key: keyof WorkerConfig }> = {
 
 export const WORKER_HELP = `Usage: taskplatform worker [options]
 
-Pulls task activations from one or more brokers and runs them.
+Pulls task activations from one or more brokers and runs them. With --push-port, serves
+WorkerService.PushTask there instead (broker in push delivery mode) and reports results
+to the first broker of --rpc-host-list.
 
 Options (each also settable by the environment variable shown):
 ${Object.entries(FLAGS)
@@ -84,6 +89,7 @@ const schema = z.object({
   application: z.string().min(1).optional(),
   healthCheckFile: z.string().min(1).optional(),
   metricsPort: int(0).max(65535).optional(),
+  pushPort: int(0).max(65535).optional(),
   atMostOncePath: z.string().min(1).default(join(tmpdir(), "taskplatform-at-most-once.sqlite")),
   atMostOnceTtlSec: int(1).default(86_400),
   shutdownGraceMs: int(0).default(10_000),

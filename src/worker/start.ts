@@ -12,10 +12,13 @@ import { startWorkerLoop, type LoopOptions } from "./loop.ts";
 import { createWorkerMetrics, serveMetrics, type WorkerMetrics } from "./metrics.ts";
 import { moduleSpecifier } from "./modules.ts";
 import { createTaskPool } from "./pool.ts";
+import { startPushMode } from "./push-mode.ts";
 
 export interface RunningWorker {
   metrics: WorkerMetrics;
   metricsPort: number | undefined;
+  /** Push mode: the port serving WorkerService.PushTask. */
+  pushPort?: number;
   /** Resolves when the pull loop has ended (after stop()). */
   done: Promise<void>;
   /** Graceful: stop fetching, let running tasks finish within the grace period, report results, release everything. */
@@ -56,21 +59,47 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
   const metrics = createWorkerMetrics();
   const server = config.metricsPort !== undefined ? serveMetrics(metrics, config.metricsPort) : undefined;
   const atMostOnce = openAtMostOnceStore(config.atMostOncePath);
-  const loop = startWorkerLoop({
-    concurrency: config.concurrency,
-    filter: { namespace: config.namespace, application },
-    pool,
-    tasks,
-    clients,
-    balancer: createBalancer({ brokers: config.rpcHostList, rebalanceAfter: config.rebalanceAfter }),
-    atMostOnce,
-    atMostOnceTtlSec: config.atMostOnceTtlSec,
-    health: createHealthFile(config.healthCheckFile),
-    metrics,
-    log,
-    maxBackoffMs: config.maxBackoffMs,
-    onResult: options.onResult,
-  });
+  const health = createHealthFile(config.healthCheckFile);
+  // Push mode: the broker delivers to our push port; results go to the first configured broker.
+  const push =
+    config.pushPort !== undefined
+      ? await startPushMode({
+          port: config.pushPort,
+          concurrency: config.concurrency,
+          secrets: config.secrets,
+          reportTo: clients.get(config.rpcHostList[0]!)!,
+          pool,
+          tasks,
+          atMostOnce,
+          atMostOnceTtlSec: config.atMostOnceTtlSec,
+          metrics,
+          health,
+          log,
+          onResult: options.onResult,
+        }).catch(async (err) => {
+          await pool.close();
+          atMostOnce.close();
+          server?.stop();
+          throw err;
+        })
+      : null;
+  const loop: Pick<ReturnType<typeof startWorkerLoop>, "done" | "stop"> =
+    push ??
+    startWorkerLoop({
+      concurrency: config.concurrency,
+      filter: { namespace: config.namespace, application },
+      pool,
+      tasks,
+      clients,
+      balancer: createBalancer({ brokers: config.rpcHostList, rebalanceAfter: config.rebalanceAfter }),
+      atMostOnce,
+      atMostOnceTtlSec: config.atMostOnceTtlSec,
+      health,
+      metrics,
+      log,
+      maxBackoffMs: config.maxBackoffMs,
+      onResult: options.onResult,
+    });
   log.info("worker_started", {
     brokers: config.rpcHostList.join(","),
     concurrency: config.concurrency,
@@ -78,11 +107,13 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
     namespace: config.namespace,
     application,
     metrics_port: server?.port,
+    push_port: push?.port,
   });
   let stopping: Promise<void> | undefined;
   return {
     metrics,
     metricsPort: server?.port,
+    pushPort: push?.port,
     done: loop.done,
     stop(graceMs = config.shutdownGraceMs) {
       stopping ??= (async () => {

@@ -1,0 +1,98 @@
+// Running one activation the way the worker promises in pull and push mode
+// alike: expired ones are not started (FAILURE), at-most-once ones run at most
+// once per id (a repeat is skipped, unreported), the rest run in the task pool
+// under their processing deadline; the outcome becomes the status to report
+// (COMPLETE, RETRY with the task's delay, FAILURE) and is counted in metrics.
+import type { WireActivation as TaskActivation } from "./activation-wire.ts";
+import type { Logger } from "../log.ts";
+import { DEFAULT_PROCESSING_DEADLINE_S } from "../sdk/app.ts";
+import { type Outcome, type ReportStatus, STATUS_FAILURE, STATUS_RETRY } from "../sdk/execute.ts";
+import { isLastAttempt } from "../sdk/retry.ts";
+import type { AtMostOnceStore } from "./at-most-once.ts";
+import { createRecorder, type WorkerMetrics } from "./metrics.ts";
+import type { TaskPool } from "./pool.ts";
+import type { TaskMeta } from "./protocol.ts";
+
+export interface ExecutorOptions {
+  pool: TaskPool;
+  tasks: TaskMeta[];
+  atMostOnce: AtMostOnceStore;
+  atMostOnceTtlSec: number;
+  metrics: WorkerMetrics;
+  log: Logger;
+}
+
+export interface Execution {
+  /** null: nothing to report (an at-most-once repeat, or a run aborted by shutdown). */
+  status: ReportStatus | null;
+  outcome: Outcome;
+  delayOnRetry?: number;
+  error?: string;
+}
+
+/** received_at + expires lies in the past: the activation must not start. */
+export function isExpired(a: Pick<TaskActivation, "expiresS" | "receivedAtMs">, nowMs: number): boolean {
+  return a.expiresS !== undefined && a.receivedAtMs !== undefined && a.receivedAtMs + a.expiresS * 1000 < nowMs;
+}
+
+const metaKey = (app: string, ns: string, task: string) => `${app}\u0000${ns}\u0000${task}`;
+
+export function createExecutor(o: ExecutorOptions): (a: TaskActivation) => Promise<Execution> {
+  const meta = new Map<string, TaskMeta>();
+  const metaByNs = new Map<string, TaskMeta>();
+  for (const t of o.tasks) {
+    meta.set(metaKey(t.application, t.namespace, t.taskname), t);
+    metaByNs.set(metaKey("", t.namespace, t.taskname), t);
+  }
+  const recorder = createRecorder(o.metrics);
+
+  return async (a: TaskActivation): Promise<Execution> => {
+    const now = Date.now();
+    const app = a.application ?? "";
+    const m = meta.get(metaKey(app, a.namespace, a.taskname)) ?? (app ? undefined : metaByNs.get(metaKey("", a.namespace, a.taskname)));
+    const record = (outcome: Outcome, durationMs?: number) => recorder.record(a.namespace, a.taskname, outcome, durationMs, a.attempts);
+    if (isExpired(a, now)) {
+      record("expired");
+      return { status: STATUS_FAILURE, outcome: "expired", error: "activation expired before it started" };
+    }
+    const atMostOnce = a.atMostOnce;
+    if (atMostOnce && !o.atMostOnce.add(a.id, o.atMostOnceTtlSec)) {
+      record("skipped");
+      o.log.info("at_most_once_skipped", { id: a.id, task: `${a.namespace}:${a.taskname}` });
+      return { status: null, outcome: "skipped" };
+    }
+    const deadlineS = a.processingDeadlineS || DEFAULT_PROCESSING_DEADLINE_S;
+    const attempts = a.attempts;
+    const maxAttempts = a.maxAttempts || 1;
+    const out = await o.pool.run({
+      atMostOnce,
+      req: {
+        id: a.id,
+        application: app,
+        namespace: a.namespace,
+        taskname: a.taskname,
+        headers: a.headers,
+        // A copy: the view may sit in a large socket buffer that would otherwise be cloned whole.
+        parametersBytes: a.parametersBytes.slice(),
+        parameters: a.parameters,
+        attempts,
+        maxAttempts,
+        deadlineAtMs: now + deadlineS * 1000,
+      },
+    });
+    if (out.outcome === "aborted") return { status: null, outcome: "aborted" as Outcome };
+    if (out.outcome === "deadline") {
+      record("deadline", out.durationMs);
+      const retry = m?.retriesOnDeadline === true && !isLastAttempt({ attempts, maxAttempts });
+      return {
+        status: retry ? STATUS_RETRY : STATUS_FAILURE,
+        outcome: "deadline",
+        delayOnRetry: retry ? m?.retryDelaySec : undefined,
+        error: `processing deadline of ${deadlineS}s exceeded; task stopped`,
+      };
+    }
+    record(out.outcome, out.durationMs);
+    if (out.error && !out.expected && out.status !== 5) o.log.warn("task_failed", { id: a.id, task: `${a.namespace}:${a.taskname}`, outcome: out.outcome, error: out.error });
+    return { status: out.status, outcome: out.outcome, delayOnRetry: out.delayOnRetry, error: out.error };
+  };
+}
