@@ -2,29 +2,13 @@
 // between broker processes without loss or duplication (issue 3:
 // "Durable-then-commit", "Rebalancing"). Every row stores its Kafka origin,
 // so "exactly once" is checked on (topic, partition, offset) across databases.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { spawnBroker, tempDir, type BrokerProcess } from "./support/broker-process.ts";
-import { startKafkaMock, type KafkaMock } from "./support/kafka-mock.ts";
-import { activation, kafkaEnv, produce, storedRows, unique, until, type StoredOrigin } from "./support/kafka.ts";
+import { tempDir } from "./support/broker-process.ts";
+import { activation, kafkaEnv, produce, storedRows, unique, until, type StoredOrigin, kafkaTestbed } from "./support/kafka.ts";
 
-let mock: KafkaMock;
-const live = new Set<BrokerProcess>();
-
-beforeAll(async () => {
-  mock = await startKafkaMock({ brokers: 1 });
-}, 30_000);
-
-afterAll(async () => {
-  await Promise.all([...live].map((b) => b.stop("SIGKILL")));
-  await mock.stop();
-});
-
-async function broker(env: Record<string, string>, dbPath: string): Promise<BrokerProcess> {
-  const b = await spawnBroker(env, { dbPath });
-  live.add(b);
-  return b;
-}
+const bed = kafkaTestbed();
+const broker = (env: Record<string, string>, dbPath: string) => bed.broker(env, { dbPath });
 
 /** Produces `total` activations in small batches, spread over time, until done. */
 function produceInBackground(topic: string, total: number, perBatch: number, pauseMs: number) {
@@ -32,7 +16,7 @@ function produceInBackground(topic: string, total: number, perBatch: number, pau
   const done = (async () => {
     while (sent < total) {
       const n = Math.min(perBatch, total - sent);
-      await produce(mock.bootstrap, topic, Array.from({ length: n }, () => ({ value: activation() })));
+      await produce(bed.mock.bootstrap, topic, Array.from({ length: n }, () => ({ value: activation() })));
       sent += n;
       await Bun.sleep(pauseMs);
     }
@@ -63,9 +47,9 @@ function expectExactlyOnce(rows: StoredOrigin[], total: number) {
 describe("durable then commit", () => {
   test("kill -9 mid-stream and restart: every message stored exactly once", async () => {
     const topic = unique("tasks");
-    await mock.createTopic(topic, 4);
+    await bed.mock.createTopic(topic, 4);
     const dbPath = join(tempDir("kafka-kill-"), "inflight.sqlite");
-    const env = kafkaEnv(mock.bootstrap, [topic], {
+    const env = kafkaEnv(bed.mock.bootstrap, [topic], {
       TASKBROKER_STORE__MAX_PENDING_COUNT: "100000",
       TASKBROKER_KAFKA_BATCH_MAX_ROWS: "20",
     });
@@ -74,7 +58,6 @@ describe("durable then commit", () => {
     let b = await broker(env, dbPath);
     await until("some rows stored", () => storedRows(dbPath).length > 300);
     b.kill9();
-    live.delete(b);
     await b.proc.exited;
     const atKill = storedRows(dbPath).length;
     expect(atKill).toBeLessThan(total);
@@ -84,15 +67,14 @@ describe("durable then commit", () => {
     await until("all stored after restart", () => storedRows(dbPath).length >= total, 60_000);
     expectExactlyOnce(storedRows(dbPath), total);
     await b.stop();
-    live.delete(b);
   }, 120_000);
 });
 
 describe("rebalancing", () => {
   test("3 broker processes share 12 partitions through random restarts: every offset stored exactly once", async () => {
     const topic = unique("tasks");
-    await mock.createTopic(topic, 12);
-    const env = kafkaEnv(mock.bootstrap, [topic], {
+    await bed.mock.createTopic(topic, 12);
+    const env = kafkaEnv(bed.mock.bootstrap, [topic], {
       TASKBROKER_STORE__MAX_PENDING_COUNT: "100000",
       TASKBROKER_KAFKA_BATCH_MAX_ROWS: "25",
     });
@@ -107,7 +89,6 @@ describe("rebalancing", () => {
       const i = Math.floor(Math.random() * members.length);
       const old = members[i]!;
       expect(await old.stop()).toBe(0);
-      live.delete(old);
       members[i] = await broker(env, dbs[i]!);
     }
     await producer.done;
@@ -119,6 +100,5 @@ describe("rebalancing", () => {
     // The work really was shared.
     expect(dbs.filter((db) => storedRows(db).length > 0).length).toBeGreaterThan(1);
     await Promise.all(members.map((m) => m.stop()));
-    for (const m of members) live.delete(m);
   }, 180_000);
 });

@@ -4,13 +4,13 @@
 // another topic, committed only once the forward is acknowledged, stored again
 // after the demotion is removed) and the consumer lag / paused gauges on the
 // admin server's /metrics.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Kafka, logLevel } from "kafkajs";
-import { spawnBroker, tempDir, type BrokerProcess } from "./support/broker-process.ts";
-import { ApiKey, KafkaError, startKafkaMock, type KafkaMock } from "./support/kafka-mock.ts";
+import { tempDir, type BrokerProcess } from "./support/broker-process.ts";
+import { ApiKey, KafkaError } from "./support/kafka-mock.ts";
 import {
   activation,
   brokerClient,
@@ -21,28 +21,14 @@ import {
   storedRows,
   unique,
   until,
+  kafkaTestbed,
 } from "./support/kafka.ts";
 import { parsePrometheusText, sumOf, valueOf, type Exposition } from "./support/prom-text.ts";
 import { activationNamespace } from "../src/kafka/namespace.ts";
 import { lagOf } from "../src/kafka/lag.ts";
 
-let mock: KafkaMock;
-const brokers: BrokerProcess[] = [];
-
-beforeAll(async () => {
-  mock = await startKafkaMock({ brokers: 1 });
-}, 30_000);
-
-afterAll(async () => {
-  await Promise.all(brokers.map((b) => b.stop("SIGKILL")));
-  await mock.stop();
-});
-
-async function broker(env: Record<string, string>): Promise<BrokerProcess> {
-  const b = await spawnBroker(env);
-  brokers.push(b);
-  return b;
-}
+const bed = kafkaTestbed();
+const broker = (env: Record<string, string>) => bed.broker(env);
 
 async function scrape(b: BrokerProcess): Promise<Exposition> {
   const res = await fetch(`http://127.0.0.1:${b.adminPort}/metrics`);
@@ -52,7 +38,7 @@ async function scrape(b: BrokerProcess): Promise<Exposition> {
 
 /** The group's committed offset per partition (-1: none), read with kafkajs admin like an operator would. */
 async function committedOffsets(group: string, topic: string): Promise<Map<number, number>> {
-  const admin = new Kafka({ clientId: "test-admin", brokers: mock.bootstrap.split(","), logLevel: logLevel.NOTHING }).admin();
+  const admin = new Kafka({ clientId: "test-admin", brokers: bed.mock.bootstrap.split(","), logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
   try {
     const [t] = await admin.fetchOffsets({ groupId: group, topics: [topic] });
@@ -107,8 +93,8 @@ describe("namespace demotion (runtime config)", () => {
   test("a demoted namespace is forwarded to its topic, committed only after the forward is acknowledged, and stored again once the demotion is removed", async () => {
     const topic = unique("tasks");
     const long = unique("long");
-    await mock.createTopic(topic, 1);
-    await mock.createTopic(long, 1);
+    await bed.mock.createTopic(topic, 1);
+    await bed.mock.createTopic(long, 1);
     const runtimeFile = join(tempDir("runtime-"), "runtime.yaml");
     writeFileSync(runtimeFile, `demoted_namespaces:\n  slow.ns: ${long}\n`);
 
@@ -118,12 +104,12 @@ describe("namespace demotion (runtime config)", () => {
       { value: activation({ id, namespace: "slow.ns" }), key: `k${i}`, headers: { trace: `t${i}` } },
       { value: activation({ id: yIds[i]!, namespace: "fast.ns" }) },
     ]);
-    await produce(mock.bootstrap, topic, messages);
+    await produce(bed.mock.bootstrap, topic, messages);
 
     // Every produce request fails until cleared: the forward cannot be acknowledged.
-    await mock.pushErrors(ApiKey.Produce, KafkaError.NotEnoughReplicas, 100_000);
+    await bed.mock.pushErrors(ApiKey.Produce, KafkaError.NotEnoughReplicas, 100_000);
     const b = await broker(
-      kafkaEnv(mock.bootstrap, [topic], {
+      kafkaEnv(bed.mock.bootstrap, [topic], {
         TASKBROKER_RUNTIME_CONFIG_PATH: runtimeFile,
         TASKBROKER_RUNTIME_CONFIG_RELOAD_MS: "200ms",
         TASKBROKER_ADMIN_ENABLED: "true",
@@ -136,8 +122,8 @@ describe("namespace demotion (runtime config)", () => {
     expect(new Set(namespacesOf(b.dbPath))).toEqual(new Set(["fast.ns"]));
     expect((await committedOffsets(`taskbroker-${topic}`, topic)).get(0) ?? -1).toBe(-1);
 
-    await mock.clearErrors(ApiKey.Produce);
-    const forwarded = await readTopic(mock.bootstrap, long, 20, { settleMs: 500 });
+    await bed.mock.clearErrors(ApiKey.Produce);
+    const forwarded = await readTopic(bed.mock.bootstrap, long, 20, { settleMs: 500 });
     expect(forwarded.map((m) => decodeActivation(m.value!).id).sort()).toEqual(xIds);
     // Original bytes, key and headers.
     const first = forwarded.find((m) => decodeActivation(m.value!).id === xIds[3]);
@@ -155,9 +141,9 @@ describe("namespace demotion (runtime config)", () => {
     writeFileSync(runtimeFile, "demoted_namespaces: {}\n");
     await b.waitForLog(/runtime_config_loaded.*demoted_namespaces=0/);
     const later = Array.from({ length: 5 }, (_, i) => `${"f".repeat(24)}${i.toString().padStart(8, "0")}`);
-    await produce(mock.bootstrap, topic, later.map((id) => ({ value: activation({ id, namespace: "slow.ns" }) })));
+    await produce(bed.mock.bootstrap, topic, later.map((id) => ({ value: activation({ id, namespace: "slow.ns" }) })));
     expect(new Set(await drainAndComplete(b.port, 5))).toEqual(new Set(later));
-    expect((await readTopic(mock.bootstrap, long, 21, { timeoutMs: 1500 })).length).toBe(20);
+    expect((await readTopic(bed.mock.bootstrap, long, 21, { timeoutMs: 1500 })).length).toBe(20);
     expect(valueOf(await scrape(b), "taskbroker_kafka_demoted_total", { from: topic, to: long })).toBe(20);
     expect(await b.stop()).toBe(0);
   }, 60_000);
@@ -166,11 +152,11 @@ describe("namespace demotion (runtime config)", () => {
 describe("consumer lag and paused gauges", () => {
   test("lag counts waiting messages while backpressure pauses the consumer and returns to 0 once drained", async () => {
     const topic = unique("tasks");
-    await mock.createTopic(topic, 1);
+    await bed.mock.createTopic(topic, 1);
     const n = 300;
-    await produce(mock.bootstrap, topic, Array.from({ length: n }, () => ({ value: activation() })));
+    await produce(bed.mock.bootstrap, topic, Array.from({ length: n }, () => ({ value: activation() })));
     const b = await broker(
-      kafkaEnv(mock.bootstrap, [topic], { TASKBROKER_STORE__MAX_PENDING_COUNT: "50", TASKBROKER_ADMIN_ENABLED: "true" }),
+      kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_STORE__MAX_PENDING_COUNT: "50", TASKBROKER_ADMIN_ENABLED: "true" }),
     );
     await b.waitForLog(/kafka_consumer_paused/);
 

@@ -1,29 +1,13 @@
 // Raw topics and header-mapped dispatch (broker.md "Kafka", seeds 000/001):
 // messages that are not TaskActivations become activations for a configured
 // task, with parameters built from the payload or from typed headers.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { decode as msgpackDecode } from "@msgpack/msgpack";
-import { spawnBroker, type BrokerProcess } from "./support/broker-process.ts";
-import { startKafkaMock, type KafkaMock } from "./support/kafka-mock.ts";
-import { brokerClient, decodeActivation, kafkaEnv, produce, readTopic, storedRows, unique, until } from "./support/kafka.ts";
+import { spawnBroker } from "./support/broker-process.ts";
+import { brokerClient, decodeActivation, kafkaEnv, produce, readTopic, storedRows, unique, until, kafkaTestbed } from "./support/kafka.ts";
 
-let mock: KafkaMock;
-const brokers: BrokerProcess[] = [];
-
-beforeAll(async () => {
-  mock = await startKafkaMock({ brokers: 1 });
-}, 30_000);
-
-afterAll(async () => {
-  await Promise.all(brokers.map((b) => b.stop("SIGKILL")));
-  await mock.stop();
-});
-
-async function broker(env: Record<string, string>): Promise<BrokerProcess> {
-  const b = await spawnBroker(env);
-  brokers.push(b);
-  return b;
-}
+const bed = kafkaTestbed();
+const broker = (env: Record<string, string>) => bed.broker(env);
 
 /** The parameters of an activation: zstd-compressed msgpack {args, kwargs}. */
 function parameters(a: ReturnType<typeof decodeActivation>): { args: unknown[]; kwargs: Record<string, unknown> } {
@@ -45,7 +29,7 @@ async function claimAll(port: number, application: string, n: number) {
 }
 
 function rawEnv(topic: string, raw: Record<string, string>): Record<string, string> {
-  const env = kafkaEnv(mock.bootstrap, [topic]);
+  const env = kafkaEnv(bed.mock.bootstrap, [topic]);
   for (const [k, v] of Object.entries(raw)) env[`TASKBROKER_KAFKA_TOPICS__${topic.toUpperCase()}__RAW__${k.toUpperCase()}`] = v;
   return env;
 }
@@ -54,9 +38,9 @@ describe("raw topic, payload mode", () => {
   test("wraps each message as msgpack bin in args, zstd level 3, for the configured task", async () => {
     const topic = unique("raw");
     const retry = unique("retry");
-    await mock.createTopic(topic, 1);
+    await bed.mock.createTopic(topic, 1);
     const payloads = [new TextEncoder().encode('{"event":1}'), new Uint8Array([0, 1, 2, 255])];
-    await produce(mock.bootstrap, topic, payloads.map((value) => ({ value })));
+    await produce(bed.mock.bootstrap, topic, payloads.map((value) => ({ value })));
     const b = await broker({
       ...rawEnv(topic, { application: "rawapp", namespace: "rawns", taskname: "raw.handle", processing_deadline_duration: "15" }),
       TASKBROKER_KAFKA_RETRY_TOPIC: retry,
@@ -91,13 +75,13 @@ describe("header-mapped dispatch", () => {
     const topic = unique("events");
     const retry = unique("retry");
     const dlq = unique("dlq");
-    await mock.createTopic(topic, 1);
-    await mock.createTopic(dlq, 1);
+    await bed.mock.createTopic(topic, 1);
+    await bed.mock.createTopic(dlq, 1);
     const spec = { insert: { event_id: "string", group_id: "optional_int", project_id: "int", is_new: "bool", primary_hash: "optional_string" } };
     const good = { version: "2", operation: "insert", event_id: "e1", group_id: "17", project_id: "42", is_new: "1", primary_hash: "None" };
     const brokenHeader = { ...good, event_id: "e2", project_id: "forty-two" };
     const garbage = new Uint8Array([0xc1, 0xc1, 0xc1]); // 0xc1 is never valid msgpack, and not JSON
-    await produce(mock.bootstrap, topic, [
+    await produce(bed.mock.bootstrap, topic, [
       { value: new TextEncoder().encode("ignored"), headers: good },
       { value: new TextEncoder().encode(JSON.stringify({ event_id: "e2", project_id: 7, is_new: false })), headers: brokenHeader },
       { value: garbage, headers: { version: "2", operation: "delete" } },
@@ -124,7 +108,7 @@ describe("header-mapped dispatch", () => {
     });
     expect(kwargs[1]).toEqual({ args: [], kwargs: { event_id: "e2", project_id: 7, is_new: false } });
 
-    const dead = await readTopic(mock.bootstrap, dlq, 1, { settleMs: 300 });
+    const dead = await readTopic(bed.mock.bootstrap, dlq, 1, { settleMs: 300 });
     expect(dead.length).toBe(1);
     expect(Buffer.from(dead[0]!.value!).equals(Buffer.from(garbage))).toBe(true);
     expect(dead[0]!.headers.operation).toBe("delete");

@@ -2,10 +2,9 @@
 // retries go to the retry topic with attempts + 1 and come back through the
 // consumer; dead letters go to the dead-letter topic as original bytes; a row
 // is marked done only after the publish is acknowledged.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { ConnectError, Code } from "@connectrpc/connect";
-import { spawnBroker, type BrokerProcess } from "./support/broker-process.ts";
-import { ApiKey, KafkaError, startKafkaMock, type KafkaMock } from "./support/kafka-mock.ts";
+import { ApiKey, KafkaError } from "./support/kafka-mock.ts";
 import {
   activation,
   brokerClient,
@@ -17,25 +16,11 @@ import {
   storedRows,
   unique,
   until,
+  kafkaTestbed,
 } from "./support/kafka.ts";
 
-let mock: KafkaMock;
-const brokers: BrokerProcess[] = [];
-
-beforeAll(async () => {
-  mock = await startKafkaMock({ brokers: 1 });
-}, 30_000);
-
-afterAll(async () => {
-  await Promise.all(brokers.map((b) => b.stop("SIGKILL")));
-  await mock.stop();
-});
-
-async function broker(env: Record<string, string>): Promise<BrokerProcess> {
-  const b = await spawnBroker(env);
-  brokers.push(b);
-  return b;
-}
+const bed = kafkaTestbed();
+const broker = (env: Record<string, string>) => bed.broker(env);
 
 /** Claims up to `n` activations and reports `status` for each (fetch_next keeps one call per task). */
 async function claimAndReport(port: number, n: number, status: 3 | 4 | 5, timeoutMs = 60_000) {
@@ -62,11 +47,11 @@ async function claimAndReport(port: number, n: number, status: 3 | 4 | 5, timeou
 describe("retries", () => {
   test("reach the retry topic with attempts + 1 and are consumed and dispatched again", async () => {
     const topic = unique("tasks");
-    await mock.createTopic(topic, 1);
+    await bed.mock.createTopic(topic, 1);
     const ids = Array.from({ length: 5 }, (_, i) => `${i}`.repeat(32));
-    await produce(mock.bootstrap, topic, ids.map((id) => ({ value: activation({ id, maxAttempts: 3 }) })));
+    await produce(bed.mock.bootstrap, topic, ids.map((id) => ({ value: activation({ id, maxAttempts: 3 }) })));
     // The single consumed topic is the retry topic by default.
-    const b = await broker(kafkaEnv(mock.bootstrap, [topic]));
+    const b = await broker(kafkaEnv(bed.mock.bootstrap, [topic]));
 
     const first = await claimAndReport(b.port, 5, 4);
     expect(first.map((a) => a.id).sort()).toEqual(ids);
@@ -74,7 +59,7 @@ describe("retries", () => {
     expect(second.map((a) => a.retryState?.attempts)).toEqual([1, 1, 1, 1, 1]);
     expect(second.every((a) => !ids.includes(a.id))).toBe(true);
 
-    const onTopic = await readTopic(mock.bootstrap, topic, 10, { settleMs: 300 });
+    const onTopic = await readTopic(bed.mock.bootstrap, topic, 10, { settleMs: 300 });
     expect(onTopic.length).toBe(10);
     const retried = onTopic.slice(5).map((m) => decodeActivation(m.value!));
     expect(retried.map((a) => a.retryState?.attempts)).toEqual([1, 1, 1, 1, 1]);
@@ -88,8 +73,8 @@ describe("dead letters", () => {
   test("10k failed tasks, half DISCARD and half DEADLETTER, leave exactly 5k dead letters and an empty store", async () => {
     const topic = unique("tasks");
     const dlq = unique("dlq");
-    await mock.createTopic(topic, 4);
-    await mock.createTopic(dlq, 2);
+    await bed.mock.createTopic(topic, 4);
+    await bed.mock.createTopic(dlq, 2);
     const n = 10_000;
     const deadIds = new Set<string>();
     const messages = Array.from({ length: n }, (_, i) => {
@@ -98,9 +83,9 @@ describe("dead letters", () => {
       if (policy === OnAttemptsExceeded.DEADLETTER) deadIds.add(id);
       return { value: activation({ id, onAttemptsExceeded: policy }) };
     });
-    await produce(mock.bootstrap, topic, messages);
+    await produce(bed.mock.bootstrap, topic, messages);
     const b = await broker(
-      kafkaEnv(mock.bootstrap, [topic], {
+      kafkaEnv(bed.mock.bootstrap, [topic], {
         TASKBROKER_KAFKA_DEADLETTER_TOPIC: dlq,
         TASKBROKER_STORE__MAX_PENDING_COUNT: "20000",
         TASKBROKER_KAFKA_BATCH_MAX_ROWS: "1000",
@@ -129,7 +114,7 @@ describe("dead letters", () => {
     }
 
     await until("store empty", () => storedRows(b.dbPath).length === 0, 60_000);
-    const dead = await readTopic(mock.bootstrap, dlq, n / 2, { settleMs: 1000, timeoutMs: 60_000 });
+    const dead = await readTopic(bed.mock.bootstrap, dlq, n / 2, { settleMs: 1000, timeoutMs: 60_000 });
     expect(dead.length).toBe(n / 2);
     expect(new Set(dead.map((m) => decodeActivation(m.value!).id))).toEqual(deadIds);
     await b.stop();
@@ -138,15 +123,15 @@ describe("dead letters", () => {
   test("a failing publish keeps the row until a later publish succeeds", async () => {
     const topic = unique("tasks");
     const dlq = unique("dlq");
-    await mock.createTopic(topic, 1);
-    await mock.createTopic(dlq, 1);
+    await bed.mock.createTopic(topic, 1);
+    await bed.mock.createTopic(dlq, 1);
     const ids = ["a".repeat(32), "b".repeat(32), "c".repeat(32)];
-    await produce(mock.bootstrap, topic, ids.map((id) => ({ value: activation({ id, onAttemptsExceeded: OnAttemptsExceeded.DEADLETTER }) })));
-    const b = await broker(kafkaEnv(mock.bootstrap, [topic], { TASKBROKER_KAFKA_DEADLETTER_TOPIC: dlq }));
+    await produce(bed.mock.bootstrap, topic, ids.map((id) => ({ value: activation({ id, onAttemptsExceeded: OnAttemptsExceeded.DEADLETTER }) })));
+    const b = await broker(kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_KAFKA_DEADLETTER_TOPIC: dlq }));
     await until("stored", () => storedRows(b.dbPath).length === 3);
 
     // From now on every produce request fails for a while (the broker's publisher is the only producer).
-    await mock.pushErrors(ApiKey.Produce, KafkaError.NotEnoughReplicas, 40);
+    await bed.mock.pushErrors(ApiKey.Produce, KafkaError.NotEnoughReplicas, 40);
     await claimAndReport(b.port, 3, 3);
     await b.waitForLog(/kafka_publish_failed/);
     // The publish failed: the Failure rows are still there (state 6), nothing lost.
@@ -155,7 +140,7 @@ describe("dead letters", () => {
 
     // Once Kafka accepts again, upkeep's next pass publishes them and only then drops the rows.
     await until("rows published and removed", () => storedRows(b.dbPath).length === 0, 60_000);
-    const dead = await readTopic(mock.bootstrap, dlq, 3, { settleMs: 500 });
+    const dead = await readTopic(bed.mock.bootstrap, dlq, 3, { settleMs: 500 });
     expect(dead.map((m) => decodeActivation(m.value!).id).sort()).toEqual(ids);
     await b.stop();
   }, 120_000);

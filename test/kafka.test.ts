@@ -2,40 +2,23 @@
 // (librdkafka's mock, test/kafka-mock/), the broker as a separate process
 // consuming it, producers and readers using kafkajs from outside, workers
 // talking real gRPC. One mock cluster for the file; unique topics per test.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { ConnectError, Code } from "@connectrpc/connect";
-import { decode as msgpackDecode } from "@msgpack/msgpack";
-import { spawnBroker, type BrokerProcess } from "./support/broker-process.ts";
-import { startKafkaMock, type KafkaMock } from "./support/kafka-mock.ts";
+import { spawnBroker } from "./support/broker-process.ts";
 import {
   activation,
   brokerClient,
-  decodeActivation,
   kafkaEnv,
   produce,
   readTopic,
   storedRows,
   unique,
   until,
+  kafkaTestbed,
 } from "./support/kafka.ts";
 
-let mock: KafkaMock;
-const brokers: BrokerProcess[] = [];
-
-beforeAll(async () => {
-  mock = await startKafkaMock({ brokers: 1 });
-}, 30_000);
-
-afterAll(async () => {
-  await Promise.all(brokers.map((b) => b.stop("SIGKILL")));
-  await mock.stop();
-});
-
-async function broker(env: Record<string, string>): Promise<BrokerProcess> {
-  const b = await spawnBroker(env);
-  brokers.push(b);
-  return b;
-}
+const bed = kafkaTestbed();
+const broker = (env: Record<string, string>) => bed.broker(env);
 
 /** Claims everything the broker hands out and completes it; returns the ids seen. */
 async function drainAndComplete(port: number, expected: number, timeoutMs = 60_000): Promise<string[]> {
@@ -59,11 +42,11 @@ async function drainAndComplete(port: number, expected: number, timeoutMs = 60_0
 describe("kafka ingest", () => {
   test("every produced activation is stored with its offset, dispatched over gRPC and completed", async () => {
     const topic = unique("tasks");
-    await mock.createTopic(topic, 3);
+    await bed.mock.createTopic(topic, 3);
     const n = 300;
     const ids = Array.from({ length: n }, (_, i) => `a${i.toString().padStart(31, "0")}`);
-    await produce(mock.bootstrap, topic, ids.map((id) => ({ value: activation({ id }) })));
-    const b = await broker(kafkaEnv(mock.bootstrap, [topic]));
+    await produce(bed.mock.bootstrap, topic, ids.map((id) => ({ value: activation({ id }) })));
+    const b = await broker(kafkaEnv(bed.mock.bootstrap, [topic]));
 
     const seen = await drainAndComplete(b.port, n);
     expect(new Set(seen)).toEqual(new Set(ids));
@@ -78,20 +61,20 @@ describe("undecodable messages", () => {
   test("go to the dead-letter topic as their original bytes, are committed, and consumption goes on", async () => {
     const topic = unique("tasks");
     const dlq = unique("dlq");
-    await mock.createTopic(topic, 1);
-    await mock.createTopic(dlq, 1);
+    await bed.mock.createTopic(topic, 1);
+    await bed.mock.createTopic(dlq, 1);
     const garbage = new Uint8Array([0xff, 0xfe, 0x01, 0x02, 0x03]);
     const noApp = activation({ application: "" });
-    await produce(mock.bootstrap, topic, [
+    await produce(bed.mock.bootstrap, topic, [
       { value: activation({ id: "1".repeat(32) }) },
       { value: new Uint8Array(0), key: "empty" },
       { value: garbage, headers: { trace: "t1" } },
       { value: noApp },
       { value: activation({ id: "2".repeat(32) }) },
     ]);
-    const b = await broker(kafkaEnv(mock.bootstrap, [topic], { TASKBROKER_KAFKA_DEADLETTER_TOPIC: dlq }));
+    const b = await broker(kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_KAFKA_DEADLETTER_TOPIC: dlq }));
 
-    const dead = await readTopic(mock.bootstrap, dlq, 3, { settleMs: 500 });
+    const dead = await readTopic(bed.mock.bootstrap, dlq, 3, { settleMs: 500 });
     expect(dead.length).toBe(3);
     expect(dead.map((m) => Buffer.from(m.value ?? new Uint8Array(0)).toString("hex")).sort()).toEqual(
       [new Uint8Array(0), garbage, noApp].map((v) => Buffer.from(v).toString("hex")).sort(),
@@ -101,14 +84,13 @@ describe("undecodable messages", () => {
     expect(b.logs()).toMatch(/kafka_message_undecodable.*partition=0.*offset=1/);
 
     // Consumption goes on after the bad ones.
-    await produce(mock.bootstrap, topic, [{ value: activation({ id: "3".repeat(32) }) }]);
+    await produce(bed.mock.bootstrap, topic, [{ value: activation({ id: "3".repeat(32) }) }]);
     await until("later activation stored", () => storedRows(b.dbPath).length === 3);
     // Everything was committed: a restart on the same database re-reads nothing.
     expect(await b.stop()).toBe(0);
-    const again = await spawnBroker(kafkaEnv(mock.bootstrap, [topic], { TASKBROKER_KAFKA_DEADLETTER_TOPIC: dlq }), { dbPath: b.dbPath });
-    brokers.push(again);
+    const again = await bed.broker(kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_KAFKA_DEADLETTER_TOPIC: dlq }), { dbPath: b.dbPath });
     await again.waitForLog(/kafka_group_joined/);
-    expect((await readTopic(mock.bootstrap, dlq, 4, { timeoutMs: 2000 })).length).toBe(3);
+    expect((await readTopic(bed.mock.bootstrap, dlq, 4, { timeoutMs: 2000 })).length).toBe(3);
     await again.stop();
   }, 90_000);
 });
@@ -116,10 +98,10 @@ describe("undecodable messages", () => {
 describe("backpressure", () => {
   test("pauses the consumer at max_pending_count and resumes as workers drain, losing nothing", async () => {
     const topic = unique("tasks");
-    await mock.createTopic(topic, 2);
+    await bed.mock.createTopic(topic, 2);
     const n = 400;
-    await produce(mock.bootstrap, topic, Array.from({ length: n }, () => ({ value: activation() })));
-    const b = await broker(kafkaEnv(mock.bootstrap, [topic], { TASKBROKER_STORE__MAX_PENDING_COUNT: "50" }));
+    await produce(bed.mock.bootstrap, topic, Array.from({ length: n }, () => ({ value: activation() })));
+    const b = await broker(kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_STORE__MAX_PENDING_COUNT: "50" }));
 
     await b.waitForLog(/kafka_consumer_paused/);
     // Paused with the store full: never more than the limit stored.
@@ -136,11 +118,11 @@ describe("backpressure", () => {
 describe("several topics", () => {
   test("each consumed by its own group into one store", async () => {
     const topics = [unique("ta"), unique("tb"), unique("tc")];
-    for (const t of topics) await mock.createTopic(t, 2);
+    for (const t of topics) await bed.mock.createTopic(t, 2);
     const retry = unique("retry");
-    await mock.createTopic(retry, 1);
-    for (const t of topics) await produce(mock.bootstrap, t, Array.from({ length: 20 }, () => ({ value: activation() })));
-    const b = await broker(kafkaEnv(mock.bootstrap, topics, { TASKBROKER_KAFKA_RETRY_TOPIC: retry }));
+    await bed.mock.createTopic(retry, 1);
+    for (const t of topics) await produce(bed.mock.bootstrap, t, Array.from({ length: 20 }, () => ({ value: activation() })));
+    const b = await broker(kafkaEnv(bed.mock.bootstrap, topics, { TASKBROKER_KAFKA_RETRY_TOPIC: retry }));
     await until("all stored", () => storedRows(b.dbPath).length === 60);
     const byTopic = new Map<string, number>();
     for (const r of storedRows(b.dbPath)) byTopic.set(r.topic!, (byTopic.get(r.topic!) ?? 0) + 1);
@@ -150,7 +132,7 @@ describe("several topics", () => {
   }, 90_000);
 
   test("several consumed topics without a retry topic is a start-up error naming the setting", async () => {
-    const env = kafkaEnv(mock.bootstrap, [unique("ta"), unique("tb")]);
+    const env = kafkaEnv(bed.mock.bootstrap, [unique("ta"), unique("tb")]);
     await expect(spawnBroker(env, { startTimeoutMs: 10_000 })).rejects.toThrow(/TASKBROKER_KAFKA_RETRY_TOPIC/);
   }, 30_000);
 });

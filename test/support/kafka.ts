@@ -7,6 +7,9 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Database } from "bun:sqlite";
+import { afterAll, beforeAll } from "bun:test";
+import { spawnBroker, type BrokerProcess, type SpawnBrokerOptions } from "./broker-process.ts";
+import { startKafkaMock, type KafkaMock } from "./kafka-mock.ts";
 import { Kafka, logLevel, type IHeaders } from "kafkajs";
 import {
   ConsumerService,
@@ -186,4 +189,37 @@ export function kafkaEnv(bootstrap: string, topics: string[], extra: Record<stri
     env[`TASKBROKER_KAFKA_TOPICS__${key}__SESSION_TIMEOUT_MS`] ??= "6000";
   }
   return env;
+}
+
+/**
+ * The shared set-up of a Kafka test file: one mock cluster for the file
+ * (started before its first test) and every broker process its tests spawn,
+ * all killed after its last test. Call once at module level.
+ */
+export function kafkaTestbed(): {
+  /** The file's mock cluster (available from the first test on). */
+  readonly mock: KafkaMock;
+  /** Spawns a broker process that is killed when the file's tests end. */
+  broker(env: Record<string, string>, opts?: SpawnBrokerOptions): Promise<BrokerProcess>;
+} {
+  let mock: KafkaMock | undefined;
+  const live = new Set<BrokerProcess>();
+  beforeAll(async () => {
+    mock = await startKafkaMock({ brokers: 1 });
+  }, 30_000);
+  afterAll(async () => {
+    await Promise.all([...live].map((b) => b.stop("SIGKILL")));
+    await mock?.stop();
+  });
+  return {
+    get mock() {
+      if (!mock) throw new Error("the mock cluster starts in beforeAll; use it inside tests");
+      return mock;
+    },
+    async broker(env, opts) {
+      const b = await spawnBroker(env, opts);
+      live.add(b);
+      return b;
+    },
+  };
 }
