@@ -9,6 +9,7 @@ import { createContext, emptyCounts, STATE_BY_CODE, type Delta } from "./context
 import { createDeadLetters } from "./dead-letters.ts";
 import { createDispatcher } from "./dispatch.ts";
 import { prepareDatabase } from "./schema.ts";
+import { COUNT_BY_STATE_SQL, DEPTH_BY_NAMESPACE_SQL, mergeDepthRows, type DepthRow } from "./depth.ts";
 import { startCheckpointer } from "./checkpointer.ts";
 import { createUpkeepSteps } from "./upkeep-steps.ts";
 import {
@@ -95,31 +96,9 @@ export function openStore(opts: StoreOptions): InflightStore {
   );
 
   // Read side.
-  // Counts and depths read each state through its own partial index: Pending
-  // (the only state that grows large) from a covering index, the others are
-  // bounded by the backpressure limits. No query here reads the whole table.
-  const perState: Array<[number, string]> = [
-    [S.pending, "inflight_pending_app_ns"],
-    [S.delay, "inflight_delay"],
-    [S.processing, "inflight_processing"],
-    [S.claimed, "inflight_claimed"],
-  ];
-  const countByState = db.query<{ state: number; n: number }, []>(
-    [
-      ...perState.map(([code, index]) => `SELECT ${code} AS state, count(*) AS n FROM inflight INDEXED BY ${index} WHERE state = ${code}`),
-      "SELECT state, count(*) AS n FROM inflight INDEXED BY inflight_finished WHERE state >= 5 GROUP BY state",
-    ].join(" UNION ALL "),
-  );
-  const depthQuery = db.query<{ state: number; namespace: string; n: number }, []>(
-    [
-      ...perState.map(
-        ([code, index]) =>
-          `SELECT * FROM (SELECT ${code} AS state, namespace, count(*) AS n FROM inflight INDEXED BY ${index}
-           WHERE state = ${code} GROUP BY ${code === S.pending ? "application, " : ""}namespace)`,
-      ),
-      "SELECT * FROM (SELECT state, namespace, count(*) AS n FROM inflight INDEXED BY inflight_finished WHERE state >= 5 GROUP BY state, namespace)",
-    ].join(" UNION ALL "),
-  );
+  // Counts and depths read each state through its own partial index (depth.ts).
+  const countByState = db.query<{ state: number; n: number }, []>(COUNT_BY_STATE_SQL);
+  const depthQuery = db.query<DepthRow, []>(DEPTH_BY_NAMESPACE_SQL);
   const oldestPending = db.query<{ received_at_ms: number }, []>(
     `SELECT received_at_ms FROM inflight INDEXED BY inflight_pending WHERE state = ${S.pending} ORDER BY seq LIMIT 1`,
   );
@@ -177,17 +156,12 @@ export function openStore(opts: StoreOptions): InflightStore {
     counts: () => ({ ...ctx.counters }),
     recount,
     depthsByNamespace(): NamespaceDepth[] {
-      // Pending is grouped by (application, namespace) to stay on its covering index; merge here.
-      const merged = new Map<string, NamespaceDepth>();
-      for (const { state, namespace, n } of depthQuery.all()) {
+      const out: NamespaceDepth[] = [];
+      for (const { state, namespace, n } of mergeDepthRows(depthQuery.all())) {
         const name = STATE_BY_CODE[state];
-        if (!name) continue;
-        const key = `${name}\u0000${namespace}`;
-        const d = merged.get(key);
-        if (d) d.count += n;
-        else merged.set(key, { namespace, state: name, count: n });
+        if (name) out.push({ namespace, state: name, count: n });
       }
-      return [...merged.values()];
+      return out;
     },
     oldestPendingReceivedAtMs: () => oldestPending.get()?.received_at_ms ?? null,
     sizeBytes() {
