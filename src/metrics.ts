@@ -61,7 +61,7 @@ export const storeDepth = new Gauge({
   registers: [registry],
 });
 
-// --- Operating the broker (admin helper): gauges refreshed at scrape time
+// --- Operating the broker: gauges refreshed at scrape time
 // from the store (src/admin/server.ts), the Kafka lag and paused gauges set by
 // src/kafka/pipeline.ts (Kafka message counters live in src/kafka/metrics.ts),
 // and the runtime kill switch.

@@ -224,7 +224,7 @@ export function resolveBrokerConfig(env: Record<string, string | undefined>, yam
   }
   const config = validate(schema, merged, BROKER_PREFIX);
   checkKafkaReferences(config, merged);
-  // The Kafka helper's topic rules (pure), so they stop start-up like any other bad value.
+  // Kafka's topic rules (src/kafka/plan.ts, pure), so they stop start-up like any other bad value.
   const kafkaProblem = kafkaConfigProblem(config);
   if (kafkaProblem) throw new ConfigError(kafkaProblem);
   return { config, notes };

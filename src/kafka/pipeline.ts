@@ -96,7 +96,7 @@ const emptyChunk = (): Chunk => ({
   lastOffset: null,
 });
 
-/** Backpressure is thrown by ingest (STORE helper's class); matched by name so this file does not pin its module. */
+/** Backpressure is thrown by ingest (src/ingest/ingest.ts); matched by name so this file does not pin its module. */
 const isBackpressure = (err: unknown) => err instanceof Error && err.name === "Backpressure";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

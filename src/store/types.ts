@@ -116,7 +116,7 @@ export interface UpkeepRow {
   activation: Uint8Array;
 }
 
-/** A row the kill switch may drop (admin helper's runtime config). */
+/** A row the kill switch may drop (runtime config, src/runtime/). */
 export interface KillCandidate {
   id: string;
   taskname: string;

@@ -1,4 +1,4 @@
-// The worker's and producer's view of one broker: the RPC helper's fast client
+// The worker's and producer's view of one broker: the project's fast client
 // (src/connect/client.ts: GetTask, SetTaskStatus with fetch_next, batch status,
 // Produce; signed with the first secret) tagged with its address, which the
 // balancer and "report to the broker that handed it out" need.
