@@ -8,6 +8,7 @@
 // UNAVAILABLE, let in-flight ones finish, so no answered SetTaskStatus is lost);
 // then Kafka (finish and commit the in-flight batch); then upkeep (its current
 // pass completes); then the store (flush pending group commits, checkpoint, close).
+import { hostname } from "node:os";
 import type { BrokerConfig } from "./config/schema.ts";
 import { createIngest } from "./ingest/ingest.ts";
 import type { Logger } from "./log.ts";
@@ -34,6 +35,13 @@ export interface Broker {
 export function upkeepHealthy(lastCompletedAtMs: number, startedAtMs: number, nowMs: number, limitMs: number): boolean {
   // Before the first pass completes, count from start-up so a fresh broker is healthy.
   return nowMs - Math.max(lastCompletedAtMs, startedAtMs) < limitMs;
+}
+
+/** How workers reach this broker when push_callback_address is not set: the bound host, or this machine's name. */
+export function defaultCallbackAddress(grpcHost: string, port: number): string {
+  const wildcard = grpcHost === "0.0.0.0" || grpcHost === "::" || grpcHost === "";
+  const host = wildcard ? hostname() : grpcHost;
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 export async function startBroker(config: BrokerConfig, log: Logger): Promise<Broker> {
@@ -70,6 +78,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
     // Push mode: the broker delivers to workers' PushTask ports; ingest wakes it
     // so a produced row goes out at once rather than at the next idle poll.
     let pusher: Pusher | null = null;
+    let callbackAddress: string | undefined; // set once the RPC port is bound
     if (config.delivery_mode === "push") {
       const p = startPusher({
         store,
@@ -77,6 +86,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
         secrets: config.grpc_shared_secret,
         concurrency: config.push_concurrency,
         leaseMs: config.store.claim_lease_ms,
+        callbackAddress: () => callbackAddress,
         log: log.child({ component: "push" }),
       });
       pusher = p;
@@ -113,6 +123,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
       log: log.child({ component: "rpc" }),
     });
     cleanups.push(() => rpc.close(config.shutdown_drain_ms));
+    callbackAddress = config.push_callback_address ?? defaultCallbackAddress(config.grpc_host, rpc.port);
 
     const admin =
       config.admin_port > 0 || config.admin_enabled

@@ -98,6 +98,25 @@ test("produced tasks are pushed to the worker, run once each and completed; GetT
   expect(err?.code).toBe(Code.PermissionDenied);
 });
 
+test("one worker serving two pushing brokers reports each result to the broker that pushed it (callback_url)", async () => {
+  const wp = await freePort();
+  const a = await pushBroker([wp]);
+  const b = await pushBroker([wp]);
+  const out = join(dir, "two-brokers.out");
+  // The worker is configured with broker A only; B's results must still reach B.
+  await pushWorker(a, wp, out, ["--concurrency", "4"]);
+  await Promise.all([
+    ...Array.from({ length: 10 }, (_, i) => send(a, hello, [`a${i}`])),
+    ...Array.from({ length: 10 }, (_, i) => send(b, hello, [`b${i}`])),
+  ]);
+  await waitFor("20 tasks ran", () => lines(out).length >= 20);
+  for (const broker of [a, b]) {
+    await waitFor("10 COMPLETE reported to each broker", async () => (await metric(broker, "taskbroker_status_total", { status: "complete" })) === 10);
+    await waitFor("each store empty", async () => (await held(broker)) === 0);
+  }
+  expect(lines(out).length).toBe(20);
+});
+
 test("a full worker answers RESOURCE_EXHAUSTED; the broker delivers the task later instead of losing it", async () => {
   const wp = await freePort();
   const b = await pushBroker([wp]);

@@ -126,6 +126,11 @@ export const brokerConfigSchema = z.object({
     .default([])
     .describe('Push mode: worker push ports as host:port, e.g. ["10.0.0.5:50052"]; required when delivery_mode is push.'),
   push_concurrency: count.default(16).describe('Push mode: most PushTask calls in flight to one worker at a time.'),
+  push_callback_address: z
+    .string()
+    .regex(/^([^\s:]+|\[[0-9a-fA-F:]+\]):\d{1,5}$/, "host:port")
+    .optional()
+    .describe("Push mode: this broker's host:port as workers reach it, sent with each push so results come back here; default the bound host (or this machine's name) and port."),
   store: z
     .object({
       sqlite: z

@@ -346,11 +346,25 @@ export function decodeProduceResponse(buf: Uint8Array): { accepted: number; dupl
 // ---- WorkerService.PushTask (push delivery): PushTaskRequest { TaskActivation task = 1; string callback_url = 2; } ----
 
 /** PushTaskRequest carrying the stored activation bytes unchanged as field 1 (no callback_url: deprecated). */
-export function encodePushTaskRequest(activation: Uint8Array): Uint8Array {
-  return encodeProduceRequest([activation]); // the same shape: one length-delimited field 1
+export function encodePushTaskRequest(activation: Uint8Array, callbackUrl?: string): Uint8Array {
+  const w = new Writer().bytes(1, activation);
+  if (callbackUrl) w.string(2, callbackUrl);
+  return w.finish();
 }
 
-/** The task's bytes of a PushTaskRequest, or null when it carries none. */
-export function decodePushTaskRequest(buf: Uint8Array): Uint8Array | null {
-  return decodeTaskResponse(buf); // field 1 = task, like GetTaskResponse; other fields skipped
+/**
+ * PushTaskRequest { TaskActivation task = 1; string callback_url = 2; }: the
+ * task's bytes (null when absent) and where the pushing broker wants the result.
+ */
+export function decodePushTaskRequest(buf: Uint8Array): { task: Uint8Array | null; callbackUrl: string } {
+  const r = new WireReader(buf);
+  let task: Uint8Array | null = null;
+  let callbackUrl = "";
+  while (!r.done()) {
+    const [f, w] = r.tag();
+    if (f === 1) (r.expect(f, w, 2), (task = r.bytes()));
+    else if (f === 2) (r.expect(f, w, 2), (callbackUrl = r.string()));
+    else r.skip(w);
+  }
+  return { task, callbackUrl };
 }

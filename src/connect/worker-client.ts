@@ -20,8 +20,12 @@ export interface WorkerClientOptions {
 
 export interface WorkerClient {
   readonly address: string;
-  /** Hands one activation (its stored bytes) to the worker; resolves when the worker accepted it. */
-  pushTask(activation: Uint8Array): Promise<void>;
+  /**
+   * Hands one activation (its stored bytes) to the worker; resolves when the
+   * worker accepted it. `callbackUrl` (host:port) tells the worker which broker
+   * to report the result to.
+   */
+  pushTask(activation: Uint8Array, callbackUrl?: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -29,8 +33,8 @@ export function createWorkerClient(opts: WorkerClientOptions): WorkerClient {
   const channel = createUnaryChannel(opts);
   return {
     address: opts.address,
-    async pushTask(activation) {
-      await channel.call(PATH_PUSH_TASK, encodePushTaskRequest(activation));
+    async pushTask(activation, callbackUrl) {
+      await channel.call(PATH_PUSH_TASK, encodePushTaskRequest(activation, callbackUrl));
     },
     close: () => channel.close(),
   };

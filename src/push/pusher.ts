@@ -27,6 +27,12 @@ export interface PusherOptions {
   concurrency: number;
   /** Claim lease; a PushTask call gives up well before it so a row is never pushed twice. */
   leaseMs: number;
+  /**
+   * This broker's RPC address (host:port) as workers reach it, sent as
+   * PushTaskRequest.callback_url so a worker serving several brokers reports
+   * each result to the broker that pushed it. Known once the RPC port is bound.
+   */
+  callbackAddress: () => string | undefined;
   log: Logger;
   /** Longest idle poll interval, ms. Default 250. */
   maxIdlePollMs?: number;
@@ -74,7 +80,7 @@ export function startPusher(o: PusherOptions): Pusher {
     const address = t.address;
     t.inflight++;
     try {
-      await clients[k]!.pushTask(row.activation);
+      await clients[k]!.pushTask(row.activation, o.callbackAddress());
       // False when the worker already reported (its status moved the row on) or the lease expired meanwhile.
       safely(() => o.store.markDelivered(row.id), "mark_delivered");
       noteDelivered(t);

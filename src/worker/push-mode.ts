@@ -4,7 +4,9 @@
 // slot taken is answered RESOURCE_EXHAUSTED "worker busy", and the broker
 // tries elsewhere or later), runs through the same execution path as pull
 // mode (expiry, at-most-once, deadlines, retry statuses) and its result is
-// reported in batches with SetBatchActivationStatus (status-batcher.ts).
+// reported in batches with SetBatchActivationStatus (status-batcher.ts) to the
+// broker that pushed it: the one named by the push's callback_url, else the
+// first configured broker. A worker may so serve several brokers at once.
 import { Code } from "@connectrpc/connect";
 import type { Logger } from "../log.ts";
 import { type Outcome, type ReportStatus, STATUS_RETRY } from "../sdk/execute.ts";
@@ -13,14 +15,16 @@ import type { BrokerClient } from "./broker-client.ts";
 import { createExecutor, type ExecutorOptions } from "./execution.ts";
 import type { HealthFile } from "./health.ts";
 import { startPushServer } from "./push-server.ts";
-import { createStatusBatcher } from "./status-batcher.ts";
+import { createStatusBatcher, type StatusBatcher } from "./status-batcher.ts";
 
 export interface PushModeOptions extends ExecutorOptions {
   port: number;
   concurrency: number;
   secrets?: string[];
-  /** Where results are reported (the broker that pushes to this worker). */
+  /** Where results go when a push names no callback_url (the first configured broker). */
   reportTo: BrokerClient;
+  /** A client for a broker named by a push's callback_url (signed like every call). */
+  clientFor: (address: string) => BrokerClient;
   health: HealthFile;
   log: Logger;
   onResult?: (activation: WireActivation, outcome: Outcome, status: ReportStatus | null, error?: string) => void;
@@ -36,17 +40,27 @@ export interface PushMode {
 
 export async function startPushMode(o: PushModeOptions): Promise<PushMode> {
   const execute = createExecutor(o);
-  const reports = createStatusBatcher({ client: o.reportTo, log: o.log });
+  // One batcher per reporting broker, created on the first result for it.
+  const batchers = new Map<string, StatusBatcher>();
+  const batcherFor = (callbackUrl: string): StatusBatcher => {
+    const address = callbackUrl.replace(/^https?:\/\//, "") || o.reportTo.address;
+    let b = batchers.get(address);
+    if (!b) {
+      const client = address === o.reportTo.address ? o.reportTo : o.clientFor(address);
+      batchers.set(address, (b = createStatusBatcher({ client, log: o.log })));
+    }
+    return b;
+  };
   const running = new Set<Promise<void>>();
   let stopping = false;
 
   const setBusy = () => o.metrics.occupancy.set(running.size / o.concurrency);
 
-  const run = async (a: WireActivation) => {
+  const run = async (a: WireActivation, callbackUrl: string) => {
     const r = await execute(a);
     o.onResult?.(a, r.outcome, r.status, r.error);
     if (r.status !== null) {
-      reports.add({
+      batcherFor(callbackUrl).add({
         id: a.id,
         status: r.status,
         maxAttempts: r.status === STATUS_RETRY ? a.maxAttempts : undefined,
@@ -60,10 +74,10 @@ export async function startPushMode(o: PushModeOptions): Promise<PushMode> {
     port: o.port,
     secrets: o.secrets,
     log: o.log,
-    accept(a) {
+    accept(a, callbackUrl) {
       if (stopping) return { code: Code.Unavailable, message: "worker is shutting down" };
       if (running.size >= o.concurrency) return { code: Code.ResourceExhausted, message: "worker busy" };
-      const p = run(a)
+      const p = run(a, callbackUrl)
         .catch((err) => o.log.error("push_run_failed", { id: a.id, error: err }))
         .finally(() => {
           running.delete(p);
@@ -91,7 +105,7 @@ export async function startPushMode(o: PushModeOptions): Promise<PushMode> {
           await o.pool.close(); // remaining runs end "aborted": unreported, the broker's deadline hands them out again
         }
         await all;
-        await reports.close();
+        await Promise.all([...batchers.values()].map((b) => b.close()));
         await closed;
         resolveDone();
       })();

@@ -21,8 +21,11 @@ export interface PushServerOptions {
   secrets?: string[];
   /** Largest accepted request, bytes. Default 16 MiB. */
   maxMessageBytes?: number;
-  /** Decides on a pushed activation synchronously (a slot free or not). */
-  accept(activation: WireActivation): PushAnswer;
+  /**
+   * Decides on a pushed activation synchronously (a slot free or not).
+   * `callbackUrl` is the pushing broker's host:port ("" when it sent none).
+   */
+  accept(activation: WireActivation, callbackUrl: string): PushAnswer;
   log: Logger;
 }
 
@@ -74,14 +77,16 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
         return fail(stream, Code.Unauthenticated, "Authentication failed");
       }
       let activation: WireActivation;
+      let callbackUrl: string;
       try {
-        const bytes = decodePushTaskRequest(message);
-        if (bytes === null) return fail(stream, Code.InvalidArgument, "PushTaskRequest carries no task");
-        activation = decodeActivation(bytes);
+        const req = decodePushTaskRequest(message);
+        if (req.task === null) return fail(stream, Code.InvalidArgument, "PushTaskRequest carries no task");
+        activation = decodeActivation(req.task);
+        callbackUrl = req.callbackUrl;
       } catch (err) {
         return fail(stream, Code.InvalidArgument, `undecodable task: ${(err as Error).message}`);
       }
-      const answer = o.accept(activation);
+      const answer = o.accept(activation, callbackUrl);
       if (answer !== null) return fail(stream, answer.code, answer.message);
       if (stream.destroyed) return;
       stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });

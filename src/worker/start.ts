@@ -60,7 +60,7 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
   const server = config.metricsPort !== undefined ? serveMetrics(metrics, config.metricsPort) : undefined;
   const atMostOnce = openAtMostOnceStore(config.atMostOncePath);
   const health = createHealthFile(config.healthCheckFile);
-  // Push mode: the broker delivers to our push port; results go to the first configured broker.
+  // Push mode: brokers deliver to our push port; each result goes back to the broker that pushed it.
   const push =
     config.pushPort !== undefined
       ? await startPushMode({
@@ -68,6 +68,11 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
           concurrency: config.concurrency,
           secrets: config.secrets,
           reportTo: clients.get(config.rpcHostList[0]!)!,
+          clientFor: (address) => {
+            let c = clients.get(address);
+            if (!c) clients.set(address, (c = createBrokerClient({ address, secrets: config.secrets })));
+            return c;
+          },
           pool,
           tasks,
           atMostOnce,
