@@ -111,13 +111,15 @@ export async function demoCommand(argv: string[]): Promise<number> {
       changed();
     };
     const parsed = parseWorkerArgs(
-      ["--tasks", tasksFile, "--rpc-host-list", address, "--concurrency", "4", "--at-most-once-path", join(dir, "amo.sqlite"), "--max-backoff-ms", "250"],
+      // One thread per slot: stopping the slow report at its deadline terminates
+      // its thread, and no other example should share it (and be re-run).
+      ["--tasks", tasksFile, "--rpc-host-list", address, "--concurrency", "4", "--threads", "4", "--at-most-once-path", join(dir, "amo.sqlite"), "--max-backoff-ms", "250"],
       {},
     );
     if (parsed.help) return 0;
     const worker = await startWorker(parsed.config, { log: quiet, onResult, env: { ...process.env, TASKWORKER_PRODUCE_ADDRESS: address } });
     cleanups.push(() => worker.stop(2000));
-    say(`worker started: concurrency 4, tasks from ${tasksFile}`);
+    say(`worker started: concurrency 4 (one thread each), tasks from ${tasksFile}`);
 
     // 4. Dispatch the examples from here (the same module, loaded in this thread too).
     await loadTaskModules([tasksFile]);
