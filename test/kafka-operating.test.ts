@@ -7,7 +7,6 @@
 import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Code, ConnectError } from "@connectrpc/connect";
 import { Kafka, logLevel } from "kafkajs";
 import { tempDir, type BrokerProcess } from "./support/broker-process.ts";
 import { ApiKey, KafkaError } from "./support/kafka-mock.ts";
@@ -22,6 +21,7 @@ import {
   unique,
   until,
   kafkaTestbed,
+  drainAndComplete,
 } from "./support/kafka.ts";
 import { parsePrometheusText, sumOf, valueOf, type Exposition } from "./support/prom-text.ts";
 import { activationNamespace } from "../src/kafka/namespace.ts";
@@ -46,25 +46,6 @@ async function committedOffsets(group: string, topic: string): Promise<Map<numbe
   } finally {
     await admin.disconnect();
   }
-}
-
-/** Claims and completes tasks of `application` until `expected` were seen; returns their ids. */
-async function drainAndComplete(port: number, expected: number, timeoutMs = 30_000): Promise<string[]> {
-  const client = brokerClient(port);
-  const seen: string[] = [];
-  const deadline = Date.now() + timeoutMs;
-  while (seen.length < expected && Date.now() < deadline) {
-    try {
-      const res = await client.getTask({ application: "app" });
-      if (!res.task) continue;
-      seen.push(res.task.id);
-      await client.setTaskStatus({ id: res.task.id, status: 5 });
-    } catch (err) {
-      if (err instanceof ConnectError && err.code === Code.NotFound) await Bun.sleep(50);
-      else throw err;
-    }
-  }
-  return seen;
 }
 
 const namespacesOf = (dbPath: string) => storedRows(dbPath).map((r) => decodeActivation(r.activation).namespace);

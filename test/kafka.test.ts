@@ -3,7 +3,6 @@
 // consuming it, producers and readers using kafkajs from outside, workers
 // talking real gRPC. One mock cluster for the file; unique topics per test.
 import { describe, expect, test } from "bun:test";
-import { ConnectError, Code } from "@connectrpc/connect";
 import { spawnBroker } from "./support/broker-process.ts";
 import {
   activation,
@@ -15,29 +14,11 @@ import {
   unique,
   until,
   kafkaTestbed,
+  drainAndComplete,
 } from "./support/kafka.ts";
 
 const bed = kafkaTestbed();
 const broker = (env: Record<string, string>) => bed.broker(env);
-
-/** Claims everything the broker hands out and completes it; returns the ids seen. */
-async function drainAndComplete(port: number, expected: number, timeoutMs = 60_000): Promise<string[]> {
-  const client = brokerClient(port);
-  const seen: string[] = [];
-  const deadline = Date.now() + timeoutMs;
-  while (seen.length < expected && Date.now() < deadline) {
-    try {
-      const res = await client.getTask({ application: "app" });
-      if (!res.task) continue;
-      seen.push(res.task.id);
-      await client.setTaskStatus({ id: res.task.id, status: 5 });
-    } catch (err) {
-      if (err instanceof ConnectError && err.code === Code.NotFound) await Bun.sleep(50);
-      else throw err;
-    }
-  }
-  return seen;
-}
 
 describe("kafka ingest", () => {
   test("every produced activation is stored with its offset, dispatched over gRPC and completed", async () => {

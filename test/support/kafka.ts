@@ -4,7 +4,7 @@
 // the (topic, partition, offset) of stored rows from a broker's SQLite file.
 import { create, toBinary, fromBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll } from "bun:test";
@@ -222,4 +222,23 @@ export function kafkaTestbed(): {
       return b;
     },
   };
+}
+
+/** Claims everything the broker hands out (application "app") and completes it; returns the ids seen. */
+export async function drainAndComplete(port: number, expected: number, timeoutMs = 60_000): Promise<string[]> {
+  const client = brokerClient(port);
+  const seen: string[] = [];
+  const deadline = Date.now() + timeoutMs;
+  while (seen.length < expected && Date.now() < deadline) {
+    try {
+      const res = await client.getTask({ application: "app" });
+      if (!res.task) continue;
+      seen.push(res.task.id);
+      await client.setTaskStatus({ id: res.task.id, status: 5 });
+    } catch (err) {
+      if (err instanceof ConnectError && err.code === Code.NotFound) await Bun.sleep(50);
+      else throw err;
+    }
+  }
+  return seen;
 }
