@@ -64,10 +64,6 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
   const claimAppNs = db.query<ClaimedRow, [number, number, number, string, string]>(claimSql("app_ns"));
   const findRow = db.query<{ seq: number; state: number }, [string]>("SELECT seq, state FROM inflight WHERE id = ?");
   const readActivation = db.query<{ activation: Uint8Array }, [number]>("SELECT activation FROM inflight WHERE seq = ?");
-  // The common case (a Processing row) in one statement.
-  const finishProcessing = db.query(
-    `UPDATE inflight SET state = ?1, processing_deadline_ms = NULL WHERE id = ?2 AND state = ${PROC}`,
-  );
   const finishRow = db.query("UPDATE inflight SET state = ?, processing_deadline_ms = NULL, claim_expires_ms = NULL WHERE seq = ?");
   const rewriteRow = db.query("UPDATE inflight SET activation = ? WHERE seq = ?");
 
@@ -94,7 +90,8 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
   }
 
   /**
-   * One worker outcome. Only rows a worker may hold (processing, pending after
+   * One worker outcome, row by row (applyStatuses batches the common case
+   * first). Only rows a worker may hold (processing, pending after
    * a deadline reset, claimed) change; an unknown or already-finished id is a
    * no-op. COMPLETE only marks the row: upkeep deletes Complete rows in bulk,
    * which writes each page of the (random-order) id index once per pass
@@ -102,10 +99,6 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
    */
   function applyStatus(u: StatusUpdate, delta: Delta): void {
     const rewrite = u.status === "retry" && (u.maxAttempts !== undefined || u.delayOnRetry !== undefined);
-    if (!rewrite && finishProcessing.run(STATE_CODE[u.status], u.id).changes > 0) {
-      delta.move("processing", u.status, 1);
-      return;
-    }
     const row = findRow.get(u.id);
     const from = row ? STATE_BY_CODE[row.state] : undefined;
     if (!row || !from || (from !== "processing" && from !== "pending" && from !== "claimed")) {
@@ -124,6 +117,49 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
     }
     finishRow.run(STATE_CODE[u.status], row.seq);
     delta.move(from, u.status, 1);
+  }
+
+  // Batched status updates: the common case (a Processing row finishing
+  // without a retry_state rewrite) as one UPDATE ... WHERE id IN (...) per
+  // status and chunk, instead of one statement per update. Statements are
+  // prepared per list length (at most BATCH of them per status).
+  const BATCH = 64;
+  const finishMany = new Map<number, ReturnType<typeof db.query<{ id: string }, (string | number)[]>>>();
+  const finishManyStatement = (n: number) => {
+    let q = finishMany.get(n);
+    if (!q) {
+      q = db.query<{ id: string }, (string | number)[]>(
+        `UPDATE inflight SET state = ?1, processing_deadline_ms = NULL
+         WHERE state = ${PROC} AND id IN (${Array.from({ length: n }, (_, i) => `?${i + 2}`).join(", ")}) RETURNING id`,
+      );
+      finishMany.set(n, q);
+    }
+    return q;
+  };
+
+  /** Applies a flush's status updates in order-equivalent batches (see applyStatus for the rules). */
+  function applyStatuses(updates: StatusUpdate[], delta: Delta): void {
+    const simple: Record<string, string[]> = { complete: [], failure: [], retry: [] };
+    const rest: StatusUpdate[] = [];
+    for (const u of updates) {
+      if (u.status === "retry" && (u.maxAttempts !== undefined || u.delayOnRetry !== undefined)) rest.push(u);
+      else simple[u.status]!.push(u.id);
+    }
+    for (const status of ["complete", "failure", "retry"] as const) {
+      const ids = simple[status]!;
+      for (let i = 0; i < ids.length; i += BATCH) {
+        const chunk = ids.slice(i, i + BATCH);
+        const done = new Set<string>();
+        for (const r of finishManyStatement(chunk.length).all(STATE_CODE[status], ...chunk)) done.add(r.id);
+        delta.move("processing", status, done.size);
+        // Not Processing (pending after a deadline reset, claimed, unknown, or a
+        // repeat of an id finished just above): one by one.
+        for (const id of chunk) {
+          if (!done.delete(id)) applyStatus({ id, status }, delta);
+        }
+      }
+    }
+    for (const u of rest) applyStatus(u, delta);
   }
 
   function claimGroup(group: QueuedClaim[], nowMs: number, delta: Delta): void {
@@ -152,7 +188,7 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
     try {
       const nowMs = Date.now();
       ctx.transaction((delta) => {
-        for (const s of ss) for (const u of s.updates) applyStatus(u, delta);
+        applyStatuses(ss.length === 1 ? ss[0]!.updates : ss.flatMap((s) => s.updates), delta);
         const groups = new Map<string, QueuedClaim[]>();
         for (const c of cs) {
           const key = `${c.application ?? "\u0000"}\u0001${c.namespace ?? "\u0000"}`;
