@@ -52,3 +52,41 @@ export function describeActivation(bytes: Uint8Array): ActivationView {
 export function activationJson(bytes: Uint8Array): unknown {
   return toJson(TaskActivationSchema, fromBinary(TaskActivationSchema, bytes));
 }
+
+/** A dead letter as the dashboard, the admin JSON API and `inspect` show it. */
+export interface DeadLetterRow {
+  id: string;
+  namespace: string;
+  taskname: string;
+  application: string;
+  deadLetteredAtMs: number;
+  attempts: number;
+  parameters: unknown;
+  parametersError?: string;
+}
+
+export function deadLetterRow(d: {
+  id: string;
+  namespace: string;
+  taskname: string;
+  application: string;
+  deadLetteredAtMs: number;
+  activation: Uint8Array;
+}): DeadLetterRow {
+  let view: ActivationView | null = null;
+  try {
+    view = describeActivation(d.activation);
+  } catch {
+    // Undecodable bytes are exactly what ends up here: the row is still shown.
+  }
+  return {
+    id: d.id,
+    namespace: d.namespace,
+    taskname: d.taskname,
+    application: d.application,
+    deadLetteredAtMs: d.deadLetteredAtMs,
+    attempts: view?.attempts ?? 0,
+    parameters: view?.parameters ?? null,
+    ...(view?.parametersError ? { parametersError: view.parametersError } : {}),
+  };
+}

@@ -5,7 +5,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { adminClient } from "../connect/client.ts";
 import type { ActivationState } from "../store/types.ts";
-import { describeActivation, type ActivationView } from "./activation-view.ts";
+import { deadLetterRow, describeActivation, type ActivationView, type DeadLetterRow } from "./activation-view.ts";
 
 export interface DepthsView {
   totals: Record<string, number>;
@@ -20,16 +20,7 @@ export interface ActivationDetail extends ActivationView {
   origin: { topic: string; partition: number; offset: string } | null;
 }
 
-export interface DeadLetterRow {
-  id: string;
-  namespace: string;
-  taskname: string;
-  application: string;
-  deadLetteredAtMs: number;
-  attempts: number;
-  parameters: unknown;
-  parametersError?: string;
-}
+export type { DeadLetterRow };
 
 export interface DeadLetterPage {
   items: DeadLetterRow[];
@@ -48,25 +39,6 @@ export interface InspectSource {
   replay(id: string): Promise<string | null>;
   /** false when `id` is not a dead letter. */
   discard(id: string): Promise<boolean>;
-}
-
-function deadLetterRow(d: { id: string; namespace: string; taskname: string; application: string; deadLetteredAtMs: number; activation: Uint8Array }): DeadLetterRow {
-  let view: ActivationView | null = null;
-  try {
-    view = describeActivation(d.activation);
-  } catch {
-    // undecodable bytes still deserve a row
-  }
-  return {
-    id: d.id,
-    namespace: d.namespace,
-    taskname: d.taskname,
-    application: d.application,
-    deadLetteredAtMs: d.deadLetteredAtMs,
-    attempts: view?.attempts ?? 0,
-    parameters: view?.parameters ?? null,
-    ...(view?.parametersError ? { parametersError: view.parametersError } : {}),
-  };
 }
 
 const notFound = (err: unknown) => err instanceof ConnectError && err.code === Code.NotFound;

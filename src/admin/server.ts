@@ -8,7 +8,7 @@ import { getCookie, setCookie } from "hono/cookie";
 import type { Logger } from "../log.ts";
 import { oldestPendingAge, registry, storeDepth, storeDepthByNamespace, storeSizeBytes } from "../metrics.ts";
 import { STATE_CODE, type ActivationState } from "../store/types.ts";
-import { describeActivation } from "./activation-view.ts";
+import { deadLetterRow, describeActivation } from "./activation-view.ts";
 import { isAuthorized, isCorrectToken, SESSION_COOKIE, sessionValue } from "./auth.ts";
 import { dashboardHtml, loginHtml } from "./dashboard-page.ts";
 import { startRateSampler } from "./rate-sampler.ts";
@@ -131,19 +131,7 @@ export function createAdminApp(options: AdminServerOptions) {
     const limit = Math.min(500, Math.max(1, Number(c.req.query("limit") ?? 50) || 50));
     const after = c.req.query("after") || undefined;
     const page = store.listDeadLetters({ limit, ...(after !== undefined ? { afterId: after } : {}) });
-    const items = page.items.map((d) => {
-      const view = safeDescribe(d.activation);
-      return {
-        id: d.id,
-        namespace: d.namespace,
-        taskname: d.taskname,
-        application: d.application,
-        deadLetteredAtMs: d.deadLetteredAtMs,
-        attempts: view?.attempts ?? 0,
-        parameters: view?.parameters ?? null,
-        ...(view?.parametersError ? { parametersError: view.parametersError } : {}),
-      };
-    });
+    const items = page.items.map(deadLetterRow);
     const nextAfter = items.length === limit ? items[items.length - 1]!.id : null;
     return c.json({ items, total: page.total, nextAfter });
   });
@@ -189,14 +177,6 @@ export function createAdminApp(options: AdminServerOptions) {
       depths.close();
     },
   };
-}
-
-function safeDescribe(bytes: Uint8Array) {
-  try {
-    return describeActivation(bytes);
-  } catch {
-    return null;
-  }
 }
 
 export async function startAdminServer(options: AdminServerOptions): Promise<AdminServer> {
