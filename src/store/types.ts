@@ -128,7 +128,27 @@ export interface KillCandidate {
  * concurrent callers share one transaction (group commit); everything else is
  * synchronous and committed on return.
  */
-export interface InflightStore {
+/** The store side of upkeep (broker.md "Upkeep"); each step is one transaction and returns what it did. */
+export interface UpkeepSteps {
+  retryRows(limit: number): UpkeepRow[];
+  failureRows(limit: number): UpkeepRow[];
+  /** Retry/Failure -> Complete (after a successful publish). */
+  markComplete(ids: string[]): number;
+  resetExpiredDeadlines(nowMs: number): { reset: number; failed: number };
+  expireClaims(nowMs: number): number;
+  failExhaustedAttempts(maxAttempts: number): number;
+  /** At most `limit` rows per call (bounded pause); default unlimited. */
+  removeExpired(nowMs: number, limit?: number): number;
+  undelay(nowMs: number): number;
+  /** Failure rows whose policy is discard/unspecified -> Complete. */
+  discardFailures(): number;
+  /** At most `limit` rows per call (bounded pause); default unlimited. */
+  deleteComplete(limit?: number): number;
+  /** Incremental vacuum of at most maxPages free pages; returns pages freed. */
+  reclaimSpace(maxPages: number): number;
+}
+
+export interface InflightStore extends UpkeepSteps {
   /** One transaction; duplicate ids (still held) are ignored and counted. */
   insert(rows: NewRow[]): InsertResult;
   /** Pending -> Processing for the oldest matching row; null when none. */
@@ -153,24 +173,6 @@ export interface InflightStore {
   oldestPendingReceivedAtMs(): number | null;
   sizeBytes(): { db: number; wal: number };
   getActivation(id: string): StoredActivation | null;
-
-  // Upkeep steps (broker.md "Upkeep"); each is one transaction and returns what it did.
-  retryRows(limit: number): UpkeepRow[];
-  failureRows(limit: number): UpkeepRow[];
-  /** Retry/Failure -> Complete (after a successful publish). */
-  markComplete(ids: string[]): number;
-  resetExpiredDeadlines(nowMs: number): { reset: number; failed: number };
-  expireClaims(nowMs: number): number;
-  failExhaustedAttempts(maxAttempts: number): number;
-  /** At most `limit` rows per call (bounded pause); default unlimited. */
-  removeExpired(nowMs: number, limit?: number): number;
-  undelay(nowMs: number): number;
-  /** Failure rows whose policy is discard/unspecified -> Complete. */
-  discardFailures(): number;
-  /** At most `limit` rows per call (bounded pause); default unlimited. */
-  deleteComplete(limit?: number): number;
-  /** Incremental vacuum of at most maxPages free pages; returns pages freed. */
-  reclaimSpace(maxPages: number): number;
 
   // Local dead letters (no Kafka).
   addDeadLetter(row: UpkeepRow, nowMs: number): void;

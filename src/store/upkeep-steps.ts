@@ -2,23 +2,9 @@
 // (or a few) in one transaction over a small partial index, and returns how
 // many rows it moved. The loop that orders them is ../upkeep/loop.ts.
 import { STATE_BY_CODE, type StoreContext } from "./context.ts";
-import { STATE_CODE, type UpkeepRow } from "./types.ts";
+import { STATE_CODE, type UpkeepRow, type UpkeepSteps } from "./types.ts";
 
 const S = STATE_CODE;
-
-export interface UpkeepSteps {
-  retryRows(limit: number): UpkeepRow[];
-  failureRows(limit: number): UpkeepRow[];
-  markComplete(ids: string[]): number;
-  resetExpiredDeadlines(nowMs: number): { reset: number; failed: number };
-  expireClaims(nowMs: number): number;
-  failExhaustedAttempts(maxAttempts: number): number;
-  removeExpired(nowMs: number, limit?: number): number;
-  undelay(nowMs: number): number;
-  discardFailures(): number;
-  deleteComplete(limit?: number): number;
-  reclaimSpace(maxPages: number): number;
-}
 
 export function createUpkeepSteps(ctx: StoreContext): UpkeepSteps {
   const { db } = ctx;
