@@ -4,13 +4,12 @@
 // upkeep; the CLI lists them (table and --json), replays one as a new
 // activation a worker can claim, and discards another.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { join, resolve } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { TaskActivationStatus } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { activation, brokerClients } from "./support/activations.ts";
 import { spawnBroker, type BrokerProcess } from "./support/broker-process.ts";
+import { runCli } from "./support/cli-process.ts";
 
-const ROOT = resolve(import.meta.dir, "..");
 const SECRET = "dead-letter-test-secret";
 let broker: BrokerProcess;
 
@@ -25,20 +24,8 @@ afterAll(async () => {
 });
 
 /** Runs the CLI as its own process (async, so this test process keeps serving its event loop). */
-async function cli(args: string[], env: Record<string, string> = { TASKBROKER_GRPC_SHARED_SECRET: JSON.stringify([SECRET]) }) {
-  const base: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("TASKBROKER_")) base[k] = v;
-  const proc = Bun.spawn([process.execPath, join(ROOT, "src/main.ts"), "deadletters", ...args], {
-    env: { ...base, ...env },
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
+function cli(args: string[], env: Record<string, string> = { TASKBROKER_GRPC_SHARED_SECRET: JSON.stringify([SECRET]) }) {
+  return runCli(["deadletters", ...args], env);
 }
 
 interface Listing {

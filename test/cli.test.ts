@@ -10,6 +10,7 @@ import { brokerConfigSchema } from "../src/config/schema.ts";
 import { envName } from "../src/config/source.ts";
 import { settings, showDefault } from "../src/config/walk.ts";
 import { spawnBroker, type BrokerProcess } from "./support/broker-process.ts";
+import { cleanEnv } from "./support/cli-process.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const dir = mkdtempSync(join(tmpdir(), "cli-test-"));
@@ -21,11 +22,9 @@ afterAll(async () => {
 
 /** Runs the CLI to completion with a clean TASKBROKER_* environment plus `env`. */
 function runCli(args: string[], env: Record<string, string> = {}) {
-  const base: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("TASKBROKER_")) base[k] = v;
   const r = Bun.spawnSync([process.execPath, join(ROOT, "src/main.ts"), ...args], {
     cwd: dir,
-    env: { ...base, ...env },
+    env: cleanEnv(env),
     stdout: "pipe",
     stderr: "pipe",
   });

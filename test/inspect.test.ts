@@ -3,11 +3,11 @@
 // port (signed, since the broker has a shared secret) and the admin HTTP API
 // (with the admin token). Tables for people, --json for scripts.
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { resolve } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { encode } from "@msgpack/msgpack";
 import { TaskActivationSchema, TaskActivationStatus } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { spawnBroker, type BrokerProcess } from "./support/broker-process.ts";
+import { runCli } from "./support/cli-process.ts";
 import { activation, brokerClients } from "./support/activations.ts";
 
 const SECRET = "inspect-secret";
@@ -27,20 +27,8 @@ afterAll(async () => {
   await broker?.stop();
 });
 
-async function inspect(args: string[], env: Record<string, string> = {}) {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("TASKBROKER_"))) as Record<string, string>;
-  const proc = Bun.spawn([process.execPath, "src/main.ts", "inspect", ...args], {
-    cwd: resolve(import.meta.dir, ".."),
-    env: { ...clean, ...env },
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { stdout, stderr, code };
+function inspect(args: string[], env: Record<string, string> = {}) {
+  return runCli(["inspect", ...args], env);
 }
 
 const viaRpc = () => ["--broker", broker.address];
