@@ -127,6 +127,28 @@ describe("inserts", () => {
 });
 
 describe("status updates", () => {
+  test("updates sharing one flush: repeats, unknown ids and rows in other states each get their own rule", async () => {
+    t = tempStore();
+    const [a, b, c, pending] = [row(), row(), row(), row()];
+    t.store.insert([a, b, c, pending]);
+    for (let i = 0; i < 3; i++) await t.store.claim({ application: "app" });
+    // All queued before the flush runs: they share one transaction.
+    await Promise.all([
+      t.store.setStatus({ id: a.id, status: "complete" }),
+      t.store.setStatus({ id: a.id, status: "failure" }), // a repeat: the first outcome stands
+      t.store.setStatus({ id: b.id, status: "failure" }),
+      t.store.setStatus({ id: c.id, status: "retry" }),
+      t.store.setStatus({ id: "f".repeat(32), status: "complete" }),
+      t.store.setStatus({ id: pending.id, status: "complete" }), // pending rows a worker may still hold
+    ]);
+    expect(t.store.getActivation(a.id)!.state).toBe("complete");
+    expect(t.store.getActivation(b.id)!.state).toBe("failure");
+    expect(t.store.getActivation(c.id)!.state).toBe("retry");
+    expect(t.store.getActivation(pending.id)!.state).toBe("complete");
+    expect(t.store.counts()).toEqual(t.store.recount());
+    expect(t.store.counts().processing).toBe(0);
+  });
+
   test("complete, retry and failure move the row; unknown ids are a no-op", async () => {
     t = tempStore();
     const [a, b, c] = [row(), row(), row()];
