@@ -1,4 +1,4 @@
-// The hand-written protobuf/gRPC codec of the fast path (src/connect/wire.ts),
+// The hand-written protobuf/gRPC codec of the fast path (src/protocol/messages.ts),
 // checked against @bufbuild/protobuf on the same messages: what the fast path
 // decodes must equal what the generated code decodes, and its responses must
 // decode with the generated code.
@@ -30,7 +30,7 @@ import {
   frameLength,
   percentDecodeGrpcMessage,
   percentEncodeGrpcMessage,
-} from "../src/connect/wire.ts";
+} from "../src/protocol/messages.ts";
 
 const activationBytes = (size: number) =>
   toBinary(

@@ -25,7 +25,7 @@ import {
   frameLength,
   frameMessage,
   percentDecodeGrpcMessage,
-} from "./wire.ts";
+} from "../protocol/messages.ts";
 
 export interface BrokerClientOptions {
   /** "host:port" of the broker's RPC port. */

@@ -9,7 +9,7 @@ import { Backpressure } from "../ingest/ingest.ts";
 import type { Logger } from "../log.ts";
 import { completionTotal } from "../metrics.ts";
 import type { ClaimFilter, ClaimedActivation, InflightStore, StatusUpdate, TerminalStatus } from "../store/types.ts";
-import type { DecodedStatusUpdate, TaskFilter } from "./wire.ts";
+import type { DecodedStatusUpdate, TaskFilter } from "../protocol/messages.ts";
 
 /** The part of the ingest pipeline (src/ingest/ingest.ts) the Produce RPC needs. */
 export interface ProduceTarget {

@@ -1,6 +1,6 @@
 // The hot path: gRPC (application/grpc[+proto]) calls of ConsumerService and
 // IngestService.Produce, handled directly on the node:http2 stream with
-// hand-written framing (wire.ts). Everything else goes through connect-node
+// hand-written framing (protocol/messages.ts). Everything else goes through connect-node
 // (universal.ts). Measured under Bun 1.4.5 with h2load c=8 m=16 (see
 // server.ts for the numbers): this path runs within a few percent of a bare
 // constant-response stream handler; connect-node's adapter is ~6x slower.
@@ -21,7 +21,7 @@ import {
   framedProduceResponse,
   framedTaskResponse,
   percentEncodeGrpcMessage,
-} from "./wire.ts";
+} from "../protocol/messages.ts";
 
 /**
  * One hot method: `call` starts it (it may throw synchronously for a bad

@@ -12,7 +12,7 @@ import {
 import type { IngestService } from "../gen/taskplatform/v1/ingest_pb.ts";
 import type { ClaimedActivation } from "../store/types.ts";
 import { type ConsumerCore, NO_PENDING } from "./consumer.ts";
-import type { DecodedStatusUpdate } from "./wire.ts";
+import type { DecodedStatusUpdate } from "../protocol/messages.ts";
 
 function activationOf(claimed: ClaimedActivation) {
   return fromBinary(TaskActivationSchema, claimed.activation);

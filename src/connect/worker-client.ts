@@ -5,7 +5,7 @@
 // Errors are ConnectError with the worker's gRPC code; connection failures
 // are UNAVAILABLE.
 import { createUnaryChannel } from "./client.ts";
-import { encodePushTaskRequest } from "./wire.ts";
+import { encodePushTaskRequest } from "../protocol/messages.ts";
 
 export const PATH_PUSH_TASK = "/sentry_protos.taskbroker.v1.WorkerService/PushTask";
 

@@ -5,7 +5,7 @@
 // Responses wrap the stored activation bytes unchanged: field 1, wire type 2.
 // Pure functions; test/rpc-wire.test.ts checks them against @bufbuild/protobuf.
 
-import { MalformedMessage, WireReader } from "../protocol/wire-reader.ts";
+import { MalformedMessage, WireReader } from "./wire-reader.ts";
 
 // A request that cannot be decoded is a MalformedMessage, answered INTERNAL (as other gRPC servers do).
 export { MalformedMessage };
