@@ -4,7 +4,7 @@
 // broker achieves relative to this is the cost of everything else.
 // Usage: bun bench/rpc-bare-server.ts <activation-bytes-hex>; prints "port=<n>".
 import http2 from "node:http2";
-import { framedTaskResponse } from "../src/protocol/messages.ts";
+import { framedTaskResponse } from "../src/connect/frame.ts";
 
 const activation = Buffer.from(process.argv[2] ?? "", "hex");
 const response = framedTaskResponse(activation);

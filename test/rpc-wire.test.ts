@@ -1,4 +1,5 @@
-// The hand-written protobuf/gRPC codec of the fast path (src/protocol/messages.ts),
+// The hand-written protobuf/gRPC codec of the fast path (src/protocol/messages.ts)
+// and its gRPC framing (src/connect/frame.ts),
 // checked against @bufbuild/protobuf on the same messages: what the fast path
 // decodes must equal what the generated code decodes, and its responses must
 // decode with the generated code.
@@ -25,12 +26,14 @@ import {
   encodeProduceRequest,
   encodeSetBatchRequest,
   encodeSetTaskStatusRequest,
+} from "../src/protocol/messages.ts";
+import {
   framedProduceResponse,
   framedTaskResponse,
   frameLength,
   percentDecodeGrpcMessage,
   percentEncodeGrpcMessage,
-} from "../src/protocol/messages.ts";
+} from "../src/connect/frame.ts";
 
 const activationBytes = (size: number) =>
   toBinary(

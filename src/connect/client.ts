@@ -22,10 +22,8 @@ import {
   encodeProduceRequest,
   encodeSetBatchRequest,
   encodeSetTaskStatusRequest,
-  frameLength,
-  frameMessage,
-  percentDecodeGrpcMessage,
 } from "../protocol/messages.ts";
+import { frameLength, frameMessage, percentDecodeGrpcMessage } from "./frame.ts";
 
 export interface BrokerClientOptions {
   /** "host:port" of the broker's RPC port. */

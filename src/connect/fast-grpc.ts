@@ -1,6 +1,6 @@
 // The hot path: gRPC (application/grpc[+proto]) calls of ConsumerService and
 // IngestService.Produce, handled directly on the node:http2 stream with
-// hand-written framing (protocol/messages.ts). Everything else goes through connect-node
+// hand-written framing (frame.ts) and codecs (protocol/messages.ts). Everything else goes through connect-node
 // (universal.ts). Measured under Bun 1.4.5 with h2load c=8 m=16 (see
 // server.ts for the numbers): this path runs within a few percent of a bare
 // constant-response stream handler; connect-node's adapter is ~6x slower.
@@ -16,12 +16,8 @@ import {
   decodeProduceRequest,
   decodeSetBatchRequest,
   decodeSetTaskStatusRequest,
-  frameLength,
-  framedEmpty,
-  framedProduceResponse,
-  framedTaskResponse,
-  percentEncodeGrpcMessage,
 } from "../protocol/messages.ts";
+import { frameLength, framedEmpty, framedProduceResponse, framedTaskResponse, percentEncodeGrpcMessage } from "./frame.ts";
 
 /**
  * One hot method: `call` starts it (it may throw synchronously for a bad

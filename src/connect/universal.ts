@@ -13,7 +13,7 @@ import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-con
 import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { methodName, recordRpc } from "./rpc-metrics.ts";
 import { SIGNATURE_HEADER, isSigningExempt, signedMessageBytes, verifySignature } from "./signing.ts";
-import { percentEncodeGrpcMessage } from "../protocol/messages.ts";
+import { percentEncodeGrpcMessage } from "./frame.ts";
 
 export interface UniversalOptions {
   router: ConnectRouter;

@@ -1,11 +1,13 @@
-// Hand-written protobuf and gRPC framing for the hot RPCs (GetTask,
-// SetTaskStatus, SetBatchActivationStatus, Produce). The generic @bufbuild
-// codec and connect-node's per-call machinery cost several times the whole
-// request budget at 15k+ calls/s (facts.md), and these messages are tiny.
+// Hand-written protobuf codecs for the hot RPC messages (GetTask,
+// SetTaskStatus, SetBatchActivationStatus, Produce, PushTask). The generic
+// @bufbuild codec and connect-node's per-call machinery cost several times the
+// whole request budget at 15k+ calls/s (facts.md), and these messages are tiny.
 // Responses wrap the stored activation bytes unchanged: field 1, wire type 2.
+// The gRPC framing around them is connect/frame.ts.
 // Pure functions; test/rpc-wire.test.ts checks them against @bufbuild/protobuf.
 
 import { MalformedMessage, WireReader } from "./wire-reader.ts";
+import { Writer, varintSize, writeVarint } from "./wire-writer.ts";
 
 // A request that cannot be decoded is a MalformedMessage, answered INTERNAL (as other gRPC servers do).
 export { MalformedMessage };
@@ -113,65 +115,8 @@ export function decodeProduceRequest(buf: Uint8Array): Uint8Array[] {
   return out;
 }
 
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
-
-function writeVarint(out: Uint8Array, pos: number, n: number): number {
-  while (n >= 0x80) {
-    out[pos++] = (n & 0x7f) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  out[pos++] = n;
-  return pos;
-}
-
-function writeFrameHeader(out: Uint8Array, len: number): void {
-  out[0] = 0;
-  out[1] = (len >>> 24) & 0xff;
-  out[2] = (len >>> 16) & 0xff;
-  out[3] = (len >>> 8) & 0xff;
-  out[4] = len & 0xff;
-}
-
-/**
- * A framed GetTaskResponse / SetTaskStatusResponse: the gRPC 5-byte prefix,
- * then `0x0a varint(len) activation` (task = field 1), or an empty message
- * for "no task". One allocation.
- */
-export function framedTaskResponse(activation: Uint8Array | null): Buffer {
-  if (activation === null) return Buffer.from(EMPTY_FRAME);
-  const msgLen = 1 + varintSize(activation.byteLength) + activation.byteLength;
-  const out = Buffer.allocUnsafe(5 + msgLen);
-  writeFrameHeader(out, msgLen);
-  out[5] = 0x0a;
-  const pos = writeVarint(out, 6, activation.byteLength);
-  out.set(activation, pos);
-  return out;
-}
-
-const EMPTY_FRAME = new Uint8Array(5);
-
-/** A framed empty message (SetBatchActivationStatusResponse, "no task"). */
-export function framedEmpty(): Buffer {
-  return Buffer.from(EMPTY_FRAME);
-}
-
-/** Frames already-encoded message bytes with the 5-byte gRPC prefix. */
-export function frameMessage(message: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(5 + message.byteLength);
-  writeFrameHeader(out, message.byteLength);
-  out.set(message, 5);
-  return out;
-}
-
-/** ProduceResponse { uint32 accepted = 1; uint32 duplicates = 2; uint32 expired = 3; } framed. */
-export function framedProduceResponse(r: { accepted: number; duplicates: number; expired: number }): Buffer {
+/** ProduceResponse { uint32 accepted = 1; uint32 duplicates = 2; uint32 expired = 3; } (connect/frame.ts frames it). */
+export function encodeProduceResponse(r: { accepted: number; duplicates: number; expired: number }): Uint8Array {
   const tmp = new Uint8Array(3 * 6);
   let pos = 0;
   const fields: [number, number][] = [
@@ -184,87 +129,10 @@ export function framedProduceResponse(r: { accepted: number; duplicates: number;
     tmp[pos++] = field << 3;
     pos = writeVarint(tmp, pos, value >>> 0);
   }
-  return frameMessage(tmp.subarray(0, pos));
-}
-
-/** Length of the first frame when `buf` holds at least its header, else -1. */
-export function frameLength(buf: Uint8Array): number {
-  if (buf.byteLength < 5) return -1;
-  return ((buf[1]! << 24) | (buf[2]! << 16) | (buf[3]! << 8) | buf[4]!) >>> 0;
-}
-
-/**
- * grpc-message is percent-encoded (gRPC HTTP/2 spec): bytes outside
- * printable ASCII and '%' itself become %XX of their UTF-8 bytes.
- */
-export function percentEncodeGrpcMessage(message: string): string {
-  let plain = true;
-  for (let i = 0; i < message.length; i++) {
-    const c = message.charCodeAt(i);
-    if (c < 0x20 || c > 0x7e || c === 0x25) {
-      plain = false;
-      break;
-    }
-  }
-  if (plain) return message;
-  let out = "";
-  for (const b of Buffer.from(message, "utf8")) {
-    out += b < 0x20 || b > 0x7e || b === 0x25 ? "%" + b.toString(16).toUpperCase().padStart(2, "0") : String.fromCharCode(b);
-  }
-  return out;
-}
-
-/** Inverse of percentEncodeGrpcMessage (client side); malformed escapes are kept as is. */
-export function percentDecodeGrpcMessage(value: string): string {
-  if (!value.includes("%")) return value;
-  try {
-    return decodeURIComponent(value);
-  } catch {
-    return value;
-  }
+  return tmp.subarray(0, pos);
 }
 
 // ---- Client side: request encoders and response decoders (client.ts). ----
-
-/** Growable protobuf writer for the few small messages the client sends. */
-class Writer {
-  private buf = new Uint8Array(64);
-  pos = 0;
-  private ensure(n: number): void {
-    if (this.pos + n <= this.buf.byteLength) return;
-    const next = new Uint8Array(Math.max(this.buf.byteLength * 2, this.pos + n));
-    next.set(this.buf.subarray(0, this.pos));
-    this.buf = next;
-  }
-  varint(n: number): this {
-    this.ensure(10);
-    this.pos = writeVarint(this.buf, this.pos, n);
-    return this;
-  }
-  varint64(n: bigint): this {
-    this.ensure(10);
-    let v = BigInt.asUintN(64, n);
-    while (v >= 0x80n) {
-      this.buf[this.pos++] = Number(v & 0x7fn) | 0x80;
-      v >>= 7n;
-    }
-    this.buf[this.pos++] = Number(v);
-    return this;
-  }
-  bytes(field: number, b: Uint8Array): this {
-    this.varint((field << 3) | 2).varint(b.byteLength);
-    this.ensure(b.byteLength);
-    this.buf.set(b, this.pos);
-    this.pos += b.byteLength;
-    return this;
-  }
-  string(field: number, s: string): this {
-    return this.bytes(field, Buffer.from(s, "utf8"));
-  }
-  finish(): Uint8Array {
-    return this.buf.subarray(0, this.pos);
-  }
-}
 
 function encodeFilter(f: TaskFilter): Uint8Array {
   const w = new Writer();

@@ -7,7 +7,8 @@
 import http2 from "node:http2";
 import { Code } from "@connectrpc/connect";
 import { verifySignature, SIGNATURE_HEADER } from "../connect/signing.ts";
-import { decodePushTaskRequest, framedEmpty, frameLength, percentEncodeGrpcMessage } from "../protocol/messages.ts";
+import { framedEmpty, frameLength, percentEncodeGrpcMessage } from "../connect/frame.ts";
+import { decodePushTaskRequest } from "../protocol/messages.ts";
 import { PATH_PUSH_TASK } from "../connect/worker-client.ts";
 import type { Logger } from "../log.ts";
 import { decodeActivation, type WireActivation } from "./activation-wire.ts";

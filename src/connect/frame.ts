@@ -1,0 +1,88 @@
+// gRPC framing over HTTP/2, written by hand for the hot paths (the broker's
+// fast gRPC path, the broker client, the worker's push port): the 5-byte
+// length prefix (compressed flag + big-endian length), and the percent-encoding
+// of grpc-message. The message codecs are in protocol/messages.ts.
+// Pure functions; test/rpc-wire.test.ts checks them against @bufbuild/protobuf.
+import { encodeProduceResponse } from "../protocol/messages.ts";
+import { varintSize, writeVarint } from "../protocol/wire-writer.ts";
+
+function writeFrameHeader(out: Uint8Array, len: number): void {
+  out[0] = 0;
+  out[1] = (len >>> 24) & 0xff;
+  out[2] = (len >>> 16) & 0xff;
+  out[3] = (len >>> 8) & 0xff;
+  out[4] = len & 0xff;
+}
+
+/**
+ * A framed GetTaskResponse / SetTaskStatusResponse: the gRPC 5-byte prefix,
+ * then `0x0a varint(len) activation` (task = field 1), or an empty message
+ * for "no task". One allocation.
+ */
+export function framedTaskResponse(activation: Uint8Array | null): Buffer {
+  if (activation === null) return Buffer.from(EMPTY_FRAME);
+  const msgLen = 1 + varintSize(activation.byteLength) + activation.byteLength;
+  const out = Buffer.allocUnsafe(5 + msgLen);
+  writeFrameHeader(out, msgLen);
+  out[5] = 0x0a;
+  const pos = writeVarint(out, 6, activation.byteLength);
+  out.set(activation, pos);
+  return out;
+}
+
+const EMPTY_FRAME = new Uint8Array(5);
+
+/** A framed empty message (SetBatchActivationStatusResponse, "no task"). */
+export function framedEmpty(): Buffer {
+  return Buffer.from(EMPTY_FRAME);
+}
+
+/** Frames already-encoded message bytes with the 5-byte gRPC prefix. */
+export function frameMessage(message: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(5 + message.byteLength);
+  writeFrameHeader(out, message.byteLength);
+  out.set(message, 5);
+  return out;
+}
+
+/** ProduceResponse framed (protocol/messages.ts encodeProduceResponse). */
+export function framedProduceResponse(r: { accepted: number; duplicates: number; expired: number }): Buffer {
+  return frameMessage(encodeProduceResponse(r));
+}
+
+/** Length of the first frame when `buf` holds at least its header, else -1. */
+export function frameLength(buf: Uint8Array): number {
+  if (buf.byteLength < 5) return -1;
+  return ((buf[1]! << 24) | (buf[2]! << 16) | (buf[3]! << 8) | buf[4]!) >>> 0;
+}
+
+/**
+ * grpc-message is percent-encoded (gRPC HTTP/2 spec): bytes outside
+ * printable ASCII and '%' itself become %XX of their UTF-8 bytes.
+ */
+export function percentEncodeGrpcMessage(message: string): string {
+  let plain = true;
+  for (let i = 0; i < message.length; i++) {
+    const c = message.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e || c === 0x25) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) return message;
+  let out = "";
+  for (const b of Buffer.from(message, "utf8")) {
+    out += b < 0x20 || b > 0x7e || b === 0x25 ? "%" + b.toString(16).toUpperCase().padStart(2, "0") : String.fromCharCode(b);
+  }
+  return out;
+}
+
+/** Inverse of percentEncodeGrpcMessage (client side); malformed escapes are kept as is. */
+export function percentDecodeGrpcMessage(value: string): string {
+  if (!value.includes("%")) return value;
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}

@@ -1,0 +1,63 @@
+// Writing the protobuf wire format by hand: the varint helpers and a small
+// growable writer, the counterpart of wire-reader.ts. Used by the RPC message
+// encoders (messages.ts) and the gRPC framing of the fast path (connect/frame.ts).
+
+/** Bytes a varint of `n` (a non-negative safe integer) takes. */
+export function varintSize(n: number): number {
+  let size = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    size++;
+  }
+  return size;
+}
+
+/** Writes `n` as a varint at `out[pos]`; returns the position after it. */
+export function writeVarint(out: Uint8Array, pos: number, n: number): number {
+  while (n >= 0x80) {
+    out[pos++] = (n & 0x7f) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  out[pos++] = n;
+  return pos;
+}
+
+/** Growable protobuf writer for the few small messages the client sends. */
+export class Writer {
+  private buf = new Uint8Array(64);
+  pos = 0;
+  private ensure(n: number): void {
+    if (this.pos + n <= this.buf.byteLength) return;
+    const next = new Uint8Array(Math.max(this.buf.byteLength * 2, this.pos + n));
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+  }
+  varint(n: number): this {
+    this.ensure(10);
+    this.pos = writeVarint(this.buf, this.pos, n);
+    return this;
+  }
+  varint64(n: bigint): this {
+    this.ensure(10);
+    let v = BigInt.asUintN(64, n);
+    while (v >= 0x80n) {
+      this.buf[this.pos++] = Number(v & 0x7fn) | 0x80;
+      v >>= 7n;
+    }
+    this.buf[this.pos++] = Number(v);
+    return this;
+  }
+  bytes(field: number, b: Uint8Array): this {
+    this.varint((field << 3) | 2).varint(b.byteLength);
+    this.ensure(b.byteLength);
+    this.buf.set(b, this.pos);
+    this.pos += b.byteLength;
+    return this;
+  }
+  string(field: number, s: string): this {
+    return this.bytes(field, Buffer.from(s, "utf8"));
+  }
+  finish(): Uint8Array {
+    return this.buf.subarray(0, this.pos);
+  }
+}
