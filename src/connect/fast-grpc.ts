@@ -17,7 +17,7 @@ import {
   decodeSetBatchRequest,
   decodeSetTaskStatusRequest,
 } from "../protocol/messages.ts";
-import { frameLength, framedEmpty, framedProduceResponse, framedTaskResponse, percentEncodeGrpcMessage } from "./frame.ts";
+import { OK_TRAILERS, frameLength, framedEmpty, framedProduceResponse, framedTaskResponse, trailersOnlyHeaders } from "./frame.ts";
 
 /**
  * One hot method: `call` starts it (it may throw synchronously for a bad
@@ -73,21 +73,12 @@ export interface FastGrpcOptions {
 }
 
 const OK_HEADERS = { ":status": 200, "content-type": "application/grpc" };
-const OK_TRAILERS = { "grpc-status": "0" };
 
 /** Answers with a trailers-only response carrying the status (no message). */
 export function respondGrpcError(stream: ServerHttp2Stream, code: number, message: string): void {
   if (stream.destroyed || stream.headersSent) return;
   try {
-    stream.respond(
-      {
-        ":status": 200,
-        "content-type": "application/grpc",
-        "grpc-status": String(code),
-        "grpc-message": percentEncodeGrpcMessage(message),
-      },
-      { endStream: true },
-    );
+    stream.respond(trailersOnlyHeaders(code, message), { endStream: true });
   } catch {
     // The peer reset the stream between the check and respond: nothing to tell it.
   }

@@ -1,7 +1,7 @@
 // gRPC framing over HTTP/2, written by hand for the hot paths (the broker's
 // fast gRPC path, the broker client, the worker's push port): the 5-byte
-// length prefix (compressed flag + big-endian length), and the percent-encoding
-// of grpc-message. The message codecs are in protocol/messages.ts.
+// length prefix (compressed flag + big-endian length), the status trailers and
+// the percent-encoding of grpc-message. The message codecs are in protocol/messages.ts.
 // Pure functions; test/rpc-wire.test.ts checks them against @bufbuild/protobuf.
 import { encodeProduceResponse } from "../protocol/messages.ts";
 import { varintSize, writeVarint } from "../protocol/wire-writer.ts";
@@ -54,6 +54,19 @@ export function framedProduceResponse(r: { accepted: number; duplicates: number;
 export function frameLength(buf: Uint8Array): number {
   if (buf.byteLength < 5) return -1;
   return ((buf[1]! << 24) | (buf[2]! << 16) | (buf[3]! << 8) | buf[4]!) >>> 0;
+}
+
+/** Trailers of a call that succeeded. */
+export const OK_TRAILERS = { "grpc-status": "0" };
+
+/** grpc-status and grpc-message of a failed call, for trailers or a trailers-only answer. */
+export function grpcStatusFields(code: number, message: string): { "grpc-status": string; "grpc-message": string } {
+  return { "grpc-status": String(code), "grpc-message": percentEncodeGrpcMessage(message) };
+}
+
+/** Headers of a trailers-only gRPC answer: HTTP 200, the status in the headers, no body. */
+export function trailersOnlyHeaders(code: number, message: string) {
+  return { ":status": 200, "content-type": "application/grpc", ...grpcStatusFields(code, message) };
 }
 
 /**

@@ -13,7 +13,7 @@ import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-con
 import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { methodName, recordRpc } from "./rpc-metrics.ts";
 import { SIGNATURE_HEADER, isSigningExempt, signedMessageBytes, verifySignature } from "./signing.ts";
-import { percentEncodeGrpcMessage } from "./frame.ts";
+import { grpcStatusFields } from "./frame.ts";
 
 export interface UniversalOptions {
   router: ConnectRouter;
@@ -40,8 +40,7 @@ export function errorAnswer(contentType: string, code: Code, message: string): E
       status: 200,
       headers: {
         "content-type": contentType.startsWith("application/grpc-web") ? contentType : "application/grpc",
-        "grpc-status": String(code),
-        "grpc-message": percentEncodeGrpcMessage(message),
+        ...grpcStatusFields(code, message),
       },
       body: "",
     };

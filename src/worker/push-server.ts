@@ -7,7 +7,7 @@
 import http2 from "node:http2";
 import { Code } from "@connectrpc/connect";
 import { verifySignature, SIGNATURE_HEADER } from "../connect/signing.ts";
-import { framedEmpty, frameLength, percentEncodeGrpcMessage } from "../connect/frame.ts";
+import { OK_TRAILERS, framedEmpty, frameLength, trailersOnlyHeaders } from "../connect/frame.ts";
 import { decodePushTaskRequest } from "../protocol/messages.ts";
 import { PATH_PUSH_TASK } from "../connect/worker-client.ts";
 import type { Logger } from "../log.ts";
@@ -49,10 +49,7 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
   const fail = (stream: http2.ServerHttp2Stream, code: Code, message: string) => {
     if (stream.destroyed || stream.headersSent) return;
     // Trailers-only response: status in the headers, no body.
-    stream.respond(
-      { ":status": 200, "content-type": "application/grpc", "grpc-status": String(code), "grpc-message": percentEncodeGrpcMessage(message) },
-      { endStream: true },
-    );
+    stream.respond(trailersOnlyHeaders(code, message), { endStream: true });
   };
 
   server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
@@ -91,7 +88,7 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
       if (answer !== null) return fail(stream, answer.code, answer.message);
       if (stream.destroyed) return;
       stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-      stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+      stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
       stream.end(framedEmpty());
     });
   });
