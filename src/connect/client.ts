@@ -5,6 +5,8 @@
 // from a trailers-only response); a lost session is replaced on the next call.
 // Admin and Health calls are not hot: adminClient()/healthClient() give
 // connect-node clients for those (same signing).
+// Kept free of the server's modules (store, ingest, metrics) so the SDK's
+// producer can load it in any Node process.
 import * as net from "node:net";
 import http2 from "node:http2";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
