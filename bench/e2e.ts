@@ -6,8 +6,8 @@
 import { spawnBroker } from "../test/support/broker-process.ts";
 import { createLogger } from "../src/log.ts";
 import { createRpcProducer } from "../src/producer/rpc.ts";
-import { parseWorkerArgs } from "../src/worker/config.ts";
-import { startWorker } from "../src/worker/start.ts";
+import { resolveWorkerConfig } from "../src/config/worker.ts";
+import { startWorker } from "../src/worker.ts";
 import { noop } from "./e2e-tasks.ts";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -36,7 +36,7 @@ noop.app.setProducer(producer);
 function workerConfig() {
   const args = ["--tasks", join(import.meta.dir, "e2e-tasks.ts"), "--rpc-host-list", address, "--concurrency", String(CONCURRENCY), "--at-most-once-path", join(dir, "amo.sqlite"), "--max-backoff-ms", "100"];
   if (THREADS > 0) args.push("--threads", String(THREADS));
-  const parsed = parseWorkerArgs(args, {});
+  const parsed = resolveWorkerConfig(args, {});
   if (parsed.help) throw new Error("unreachable");
   return parsed.config;
 }

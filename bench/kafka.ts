@@ -10,13 +10,13 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Kafka, logLevel } from "kafkajs";
-import { brokerConfigSchema } from "../src/config/schema.ts";
+import { brokerConfigSchema } from "../src/config/broker.ts";
 import { createIngest } from "../src/ingest/ingest.ts";
 import { startKafka } from "../src/kafka/index.ts";
 import { createLogger, silentLogger } from "../src/log.ts";
 import { openStore } from "../src/store/sqlite.ts";
-import { parseWorkerArgs } from "../src/worker/config.ts";
-import { startWorker } from "../src/worker/start.ts";
+import { resolveWorkerConfig } from "../src/config/worker.ts";
+import { startWorker } from "../src/worker.ts";
 import { spawnBroker } from "../test/support/broker-process.ts";
 import { startKafkaMock } from "../test/support/kafka-mock.ts";
 import { noop } from "./e2e-tasks.ts";
@@ -92,7 +92,7 @@ async function endToEnd(): Promise<void> {
     TASKBROKER_STORE__MAX_PROCESSING_COUNT: String(E2E * 2),
     TASKBROKER_KAFKA_BATCH_MAX_ROWS: "1000",
   });
-  const parsed = parseWorkerArgs(
+  const parsed = resolveWorkerConfig(
     ["--tasks", join(import.meta.dir, "e2e-tasks.ts"), "--rpc-host-list", broker.address, "--concurrency", "64",
      "--at-most-once-path", join(dir, "amo.sqlite"), "--max-backoff-ms", "100"],
     {},

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { activationToRow, newActivationId } from "../src/ingest/activation.ts";
-import { brokerConfigSchema } from "../src/config/schema.ts";
+import { brokerConfigSchema } from "../src/config/broker.ts";
 import { createIngest } from "../src/ingest/ingest.ts";
 import { silentLogger } from "../src/log.ts";
 import { openStore } from "../src/store/sqlite.ts";

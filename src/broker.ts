@@ -9,7 +9,7 @@
 // then Kafka (finish and commit the in-flight batch); then upkeep (its current
 // pass completes); then the store (flush pending group commits, checkpoint, close).
 import { hostname } from "node:os";
-import type { BrokerConfig } from "./config/schema.ts";
+import type { BrokerConfig } from "./config/broker.ts";
 import { createIngest } from "./ingest/ingest.ts";
 import type { Logger } from "./log.ts";
 import { openStore } from "./store/sqlite.ts";

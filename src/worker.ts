@@ -1,42 +1,135 @@
-// `taskplatform worker`: parse flags and TASKWORKER_* settings, start the
-// worker, and shut down gracefully on SIGTERM/SIGINT (stop fetching, let
-// running tasks finish within the grace period, report every result held,
-// exit 0). Exit 2 on bad configuration, 1 on start-up failure.
-import { createLogger } from "./log.ts";
-import { parseWorkerArgs, WORKER_HELP, WorkerConfigError } from "./worker/config.ts";
-import { startWorker } from "./worker/start.ts";
+// The worker's composition root, as src/broker.ts is the broker's: task
+// threads, broker clients, balancer, the at-most-once store, health file,
+// metrics server and the pull loop (or the push server), with one stop() that
+// shuts them down in order. Built from a WorkerConfig (config/worker.ts); used
+// by `taskplatform worker` (cli/worker.ts), the demo and the benchmarks.
+import type { Logger } from "./log.ts";
+import { openAtMostOnceStore } from "./worker/at-most-once.ts";
+import { createBalancer } from "./worker/balancer.ts";
+import { type BrokerClient, createBrokerClient } from "./worker/broker-client.ts";
+import type { WorkerConfig } from "./config/worker.ts";
+import { createHealthFile } from "./worker/health.ts";
+import { startWorkerLoop, type LoopOptions } from "./worker/loop.ts";
+import { createWorkerMetrics, serveMetrics, type WorkerMetrics } from "./worker/metrics.ts";
+import { moduleSpecifier } from "./worker/modules.ts";
+import { createTaskPool } from "./worker/pool.ts";
+import { startPushMode } from "./worker/push-mode.ts";
 
-export async function workerCommand(argv: string[]): Promise<number> {
-  let parsed;
+export interface RunningWorker {
+  metrics: WorkerMetrics;
+  metricsPort: number | undefined;
+  /** Push mode: the port serving WorkerService.PushTask. */
+  pushPort?: number;
+  /** Resolves when the pull loop has ended (after stop()). */
+  done: Promise<void>;
+  /** Graceful: stop fetching, let running tasks finish within the grace period, report results, release everything. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface StartOptions {
+  log: Logger;
+  onResult?: LoopOptions["onResult"];
+  /** Environment handed to task threads (producers for follow-up tasks). Default process.env. */
+  env?: Record<string, string | undefined>;
+}
+
+export async function startWorker(config: WorkerConfig, options: StartOptions): Promise<RunningWorker> {
+  const log = options.log;
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(options.env ?? process.env)) if (v !== undefined) env[k] = v;
+  // Follow-up dispatches from inside tasks go to our first broker unless configured otherwise.
+  env.TASKWORKER_RPC_HOST_LIST ??= config.rpcHostList.join(",");
+  if (config.secrets && !env.TASKWORKER_GRPC_SHARED_SECRET) env.TASKWORKER_GRPC_SHARED_SECRET = JSON.stringify(config.secrets);
+  const pool = createTaskPool({ threads: config.threads, log, init: { modules: config.tasks.map((t) => moduleSpecifier(t)), env } });
+  let tasks;
   try {
-    parsed = parseWorkerArgs(argv, process.env);
+    tasks = await pool.ready;
   } catch (err) {
-    if (err instanceof WorkerConfigError) {
-      process.stderr.write(`taskplatform worker: ${err.message}\n`);
-      return 2;
-    }
+    await pool.close();
     throw err;
   }
-  if (parsed.help) {
-    process.stdout.write(WORKER_HELP);
-    return 0;
+  log.info("task_modules_loaded", { tasks: tasks.length, threads: config.threads });
+  let application = config.application;
+  // GetTask with a namespace but no application claims nothing (wire contract): infer the only application.
+  if (config.namespace && !application) {
+    const apps = new Set(tasks.filter((t) => t.namespace !== "internal").map((t) => t.application));
+    if (apps.size === 1) application = [...apps][0];
   }
-  const config = parsed.config;
-  const log = createLogger({ format: config.logFormat, level: config.logLevel });
-  let worker;
-  try {
-    worker = await startWorker(config, { log });
-  } catch (err) {
-    log.error("worker_start_failed", { error: err instanceof Error ? err.message : String(err) });
-    return 1;
-  }
-  const signalled = new Promise<string>((resolve) => {
-    process.once("SIGTERM", () => resolve("SIGTERM"));
-    process.once("SIGINT", () => resolve("SIGINT"));
+  const clients = new Map<string, BrokerClient>();
+  for (const address of config.rpcHostList) clients.set(address, createBrokerClient({ address, secrets: config.secrets }));
+  const metrics = createWorkerMetrics();
+  const server = config.metricsPort !== undefined ? serveMetrics(metrics, config.metricsPort) : undefined;
+  const atMostOnce = openAtMostOnceStore(config.atMostOncePath);
+  const health = createHealthFile(config.healthCheckFile);
+  // Push mode: brokers deliver to our push port; each result goes back to the broker that pushed it.
+  const push =
+    config.pushPort !== undefined
+      ? await startPushMode({
+          port: config.pushPort,
+          concurrency: config.concurrency,
+          secrets: config.secrets,
+          reportTo: clients.get(config.rpcHostList[0]!)!,
+          clientFor: (address) => {
+            let c = clients.get(address);
+            if (!c) clients.set(address, (c = createBrokerClient({ address, secrets: config.secrets })));
+            return c;
+          },
+          pool,
+          tasks,
+          atMostOnce,
+          atMostOnceTtlSec: config.atMostOnceTtlSec,
+          metrics,
+          health,
+          log,
+          onResult: options.onResult,
+        }).catch(async (err) => {
+          await pool.close();
+          atMostOnce.close();
+          server?.stop();
+          throw err;
+        })
+      : null;
+  const loop: Pick<ReturnType<typeof startWorkerLoop>, "done" | "stop"> =
+    push ??
+    startWorkerLoop({
+      concurrency: config.concurrency,
+      filter: { namespace: config.namespace, application },
+      pool,
+      tasks,
+      clients,
+      balancer: createBalancer({ brokers: config.rpcHostList, rebalanceAfter: config.rebalanceAfter }),
+      atMostOnce,
+      atMostOnceTtlSec: config.atMostOnceTtlSec,
+      health,
+      metrics,
+      log,
+      maxBackoffMs: config.maxBackoffMs,
+      onResult: options.onResult,
+    });
+  log.info("worker_started", {
+    brokers: config.rpcHostList.join(","),
+    concurrency: config.concurrency,
+    threads: config.threads,
+    namespace: config.namespace,
+    application,
+    metrics_port: server?.port,
+    push_port: push?.port,
   });
-  const signal = await signalled;
-  log.info("worker_stopping", { signal, grace_ms: config.shutdownGraceMs });
-  await worker.stop();
-  log.info("worker_stopped");
-  return 0;
+  let stopping: Promise<void> | undefined;
+  return {
+    metrics,
+    metricsPort: server?.port,
+    pushPort: push?.port,
+    done: loop.done,
+    stop(graceMs = config.shutdownGraceMs) {
+      stopping ??= (async () => {
+        await loop.stop(graceMs);
+        await pool.close();
+        for (const c of clients.values()) c.close();
+        atMostOnce.close();
+        server?.stop();
+      })();
+      return stopping;
+    },
+  };
 }

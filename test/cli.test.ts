@@ -6,7 +6,9 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { brokerConfigSchema } from "../src/config/schema.ts";
+import { brokerConfigSchema } from "../src/config/broker.ts";
+import { schedulerSchema } from "../src/config/scheduler.ts";
+import { workerSchema } from "../src/config/worker.ts";
 import { envName } from "../src/config/source.ts";
 import { settings, showDefault } from "../src/config/walk.ts";
 import { spawnBroker, type BrokerProcess } from "./support/broker-process.ts";
@@ -62,7 +64,45 @@ describe("help", () => {
   });
 });
 
+describe("help of the other commands, generated from the same kind of schema", () => {
+  test.each([
+    ["worker", workerSchema, "TASKWORKER_"],
+    ["scheduler", schedulerSchema, "TASKSCHEDULER_"],
+  ] as const)("%s --help names every flag and variable with its default and description", (command, schema, prefix) => {
+    const r = runCli([command, "--help"]);
+    expect(r.code).toBe(0);
+    for (const s of settings(schema)) {
+      const line = r.stdout.split("\n").find((l) => l.includes(`  ${envName(prefix, s.path)}  default: ${showDefault(s)}`));
+      expect(line).toBeDefined();
+      for (const flag of s.info.flags ?? []) expect(line).toContain(flag);
+      const next = r.stdout.split("\n")[r.stdout.split("\n").indexOf(line!) + 1]!;
+      expect(next).toContain(s.info.description!);
+    }
+    expect(r.stdout).toContain(`Usage: taskplatform ${command}`);
+  });
+
+  test("deadletters, inspect and demo have generated help too", () => {
+    for (const command of ["deadletters", "inspect", "demo"]) {
+      const r = runCli([command, "--help"]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(`Usage: taskplatform ${command}`);
+      expect(r.stdout).toMatch(/--\w+.*default: /);
+    }
+  });
+});
+
 describe("configuration mistakes stop start-up: exit 2, one line", () => {
+  test.each([
+    [["worker", "--tasks", "t.ts", "--concurrency", "x"], 'taskplatform worker: --concurrency="x" is invalid: expected an integer >= 1\n'],
+    [["worker"], "taskplatform worker: no task module given: expected --tasks <module> (or TASKWORKER_TASKS), e.g. --tasks ./tasks.ts\n"],
+    [["scheduler", "--schedules", "s.yaml", "--grace-ms", "later"], 'taskplatform scheduler: --grace-ms="later" is invalid: expected a duration such as "250ms", "5s", "2m" or a number\n'],
+    [["demo", "--seconds", "soon"], 'taskplatform demo: --seconds="soon" is invalid: expected a number > 0\n'],
+  ])("%p", (args, line) => {
+    const r = runCli(args);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(line);
+  });
+
   test.each([
     [{ TASKBROKER_GRPC_PORT: "abc" }, 'taskplatform broker: TASKBROKER_GRPC_PORT="abc" is invalid: expected an integer from 0 to 65535\n'],
     [

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError, configFields, loadBrokerConfig, resolveBrokerConfig } from "../src/config/load.ts";
-import { brokerConfigSchema } from "../src/config/schema.ts";
+import { brokerConfigSchema } from "../src/config/broker.ts";
 import { loadConfig } from "../src/config/source.ts";
 import { settings } from "../src/config/walk.ts";
 import { createLogger } from "../src/log.ts";

@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { decode as msgpackDecode, encode as msgpackEncode } from "@msgpack/msgpack";
-import { brokerConfigSchema } from "../src/config/schema.ts";
+import { brokerConfigSchema } from "../src/config/broker.ts";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { decodeHeader, HeaderDecodeError, taskKwargs, type RawHeaders } from "../src/kafka/headers.ts";
 import { kafkaConfigProblem, kafkaPlan } from "../src/kafka/plan.ts";

@@ -4,7 +4,7 @@
 // runOnce() after stopping the timer, so each test sees exactly its passes.
 import { afterEach, describe, expect, test } from "bun:test";
 import { fromBinary } from "@bufbuild/protobuf";
-import { brokerConfigSchema } from "../src/config/schema.ts";
+import { brokerConfigSchema } from "../src/config/broker.ts";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { silentLogger } from "../src/log.ts";
 import { localPublisher, type UpkeepPublisher } from "../src/upkeep/publisher.ts";

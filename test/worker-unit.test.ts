@@ -11,7 +11,7 @@ import { silentLogger } from "../src/log.ts";
 import { decodeActivation } from "../src/worker/activation-wire.ts";
 import { openAtMostOnceStore } from "../src/worker/at-most-once.ts";
 import { createBalancer } from "../src/worker/balancer.ts";
-import { parseWorkerArgs } from "../src/worker/config.ts";
+import { resolveWorkerConfig } from "../src/config/worker.ts";
 import { isExpired } from "../src/worker/loop.ts";
 import { createTaskPool } from "../src/worker/pool.ts";
 import { tempDir } from "./support/broker-process.ts";
@@ -107,17 +107,17 @@ describe("at-most-once store", () => {
 
 describe("configuration", () => {
   test("flags over environment, defaults, one-line errors", () => {
-    const r = parseWorkerArgs(["--concurrency", "8", "--tasks=a.ts,b.ts"], { TASKWORKER_CONCURRENCY: "2", TASKWORKER_NAMESPACE: "ns" });
+    const r = resolveWorkerConfig(["--concurrency", "8", "--tasks=a.ts,b.ts"], { TASKWORKER_CONCURRENCY: "2", TASKWORKER_NAMESPACE: "ns" });
     if (r.help) throw new Error("unexpected help");
     expect(r.config.concurrency).toBe(8);
     expect(r.config.tasks).toEqual(["a.ts", "b.ts"]);
     expect(r.config.namespace).toBe("ns");
     expect(r.config.rpcHostList).toEqual(["127.0.0.1:50051"]);
-    expect(() => parseWorkerArgs(["--concurrency", "0"], {})).toThrow(/^--concurrency="0": .+/);
-    expect(() => parseWorkerArgs([], { TASKWORKER_RPC_HOST_LIST: "nohost" })).toThrow(/TASKWORKER_RPC_HOST_LIST/);
-    expect(() => parseWorkerArgs([], { TASKWORKER_GRPC_SHARED_SECRET: "[1]" })).toThrow(/JSON array/);
-    expect(() => parseWorkerArgs(["--bogus"], {})).toThrow(/unknown option --bogus/);
-    expect(parseWorkerArgs(["--help"], {}).help).toBe(true);
+    expect(() => resolveWorkerConfig(["--concurrency", "0"], {})).toThrow(/^--concurrency="0" is invalid: expected an integer >= 1$/);
+    expect(() => resolveWorkerConfig([], { TASKWORKER_RPC_HOST_LIST: "nohost" })).toThrow(/TASKWORKER_RPC_HOST_LIST/);
+    expect(() => resolveWorkerConfig([], { TASKWORKER_GRPC_SHARED_SECRET: "[1]" })).toThrow(/JSON array/);
+    expect(() => resolveWorkerConfig(["--bogus"], {})).toThrow(/unknown option --bogus/);
+    expect(resolveWorkerConfig(["--help"], {}).help).toBe(true);
   });
 });
 

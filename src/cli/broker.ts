@@ -3,31 +3,24 @@
 // SIGINT into a graceful stop (exit 0). A second signal while stopping exits
 // at once: the operator asked twice, and everything answered is already
 // durable (inserts commit before Produce is answered), so nothing is lost.
-import { ConfigError, configFields, resolveBrokerConfig } from "../config/load.ts";
+import { lastValue, parseCommandLine } from "../config/args.ts";
+import { configFields, resolveBrokerConfig } from "../config/load.ts";
+import { ConfigError } from "../config/source.ts";
 import { createLogger } from "../log.ts";
-import { parseArgs, UsageError } from "./args.ts";
 
 const SIGNAL_NUMBER = { SIGINT: 2, SIGTERM: 15 } as const;
 
 export async function brokerCommand(argv: string[]): Promise<number> {
   let configPath: string | undefined;
+  let resolved;
   try {
-    const args = parseArgs(argv, { values: ["-c", "--config"], flags: ["-h", "--help"] });
-    if (args.flags.has("-h") || args.flags.has("--help")) {
+    const args = parseCommandLine(argv, [{ names: ["--config", "-c"], kind: "value" }], { command: "broker" });
+    if (args.help) {
       const { brokerHelp } = await import("../config/help.ts");
       process.stdout.write(brokerHelp());
       return 0;
     }
-    if (args.positional.length > 0) throw new UsageError(`unexpected argument "${args.positional[0]}"`);
-    configPath = args.values.get("-c") ?? args.values.get("--config");
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`taskplatform broker: ${err.message}\nUsage: taskplatform broker [-c config.yaml]\n`);
-    return 2;
-  }
-
-  let resolved;
-  try {
+    configPath = lastValue(args, "--config");
     resolved = resolveBrokerConfig(process.env, configPath);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;

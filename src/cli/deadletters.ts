@@ -4,19 +4,33 @@
 // default, --json (one document on stdout) for scripts.
 import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ConfigError, resolveBrokerConfig } from "../config/load.ts";
-import { brokerConfigSchema } from "../config/schema.ts";
+import { brokerConfigSchema } from "../config/broker.ts";
+import { loadCommand } from "../config/command.ts";
+import { DEADLETTERS_COMMAND } from "../config/commands.ts";
+import { commandHelp } from "../config/help.ts";
+import { resolveBrokerConfig } from "../config/load.ts";
+import { ConfigError } from "../config/source.ts";
 import { TaskActivationSchema } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import type { DeadLetter } from "../gen/taskplatform/v1/admin_pb.ts";
 import { adminClient } from "../connect/client.ts";
-import { parseArgs, UsageError } from "./args.ts";
 
 const USAGE = `Usage: taskplatform deadletters list [--limit N] [--after ID] [--broker host:port] [-c broker.yaml] [--json]
        taskplatform deadletters replay <id> [--broker host:port] [--json]
-       taskplatform deadletters discard <id> [--broker host:port] [--json]
+       taskplatform deadletters discard <id> [--broker host:port] [--json]`;
 
---broker defaults to 127.0.0.1:$TASKBROKER_GRPC_PORT (50051). Requests are signed with the first
-secret of TASKBROKER_GRPC_SHARED_SECRET when it is set.`;
+export function deadlettersHelp(): string {
+  return commandHelp(
+    DEADLETTERS_COMMAND,
+    USAGE.slice("Usage: ".length),
+    "The dead letters of a running broker (no Kafka: failed DEADLETTER activations land there),\nthrough its AdminService. A table for people by default, --json for scripts.",
+  );
+}
+
+type Options = ReturnType<typeof parseOptions>;
+function parseOptions(argv: string[]) {
+  const loaded = loadCommand(DEADLETTERS_COMMAND, argv, {});
+  return loaded.help ? null : { ...loaded.config, positional: loaded.positional };
+}
 
 /** A dead letter as shown to the operator, task fields decoded from the stored activation. */
 export interface DeadLetterView {
@@ -83,24 +97,21 @@ function brokerAddress(flag: string | undefined, env: Record<string, string | un
 
 function secretsFrom(env: Record<string, string | undefined>): string[] {
   const parsed = brokerConfigSchema.shape.grpc_shared_secret.safeParse(env.TASKBROKER_GRPC_SHARED_SECRET);
-  if (!parsed.success) throw new UsageError("TASKBROKER_GRPC_SHARED_SECRET=*** is invalid: expected a JSON array of strings");
+  if (!parsed.success) throw new ConfigError("TASKBROKER_GRPC_SHARED_SECRET=*** is invalid: expected a JSON array of strings");
   return parsed.data;
 }
 
-async function run(client: ReturnType<typeof adminClient>, action: string, args: ReturnType<typeof parseArgs>, json: boolean): Promise<number> {
+async function run(client: ReturnType<typeof adminClient>, action: string, args: NonNullable<Options>, json: boolean): Promise<number> {
   const out = (text: string) => process.stdout.write(text);
   const target = () => {
     const id = args.positional[1];
-    if (!id || args.positional.length > 2) throw new UsageError(`${action} takes exactly one dead-letter id`);
+    if (!id || args.positional.length > 2) throw new ConfigError(`${action} takes exactly one dead-letter id`);
     return id;
   };
   switch (action) {
     case "list": {
-      if (args.positional.length > 1) throw new UsageError(`unexpected argument "${args.positional[1]}"`);
-      const limitText = args.values.get("--limit") ?? "100";
-      const limit = Number(limitText);
-      if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit ${limitText}: expected a positive integer`);
-      const res = await client.listDeadLetters({ limit, afterId: args.values.get("--after") ?? "" }, CALL);
+      if (args.positional.length > 1) throw new ConfigError(`unexpected argument "${args.positional[1]}"`);
+      const res = await client.listDeadLetters({ limit: args.limit, afterId: args.after ?? "" }, CALL);
       const rows = res.deadLetters.map(viewDeadLetter);
       const total = Number(res.total);
       out(json ? JSON.stringify({ total, deadLetters: rows }) + "\n" : formatTable(rows, total));
@@ -119,7 +130,7 @@ async function run(client: ReturnType<typeof adminClient>, action: string, args:
       return 0;
     }
     default:
-      throw new UsageError(action ? `unknown action "${action}"` : "missing action");
+      throw new ConfigError(action ? `unknown action "${action}"` : "missing action");
   }
 }
 
@@ -127,30 +138,27 @@ export async function deadlettersCommand(argv: string[], env: Record<string, str
   let args;
   let client;
   try {
-    args = parseArgs(argv, {
-      values: ["--broker", "--limit", "--after", "-c", "--config"],
-      flags: ["--json", "-h", "--help"],
-    });
-    if (args.flags.has("-h") || args.flags.has("--help")) {
-      process.stdout.write(USAGE + "\n");
+    args = parseOptions(argv);
+    if (!args) {
+      process.stdout.write(deadlettersHelp());
       return 0;
     }
-    const configPath = args.values.get("-c") ?? args.values.get("--config");
+    const configPath = args.config;
     let address: string;
     let secrets: string[];
     if (configPath) {
       // The broker's own config file (and env): same port and secrets as the broker it describes.
       const config = resolveBrokerConfig(env, configPath).config;
-      address = args.values.get("--broker") ?? `127.0.0.1:${config.grpc_port}`;
+      address = args.broker ?? `127.0.0.1:${config.grpc_port}`;
       secrets = config.grpc_shared_secret;
     } else {
-      address = brokerAddress(args.values.get("--broker"), env);
+      address = brokerAddress(args.broker, env);
       secrets = secretsFrom(env);
     }
     client = { address, rpc: adminClient(address, secrets) };
-    return await run(client.rpc, args.positional[0] ?? "", args, args.flags.has("--json"));
+    return await run(client.rpc, args.positional[0] ?? "", args, args.json);
   } catch (err) {
-    if (err instanceof UsageError || err instanceof ConfigError) {
+    if (err instanceof ConfigError) {
       process.stderr.write(`taskplatform deadletters: ${err.message}\n${USAGE}\n`);
       return 2;
     }

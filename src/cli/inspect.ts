@@ -3,21 +3,33 @@
 // (--broker host:port, the default) or its admin HTTP API (--admin URL).
 // Tables for people by default; --json prints one JSON document on stdout.
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ConfigError, resolveBrokerConfig } from "../config/load.ts";
-import { brokerConfigSchema } from "../config/schema.ts";
+import { brokerConfigSchema } from "../config/broker.ts";
+import { loadCommand } from "../config/command.ts";
+import { INSPECT_COMMAND } from "../config/commands.ts";
+import { commandHelp } from "../config/help.ts";
+import { resolveBrokerConfig } from "../config/load.ts";
+import { ConfigError } from "../config/source.ts";
 import { AdminHttpError, httpSource, rpcSource, type ActivationDetail, type DeadLetterRow, type DepthsView, type InspectSource } from "../admin/inspect-sources.ts";
-import { parseArgs, UsageError } from "./args.ts";
 
 const USAGE = `Usage: taskplatform inspect depths                      depth per state and namespace
        taskplatform inspect get <id>                    one stored activation, decoded
        taskplatform inspect deadletters [--limit N] [--after ID]
        taskplatform inspect replay <id>                 re-queue a dead letter
-       taskplatform inspect discard <id>                delete a dead letter
-Options: --broker host:port   AdminService on the broker's RPC port (default 127.0.0.1:$TASKBROKER_GRPC_PORT or 50051;
-                              signed with TASKBROKER_GRPC_SHARED_SECRET when set)
-         --admin URL          the admin HTTP port instead, e.g. http://127.0.0.1:9090 (token: --token or TASKBROKER_ADMIN_TOKEN)
-         -c broker.yaml       read port and secrets from the broker's config
-         --json               one JSON document on stdout`;
+       taskplatform inspect discard <id>                delete a dead letter`;
+
+export function inspectHelp(): string {
+  return commandHelp(
+    INSPECT_COMMAND,
+    USAGE.slice("Usage: ".length),
+    "What an operator asks a running broker, over its AdminService RPC (--broker, the default)\nor its admin HTTP API (--admin). Tables for people by default, --json for scripts.",
+  );
+}
+
+type Options = NonNullable<ReturnType<typeof parseOptions>>;
+function parseOptions(argv: string[]) {
+  const loaded = loadCommand(INSPECT_COMMAND, argv, {});
+  return loaded.help ? null : { ...loaded.config, positional: loaded.positional };
+}
 
 const STATES = ["pending", "delay", "processing", "claimed", "retry", "failure", "complete"];
 
@@ -79,16 +91,16 @@ export function formatDeadLetters(items: DeadLetterRow[], total: number): string
 
 class NotFound extends Error {}
 
-async function run(source: InspectSource, args: ReturnType<typeof parseArgs>, json: boolean): Promise<number> {
+async function run(source: InspectSource, args: Options, json: boolean): Promise<number> {
   const [action, ...rest] = args.positional;
   const out = (text: string) => process.stdout.write(text);
   const oneId = () => {
-    if (rest.length !== 1) throw new UsageError(`${action} takes exactly one id`);
+    if (rest.length !== 1) throw new ConfigError(`${action} takes exactly one id`);
     return rest[0]!;
   };
   switch (action) {
     case "depths": {
-      if (rest.length) throw new UsageError(`unexpected argument "${rest[0]}"`);
+      if (rest.length) throw new ConfigError(`unexpected argument "${rest[0]}"`);
       const d = await source.depths();
       out(json ? JSON.stringify(d) + "\n" : formatDepths(d));
       return 0;
@@ -101,11 +113,8 @@ async function run(source: InspectSource, args: ReturnType<typeof parseArgs>, js
       return 0;
     }
     case "deadletters": {
-      if (rest.length) throw new UsageError(`unexpected argument "${rest[0]}"`);
-      const limitText = args.values.get("--limit") ?? "50";
-      const limit = Number(limitText);
-      if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit ${limitText}: expected a positive integer`);
-      const page = await source.deadLetters(limit, args.values.get("--after"));
+      if (rest.length) throw new ConfigError(`unexpected argument "${rest[0]}"`);
+      const page = await source.deadLetters(args.limit, args.after);
       out(json ? JSON.stringify(page) + "\n" : formatDeadLetters(page.items, page.total));
       return 0;
     }
@@ -123,46 +132,43 @@ async function run(source: InspectSource, args: ReturnType<typeof parseArgs>, js
       return 0;
     }
     default:
-      throw new UsageError(action ? `unknown subcommand "${action}"` : "missing subcommand");
+      throw new ConfigError(action ? `unknown subcommand "${action}"` : "missing subcommand");
   }
 }
 
-function chooseSource(args: ReturnType<typeof parseArgs>, env: Record<string, string | undefined>): InspectSource {
-  const admin = args.values.get("--admin");
+function chooseSource(args: Options, env: Record<string, string | undefined>): InspectSource {
+  const admin = args.admin;
   if (admin) {
-    if (args.values.has("--broker")) throw new UsageError("give --broker or --admin, not both");
-    return httpSource(admin, args.values.get("--token") ?? env.TASKBROKER_ADMIN_TOKEN);
+    if (args.broker !== undefined) throw new ConfigError("give --broker or --admin, not both");
+    return httpSource(admin, args.token ?? env.TASKBROKER_ADMIN_TOKEN);
   }
-  const configPath = args.values.get("-c") ?? args.values.get("--config");
+  const configPath = args.config;
   if (configPath) {
     const config = resolveBrokerConfig(env, configPath).config;
-    return rpcSource(args.values.get("--broker") ?? `127.0.0.1:${config.grpc_port}`, config.grpc_shared_secret);
+    return rpcSource(args.broker ?? `127.0.0.1:${config.grpc_port}`, config.grpc_shared_secret);
   }
   const port = env.TASKBROKER_GRPC_PORT && env.TASKBROKER_GRPC_PORT !== "0" ? env.TASKBROKER_GRPC_PORT : "50051";
   const secrets = brokerConfigSchema.shape.grpc_shared_secret.safeParse(env.TASKBROKER_GRPC_SHARED_SECRET);
-  if (!secrets.success) throw new UsageError("TASKBROKER_GRPC_SHARED_SECRET=*** is invalid: expected a JSON array of strings");
-  return rpcSource(args.values.get("--broker") ?? `127.0.0.1:${port}`, secrets.data);
+  if (!secrets.success) throw new ConfigError("TASKBROKER_GRPC_SHARED_SECRET=*** is invalid: expected a JSON array of strings");
+  return rpcSource(args.broker ?? `127.0.0.1:${port}`, secrets.data);
 }
 
 export async function inspectCommand(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
   let source: InspectSource | undefined;
   try {
-    const args = parseArgs(argv, {
-      values: ["--broker", "--admin", "--token", "--limit", "--after", "-c", "--config"],
-      flags: ["--json", "-h", "--help"],
-    });
-    if (args.flags.has("-h") || args.flags.has("--help")) {
-      process.stdout.write(USAGE + "\n");
+    const args = parseOptions(argv);
+    if (!args) {
+      process.stdout.write(inspectHelp());
       return 0;
     }
     source = chooseSource(args, env);
-    return await run(source, args, args.flags.has("--json"));
+    return await run(source, args, args.json);
   } catch (err) {
     const fail = (message: string, code: number) => {
       process.stderr.write(`taskplatform inspect: ${message}\n`);
       return code;
     };
-    if (err instanceof UsageError || err instanceof ConfigError) return fail(`${err.message}\n${USAGE}`, 2);
+    if (err instanceof ConfigError) return fail(`${err.message}\n${USAGE}`, 2);
     if (err instanceof NotFound) return fail(err.message, 1);
     if (err instanceof AdminHttpError) return fail(err.message, 1);
     if (err instanceof ConnectError) {

@@ -8,7 +8,7 @@
 // Within one source a nested name wins over its flat twin; the environment
 // always wins over the file. The flat Kafka names build the cluster/topic maps
 // and may not be mixed with them (which would win is not obvious to a reader).
-import { brokerConfigSchema, type BrokerConfig } from "./schema.ts";
+import { brokerConfigSchema, type BrokerConfig } from "./broker.ts";
 import {
   ConfigError,
   emptyLayer,

@@ -248,7 +248,8 @@ export function loadConfig<S extends z.ZodType>(opts: LoadOptions<S>): z.output<
   return validate(opts.schema, mergeLayers(file, layer), opts.prefix);
 }
 
-export function unknownVariable(name: string, known: readonly string[]): ConfigError {
+export function unknownVariable(name: string, known: readonly string[], command?: string): ConfigError {
   const hint = suggest(name, known);
-  return new ConfigError(`unknown variable ${name}${hint ? ` (did you mean ${hint}?)` : ""}; --help lists every variable`);
+  const help = command ? `taskplatform ${command} --help` : "--help";
+  return new ConfigError(`unknown variable ${name}${hint ? ` (did you mean ${hint}?)` : ""}; ${help} lists every variable`);
 }

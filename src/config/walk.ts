@@ -25,6 +25,18 @@ export interface Unwrapped {
   description?: string;
   /** Wording of a valid value, when a custom type declared one (meta `expect`). */
   expect?: string;
+  /** Command-line names of the setting, canonical first (meta `flags`). */
+  flags?: string[];
+  /** Names that set a boolean setting to false (meta `negations`). */
+  negations?: string[];
+  /** Placeholder of the value in --help, e.g. "N" or "host:port" (meta `valueName`). */
+  valueName?: string;
+  /** Set only on the command line, not from the environment or the file (meta `flagOnly`). */
+  flagOnly?: boolean;
+  /** Accepted for compatibility but without effect here; the text says why (meta `ignored`). */
+  ignored?: string;
+  /** A list setting whose flag may be repeated, each occurrence adding an entry (meta `repeatable`). */
+  repeatable?: boolean;
 }
 
 /** Peels default/prefault/optional/nullable/pipe wrappers, collecting what they say. */
@@ -35,6 +47,12 @@ export function unwrap(schema: Schema): Unwrapped {
     const m = meta(s);
     if (m && out.description === undefined && typeof m.description === "string") out.description = m.description;
     if (m && out.expect === undefined && typeof m.expect === "string") out.expect = m.expect;
+    if (m && out.flags === undefined && Array.isArray(m.flags)) out.flags = m.flags as string[];
+    if (m && out.negations === undefined && Array.isArray(m.negations)) out.negations = m.negations as string[];
+    if (m && out.valueName === undefined && typeof m.valueName === "string") out.valueName = m.valueName;
+    if (m && out.flagOnly === undefined && m.flagOnly === true) out.flagOnly = true;
+    if (m && out.ignored === undefined && typeof m.ignored === "string") out.ignored = m.ignored;
+    if (m && out.repeatable === undefined && m.repeatable === true) out.repeatable = true;
     const d = def(s);
     if (d.type === "default" || d.type === "prefault") {
       if (!out.hasDefault) {
@@ -132,8 +150,11 @@ export function expectation(schema: Schema): string {
       const min = core.minValue as number | null;
       const max = core.maxValue as number | null;
       const finite = (n: number | null) => n !== null && Number.isFinite(n) && Math.abs(n) < Number.MAX_SAFE_INTEGER;
+      // .positive() is an exclusive minimum: "> 0", not ">= 0".
+      const checks = (d.checks ?? []) as Array<{ _zod: { def: { check?: string; inclusive?: boolean } } }>;
+      const exclusive = checks.some((c) => c._zod.def.check === "greater_than" && c._zod.def.inclusive === false);
       if (finite(min) && finite(max)) return `${noun} from ${min} to ${max}`;
-      if (finite(min)) return `${noun} >= ${min}`;
+      if (finite(min)) return `${noun} ${exclusive ? ">" : ">="} ${min}`;
       if (finite(max)) return `${noun} <= ${max}`;
       return noun;
     }

@@ -3,7 +3,7 @@
 // (services.ts) both call these, so status codes are decided in one place
 // (wire-contract.md "Status codes and their meaning to clients").
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { BrokerConfig } from "../config/schema.ts";
+import type { BrokerConfig } from "../config/broker.ts";
 import { InvalidActivation } from "../ingest/activation.ts";
 import { Backpressure } from "../ingest/ingest.ts";
 import type { Logger } from "../log.ts";

@@ -25,7 +25,7 @@ import { ConsumerService } from "../gen/sentry_protos/taskbroker/v1/taskbroker_p
 import { Health } from "../gen/grpc/health/v1/health_pb.ts";
 import { AdminService } from "../gen/taskplatform/v1/admin_pb.ts";
 import { IngestService } from "../gen/taskplatform/v1/ingest_pb.ts";
-import type { BrokerConfig } from "../config/schema.ts";
+import type { BrokerConfig } from "../config/broker.ts";
 import type { Logger } from "../log.ts";
 import type { InflightStore } from "../store/types.ts";
 import { adminServiceImpl } from "./admin.ts";

@@ -2,7 +2,7 @@
 // ingest RPC and the Kafka consumer both call produce). Validates the whole
 // batch before storing any of it, drops already-expired and killed rows,
 // applies backpressure, and returns only once the batch is committed.
-import type { BrokerConfig } from "../config/schema.ts";
+import type { BrokerConfig } from "../config/broker.ts";
 import type { Logger } from "../log.ts";
 import { ingestTotal } from "../metrics.ts";
 import type { InflightStore, KafkaOrigin, NewRow } from "../store/types.ts";

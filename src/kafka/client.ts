@@ -14,7 +14,7 @@ import {
   type Producer,
   type SASLOptions,
 } from "kafkajs";
-import type { KafkaClusterConfig } from "../config/schema.ts";
+import type { KafkaClusterConfig } from "../config/broker.ts";
 import type { Logger } from "../log.ts";
 import type { RawMessage } from "./raw.ts";
 

@@ -3,7 +3,7 @@
 // and shutdown (finish and commit in-flight batches, leave the groups, flush
 // the producer). The broker composition (src/broker.ts) calls startKafka when
 // kafka_topics is non-empty and hands `publisher` to upkeep.
-import type { BrokerConfig } from "../config/schema.ts";
+import type { BrokerConfig } from "../config/broker.ts";
 import type { Logger } from "../log.ts";
 import { createMissingTopics, connectProducer, startConsumer, type TopicConsumer } from "./client.ts";
 import { createLagTracker } from "./lag.ts";

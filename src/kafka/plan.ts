@@ -3,7 +3,7 @@
 // where retries and dead letters go, and which topics create_missing_topics
 // creates. Pure; every rule of broker.md "Kafka" that can be checked before
 // connecting is checked here and reported as one line.
-import type { BrokerConfig, KafkaClusterConfig } from "../config/schema.ts";
+import type { BrokerConfig, KafkaClusterConfig } from "../config/broker.ts";
 import type { RawTopicSpec } from "./raw.ts";
 
 export class KafkaConfigError extends Error {

@@ -7,7 +7,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { encode as msgpackEncode } from "@msgpack/msgpack";
-import type { KafkaTopicConfig } from "../config/schema.ts";
+import type { KafkaTopicConfig } from "../config/broker.ts";
 import {
   OnAttemptsExceeded,
   RetryStateSchema,

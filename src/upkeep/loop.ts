@@ -2,7 +2,7 @@
 // upkeep_task_interval_ms. One function per step; each store call is its own
 // transaction. Passes never overlap (runOnce queues behind a running pass).
 // lastCompletedAtMs() feeds the named health service.
-import type { BrokerConfig } from "../config/schema.ts";
+import type { BrokerConfig } from "../config/broker.ts";
 import { buildRetryActivation } from "../ingest/activation.ts";
 import type { Logger } from "../log.ts";
 import { oldestPendingAge, storeDepth, storeSizeBytes, upkeepDuration, upkeepTotal } from "../metrics.ts";

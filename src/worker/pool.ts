@@ -4,7 +4,6 @@
 // only way to stop synchronous code); the thread is replaced, and the other
 // runs it held are started again on a healthy thread (at-most-once runs are
 // not: they end as FAILURE, since they may have had effects).
-import { cpus } from "node:os";
 import type { RunRequest, RunResult } from "../sdk/execute.ts";
 import type { Logger } from "../log.ts";
 import type { FromThread, TaskMeta, ThreadInit, ToThread } from "./protocol.ts";
@@ -50,10 +49,6 @@ interface Thread {
   inflight: Map<string, Pending>;
   queued: RunRequest[];
   flushScheduled: boolean;
-}
-
-export function defaultThreads(concurrency: number): number {
-  return Math.max(1, Math.min(concurrency, Math.max(2, cpus().length)));
 }
 
 /** The thread entry, from source or inside the compiled binary. */

@@ -7,26 +7,30 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { startBroker } from "./broker.ts";
-import { loadBrokerConfig } from "./config/load.ts";
-import { createLogger } from "./log.ts";
-import { createRpcProducer } from "./producer/rpc.ts";
-import { createRouter } from "./routing.ts";
-import { findTask, findTaskTemplate, type Task } from "./sdk/index.ts";
-import type { Outcome } from "./sdk/execute.ts";
-import { buildScheduledActivation, normalizeSchedules, openRunStore, startScheduler } from "./scheduler/index.ts";
-import type { WireActivation } from "./worker/activation-wire.ts";
-import { parseWorkerArgs } from "./worker/config.ts";
-import { loadTaskModules } from "./worker/modules.ts";
-import { startWorker } from "./worker/start.ts";
+import { startBroker } from "../broker.ts";
+import { loadCommand } from "../config/command.ts";
+import { DEMO_COMMAND } from "../config/commands.ts";
+import { commandHelp } from "../config/help.ts";
+import { loadBrokerConfig } from "../config/load.ts";
+import { ConfigError } from "../config/source.ts";
+import { resolveWorkerConfig } from "../config/worker.ts";
+import { createLogger } from "../log.ts";
+import { createRpcProducer } from "../producer/rpc.ts";
+import { createRouter } from "../routing.ts";
+import { findTask, findTaskTemplate, type Task } from "../sdk/index.ts";
+import type { Outcome } from "../sdk/execute.ts";
+import { buildScheduledActivation, normalizeSchedules, openRunStore, startScheduler } from "../scheduler/index.ts";
+import type { WireActivation } from "../worker/activation-wire.ts";
+import { loadTaskModules } from "../worker/modules.ts";
+import { startWorker } from "../worker.ts";
 
-const HELP = `Usage: taskplatform demo [--examples DIR] [--seconds N]
-
-Runs a broker, a worker, the scheduler and the example tasks in examples/tasks.ts
-on this machine, shows each task outcome, and exits with a summary.
-  --examples DIR   where tasks.ts lives (default: ./examples, or next to the sources)
-  --seconds N      longest the demo runs before summarising (default 30)
-`;
+export function demoHelp(): string {
+  return commandHelp(
+    DEMO_COMMAND,
+    "taskplatform demo [--examples DIR] [--seconds N]",
+    "Runs a broker, a worker, the scheduler and the example tasks in examples/tasks.ts\non this machine, shows each task outcome, and exits with a summary.",
+  );
+}
 
 interface Row {
   runs: number;
@@ -34,26 +38,31 @@ interface Row {
 }
 
 function findExamples(flag: string | undefined): string | null {
-  const candidates = flag ? [resolve(flag)] : [join(process.cwd(), "examples"), join(dirname(import.meta.dir), "examples")];
+  const candidates = flag ? [resolve(flag)] : [join(process.cwd(), "examples"), join(dirname(dirname(import.meta.dir)), "examples")];
   for (const dir of candidates) if (existsSync(join(dir, "tasks.ts"))) return join(dir, "tasks.ts");
   return null;
 }
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  if (argv.includes("-h") || argv.includes("--help")) {
-    process.stdout.write(HELP);
-    return 0;
+  let options;
+  try {
+    const loaded = loadCommand(DEMO_COMMAND, argv, {});
+    if (loaded.help) {
+      process.stdout.write(demoHelp());
+      return 0;
+    }
+    options = loaded.config;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`taskplatform demo: ${err.message}\n`);
+    return 2;
   }
-  const flag = (name: string) => {
-    const i = argv.indexOf(name);
-    return i >= 0 ? argv[i + 1] : undefined;
-  };
-  const tasksFile = findExamples(flag("--examples"));
+  const tasksFile = findExamples(options.examples);
   if (!tasksFile) {
     process.stderr.write("taskplatform demo: examples/tasks.ts not found (run from the project directory or pass --examples DIR)\n");
     return 2;
   }
-  const limitMs = Number(flag("--seconds") ?? 30) * 1000;
+  const limitMs = options.seconds * 1000;
   const t0 = Date.now();
   const say = (line: string) => process.stdout.write(`[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${line}\n`);
   const quiet = createLogger({ format: "text", level: "error" });
@@ -110,7 +119,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
       say(`${`${a.namespace}:${a.taskname}`.padEnd(28)} attempt ${a.attempts}  ${outcome}${why}`);
       changed();
     };
-    const parsed = parseWorkerArgs(
+    const parsed = resolveWorkerConfig(
       // One thread per slot: stopping the slow report at its deadline terminates
       // its thread, and no other example should share it (and be re-run).
       ["--tasks", tasksFile, "--rpc-host-list", address, "--concurrency", "4", "--threads", "4", "--at-most-once-path", join(dir, "amo.sqlite"), "--max-backoff-ms", "250"],

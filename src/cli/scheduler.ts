@@ -1,42 +1,37 @@
-// `taskplatform scheduler`: loads schedule definitions, opens the run store and
-// a producer (Kafka when TASKWORKER_KAFKA_BROKERS is set, else the broker's
-// ingest RPC), and runs the scheduler loop until SIGTERM/SIGINT, when it stops
+// `taskplatform scheduler`: resolves its settings (config/scheduler.ts), loads
+// schedule definitions, opens the run store and a producer (Kafka when
+// TASKWORKER_KAFKA_BROKERS is set, else the broker's ingest RPC), and runs the scheduler loop until SIGTERM/SIGINT, when it stops
 // sleeping, lets a fire in progress finish (bounded by --grace-ms) and exits 0.
 // Exit codes: 0 stopped, 1 runtime failure, 2 usage or definition error.
-import { parseArgs } from "node:util";
-import { createLogger, type Level, type Logger } from "../log.ts";
+import { commandHelp } from "../config/help.ts";
+import { resolveSchedulerConfig, SCHEDULER_COMMAND } from "../config/scheduler.ts";
+import { ConfigError } from "../config/source.ts";
+import { createLogger, type Logger } from "../log.ts";
 import { producerFromEnv } from "../producer/index.ts";
 import { createRpcProducer } from "../producer/rpc.ts";
 import { routerFromEnv } from "../routing.ts";
 import { findTaskTemplate } from "../sdk/app.ts";
 import type { ActivationProducer, TopicRouter } from "../sdk/producer.ts";
 import { parseSecrets } from "../worker/secrets.ts";
-import { buildScheduledActivation } from "./activation.ts";
-import { type Clock, systemClock } from "./clock.ts";
-import { ScheduleDefinitionError } from "./definition.ts";
-import { loadSchedules } from "./loader.ts";
-import type { FireFn } from "./loop.ts";
-import { startScheduler } from "./loop.ts";
-import { openRunStore } from "./run-store.ts";
+import { buildScheduledActivation } from "../scheduler/activation.ts";
+import { type Clock, systemClock } from "../scheduler/clock.ts";
+import { ScheduleDefinitionError } from "../scheduler/definition.ts";
+import { loadSchedules } from "../scheduler/loader.ts";
+import type { FireFn } from "../scheduler/loop.ts";
+import { startScheduler } from "../scheduler/loop.ts";
+import { openRunStore } from "../scheduler/run-store.ts";
 
-export const SCHEDULER_HELP = `Usage: taskplatform scheduler --schedules <module-or-file> [options]
-
-Runs periodic tasks. Schedules come from a module exporting \`schedules\` (or
+export function schedulerHelp(): string {
+  return commandHelp(
+    SCHEDULER_COMMAND,
+    "taskplatform scheduler --schedules <module-or-file> [options]",
+    `Runs periodic tasks. Schedules come from a module exporting \`schedules\` (or
 defineSchedules(...)) or a YAML/JSON file mapping names to definitions:
   cleanup:  { task: "maintenance:cleanup", intervalSec: 60 }
   nightly:  { task: "reports:nightly", crontab: "0 3 * * *", kwargs: { full: true } }
-
-Options (environment variable in brackets):
-  --schedules <path|module>  schedule definitions [TASKSCHEDULER_SCHEDULES]
-  --db <path>                run store, SQLite; replicas may share it [TASKSCHEDULER_DB_PATH]
-                             (default ./taskscheduler.sqlite)
-  --rpc-host <host:port>     produce to this broker's ingest RPC [TASKSCHEDULER_RPC_HOST];
-                             otherwise Kafka when TASKWORKER_KAFKA_BROKERS is set, else
-                             TASKWORKER_PRODUCE_ADDRESS / 127.0.0.1:50051
-  --grace-ms <ms>            how long shutdown waits for a produce in progress (default 10000)
-  --log-format text|json     [TASKSCHEDULER_LOG_FORMAT] (default text)
-  --log-level <level>        trace|debug|info|warn|error [TASKSCHEDULER_LOG_FILTER] (default info)
-`;
+SIGTERM/SIGINT: stop sleeping, let a fire in progress finish (bounded by --grace-ms), exit 0.`,
+  );
+}
 
 export interface SchedulerRunOptions {
   env?: Record<string, string | undefined>;
@@ -64,48 +59,20 @@ function signalled(): { promise: Promise<void>; dispose: () => void } {
 
 export async function schedulerCommand(argv: string[], run: SchedulerRunOptions = {}): Promise<number> {
   const env = run.env ?? process.env;
-  let flags;
+  let resolved;
   try {
-    flags = parseArgs({
-      args: argv,
-      options: {
-        schedules: { type: "string" },
-        db: { type: "string" },
-        "rpc-host": { type: "string" },
-        "grace-ms": { type: "string" },
-        "log-format": { type: "string" },
-        "log-level": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-    }).values;
+    resolved = resolveSchedulerConfig(argv, env);
   } catch (err) {
-    process.stderr.write(`taskplatform scheduler: ${(err as Error).message}\n\n${SCHEDULER_HELP}`);
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`taskplatform scheduler: ${err.message}\n`);
     return 2;
   }
-  if (flags.help) {
-    process.stdout.write(SCHEDULER_HELP);
+  if (resolved.help) {
+    process.stdout.write(schedulerHelp());
     return 0;
   }
-  const format = flags["log-format"] ?? env.TASKSCHEDULER_LOG_FORMAT ?? "text";
-  const level = (flags["log-level"] ?? env.TASKSCHEDULER_LOG_FILTER ?? "info").toLowerCase();
-  if ((format !== "text" && format !== "json") || !["trace", "debug", "info", "warn", "error"].includes(level)) {
-    process.stderr.write(`taskplatform scheduler: bad log format/level ${format}/${level}\n`);
-    return 2;
-  }
-  const log = run.log ?? createLogger({ format, level: level as Level }).child({ component: "scheduler" });
-  const source = flags.schedules ?? env.TASKSCHEDULER_SCHEDULES;
-  if (!source) {
-    process.stderr.write(`taskplatform scheduler: --schedules is required\n\n${SCHEDULER_HELP}`);
-    return 2;
-  }
-  const graceMs = Number(flags["grace-ms"] ?? 10_000);
-  if (!Number.isFinite(graceMs) || graceMs < 0) {
-    process.stderr.write(`taskplatform scheduler: --grace-ms must be a non-negative number of ms\n`);
-    return 2;
-  }
-  const dbPath = flags.db ?? env.TASKSCHEDULER_DB_PATH ?? "taskscheduler.sqlite";
-  const rpcHost = flags["rpc-host"] ?? env.TASKSCHEDULER_RPC_HOST;
+  const { schedules: source, db_path: dbPath, rpc_host: rpcHost, grace_ms: graceMs } = resolved.config;
+  const log = run.log ?? createLogger({ format: resolved.config.log_format, level: resolved.config.log_filter }).child({ component: "scheduler" });
 
   let schedules;
   try {

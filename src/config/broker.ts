@@ -1,51 +1,10 @@
 // The broker's configuration: one zod schema, fully defaulted, whose keys are
 // exactly the documented names (snake_case, `__` nesting in the environment),
 // so TASKBROKER_STORE__SQLITE__PATH is `store.sqlite.path` and there is no
-// rename table to keep in step. Loading (env, YAML, flat aliases) is in load.ts.
+// rename table to keep in step. Loading (env, YAML, flat aliases) is in load.ts;
+// the value types shared with the other commands' schemas are in types.ts.
 import { z } from "zod";
-
-/** "250ms", "5s", "2m", "1h" or a bare number in the field's own unit. */
-export function duration(unitMs: number) {
-  return z.union([z.number(), z.string()]).transform((value, ctx) => {
-    if (typeof value === "number") return value * unitMs;
-    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(value);
-    if (!m) {
-      ctx.addIssue({ code: "custom", message: 'a duration such as "250ms", "5s", "2m" or a number' });
-      return z.NEVER;
-    }
-    const n = Number(m[1]);
-    const scale = m[2] === "ms" ? 1 : m[2] === "s" ? 1000 : m[2] === "m" ? 60_000 : m[2] === "h" ? 3_600_000 : unitMs;
-    return n * scale;
-  }).meta({ expect: 'a duration such as "250ms", "5s", "2m" or a number' });
-}
-
-/** A duration whose field is in seconds ("_sec"): "5s", "2m", "1h", or a bare number of seconds. */
-export function seconds() {
-  return duration(1000)
-    .transform((ms) => ms / 1000)
-    .meta({ expect: 'seconds, or a duration such as "5s", "2m", "1h"' });
-}
-
-const port = z.coerce.number().int().min(0).max(65535);
-const count = z.coerce.number().int().min(1);
-const bool = z.union([z.boolean(), z.enum(["true", "false", "1", "0", "yes", "no"])]).transform((v) =>
-  typeof v === "boolean" ? v : v === "true" || v === "1" || v === "yes",
-).meta({ expect: "true or false" });
-/** A list given as a JSON array string (`["a","b"]`), a comma list, or a YAML list. */
-const stringList = z.union([z.array(z.string()), z.string()]).transform((v, ctx) => {
-  if (Array.isArray(v)) return v;
-  const s = v.trim();
-  if (s === "") return [];
-  if (s.startsWith("[")) {
-    try {
-      const parsed: unknown = JSON.parse(s);
-      if (Array.isArray(parsed) && parsed.every((x) => typeof x === "string")) return parsed as string[];
-    } catch {}
-    ctx.addIssue({ code: "custom", message: 'a JSON array of strings such as ["a","b"]' });
-    return z.NEVER;
-  }
-  return s.split(",").map((x) => x.trim()).filter(Boolean);
-}).meta({ expect: 'a JSON array of strings such as ["a","b"], or a comma list' });
+import { bool, count, duration, port, seconds, stringList } from "./types.ts";
 
 /** Typed header decoders of header-mapped dispatch (the post-process forwarder's decode_* helpers). */
 export const headerDecoderNames = ["string", "optional_string", "int", "optional_int", "bool"] as const;
