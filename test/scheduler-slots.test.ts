@@ -164,7 +164,7 @@ describe("scheduled activation", () => {
       application: "acme",
       namespace,
       taskname,
-      retry: { times: 3, on: null, ignore: [], onAttemptsExceeded: "deadletter" as const, delaySec: 2 },
+      retry: { times: 3, on: [], ignore: [], onAttemptsExceeded: "deadletter" as const, delaySec: 2 },
       expiresSec: 60,
       processingDeadlineS: 30,
       atMostOnce: false,

@@ -124,13 +124,31 @@ describe("retry policy", () => {
     expect(shouldRetry(retry({ times: 3 }), first, new ProcessingDeadlineExceeded())).toBe(false);
     expect(retriesOnDeadline(retry({ times: 3 }))).toBe(false);
     expect(retriesOnDeadline(retry({ times: 3, on: [ProcessingDeadlineExceeded] }))).toBe(true);
+    // Like upstream, where the deadline error is no Exception: retrying every error does not retry the deadline.
+    expect(retriesOnDeadline(retry({ times: 3, on: [Error] }))).toBe(false);
+    expect(shouldRetry(retry({ times: 3, on: [Error] }), first, new ProcessingDeadlineExceeded())).toBe(false);
+  });
+  test("the default policy retries only RetryTaskError and timeouts, as Sentry's Retry does", () => {
+    const p = retry({ times: 3 });
+    expect(shouldRetry(p, first, new Error("boom"))).toBe(false);
+    expect(shouldRetry(p, first, new TypeError("x"))).toBe(false);
+    expect(shouldRetry(p, first, new RetryTaskError())).toBe(true);
+    expect(shouldRetry(p, first, new DOMException("timed out", "TimeoutError"))).toBe(true);
+    // `ignore` wins over timeouts, not over an explicit RetryTaskError.
+    class Slow extends Error {
+      override name = "TimeoutError";
+    }
+    const q = retry({ times: 3, ignore: [Slow] });
+    expect(shouldRetry(q, first, new Slow())).toBe(false);
+    expect(shouldRetry(q, first, new RetryTaskError())).toBe(true);
+    expect(shouldRetry(retry({ times: 3, on: [Error] }), first, new TypeError())).toBe(true);
   });
 });
 
 describe("eager mode", () => {
   test("runs through encode/decode with kwargs, context and retries", async () => {
     const app = createApp({ name: "eagertest", eager: true });
-    const ns = app.namespace("eager", { retry: retry({ times: 3 }) });
+    const ns = app.namespace("eager", { retry: retry({ times: 3, on: [Error] }) });
     const seen: unknown[] = [];
     const t = ns.register({
       name: "eager.flaky",

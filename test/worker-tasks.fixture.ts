@@ -18,7 +18,7 @@ export const hello = ns.register({
 
 export const fails = ns.register({
   name: "fails",
-  retry: retry({ times: 3 }),
+  retry: retry({ times: 3, on: [Error] }),
   handler: (tag: string) => {
     out(`fails ${tag} ${attempts()}`);
     throw new Error("always fails");
