@@ -42,7 +42,7 @@ export function createRpcProducer(options: RpcProducerOptions): ActivationProduc
           return;
         }
         if (Date.now() + backoffMs > giveUpAt) throw err;
-        await Bun.sleep(backoffMs * (0.5 + Math.random() / 2));
+        await new Promise((r) => setTimeout(r, backoffMs * (0.5 + Math.random() / 2)));
       }
     }
   };

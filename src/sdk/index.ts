@@ -1,7 +1,8 @@
 // taskplatform's task SDK: what user task modules import (as "taskplatform").
 // Define an application and namespaces, register tasks with their retry
 // policy, deadline, expiry and options, dispatch them with delay()/applyAsync(),
-// and read the running task's context. Wire format per worker.md.
+// and read the running task's context. The guide is docs/sdk.md; packed for
+// other applications by scripts/pack-sdk.ts (build: tsconfig.sdk.json).
 import { runtime } from "./app.ts";
 import { runEagerly } from "./eager.ts";
 

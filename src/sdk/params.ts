@@ -4,6 +4,7 @@
 // Byte-compatible with Sentry's Python client; see the vectors in worker.md and
 // test/sdk-params.test.ts.
 import { Decoder, Encoder } from "@msgpack/msgpack";
+import { zstd } from "./zstd.ts";
 
 /** Encoded parameters above this many bytes are compressed even when not forced. */
 export const AUTO_COMPRESS_BYTES = 3_000_000;
@@ -43,14 +44,14 @@ export function encodeParameters(params: TaskParameters, compression: Compressio
   }
   const compress = compression === "zstd" || (compression === "auto" && raw.byteLength > AUTO_COMPRESS_BYTES);
   if (!compress) return { bytes: raw, compression: null };
-  return { bytes: new Uint8Array(Bun.zstdCompressSync(raw, { level: 3 })), compression: "zstd" };
+  return { bytes: zstd.compress(raw, 3), compression: "zstd" };
 }
 
 export function decodeParameters(bytes: Uint8Array, compressionHeader: string | undefined): TaskParameters {
   let raw = bytes;
   if (compressionHeader === "zstd") {
     try {
-      raw = new Uint8Array(Bun.zstdDecompressSync(bytes));
+      raw = zstd.decompress(bytes);
     } catch (err) {
       throw new ParameterError("parameters_bytes is not a valid zstd frame", { cause: err });
     }

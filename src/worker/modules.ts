@@ -1,5 +1,6 @@
-// Loading the user's task modules. They import the SDK as "taskplatform"; a
-// runtime plugin maps that name to this process's own SDK instance, so the
+// Loading the user's task modules. They import the SDK as "taskplatform" (and
+// "taskplatform/producer"); a runtime plugin maps those names to this
+// process's own SDK instance, so the
 // tasks they register land in the registry the worker reads, also in the
 // compiled binary (where no node_modules/taskplatform exists on disk).
 import { isAbsolute, resolve } from "node:path";
@@ -15,6 +16,8 @@ export function installSdkAlias(): void {
     name: "taskplatform-sdk",
     setup(build) {
       build.module("taskplatform", () => ({ exports: { ...sdk }, loader: "object" }));
+      // Loaded on first use only: most task modules never build their own producer.
+      build.module("taskplatform/producer", async () => ({ exports: { ...(await import("../sdk/producers.ts")) }, loader: "object" }));
     },
   });
 }
