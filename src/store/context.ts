@@ -1,9 +1,10 @@
 // What the store's parts (dispatch, upkeep steps, dead letters) share: the
 // database handle and the in-memory state counters, plus the one way to write,
 // `transaction`, which applies counter deltas only once the transaction has
-// committed, so a rolled-back write never skews counts().
+// committed, so a rolled-back write never skews counts(), and then tells the
+// pending watcher (streaming delivery) that rows became claimable.
 import type { Database } from "bun:sqlite";
-import { STATE_CODE, type ActivationState, type StateCounts } from "./types.ts";
+import { STATE_CODE, pendingKey, type ActivationState, type PendingListener, type StateCounts } from "./types.ts";
 
 export const STATES = Object.keys(STATE_CODE) as ActivationState[];
 export const STATE_BY_CODE: Record<number, ActivationState> = Object.fromEntries(
@@ -17,12 +18,24 @@ export function emptyCounts(): StateCounts {
 /** Counter changes made by one transaction; applied after commit. */
 export class Delta {
   readonly byState = emptyCounts();
+  /** Rows that entered Pending (inserted, reset, undelayed, released). */
+  pendingIn = 0;
+  /** Of those, the ones whose application/namespace is known, by pendingKey(); the rest wake every watcher. */
+  pendingByKey: Map<string, number> | null = null;
   add(state: ActivationState, n: number): void {
     this.byState[state] += n;
+    if (state === "pending" && n > 0) this.pendingIn += n;
   }
   move(from: ActivationState, to: ActivationState, n: number): void {
     this.byState[from] -= n;
     this.byState[to] += n;
+    if (to === "pending" && n > 0) this.pendingIn += n;
+  }
+  /** Names the application/namespace of `n` rows counted in pendingIn (lets a watcher wake only matching streams). */
+  pendingKey(application: string, namespace: string, n = 1): void {
+    const key = pendingKey(application, namespace);
+    const m = (this.pendingByKey ??= new Map());
+    m.set(key, (m.get(key) ?? 0) + n);
   }
 }
 
@@ -35,20 +48,31 @@ export interface StoreContext {
   /** Added to every processing deadline, ms. */
   graceMs: number;
   maxDelaySec: number;
+  /** Called after every commit that moved rows into Pending; never throws into the writer. */
+  onPending: PendingListener | null;
 }
 
 export function createContext(db: Database, graceMs: number, maxDelaySec: number): StoreContext {
   const counters = emptyCounts();
-  return {
+  const ctx: StoreContext = {
     db,
     counters,
     graceMs,
     maxDelaySec,
+    onPending: null,
     transaction<T>(fn: (delta: Delta) => T): T {
       const delta = new Delta();
       const result = db.transaction(() => fn(delta)).immediate();
       for (const s of STATES) counters[s] += delta.byState[s];
+      if (delta.pendingIn > 0 && ctx.onPending !== null) {
+        try {
+          ctx.onPending(delta.pendingIn, delta.pendingByKey);
+        } catch {
+          // Committed already: a failing watcher must not turn the write into an error (it logs its own failures).
+        }
+      }
       return result;
     },
   };
+  return ctx;
 }

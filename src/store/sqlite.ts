@@ -69,6 +69,7 @@ export function openStore(opts: StoreOptions): InflightStore {
       if (changes > 0) {
         accepted++;
         delta.add(delayed ? "delay" : "pending", 1);
+        if (!delayed) delta.pendingKey(r.application, r.namespace);
       }
     }
     return { accepted, duplicates: rows.length - accepted };
@@ -125,6 +126,14 @@ export function openStore(opts: StoreOptions): InflightStore {
   const store: InflightStore = {
     insert: (rows) => (rows.length === 0 ? { accepted: 0, duplicates: 0 } : ctx.transaction((d) => insertInto(rows, d))),
     claim: (filter) => dispatcher.claim(filter),
+    claimMany: (filter, max) => dispatcher.claimMany(filter, max),
+    releaseUnsent: (rows) => dispatcher.releaseUnsent(rows),
+    watchPending(listener) {
+      ctx.onPending = listener;
+      return () => {
+        if (ctx.onPending === listener) ctx.onPending = null;
+      };
+    },
     setStatus: (update, fetchNext) => dispatcher.setStatus(update, fetchNext),
     setStatuses: (updates) => dispatcher.setStatuses(updates),
 

@@ -47,6 +47,19 @@ export interface ClaimedActivation {
   activation: Uint8Array;
 }
 
+/** Told after a commit that rows entered Pending: how many, and by pendingKey(application, namespace) where known. */
+export type PendingListener = (count: number, byKey: ReadonlyMap<string, number> | null) => void;
+
+/** The key of a PendingListener's map: application and namespace. */
+export function pendingKey(application: string, namespace: string): string {
+  return `${application}\u0000${namespace}`;
+}
+
+/** A row claimed by claimMany: also its seq, which finds it again without the id index. */
+export interface ClaimedRow extends ClaimedActivation {
+  seq: number;
+}
+
 export interface ClaimFilter {
   /** When set, only rows of this application. */
   application?: string;
@@ -64,6 +77,8 @@ export interface StatusUpdate {
   maxAttempts?: number;
   /** RETRY only: rewrite retry_state.delay_on_retry before retrying. */
   delayOnRetry?: bigint;
+  /** The row's seq when the caller knows it (a ClaimedRow): found by rowid, the id still checked. */
+  seq?: number;
 }
 
 export interface InsertResult {
@@ -153,6 +168,21 @@ export interface InflightStore extends UpkeepSteps {
   insert(rows: NewRow[]): InsertResult;
   /** Pending -> Processing for the oldest matching row; null when none. */
   claim(filter: ClaimFilter): Promise<ClaimedActivation | null>;
+  /**
+   * Pending -> Processing for up to `max` of the oldest matching rows, in one
+   * statement (shared with the other claims of the same group commit); each
+   * row's processing deadline starts now. Empty when none.
+   */
+  claimMany(filter: ClaimFilter, max: number): Promise<ClaimedRow[]>;
+  /** Processing -> Pending for rows claimMany handed out that were never sent; not counted as an attempt. */
+  releaseUnsent(rows: readonly ClaimedRow[]): number;
+  /**
+   * Calls `listener` after every commit that made rows claimable (inserted,
+   * deadline reset, undelayed, released): how many, and by application and
+   * namespace where the store knows them (null map or a smaller sum: wake all).
+   * One listener; returns the function that removes it.
+   */
+  watchPending(listener: PendingListener): () => void;
   /** Applies a worker's outcome (unknown id: no-op) and, with fetchNext, claims the next row. */
   setStatus(update: StatusUpdate, fetchNext?: ClaimFilter): Promise<ClaimedActivation | null>;
   setStatuses(updates: StatusUpdate[]): Promise<void>;
