@@ -113,3 +113,16 @@ export const runtimeConfigReloadTotal = new Counter({
   labelNames: ["outcome"] as const,
   registers: [registry],
 });
+
+export const deliveryStreams = new Gauge({
+  name: "taskbroker_delivery_streams",
+  help: "Streaming delivery (taskplatform.v1.DeliveryService/Deliver) streams open now",
+  registers: [registry],
+});
+
+export const deliveryStreamsEnded = new Counter({
+  name: "taskbroker_delivery_streams_ended_total",
+  help: "Streaming delivery streams ended, by status code name (CANCELLED: the worker or its connection went away)",
+  labelNames: ["code"] as const,
+  registers: [registry],
+});

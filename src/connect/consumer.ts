@@ -31,6 +31,10 @@ export interface ConsumerCore {
   /** Next activation when fetch_next was asked and one was claimable, else null (never NOT_FOUND). */
   setTaskStatus(update: DecodedStatusUpdate): Promise<ClaimedActivation | null>;
   setBatchStatus(updates: DecodedStatusUpdate[]): Promise<void>;
+  /** Commits already validated outcomes (statusUpdateOf) and counts them; streaming delivery's results. */
+  commitResults(updates: StatusUpdate[]): Promise<void>;
+  /** True when the broker delivers by push: GetTask and the delivery stream are refused (PERMISSION_DENIED). */
+  readonly push: boolean;
   produce(activations: Uint8Array[]): Promise<ProduceCounts>;
 }
 
@@ -90,6 +94,16 @@ export function createConsumerCore(deps: {
     retry: completionTotal.labels("retry"),
     complete: completionTotal.labels("complete"),
   };
+  async function commit(valid: StatusUpdate[], operation: string): Promise<void> {
+    if (valid.length === 0) return;
+    try {
+      await store.setStatuses(valid);
+    } catch (err) {
+      log.error("rpc_storage_failure", { operation: "set_statuses", error: err });
+      throw storageFailure(operation, err);
+    }
+    for (const u of valid) outcomes[u.status].inc();
+  }
   return {
     // getTask and setTaskStatus return the store's promise directly (no async
     // frame): they are the hot path, and each extra promise hop is measurable.
@@ -123,18 +137,18 @@ export function createConsumerCore(deps: {
         },
       );
     },
-    async setBatchStatus(updates) {
+    setBatchStatus(updates) {
       // Validate every update before writing any (wire contract).
-      const valid = updates.map(statusUpdateOf);
-      if (valid.length === 0) return;
+      let valid: StatusUpdate[];
       try {
-        await store.setStatuses(valid);
+        valid = updates.map(statusUpdateOf);
       } catch (err) {
-        log.error("rpc_storage_failure", { operation: "set_statuses", error: err });
-        throw storageFailure("SetBatchActivationStatus", err);
+        return Promise.reject(err);
       }
-      for (const u of valid) outcomes[u.status].inc();
+      return commit(valid, "SetBatchActivationStatus");
     },
+    commitResults: (updates) => commit(updates, "delivery results"),
+    push,
     async produce(activations) {
       if (activations.length === 0) return { accepted: 0, duplicates: 0, expired: 0 };
       try {

@@ -99,3 +99,67 @@ export function percentDecodeGrpcMessage(value: string): string {
     return value;
   }
 }
+
+/**
+ * Splits a stream of HTTP/2 DATA chunks into gRPC messages, for streaming
+ * calls (the delivery stream, both ends). push() returns the complete
+ * messages so far (views into the chunks, no copy when a message sits in one
+ * chunk); a message announced larger than `maxBytes` is reported by
+ * `tooLarge` instead of being buffered, and one with the compressed flag set
+ * by `compressed`.
+ */
+export class FrameReader {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Bytes the message being assembled needs in all (prefix included); 0 until its prefix is known. */
+  private need = 0;
+  tooLarge = false;
+  compressed = false;
+  constructor(private readonly maxBytes: number) {}
+
+  push(chunk: Buffer): Buffer[] {
+    const out: Buffer[] = [];
+    if (this.tooLarge || this.compressed) return out;
+    let buf: Buffer;
+    if (this.pendingBytes === 0) buf = chunk;
+    else {
+      this.pending.push(chunk);
+      this.pendingBytes += chunk.byteLength;
+      // Concatenate only once the message is complete (or its prefix is), not per chunk.
+      if (this.pendingBytes < (this.need || 5)) return out;
+      buf = Buffer.concat(this.pending, this.pendingBytes);
+      this.pending = [];
+      this.pendingBytes = 0;
+    }
+    this.need = 0;
+    let pos = 0;
+    while (buf.byteLength - pos >= 5) {
+      const len = ((buf[pos + 1]! << 24) | (buf[pos + 2]! << 16) | (buf[pos + 3]! << 8) | buf[pos + 4]!) >>> 0;
+      if (len > this.maxBytes) {
+        this.tooLarge = true;
+        return out;
+      }
+      if (buf[pos] !== 0) {
+        this.compressed = true;
+        return out;
+      }
+      if (buf.byteLength - pos - 5 < len) {
+        this.need = 5 + len;
+        break;
+      }
+      out.push(buf.subarray(pos + 5, pos + 5 + len));
+      pos += 5 + len;
+    }
+    if (pos < buf.byteLength) {
+      const rest = buf.subarray(pos);
+      this.pending.push(rest);
+      this.pendingBytes = rest.byteLength;
+    }
+    return out;
+  }
+
+  /** Bytes of an incomplete message held (0 at a message boundary). */
+  buffered(): number {
+    return this.pendingBytes;
+  }
+}

@@ -1,6 +1,7 @@
 // The broker's RPC port: one TCP listener serving gRPC (h2c, prior
 // knowledge), Connect and gRPC-Web over HTTP/2 and HTTP/1.1 for
-// ConsumerService, IngestService, AdminService and grpc.health.v1.Health.
+// ConsumerService, IngestService, AdminService and grpc.health.v1.Health,
+// plus the streaming DeliveryService (gRPC only, delivery.ts).
 // The broker's composition root (broker.ts) starts it; the rest of this folder
 // serves it, except the clients (client.ts, worker-client.ts) and the pieces
 // they share with it (frame.ts, signing.ts).
@@ -30,6 +31,7 @@ import type { Logger } from "../log.ts";
 import type { InflightStore } from "../store/types.ts";
 import { adminServiceImpl } from "./admin.ts";
 import { type ProduceTarget, createConsumerCore } from "./consumer.ts";
+import { DELIVER_PATH, createDeliveryServer } from "./delivery.ts";
 import { isFastGrpc, respondGrpcError, serveFastGrpc } from "./fast-grpc.ts";
 import { healthServiceImpl } from "./health.ts";
 import { consumerServiceImpl, ingestServiceImpl } from "./services.ts";
@@ -80,6 +82,7 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   router.service(Health, healthServiceImpl({ isHealthy, isClosing, watchIntervalMs: HEALTH_WATCH_INTERVAL_MS }));
   const universal = createUniversalDispatcher({ router, secrets, maxMessageBytes, isClosing });
   const fast = { core, secrets, maxMessageBytes };
+  const delivery = createDeliveryServer({ core, store, secrets, maxMessageBytes, isClosing, log });
 
   // In-flight RPCs, counted so close() can wait for them.
   let inflight = 0;
@@ -106,7 +109,9 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     stream.once("close", done);
     const path = headers[":path"];
     const contentType = headers["content-type"];
-    if (isFastGrpc(path, contentType)) {
+    if (path === DELIVER_PATH && (contentType === "application/grpc" || contentType === "application/grpc+proto")) {
+      delivery.serve(stream, headers);
+    } else if (isFastGrpc(path, contentType)) {
       if (closing) {
         stream.on("error", () => {});
         respondGrpcError(stream, Code.Unavailable, "broker is shutting down");
@@ -166,6 +171,8 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     close(drainMs) {
       closed ??= (async () => {
         closing = true;
+        // Delivery streams live as long as their workers: they stop sending now and end once what they sent is reported.
+        delivery.drain();
         const stopped = new Promise<void>((r) => listener.close(() => r()));
         if (inflight > 0) {
           await new Promise<void>((resolve) => {
