@@ -13,7 +13,7 @@ import {
 } from "../src/ingest/activation.ts";
 import { admit, type BackpressureLimits } from "../src/ingest/backpressure.ts";
 import { Backpressure, createIngest } from "../src/ingest/ingest.ts";
-import { scanActivation } from "../src/ingest/wire.ts";
+import { scanActivation } from "../src/activation/wire.ts";
 import { silentLogger } from "../src/log.ts";
 import { activationBytes, row, tempStore, timestampFromMs, type TempStore } from "./store-fixtures.ts";
 

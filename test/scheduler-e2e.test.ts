@@ -10,7 +10,7 @@ import { join, resolve } from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ConsumerService, type TaskActivation } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
-import { decodeParameters } from "../src/sdk/params.ts";
+import { decodeParameters } from "../src/activation/parameters.ts";
 import { type BrokerProcess, spawnBroker } from "./support/broker-process.ts";
 
 const ROOT = resolve(import.meta.dir, "..");

@@ -3,7 +3,7 @@
 // running at once, the claim rule replicas rely on, and the activation a slot
 // produces (deterministic id, trace propagation off).
 import { describe, expect, test } from "bun:test";
-import { decodeParameters } from "../src/sdk/params.ts";
+import { decodeParameters } from "../src/activation/parameters.ts";
 import {
   buildScheduledActivation,
   claimable,

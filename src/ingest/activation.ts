@@ -5,7 +5,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { RetryStateSchema, TaskActivationSchema, type TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import type { KafkaOrigin, NewRow } from "../store/types.ts";
-import { scanActivation, type ActivationFields } from "./wire.ts";
+import { scanActivation, type ActivationFields } from "../activation/wire.ts";
 
 /** An activation ingest refuses; `index` is its position in the offered batch when known. */
 export class InvalidActivation extends Error {
@@ -48,7 +48,7 @@ function fieldsOf(a: TaskActivation): ActivationFields {
  * Validates and maps one activation. Throws InvalidActivation naming the first
  * missing field (id, namespace, taskname, application) or "undecodable".
  * A zero `expires` or `delay` is treated as unset (never "expire immediately").
- * The fast wire scan (wire.ts) handles ordinary activations; anything it is
+ * The fast wire scan (activation/wire.ts) handles ordinary activations; anything it is
  * unsure about goes through the full decoder.
  */
 export function activationToRow(

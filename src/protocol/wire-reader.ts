@@ -1,6 +1,6 @@
 // Reading the protobuf wire format by hand, for the hot paths where a full
 // @bufbuild decode costs more than the work it serves: RPC requests
-// (protocol/messages.ts), the ingest scan (ingest/wire.ts), the worker's activation
+// (protocol/messages.ts), the ingest scan (activation/wire.ts), the worker's activation
 // decode (worker/activation-wire.ts) and the namespace lookup of demotion
 // (kafka/namespace.ts). One reader, one error type; each caller decides what
 // a malformed message means for it (INTERNAL, fall back to the full decoder, null).

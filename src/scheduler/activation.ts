@@ -4,7 +4,7 @@
 // queuing the task twice. Trace propagation is turned off: a periodic run is
 // not part of whichever trace happened to be active in the scheduler.
 import { createHash } from "node:crypto";
-import { type ActivationTemplate, type BuiltActivation, buildActivation } from "../sdk/activation.ts";
+import { type ActivationTemplate, type BuiltActivation, buildActivation } from "../activation/build.ts";
 import { NO_RETRY } from "../sdk/retry.ts";
 import type { Schedule } from "./definition.ts";
 

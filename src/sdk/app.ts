@@ -2,11 +2,11 @@
 // writes against. Registered apps live in a process-wide registry (on
 // globalThis, so a second SDK copy loaded from disk shares it) where the worker
 // looks tasks up by application, namespace and task name.
-import { type ActivationTemplate, type BuiltActivation, buildActivation, type DispatchOptions } from "./activation.ts";
+import { type ActivationTemplate, type BuiltActivation, buildActivation, type DispatchOptions } from "../activation/build.ts";
 import { currentTask } from "./context.ts";
 import { type ErrorClass, TaskDefinitionError } from "./errors.ts";
-import { traceHeaders } from "./headers.ts";
-import type { Compression } from "./params.ts";
+import { traceHeaders } from "../activation/headers.ts";
+import type { Compression } from "../activation/parameters.ts";
 import type { ActivationProducer, TopicRouter } from "./producer.ts";
 import { NO_RETRY, type Retry } from "./retry.ts";
 

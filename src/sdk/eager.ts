@@ -4,7 +4,7 @@
 // run immediately, in-process, until the policy says stop.
 import { fromBinary } from "@bufbuild/protobuf";
 import { TaskActivationSchema } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
-import type { BuiltActivation } from "./activation.ts";
+import type { BuiltActivation } from "../activation/build.ts";
 import type { Task } from "./app.ts";
 import { runActivation, STATUS_RETRY, type RunResult } from "./execute.ts";
 

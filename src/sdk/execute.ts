@@ -6,7 +6,7 @@
 import { CANARY_TASK, findTask, INTERNAL_NAMESPACE, type Task } from "./app.ts";
 import { makeTaskContext, runInTaskContext } from "./context.ts";
 import { isErrorOf, isRetryRequest, UnknownTaskError } from "./errors.ts";
-import { COMPRESSION_HEADER, decodeLegacyParameters, decodeParameters } from "./params.ts";
+import { COMPRESSION_HEADER, decodeLegacyParameters, decodeParameters } from "../activation/parameters.ts";
 import { shouldRetry } from "./retry.ts";
 
 export const STATUS_FAILURE = 3;

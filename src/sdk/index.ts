@@ -28,12 +28,12 @@ export {
   type Task,
   type TaskOptions,
 } from "./app.ts";
-export { type ActivationTemplate, type BuiltActivation, buildActivation, type DispatchOptions, newActivationId } from "./activation.ts";
+export { type ActivationTemplate, type BuiltActivation, buildActivation, type DispatchOptions, newActivationId } from "../activation/build.ts";
 export { currentTask, type TaskContext } from "./context.ts";
 export { EagerTaskFailed } from "./eager.ts";
 export { ProcessingDeadlineExceeded, RetryTaskError, TaskDefinitionError, UnknownTaskError } from "./errors.ts";
-export { type HeaderValue, stringifyHeaders, TRACE_HEADERS } from "./headers.ts";
-export { type Compression, decodeParameters, encodeParameters, type TaskParameters } from "./params.ts";
+export { type HeaderValue, stringifyHeaders, TRACE_HEADERS } from "../activation/headers.ts";
+export { type Compression, decodeParameters, encodeParameters, type TaskParameters } from "../activation/parameters.ts";
 export type { ActivationProducer, TopicRouter } from "./producer.ts";
 export { isLastAttempt, NO_RETRY, type Retry, type RetryOptions, retry, shouldRetry } from "./retry.ts";
 export { defineSchedules, type ScheduleDefinition, type ScheduleTable } from "../scheduler/definition.ts";

@@ -10,8 +10,8 @@ import {
   TaskActivationSchema,
 } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { type HeaderValue, stringifyHeaders } from "./headers.ts";
-import { COMPRESSION_HEADER, type Compression, encodeParameters } from "./params.ts";
-import type { Retry } from "./retry.ts";
+import { COMPRESSION_HEADER, type Compression, encodeParameters } from "./parameters.ts";
+import type { Retry } from "../sdk/retry.ts";
 
 /** Everything about a task that shapes its activations. */
 export interface ActivationTemplate {
