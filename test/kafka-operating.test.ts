@@ -24,7 +24,7 @@ import {
   drainAndComplete,
 } from "./support/kafka.ts";
 import { parsePrometheusText, sumOf, valueOf, type Exposition } from "./support/prom-text.ts";
-import { activationNamespace } from "../src/kafka/namespace.ts";
+import { activationNamespace } from "../src/activation/wire.ts";
 import { lagOf } from "../src/kafka/lag.ts";
 
 const bed = kafkaTestbed();

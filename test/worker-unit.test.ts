@@ -8,7 +8,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { join } from "node:path";
 import { OnAttemptsExceeded, RetryStateSchema, TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { silentLogger } from "../src/log.ts";
-import { decodeActivation } from "../src/worker/activation-wire.ts";
+import { decodeWireActivation } from "../src/activation/wire.ts";
 import { openAtMostOnceStore } from "../src/worker/at-most-once.ts";
 import { createBalancer } from "../src/worker/balancer.ts";
 import { resolveWorkerConfig } from "../src/config/worker.ts";
@@ -32,7 +32,7 @@ describe("activation decoder", () => {
       application: "app",
       parametersBytes: new Uint8Array([1, 2, 3]),
     });
-    const a = decodeActivation(toBinary(TaskActivationSchema, msg));
+    const a = decodeWireActivation(toBinary(TaskActivationSchema, msg));
     expect(a).toEqual({
       id: "a".repeat(32),
       namespace: "ns",
@@ -51,10 +51,10 @@ describe("activation decoder", () => {
       application: "app",
       parametersBytes: new Uint8Array([1, 2, 3]),
     });
-    const empty = decodeActivation(toBinary(TaskActivationSchema, create(TaskActivationSchema, { id: "x" })));
+    const empty = decodeWireActivation(toBinary(TaskActivationSchema, create(TaskActivationSchema, { id: "x" })));
     expect(empty.expiresS).toBeUndefined();
     expect(empty.application).toBeUndefined();
-    expect(() => decodeActivation(new Uint8Array([0x0a, 0x05, 0x61]))).toThrow(/truncated/);
+    expect(() => decodeWireActivation(new Uint8Array([0x0a, 0x05, 0x61]))).toThrow(/truncated/);
   });
 
   test("expiry: received_at + expires in the past", () => {

@@ -1,3 +1,16 @@
+// Reading a TaskActivation straight from its protobuf bytes, for the three hot
+// paths where a full @bufbuild decode costs more than the work it serves:
+// ingest's scan of the fields the store indexes (scanActivation), the worker's
+// decode of what it runs (decodeWireActivation) and the namespace lookup of
+// demotion on the Kafka consume path (activationNamespace). One reader
+// (protocol/wire-reader.ts); each function decides what malformed bytes mean
+// for its caller. Field numbers: wire-contract.md. Checked against
+// @bufbuild/protobuf in test/ingest.test.ts, test/worker-unit.test.ts and
+// test/kafka-operating.test.ts.
+
+import { MalformedMessage, WIRE_LEN, WIRE_VARINT, WireReader } from "../protocol/wire-reader.ts";
+
+// ---- Ingest: the indexed fields ----
 // The ingest hot path's scan of a TaskActivation: it pulls the
 // handful of TaskActivation fields the store indexes (ids, names, timestamps,
 // retry policy) straight from the bytes, ~10x cheaper than a full decode that
@@ -5,8 +18,6 @@
 // unexpected wire types, 64-bit values past 2^53, truncation) returns null
 // and the caller falls back to the full @bufbuild decode, which has the last
 // word on what is valid. Field numbers: wire-contract.md.
-
-import { MalformedMessage, WIRE_LEN, WIRE_VARINT, WireReader } from "../protocol/wire-reader.ts";
 
 /** The TaskActivation fields ingest needs. Absent optional fields are undefined. */
 export interface ActivationFields {
@@ -97,4 +108,148 @@ export function scanActivation(buf: Uint8Array): ActivationFields | null {
   }
   if (ts.seconds !== 0 || ts.nanos !== 0) out.receivedAtMs = ts.seconds * 1000 + Math.floor(ts.nanos / 1_000_000);
   return out;
+}
+
+// ---- Worker: what a run needs ----
+// A fast decoder for the TaskActivation fields the worker reads, straight
+// from the protobuf bytes the broker sends. The generic @bufbuild codec costs
+// more per task than the rest of the worker's bookkeeping together; field
+// numbers per wire-contract.md. Malformed bytes throw MalformedMessage.
+// Checked against @bufbuild/protobuf in test/worker-unit.test.ts.
+
+/** The activation as the worker sees it (plain data; ms and numbers instead of bigint/Timestamp). */
+export interface WireActivation {
+  id: string;
+  namespace: string;
+  taskname: string;
+  parameters: string;
+  headers: Record<string, string>;
+  /** received_at in epoch ms, or undefined when absent. */
+  receivedAtMs: number | undefined;
+  attempts: number;
+  maxAttempts: number;
+  onAttemptsExceeded: number;
+  atMostOnce: boolean;
+  delayOnRetry: number | undefined;
+  processingDeadlineS: number;
+  expiresS: number | undefined;
+  delayS: number | undefined;
+  application: string | undefined;
+  parametersBytes: Uint8Array;
+}
+
+/** One headers map entry: key = 1, value = 2. */
+function readHeader(m: WireReader, headers: Record<string, string>): void {
+  let k = "";
+  let v = "";
+  while (!m.done()) {
+    const [f, wt] = m.tag();
+    if (f === 1) (m.expect(f, wt, WIRE_LEN), (k = m.string()));
+    else if (f === 2) (m.expect(f, wt, WIRE_LEN), (v = m.string()));
+    else m.skip(wt);
+  }
+  headers[k] = v;
+}
+
+/** google.protobuf.Timestamp { seconds = 1; nanos = 2 } as epoch ms. */
+function readTimestampMs(m: WireReader): number {
+  let seconds = 0;
+  let nanos = 0;
+  while (!m.done()) {
+    const [f, wt] = m.tag();
+    if (f === 1) (m.expect(f, wt, WIRE_VARINT), (seconds = m.varint()));
+    else if (f === 2) (m.expect(f, wt, WIRE_VARINT), (nanos = m.varint()));
+    else m.skip(wt);
+  }
+  return seconds * 1000 + Math.floor(nanos / 1e6);
+}
+
+/** RetryState (wire-contract.md): attempts 1, max_attempts 2, on_attempts_exceeded 3, at_most_once 4, delay_on_retry 5. */
+function readWorkerRetryState(m: WireReader, a: WireActivation): void {
+  while (!m.done()) {
+    const [f, wt] = m.tag();
+    if (f >= 1 && f <= 5) m.expect(f, wt, WIRE_VARINT);
+    switch (f) {
+      case 1: a.attempts = m.varint(); break;
+      case 2: a.maxAttempts = m.varint(); break;
+      case 3: a.onAttemptsExceeded = m.varint(); break;
+      case 4: a.atMostOnce = m.varint() !== 0; break;
+      case 5: a.delayOnRetry = m.varint(); break;
+      default: m.skip(wt);
+    }
+  }
+}
+
+/** Decodes what the worker reads; malformed bytes throw MalformedMessage. */
+export function decodeWireActivation(buf: Uint8Array): WireActivation {
+  const a: WireActivation = {
+    id: "",
+    namespace: "",
+    taskname: "",
+    parameters: "",
+    headers: {},
+    receivedAtMs: undefined,
+    attempts: 0,
+    maxAttempts: 0,
+    onAttemptsExceeded: 0,
+    atMostOnce: false,
+    delayOnRetry: undefined,
+    processingDeadlineS: 0,
+    expiresS: undefined,
+    delayS: undefined,
+    application: undefined,
+    parametersBytes: new Uint8Array(0),
+  };
+  const r = new WireReader(buf);
+  while (!r.done()) {
+    const [field, wt] = r.tag();
+    switch (field) {
+      case 1: r.expect(field, wt, WIRE_LEN); a.id = r.string(); break;
+      case 2: r.expect(field, wt, WIRE_LEN); a.namespace = r.string(); break;
+      case 3: r.expect(field, wt, WIRE_LEN); a.taskname = r.string(); break;
+      case 4: r.expect(field, wt, WIRE_LEN); a.parameters = r.string(); break;
+      case 5: r.expect(field, wt, WIRE_LEN); readHeader(r.sub(), a.headers); break;
+      case 6: r.expect(field, wt, WIRE_LEN); a.receivedAtMs = readTimestampMs(r.sub()); break;
+      case 7: r.expect(field, wt, WIRE_LEN); readWorkerRetryState(r.sub(), a); break;
+      case 8: r.expect(field, wt, WIRE_VARINT); a.processingDeadlineS = r.varint(); break;
+      case 9: r.expect(field, wt, WIRE_VARINT); a.expiresS = r.varint(); break;
+      case 11: r.expect(field, wt, WIRE_VARINT); a.delayS = r.varint(); break;
+      case 12: r.expect(field, wt, WIRE_LEN); a.application = r.string(); break;
+      case 13: r.expect(field, wt, WIRE_LEN); a.parametersBytes = r.bytes(); break;
+      default: r.skip(wt);
+    }
+  }
+  return a;
+}
+
+// ---- Kafka: the namespace alone ----
+// The namespace of a TaskActivation read straight from its protobuf bytes,
+// without decoding the message: namespace demotion (runtime config) asks about
+// every consumed activation, and a full decode per message would cost the
+// ingest path more than the lookup it serves. Pure.
+
+/** TaskActivation.namespace is field 2, a string (proto/sentry_protos/taskbroker/v1/taskbroker.proto). */
+const NAMESPACE_FIELD = 2;
+
+/**
+ * The activation's namespace; "" when absent (proto3 default); null when the
+ * bytes are not a well-formed message (the caller lets ingest reject it).
+ * A repeated field is read last-wins, as protobuf parsers do.
+ */
+export function activationNamespace(bytes: Uint8Array): string | null {
+  const r = new WireReader(bytes);
+  let namespace = "";
+  try {
+    while (!r.done()) {
+      const [field, wt] = r.tag();
+      if (field === NAMESPACE_FIELD) {
+        r.expect(field, wt, WIRE_LEN);
+        namespace = r.string();
+      } else r.skip(wt);
+    }
+  } catch (err) {
+    if (err instanceof MalformedMessage) return null;
+    throw err;
+  }
+  return namespace;
 }

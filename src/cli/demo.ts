@@ -20,7 +20,7 @@ import { createRouter } from "../routing.ts";
 import { findTask, findTaskTemplate, type Task } from "../sdk/index.ts";
 import type { Outcome } from "../sdk/execute.ts";
 import { buildScheduledActivation, normalizeSchedules, openRunStore, startScheduler } from "../scheduler/index.ts";
-import type { WireActivation } from "../worker/activation-wire.ts";
+import type { WireActivation } from "../activation/wire.ts";
 import { loadTaskModules } from "../worker/modules.ts";
 import { startWorker } from "../worker.ts";
 

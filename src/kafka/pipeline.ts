@@ -17,7 +17,7 @@ import { CommitRejected, type BatchContext, type ConsumedBatch, type ConsumedMes
 import { HeaderDecodeError } from "./headers.ts";
 import type { LagTracker } from "./lag.ts";
 import { kafkaDemotedTotal, kafkaHeaderDispatchTotal, kafkaMessagesTotal } from "./metrics.ts";
-import { activationNamespace } from "./namespace.ts";
+import { activationNamespace } from "../activation/wire.ts";
 import { outboundOf } from "./publisher.ts";
 import { rawActivation, type RawTopicSpec } from "./raw.ts";
 

@@ -1,9 +1,9 @@
 // Reading the protobuf wire format by hand, for the hot paths where a full
 // @bufbuild decode costs more than the work it serves: RPC requests
-// (protocol/messages.ts), the ingest scan (activation/wire.ts), the worker's activation
-// decode (worker/activation-wire.ts) and the namespace lookup of demotion
-// (kafka/namespace.ts). One reader, one error type; each caller decides what
-// a malformed message means for it (INTERNAL, fall back to the full decoder, null).
+// (protocol/messages.ts) and the activation's hot paths (activation/wire.ts:
+// the ingest scan, the worker's decode, the namespace lookup of demotion).
+// One reader, one error type; each caller decides what a malformed message
+// means for it (INTERNAL, fall back to the full decoder, null).
 // Checked against @bufbuild/protobuf by those callers' tests.
 
 /** Bytes that are not a well-formed protobuf message (truncation, bad wire type, bad UTF-8...). */

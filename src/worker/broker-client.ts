@@ -8,7 +8,7 @@ import {
   type SetStatusArgs,
   type TaskFilterArgs,
 } from "../connect/client.ts";
-import { decodeActivation, type WireActivation } from "./activation-wire.ts";
+import { decodeWireActivation, type WireActivation } from "../activation/wire.ts";
 
 export type FetchFilter = TaskFilterArgs;
 export type StatusReport = SetStatusArgs;
@@ -30,11 +30,11 @@ export function createBrokerClient(options: BrokerClientOptions): BrokerClient {
     address: options.address,
     getTask: async (r) => {
       const b = await c.getTaskBytes(r);
-      return b ? decodeActivation(b) : null;
+      return b ? decodeWireActivation(b) : null;
     },
     setTaskStatus: async (r) => {
       const b = await c.setTaskStatusBytes(r);
-      return b ? decodeActivation(b) : null;
+      return b ? decodeWireActivation(b) : null;
     },
     setBatchStatus: (u) => c.setBatchStatus(u),
     produce: (a) => c.produce(a),

@@ -3,7 +3,7 @@
 // once per id (a repeat is skipped, unreported), the rest run in the task pool
 // under their processing deadline; the outcome becomes the status to report
 // (COMPLETE, RETRY with the task's delay, FAILURE) and is counted in metrics.
-import type { WireActivation as TaskActivation } from "./activation-wire.ts";
+import type { WireActivation } from "../activation/wire.ts";
 import type { Logger } from "../log.ts";
 import { DEFAULT_PROCESSING_DEADLINE_S } from "../sdk/app.ts";
 import { type Outcome, type ReportStatus, STATUS_FAILURE, STATUS_RETRY } from "../sdk/execute.ts";
@@ -31,13 +31,13 @@ export interface Execution {
 }
 
 /** received_at + expires lies in the past: the activation must not start. */
-export function isExpired(a: Pick<TaskActivation, "expiresS" | "receivedAtMs">, nowMs: number): boolean {
+export function isExpired(a: Pick<WireActivation, "expiresS" | "receivedAtMs">, nowMs: number): boolean {
   return a.expiresS !== undefined && a.receivedAtMs !== undefined && a.receivedAtMs + a.expiresS * 1000 < nowMs;
 }
 
 const metaKey = (app: string, ns: string, task: string) => `${app}\u0000${ns}\u0000${task}`;
 
-export function createExecutor(o: ExecutorOptions): (a: TaskActivation) => Promise<Execution> {
+export function createExecutor(o: ExecutorOptions): (a: WireActivation) => Promise<Execution> {
   const meta = new Map<string, TaskMeta>();
   const metaByNs = new Map<string, TaskMeta>();
   for (const t of o.tasks) {
@@ -46,7 +46,7 @@ export function createExecutor(o: ExecutorOptions): (a: TaskActivation) => Promi
   }
   const recorder = createRecorder(o.metrics);
 
-  return async (a: TaskActivation): Promise<Execution> => {
+  return async (a: WireActivation): Promise<Execution> => {
     const now = Date.now();
     const app = a.application ?? "";
     const m = meta.get(metaKey(app, a.namespace, a.taskname)) ?? (app ? undefined : metaByNs.get(metaKey("", a.namespace, a.taskname)));

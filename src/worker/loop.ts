@@ -5,7 +5,7 @@
 // exponential back-off, so an idle worker sends one GetTask at a time and a
 // new task is still picked up within the current back-off.
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { WireActivation as TaskActivation } from "./activation-wire.ts";
+import type { WireActivation } from "../activation/wire.ts";
 import type { Logger } from "../log.ts";
 import { type Outcome, type ReportStatus, STATUS_RETRY } from "../sdk/execute.ts";
 import type { AtMostOnceStore } from "./at-most-once.ts";
@@ -30,7 +30,7 @@ export interface LoopOptions {
   log: Logger;
   maxBackoffMs: number;
   /** Called after every finished run (tests, demo progress). */
-  onResult?: (activation: TaskActivation, outcome: Outcome, status: ReportStatus | null, error?: string) => void;
+  onResult?: (activation: WireActivation, outcome: Outcome, status: ReportStatus | null, error?: string) => void;
 }
 
 export interface WorkerLoop {
@@ -41,7 +41,7 @@ export interface WorkerLoop {
 }
 
 interface Held {
-  activation: TaskActivation;
+  activation: WireActivation;
   client: BrokerClient;
 }
 
@@ -95,7 +95,7 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
       try {
         while (!stopping) {
           const client = o.clients.get(cursor.current())!;
-          let activation: TaskActivation | null;
+          let activation: WireActivation | null;
           try {
             activation = await client.getTask(o.filter);
             o.balancer.succeeded(client.address);
@@ -126,7 +126,7 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
   const execute = createExecutor(o);
 
   /** Reports to the broker that handed out the task; retried on transient errors so no result is dropped lightly. */
-  const report = async (held: Held, r: StatusReport): Promise<TaskActivation | null> => {
+  const report = async (held: Held, r: StatusReport): Promise<WireActivation | null> => {
     for (let attempt = 0; ; attempt++) {
       try {
         const next = await held.client.setTaskStatus(r);
@@ -154,7 +154,7 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
         held = await scout(cursor);
         if (!held) break;
       }
-      const activation: TaskActivation = held.activation;
+      const activation: WireActivation = held.activation;
       const client: BrokerClient = held.client;
       setBusy(1);
       let result: Awaited<ReturnType<typeof execute>>;

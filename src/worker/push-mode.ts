@@ -10,7 +10,7 @@
 import { Code } from "@connectrpc/connect";
 import type { Logger } from "../log.ts";
 import { type Outcome, type ReportStatus, STATUS_RETRY } from "../sdk/execute.ts";
-import type { WireActivation } from "./activation-wire.ts";
+import type { WireActivation } from "../activation/wire.ts";
 import type { BrokerClient } from "./broker-client.ts";
 import { createExecutor, type ExecutorOptions } from "./execution.ts";
 import type { HealthFile } from "./health.ts";

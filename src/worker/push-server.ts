@@ -11,7 +11,7 @@ import { OK_TRAILERS, framedEmpty, frameLength, trailersOnlyHeaders } from "../c
 import { decodePushTaskRequest } from "../protocol/messages.ts";
 import { PATH_PUSH_TASK } from "../connect/worker-client.ts";
 import type { Logger } from "../log.ts";
-import { decodeActivation, type WireActivation } from "./activation-wire.ts";
+import { decodeWireActivation, type WireActivation } from "../activation/wire.ts";
 
 /** null: accepted (OK); otherwise the gRPC status to answer with. */
 export type PushAnswer = null | { code: Code; message: string };
@@ -79,7 +79,7 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
       try {
         const req = decodePushTaskRequest(message);
         if (req.task === null) return fail(stream, Code.InvalidArgument, "PushTaskRequest carries no task");
-        activation = decodeActivation(req.task);
+        activation = decodeWireActivation(req.task);
         callbackUrl = req.callbackUrl;
       } catch (err) {
         return fail(stream, Code.InvalidArgument, `undecodable task: ${(err as Error).message}`);
