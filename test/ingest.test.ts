@@ -5,12 +5,9 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { brokerConfigSchema } from "../src/config/broker.ts";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
-import {
-  activationToRow,
-  buildRetryActivation,
-  InvalidActivation,
-  rewriteRetryState,
-} from "../src/ingest/activation.ts";
+import { InvalidActivation } from "../src/activation/decode.ts";
+import { buildRetryActivation, rewriteRetryState } from "../src/activation/rewrite.ts";
+import { activationToRow } from "../src/ingest/activation.ts";
 import { admit, type BackpressureLimits } from "../src/ingest/backpressure.ts";
 import { Backpressure, createIngest } from "../src/ingest/ingest.ts";
 import { scanActivation } from "../src/activation/wire.ts";

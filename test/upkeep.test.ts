@@ -114,7 +114,7 @@ describe("step 1: retries", () => {
     t.store.insert([r]);
     await claimAndSet(r.id, "retry");
     const [stored] = t.store.retryRows(10);
-    const { buildRetryActivation } = await import("../src/ingest/activation.ts");
+    const { buildRetryActivation } = await import("../src/activation/rewrite.ts");
     const pub = localPublisher(t.store);
     await pub.publishRetry(buildRetryActivation(stored!.activation, Date.now()).bytes);
     await pub.publishRetry(buildRetryActivation(stored!.activation, Date.now() + 5).bytes);

@@ -10,6 +10,7 @@ import {
   TaskActivationSchema,
 } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { type HeaderValue, stringifyHeaders } from "./headers.ts";
+import { newActivationId } from "./ids.ts";
 import { COMPRESSION_HEADER, type Compression, encodeParameters } from "./parameters.ts";
 import type { Retry } from "../sdk/retry.ts";
 
@@ -39,10 +40,6 @@ export interface DispatchOptions {
 export interface BuiltActivation {
   activation: TaskActivation;
   bytes: Uint8Array;
-}
-
-export function newActivationId(): string {
-  return crypto.randomUUID().replaceAll("-", "");
 }
 
 function wholeSeconds(name: string, value: number): bigint {

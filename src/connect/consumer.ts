@@ -4,7 +4,7 @@
 // (wire-contract.md "Status codes and their meaning to clients").
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { BrokerConfig } from "../config/broker.ts";
-import { InvalidActivation } from "../ingest/activation.ts";
+import { InvalidActivation } from "../activation/decode.ts";
 import { Backpressure } from "../ingest/ingest.ts";
 import type { Logger } from "../log.ts";
 import { completionTotal } from "../metrics.ts";

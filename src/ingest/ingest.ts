@@ -6,7 +6,8 @@ import type { BrokerConfig } from "../config/broker.ts";
 import type { Logger } from "../log.ts";
 import { ingestTotal } from "../metrics.ts";
 import type { InflightStore, KafkaOrigin, NewRow } from "../store/types.ts";
-import { activationToRow, InvalidActivation } from "./activation.ts";
+import { InvalidActivation } from "../activation/decode.ts";
+import { activationToRow } from "./activation.ts";
 import { admit, limitsFromConfig } from "./backpressure.ts";
 
 /** Ingest refused the batch for now; retry later (RPC: RESOURCE_EXHAUSTED; Kafka: pause). */

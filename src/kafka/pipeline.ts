@@ -9,7 +9,7 @@
 // under backpressure the consumer pauses and the chunk is retried until the
 // store drains; when a rebalance rejects the commit, the rows just stored are
 // taken back so the partition's next owner stores them exactly once.
-import { InvalidActivation } from "../ingest/activation.ts";
+import { InvalidActivation } from "../activation/decode.ts";
 import type { Logger } from "../log.ts";
 import { kafkaPaused } from "../metrics.ts";
 import type { KafkaOrigin } from "../store/types.ts";

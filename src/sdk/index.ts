@@ -28,7 +28,8 @@ export {
   type Task,
   type TaskOptions,
 } from "./app.ts";
-export { type ActivationTemplate, type BuiltActivation, buildActivation, type DispatchOptions, newActivationId } from "../activation/build.ts";
+export { type ActivationTemplate, type BuiltActivation, buildActivation, type DispatchOptions } from "../activation/build.ts";
+export { newActivationId } from "../activation/ids.ts";
 export { currentTask, type TaskContext } from "./context.ts";
 export { EagerTaskFailed } from "./eager.ts";
 export { ProcessingDeadlineExceeded, RetryTaskError, TaskDefinitionError, UnknownTaskError } from "./errors.ts";

@@ -1,7 +1,8 @@
 // The local dead-letter table, used when no Kafka dead-letter topic exists:
 // upkeep writes failed DEADLETTER activations here; operators list, replay
 // (re-queue as a fresh activation) or discard them via the admin API / CLI.
-import { activationToRow, buildReplayActivation } from "../ingest/activation.ts";
+import { buildReplayActivation } from "../activation/rewrite.ts";
+import { activationToRow } from "../ingest/activation.ts";
 import type { Delta, StoreContext } from "./context.ts";
 import type { DeadLetter, NewRow, UpkeepRow } from "./types.ts";
 

@@ -9,7 +9,7 @@
 // stream's credit for streaming delivery), and the rows are handed out in
 // arrival order: the oldest to the earliest caller.
 import { completionTotal, dispatchTotal } from "../metrics.ts";
-import { rewriteRetryState } from "../ingest/activation.ts";
+import { rewriteRetryState } from "../activation/rewrite.ts";
 import type { Logger } from "../log.ts";
 import { STATE_BY_CODE, type Delta, type StoreContext } from "./context.ts";
 import { STATE_CODE, type ClaimedActivation, type ClaimedRow, type ClaimFilter, type StatusUpdate } from "./types.ts";

@@ -3,7 +3,7 @@
 // transaction. Passes never overlap (runOnce queues behind a running pass).
 // lastCompletedAtMs() feeds the named health service.
 import type { BrokerConfig } from "../config/broker.ts";
-import { buildRetryActivation } from "../ingest/activation.ts";
+import { buildRetryActivation } from "../activation/rewrite.ts";
 import type { Logger } from "../log.ts";
 import { oldestPendingAge, storeDepth, storeSizeBytes, upkeepDuration, upkeepTotal } from "../metrics.ts";
 import type { InflightStore, UpkeepRow } from "../store/types.ts";
