@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { newActivationId } from "../src/activation/ids.ts";
-import { activationToRow } from "../src/ingest/activation.ts";
+import { activationToRow } from "../src/store/row.ts";
 import { brokerConfigSchema } from "../src/config/broker.ts";
 import { createIngest } from "../src/ingest/ingest.ts";
 import { silentLogger } from "../src/log.ts";

@@ -7,7 +7,7 @@ import { brokerConfigSchema } from "../src/config/broker.ts";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { InvalidActivation } from "../src/activation/decode.ts";
 import { buildRetryActivation, rewriteRetryState } from "../src/activation/rewrite.ts";
-import { activationToRow } from "../src/ingest/activation.ts";
+import { activationToRow } from "../src/store/row.ts";
 import { admit, type BackpressureLimits } from "../src/ingest/backpressure.ts";
 import { Backpressure, createIngest } from "../src/ingest/ingest.ts";
 import { scanActivation } from "../src/activation/wire.ts";

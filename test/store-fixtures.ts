@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
-import { activationToRow } from "../src/ingest/activation.ts";
+import { activationToRow } from "../src/store/row.ts";
 import { openStore, type StoreOptions } from "../src/store/sqlite.ts";
 import type { InflightStore, NewRow } from "../src/store/types.ts";
 

@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
-import { activationToRow } from "../src/ingest/activation.ts";
+import { activationToRow } from "../src/store/row.ts";
 import { row, tempStore, timestampFromMs, type TempStore } from "./store-fixtures.ts";
 
 let t: TempStore;

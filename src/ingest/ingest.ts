@@ -7,7 +7,7 @@ import type { Logger } from "../log.ts";
 import { ingestTotal } from "../metrics.ts";
 import type { InflightStore, KafkaOrigin, NewRow } from "../store/types.ts";
 import { InvalidActivation } from "../activation/decode.ts";
-import { activationToRow } from "./activation.ts";
+import { activationToRow } from "../store/row.ts";
 import { admit, limitsFromConfig } from "./backpressure.ts";
 
 /** Ingest refused the batch for now; retry later (RPC: RESOURCE_EXHAUSTED; Kafka: pause). */

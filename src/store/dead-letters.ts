@@ -2,7 +2,7 @@
 // upkeep writes failed DEADLETTER activations here; operators list, replay
 // (re-queue as a fresh activation) or discard them via the admin API / CLI.
 import { buildReplayActivation } from "../activation/rewrite.ts";
-import { activationToRow } from "../ingest/activation.ts";
+import { activationToRow } from "./row.ts";
 import type { Delta, StoreContext } from "./context.ts";
 import type { DeadLetter, NewRow, UpkeepRow } from "./types.ts";
 

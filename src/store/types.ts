@@ -22,7 +22,7 @@ export interface KafkaOrigin {
   offset: string; // int64 as decimal string
 }
 
-/** A decoded activation ready to be stored; built by ingest/activation.ts. */
+/** A decoded activation ready to be stored; built by store/row.ts. */
 export interface NewRow {
   id: string;
   namespace: string;

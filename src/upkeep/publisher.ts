@@ -1,7 +1,7 @@
 // Where upkeep sends retries and dead letters. Pluggable: the Kafka publisher
 // (src/kafka/) produces to the retry / dead-letter topics; the local one here
 // is used without Kafka and writes back into the same SQLite database.
-import { activationToRow } from "../ingest/activation.ts";
+import { activationToRow } from "../store/row.ts";
 import type { InflightStore } from "../store/types.ts";
 
 export interface DeadLetterRow {

@@ -1,7 +1,8 @@
-// Turning TaskActivation bytes into an inflight row (validation included).
+// Turning TaskActivation bytes into the row the store keeps (validation
+// included): ingest, the local retry publisher and dead-letter replay use it.
 // Pure: no I/O, the clock is a parameter. Rules: broker.md "Ingest".
 import type { TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
-import type { KafkaOrigin, NewRow } from "../store/types.ts";
+import type { KafkaOrigin, NewRow } from "./types.ts";
 import { decodeActivation, InvalidActivation } from "../activation/decode.ts";
 import { scanActivation, type ActivationFields } from "../activation/wire.ts";
 
