@@ -3,12 +3,12 @@
 // running at once, the claim rule replicas rely on, and the activation a slot
 // produces (deterministic id, trace propagation off).
 import { describe, expect, test } from "bun:test";
+import { PROPAGATE_TRACES_HEADER } from "../src/activation/headers.ts";
 import { decodeParameters } from "../src/activation/parameters.ts";
 import {
   buildScheduledActivation,
   claimable,
   normalizeSchedules,
-  PROPAGATE_TRACES_HEADER,
   planNext,
   SCHEDULE_HEADER,
   scheduledActivationId,

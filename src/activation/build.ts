@@ -14,6 +14,9 @@ import { newActivationId } from "./ids.ts";
 import { COMPRESSION_HEADER, type Compression, encodeParameters } from "./parameters.ts";
 import type { Retry } from "../sdk/retry.ts";
 
+/** Seconds a worker gives one run when neither the task nor the activation says (worker.md default). */
+export const DEFAULT_PROCESSING_DEADLINE_S = 10;
+
 /** Everything about a task that shapes its activations. */
 export interface ActivationTemplate {
   application: string;

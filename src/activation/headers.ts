@@ -5,6 +5,9 @@
 /** Headers that carry a trace from the producer into the task (and on to its follow-ups). */
 export const TRACE_HEADERS = ["sentry-trace", "baggage", "traceparent", "tracestate"] as const;
 
+/** Header set to "False" on activations whose trace must not continue into the task or its follow-ups (scheduled ones). */
+export const PROPAGATE_TRACES_HEADER = "sentry-propagate-traces";
+
 export type HeaderValue = string | number | boolean | bigint | null | undefined;
 
 export function headerString(key: string, value: HeaderValue): string {

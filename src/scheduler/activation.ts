@@ -4,19 +4,15 @@
 // queuing the task twice. Trace propagation is turned off: a periodic run is
 // not part of whichever trace happened to be active in the scheduler.
 import { createHash } from "node:crypto";
-import { type ActivationTemplate, type BuiltActivation, buildActivation } from "../activation/build.ts";
+import { type ActivationTemplate, type BuiltActivation, buildActivation, DEFAULT_PROCESSING_DEADLINE_S } from "../activation/build.ts";
+import { PROPAGATE_TRACES_HEADER } from "../activation/headers.ts";
 import { NO_RETRY } from "../sdk/retry.ts";
 import type { Schedule } from "./definition.ts";
 
-/** Header that tells the SDK (ours and Sentry's) not to continue a trace into the task. */
-export const PROPAGATE_TRACES_HEADER = "sentry-propagate-traces";
 /** Name of the schedule that produced the activation. */
 export const SCHEDULE_HEADER = "taskplatform-schedule";
 /** The slot (ISO 8601, UTC) the activation was produced for. */
 export const SCHEDULE_SLOT_HEADER = "taskplatform-schedule-slot";
-
-/** Processing deadline used when the task is not known to this process (worker.md default). */
-export const DEFAULT_PROCESSING_DEADLINE_S = 10;
 
 /** Finds the registered task's template, so its retry policy, deadline and expiry apply. */
 export type TemplateLookup = (namespace: string, taskname: string, application?: string) => ActivationTemplate | null;

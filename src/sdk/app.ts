@@ -2,19 +2,22 @@
 // writes against. Registered apps live in a process-wide registry (on
 // globalThis, so a second SDK copy loaded from disk shares it) where the worker
 // looks tasks up by application, namespace and task name.
-import { type ActivationTemplate, type BuiltActivation, buildActivation, type DispatchOptions } from "../activation/build.ts";
+import {
+  type ActivationTemplate,
+  type BuiltActivation,
+  buildActivation,
+  DEFAULT_PROCESSING_DEADLINE_S,
+  type DispatchOptions,
+} from "../activation/build.ts";
 import { currentTask } from "./context.ts";
 import { type ErrorClass, TaskDefinitionError } from "./errors.ts";
-import { traceHeaders } from "../activation/headers.ts";
+import { PROPAGATE_TRACES_HEADER, traceHeaders } from "../activation/headers.ts";
 import type { Compression } from "../activation/parameters.ts";
 import type { ActivationProducer, TopicRouter } from "./producer.ts";
 import { NO_RETRY, type Retry } from "./retry.ts";
 
 export const INTERNAL_NAMESPACE = "internal";
 export const CANARY_TASK = "canary_task";
-export const DEFAULT_PROCESSING_DEADLINE_S = 10;
-/** Header set to "False" on activations whose trace must not continue into follow-ups (scheduled ones). */
-export const PROPAGATE_TRACES_HEADER = "sentry-propagate-traces";
 
 export interface NamespaceDefaults {
   retry?: Retry;

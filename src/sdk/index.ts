@@ -19,21 +19,25 @@ export {
   createApp,
   findTask,
   findTaskTemplate,
-  DEFAULT_PROCESSING_DEADLINE_S,
   INTERNAL_NAMESPACE,
-  PROPAGATE_TRACES_HEADER,
   type Namespace,
   type NamespaceDefaults,
   registeredApps,
   type Task,
   type TaskOptions,
 } from "./app.ts";
-export { type ActivationTemplate, type BuiltActivation, buildActivation, type DispatchOptions } from "../activation/build.ts";
+export {
+  type ActivationTemplate,
+  type BuiltActivation,
+  buildActivation,
+  DEFAULT_PROCESSING_DEADLINE_S,
+  type DispatchOptions,
+} from "../activation/build.ts";
 export { newActivationId } from "../activation/ids.ts";
 export { currentTask, type TaskContext } from "./context.ts";
 export { EagerTaskFailed } from "./eager.ts";
 export { ProcessingDeadlineExceeded, RetryTaskError, TaskDefinitionError, UnknownTaskError } from "./errors.ts";
-export { type HeaderValue, stringifyHeaders, TRACE_HEADERS } from "../activation/headers.ts";
+export { type HeaderValue, PROPAGATE_TRACES_HEADER, stringifyHeaders, TRACE_HEADERS } from "../activation/headers.ts";
 export { type Compression, decodeParameters, encodeParameters, type TaskParameters } from "../activation/parameters.ts";
 export type { ActivationProducer, TopicRouter } from "./producer.ts";
 export { isLastAttempt, NO_RETRY, type Retry, type RetryOptions, retry, shouldRetry } from "./retry.ts";

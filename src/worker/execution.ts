@@ -5,7 +5,7 @@
 // (COMPLETE, RETRY with the task's delay, FAILURE) and is counted in metrics.
 import type { WireActivation } from "../activation/wire.ts";
 import type { Logger } from "../log.ts";
-import { DEFAULT_PROCESSING_DEADLINE_S } from "../sdk/app.ts";
+import { DEFAULT_PROCESSING_DEADLINE_S } from "../activation/build.ts";
 import { type Outcome, type ReportStatus, STATUS_FAILURE, STATUS_RETRY } from "../sdk/execute.ts";
 import { isLastAttempt } from "../sdk/retry.ts";
 import type { AtMostOnceStore } from "./at-most-once.ts";
