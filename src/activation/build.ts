@@ -12,17 +12,25 @@ import {
 import { type HeaderValue, stringifyHeaders } from "./headers.ts";
 import { newActivationId } from "./ids.ts";
 import { COMPRESSION_HEADER, type Compression, encodeParameters } from "./parameters.ts";
-import type { Retry } from "../sdk/retry.ts";
 
 /** Seconds a worker gives one run when neither the task nor the activation says (worker.md default). */
 export const DEFAULT_PROCESSING_DEADLINE_S = 10;
+
+/** The retry fields an activation carries (the SDK's Retry policy is one). */
+export interface RetryPolicy {
+  /** Total attempts, the first run included (max_attempts). */
+  readonly times: number;
+  readonly onAttemptsExceeded: "discard" | "deadletter";
+  /** Seconds before a retry may run (delay_on_retry), or none. */
+  readonly delaySec: number | undefined;
+}
 
 /** Everything about a task that shapes its activations. */
 export interface ActivationTemplate {
   application: string;
   namespace: string;
   taskname: string;
-  retry: Retry;
+  retry: RetryPolicy;
   /** Seconds after received_at after which the activation must not start. */
   expiresSec: number | undefined;
   processingDeadlineS: number;

@@ -147,11 +147,12 @@ export function createApp(options: AppOptions = {}): App {
         }
         const deadline = o.processingDeadlineS ?? ns.defaults.processingDeadlineS;
         if (!(deadline > 0)) throw new TaskDefinitionError(`task ${nsName}:${o.name}: processingDeadlineS must be > 0`);
+        const retry = atMostOnce ? NO_RETRY : policy;
         const template: ActivationTemplate = {
           application: name,
           namespace: nsName,
           taskname: o.name,
-          retry: atMostOnce ? NO_RETRY : policy,
+          retry,
           expiresSec: o.expires ?? ns.defaults.expires,
           processingDeadlineS: deadline,
           atMostOnce,
@@ -167,7 +168,7 @@ export function createApp(options: AppOptions = {}): App {
           app,
           namespace: nsName,
           name: o.name,
-          retry: template.retry,
+          retry,
           expiresSec: template.expiresSec,
           processingDeadlineS: deadline,
           atMostOnce,
