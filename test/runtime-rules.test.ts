@@ -7,13 +7,12 @@ import { encode } from "@msgpack/msgpack";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import {
   decideForBytes,
-  decodeParameters,
   demotedTopic,
   InvalidRuntimeConfig,
   killDecision,
   parseRuntimeConfig,
-  UndecodableParameters,
 } from "../src/runtime/index.ts";
+import { activationParameters, UndecodableParameters } from "../src/activation/parameters.ts";
 
 function activationBytes(opts: {
   taskname: string;
@@ -170,14 +169,14 @@ kill_switch:
   });
 });
 
-describe("decodeParameters", () => {
+describe("activationParameters", () => {
   test("falls back to the deprecated JSON parameters", () => {
-    expect(decodeParameters({ headers: {}, parameters: '{"args":[1],"kwargs":{"a":2}}', parametersBytes: new Uint8Array() })).toEqual({
+    expect(activationParameters({ headers: {}, parameters: '{"args":[1],"kwargs":{"a":2}}', parametersBytes: new Uint8Array() })).toEqual({
       args: [1],
       kwargs: { a: 2 },
     });
   });
   test("rejects a msgpack value that is not {args, kwargs}", () => {
-    expect(() => decodeParameters({ headers: {}, parameters: "", parametersBytes: encode([1, 2]) })).toThrow(UndecodableParameters);
+    expect(() => activationParameters({ headers: {}, parameters: "", parametersBytes: encode([1, 2]) })).toThrow(UndecodableParameters);
   });
 });

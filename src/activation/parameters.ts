@@ -1,8 +1,12 @@
-// Task parameters on the wire: msgpack of {args, kwargs} (string keys, bytes as
-// bin, floats as float64), zstd-compressed (level 3) when forced or when the
-// encoded size passes 3,000,000 bytes, flagged by headers["compression-type"].
+// Task parameters on the wire, the one codec every component uses: msgpack of
+// {args, kwargs} (string keys, bytes as bin, floats as float64) in
+// parameters_bytes, zstd-compressed (level 3) when forced or when the encoded
+// size passes 3,000,000 bytes, flagged by headers["compression-type"]; old
+// producers put JSON in the deprecated `parameters` field instead.
 // Byte-compatible with Sentry's Python client; see the vectors in worker.md and
-// test/sdk-params.test.ts.
+// test/sdk.test.ts. Writers: the SDK's builder (build.ts), raw Kafka topics
+// (kafka/raw.ts). Readers: the worker (sdk/execute.ts), the kill switch and the
+// admin views (activationParameters).
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import { zstd } from "./zstd.ts";
 
@@ -10,8 +14,11 @@ import { zstd } from "./zstd.ts";
 export const AUTO_COMPRESS_BYTES = 3_000_000;
 export const COMPRESSION_HEADER = "compression-type";
 
-// Shared codec instances: constructing one per call shows up in profiles (both are re-entrant).
+// Shared codec instances: constructing one per call shows up in profiles (all are re-entrant).
+// ignoreUndefined: Python has no undefined; dropping it from maps beats sending nil.
 const encoder = new Encoder({ ignoreUndefined: true });
+// Raw topics' header kwargs carry 64-bit integers as bigint; they are written as msgpack int64.
+const int64Encoder = new Encoder({ ignoreUndefined: true, useBigInt64: true });
 const decoder = new Decoder();
 
 export type Compression = "none" | "zstd" | "auto";
@@ -27,6 +34,7 @@ export interface EncodedParameters {
   compression: "zstd" | null;
 }
 
+/** Parameters that cannot be encoded. */
 export class ParameterError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -34,61 +42,112 @@ export class ParameterError extends Error {
   }
 }
 
-export function encodeParameters(params: TaskParameters, compression: Compression = "auto"): EncodedParameters {
+/** Parameters that cannot be decoded; the kill switch and admin views fail open on it. */
+export class UndecodableParameters extends ParameterError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "UndecodableParameters";
+  }
+}
+
+const detail = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+/**
+ * msgpack {args, kwargs}, compressed per `compression`. `int64` writes bigint
+ * values as msgpack int64 (raw topics); without it a bigint is not serialisable.
+ */
+export function encodeParameters(
+  params: TaskParameters,
+  compression: Compression = "auto",
+  options: { int64?: boolean } = {},
+): EncodedParameters {
   let raw: Uint8Array;
   try {
-    // ignoreUndefined: Python has no undefined; dropping it from maps beats sending nil.
-    raw = encoder.encode({ args: params.args, kwargs: params.kwargs });
+    raw = (options.int64 ? int64Encoder : encoder).encode({ args: params.args, kwargs: params.kwargs });
   } catch (err) {
-    throw new ParameterError(`parameters are not serialisable: ${(err as Error).message}`, { cause: err });
+    throw new ParameterError(`parameters are not serialisable: ${detail(err)}`, { cause: err });
   }
   const compress = compression === "zstd" || (compression === "auto" && raw.byteLength > AUTO_COMPRESS_BYTES);
   if (!compress) return { bytes: raw, compression: null };
   return { bytes: zstd.compress(raw, 3), compression: "zstd" };
 }
 
+/** The one msgpack decode of parameters: every reader goes through here. */
+function unpack(raw: Uint8Array): unknown {
+  try {
+    return decoder.decode(raw);
+  } catch (err) {
+    throw new UndecodableParameters(`parameters_bytes is not valid msgpack: ${detail(err)}`, { cause: err });
+  }
+}
+
+/** A decoded value as {args, kwargs}; `source` names the field for the error. */
+function shape(value: unknown, source: string): TaskParameters {
+  if (!value || typeof value !== "object" || Array.isArray(value)) {
+    throw new UndecodableParameters(`${source} must be a map with args and kwargs`);
+  }
+  const map = value as { args?: unknown; kwargs?: unknown };
+  const args = map.args ?? [];
+  const kwargs = map.kwargs ?? {};
+  if (!Array.isArray(args)) throw new UndecodableParameters(`${source}.args must be an array`);
+  if (!kwargs || typeof kwargs !== "object" || Array.isArray(kwargs)) {
+    throw new UndecodableParameters(`${source}.kwargs must be a map`);
+  }
+  return { args, kwargs: kwargs as Record<string, unknown> };
+}
+
+/** parameters_bytes (with its compression-type header) as {args, kwargs}; empty bytes are no arguments. */
 export function decodeParameters(bytes: Uint8Array, compressionHeader: string | undefined): TaskParameters {
   let raw = bytes;
   if (compressionHeader === "zstd") {
     try {
       raw = zstd.decompress(bytes);
     } catch (err) {
-      throw new ParameterError("parameters_bytes is not a valid zstd frame", { cause: err });
+      throw new UndecodableParameters("parameters_bytes is not a valid zstd frame", { cause: err });
     }
   } else if (compressionHeader !== undefined && compressionHeader !== "" && compressionHeader !== "none") {
-    throw new ParameterError(`unsupported compression-type ${JSON.stringify(compressionHeader)}`);
+    throw new UndecodableParameters(`unsupported compression-type ${JSON.stringify(compressionHeader)}`);
   }
   if (raw.byteLength === 0) return { args: [], kwargs: {} };
-  let value: unknown;
-  try {
-    value = decoder.decode(raw);
-  } catch (err) {
-    throw new ParameterError("parameters_bytes is not valid msgpack", { cause: err });
-  }
-  if (!value || typeof value !== "object" || Array.isArray(value)) {
-    throw new ParameterError("parameters must be a map with args and kwargs");
-  }
-  const map = value as { args?: unknown; kwargs?: unknown };
-  const args = map.args ?? [];
-  const kwargs = map.kwargs ?? {};
-  if (!Array.isArray(args)) throw new ParameterError("parameters.args must be an array");
-  if (!kwargs || typeof kwargs !== "object" || Array.isArray(kwargs)) {
-    throw new ParameterError("parameters.kwargs must be a map");
-  }
-  return { args, kwargs: kwargs as Record<string, unknown> };
+  return shape(unpack(raw), "parameters");
 }
 
-/** Old producers send JSON in the deprecated `parameters` field; accept it when bytes are empty. */
+/** Old producers send JSON in the deprecated `parameters` field; the worker accepts it leniently. */
 export function decodeLegacyParameters(json: string): TaskParameters {
   let value: unknown;
   try {
     value = JSON.parse(json);
   } catch (err) {
-    throw new ParameterError("parameters is not valid JSON", { cause: err });
+    throw new UndecodableParameters("parameters is not valid JSON", { cause: err });
   }
   const map = (value ?? {}) as { args?: unknown; kwargs?: unknown };
   return {
     args: Array.isArray(map.args) ? map.args : [],
     kwargs: map.kwargs && typeof map.kwargs === "object" ? (map.kwargs as Record<string, unknown>) : {},
   };
+}
+
+/**
+ * An activation's parameters for inspection (kill switch, admin views):
+ * parameters_bytes when set, else the legacy JSON, which must then be a map
+ * with args and kwargs. Throws UndecodableParameters.
+ */
+export function activationParameters(activation: {
+  headers: Record<string, string>;
+  parameters: string;
+  parametersBytes: Uint8Array;
+}): TaskParameters {
+  if (activation.parametersBytes.byteLength > 0) {
+    return decodeParameters(activation.parametersBytes, activation.headers[COMPRESSION_HEADER]);
+  }
+  if (activation.parameters !== "") {
+    let value: unknown;
+    try {
+      value = JSON.parse(activation.parameters);
+    } catch (err) {
+      throw new UndecodableParameters(`parameters is not valid JSON: ${detail(err)}`, { cause: err });
+    }
+    return shape(value, "parameters");
+  }
+  return { args: [], kwargs: {} };
 }

@@ -5,7 +5,32 @@
 import { fromBinary, toJson } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { TaskActivationSchema } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
-import { decodeParameters, displayable } from "../runtime/parameters.ts";
+import { activationParameters } from "../activation/parameters.ts";
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * A JSON-safe rendering of decoded values for people: msgpack bin becomes its
+ * UTF-8 text when it is text, else `{"$base64": ...}`; bigints become strings.
+ */
+export function displayable(value: unknown): unknown {
+  if (value instanceof Uint8Array) {
+    try {
+      return { $bytes: utf8.decode(value) };
+    } catch {
+      return { $base64: Buffer.from(value).toString("base64") };
+    }
+  }
+  if (typeof value === "bigint") return value.toString();
+  if (value instanceof Date) return value.toISOString();
+  if (Array.isArray(value)) return value.map(displayable);
+  if (value && typeof value === "object") {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = displayable(v);
+    return out;
+  }
+  return value;
+}
 
 export interface ActivationView {
   id: string;
@@ -29,7 +54,7 @@ export function describeActivation(bytes: Uint8Array): ActivationView {
   let parameters: ActivationView["parameters"] = null;
   let parametersError: string | undefined;
   try {
-    parameters = displayable(decodeParameters(a)) as ActivationView["parameters"];
+    parameters = displayable(activationParameters(a)) as ActivationView["parameters"];
   } catch (err) {
     parametersError = (err as Error).message;
   }

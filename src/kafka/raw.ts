@@ -1,18 +1,18 @@
 // Raw topics (broker.md "Kafka"): messages that are not TaskActivations become
 // activations for a configured application/namespace/task. Payload mode wraps
 // the message bytes as the single positional argument; headers mode builds
-// kwargs from typed headers (headers.ts). Parameters are msgpack
+// kwargs from typed headers (headers.ts). Parameters (activation/parameters.ts) are msgpack
 // {"args": [...], "kwargs": {...}}, zstd level 3, header compression-type: zstd,
 // exactly as the reference Python producer writes them. Pure.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { encode as msgpackEncode } from "@msgpack/msgpack";
 import type { KafkaTopicConfig } from "../config/broker.ts";
 import {
   OnAttemptsExceeded,
   RetryStateSchema,
   TaskActivationSchema,
 } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import { encodeParameters } from "../activation/parameters.ts";
 import { taskKwargs, type DispatchPath, type RawHeaders } from "./headers.ts";
 
 export type RawTopicSpec = NonNullable<KafkaTopicConfig["raw"]>;
@@ -38,12 +38,6 @@ export function rawActivationId(topic: string, partition: number, offset: string
   h[6] = (h[6]! & 0x0f) | 0x40;
   h[8] = (h[8]! & 0x3f) | 0x80;
   return h.subarray(0, 16).toString("hex");
-}
-
-/** msgpack {"args", "kwargs"} compressed with zstd level 3 (the reference producer's format). */
-export function encodeParameters(args: unknown[], kwargs: Record<string, unknown>): Uint8Array {
-  const packed = msgpackEncode({ args, kwargs }, { useBigInt64: true });
-  return new Uint8Array(Bun.zstdCompressSync(packed, { level: 3 }));
 }
 
 /**
@@ -72,7 +66,7 @@ export function rawActivation(msg: RawMessage, spec: RawTopicSpec, nowMs: number
     application: spec.application,
     namespace: spec.namespace,
     taskname: spec.taskname,
-    parametersBytes: encodeParameters(args, kwargs),
+    parametersBytes: encodeParameters({ args, kwargs }, "zstd", { int64: true }).bytes,
     headers: { "compression-type": "zstd" },
     receivedAt: timestampFromMs(msg.timestampMs > 0 ? msg.timestampMs : nowMs),
     processingDeadlineDuration: BigInt(spec.processing_deadline_duration),

@@ -7,8 +7,6 @@ export { sweepStoredRows } from "./sweep.ts";
 export type { KillSweepStore, SweepReport } from "./sweep.ts";
 export { parseRuntimeConfig, killDecision, demotedTopic, InvalidRuntimeConfig, emptyRules } from "./rules.ts";
 export type { RuntimeRules, KillRule, KillDecision } from "./rules.ts";
-export { decodeParameters, displayable, UndecodableParameters } from "./parameters.ts";
-export type { TaskParameters } from "./parameters.ts";
 
 import type { Logger } from "../log.ts";
 import { startRuntimeConfig, type RuntimeConfig } from "./reload.ts";

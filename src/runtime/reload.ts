@@ -8,7 +8,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { TaskActivationSchema } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import type { Logger } from "../log.ts";
 import { runtimeConfigReloadTotal, runtimeKillTotal } from "../metrics.ts";
-import { decodeParameters } from "./parameters.ts";
+import { activationParameters } from "../activation/parameters.ts";
 import {
   demotedTopic,
   emptyRules,
@@ -52,7 +52,7 @@ export interface RuntimeConfigOptions {
 
 /** Decision for one activation's bytes; exported for the stored-row sweep. */
 export function decideForBytes(rules: RuntimeRules, candidate: KillCandidate): KillDecision {
-  return killDecision(rules, candidate, () => decodeParameters(fromBinary(TaskActivationSchema, candidate.activation)));
+  return killDecision(rules, candidate, () => activationParameters(fromBinary(TaskActivationSchema, candidate.activation)));
 }
 
 function summary(rules: RuntimeRules) {

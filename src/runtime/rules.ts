@@ -20,7 +20,7 @@
 //   # demoted_topic: taskworker-long
 import { z } from "zod";
 import { parse as parseYaml } from "yaml";
-import type { TaskParameters } from "./parameters.ts";
+import type { TaskParameters } from "../activation/parameters.ts";
 
 const scalar = z.union([z.string(), z.number(), z.boolean(), z.null()]);
 
