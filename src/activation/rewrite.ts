@@ -6,7 +6,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { RetryStateSchema, TaskActivationSchema } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { decodeActivation } from "./decode.ts";
-import { newActivationId } from "./ids.ts";
+import { derivedActivationId, newActivationId } from "./ids.ts";
 
 /**
  * The id a retry of `id` at `attempt` gets: UUID4-shaped but derived, so a
@@ -14,10 +14,7 @@ import { newActivationId } from "./ids.ts";
  * Complete) carries the same id and the second copy is ignored as a duplicate.
  */
 export function retryActivationId(id: string, attempt: number): string {
-  const h = new Bun.CryptoHasher("sha256").update(`${id}:retry:${attempt}`).digest();
-  h[6] = (h[6]! & 0x0f) | 0x40; // version 4
-  h[8] = (h[8]! & 0x3f) | 0x80; // RFC 4122 variant
-  return h.subarray(0, 16).toString("hex");
+  return derivedActivationId(`${id}:retry:${attempt}`);
 }
 
 /**

@@ -12,6 +12,7 @@ import {
   RetryStateSchema,
   TaskActivationSchema,
 } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import { derivedActivationId } from "../activation/ids.ts";
 import { encodeParameters } from "../activation/parameters.ts";
 import { taskKwargs, type DispatchPath, type RawHeaders } from "./headers.ts";
 
@@ -34,10 +35,7 @@ export interface RawMessage {
  * duplicate instead of running the task twice. UUID4-shaped, 32 hex chars.
  */
 export function rawActivationId(topic: string, partition: number, offset: string): string {
-  const h = new Bun.CryptoHasher("sha256").update(`raw:${topic}:${partition}:${offset}`).digest();
-  h[6] = (h[6]! & 0x0f) | 0x40;
-  h[8] = (h[8]! & 0x3f) | 0x80;
-  return h.subarray(0, 16).toString("hex");
+  return derivedActivationId(`raw:${topic}:${partition}:${offset}`);
 }
 
 /**

@@ -3,9 +3,9 @@
 // retrying a Produce for the same slot is deduplicated by the broker instead of
 // queuing the task twice. Trace propagation is turned off: a periodic run is
 // not part of whichever trace happened to be active in the scheduler.
-import { createHash } from "node:crypto";
 import { type ActivationTemplate, type BuiltActivation, buildActivation, DEFAULT_PROCESSING_DEADLINE_S } from "../activation/build.ts";
 import { PROPAGATE_TRACES_HEADER } from "../activation/headers.ts";
+import { derivedActivationId } from "../activation/ids.ts";
 import { NO_RETRY } from "../sdk/retry.ts";
 import type { Schedule } from "./definition.ts";
 
@@ -19,9 +19,7 @@ export type TemplateLookup = (namespace: string, taskname: string, application?:
 
 /** A UUID4-shaped id (32 hex chars) that is the same for the same schedule, definition and slot. */
 export function scheduledActivationId(schedule: Pick<Schedule, "key" | "hash">, slotMs: number): string {
-  const hex = createHash("sha256").update(`${schedule.key}\0${schedule.hash}\0${slotMs}`).digest("hex").slice(0, 32);
-  const variant = ((parseInt(hex[16]!, 16) & 0x3) | 0x8).toString(16);
-  return `${hex.slice(0, 12)}4${hex.slice(13, 16)}${variant}${hex.slice(17)}`;
+  return derivedActivationId(`${schedule.key}\0${schedule.hash}\0${slotMs}`);
 }
 
 export function defaultTemplate(schedule: Schedule): ActivationTemplate {
