@@ -15,7 +15,7 @@ const out = join(root, "dist", "sdk");
 const rootPkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
 const lock = JSON.parse(readFileSync(join(root, "package-lock.json"), "utf8"));
 
-/** Packages loaded at run time through a computed specifier (see src/sdk/zstd.ts), invisible to the import scan. */
+/** Packages loaded at run time through a computed specifier (see src/activation/zstd.ts), invisible to the import scan. */
 const RUNTIME_LOADED = ["@bokuweb/zstd-wasm"];
 
 rmSync(out, { recursive: true, force: true });
