@@ -4,7 +4,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import type { ActivationProducer } from "../sdk/producer.ts";
-import { type BrokerClient, createBrokerClient } from "../worker/broker-client.ts";
+import { type BrokerClient, createBrokerClient } from "../connect/client.ts";
 import { createBatcher } from "./batcher.ts";
 
 export interface RpcProducerOptions {
@@ -15,12 +15,16 @@ export interface RpcProducerOptions {
   retryForMs?: number;
   /** Produce calls in flight at once. Default 2. */
   concurrency?: number;
-  client?: BrokerClient;
+  /** The client to produce with (default: a new one for `address`). */
+  client?: ProduceClient;
 }
 
 const RETRYABLE = new Set([Code.ResourceExhausted, Code.Unavailable]);
 
-export function createRpcProducer(options: RpcProducerOptions): ActivationProducer & { client: BrokerClient } {
+/** The part of the broker client a producer uses. */
+export type ProduceClient = Pick<BrokerClient, "produce" | "close">;
+
+export function createRpcProducer(options: RpcProducerOptions): ActivationProducer & { client: ProduceClient } {
   const client = options.client ?? createBrokerClient({ address: options.address, secrets: options.secrets });
   const retryForMs = options.retryForMs ?? 30_000;
   /**
@@ -60,7 +64,7 @@ export function createRpcProducer(options: RpcProducerOptions): ActivationProduc
     },
     async close() {
       await batcher.drain();
-      client.close();
+      void client.close();
     },
   };
 }
