@@ -12,7 +12,7 @@ import { createRpcProducer } from "../producer/rpc.ts";
 import { routerFromEnv } from "../routing.ts";
 import { findTaskTemplate } from "../sdk/app.ts";
 import type { ActivationProducer, TopicRouter } from "../sdk/producer.ts";
-import { parseSecrets } from "../worker/secrets.ts";
+import { parseSecrets } from "../connect/secrets.ts";
 import { buildScheduledActivation } from "../scheduler/activation.ts";
 import { type Clock, systemClock } from "../scheduler/clock.ts";
 import { ScheduleDefinitionError } from "../scheduler/definition.ts";

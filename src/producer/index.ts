@@ -4,7 +4,7 @@
 // 127.0.0.1:50051). Entry point for the SDK's default producer and the scheduler.
 import type { ActivationProducer } from "../sdk/producer.ts";
 import { type Router, routerFromEnv } from "../routing.ts";
-import { parseSecrets } from "../worker/secrets.ts";
+import { parseSecrets } from "../connect/secrets.ts";
 import { createKafkaProducer } from "./kafka.ts";
 import { createRpcProducer } from "./rpc.ts";
 

@@ -1,5 +1,6 @@
 // Shared secrets for request signing: a JSON array string (as Sentry's Python
-// client reads it), or a single plain string; the first one signs.
+// client reads it), or a single plain string; the first one signs. Read by
+// every signing client (the scheduler, the producer), beside signing.ts.
 
 export function parseSecrets(raw: string | undefined): string[] | undefined {
   if (raw === undefined || raw.trim() === "") return undefined;
