@@ -1,4 +1,5 @@
-// The only file that touches the Kafka client library (kafkajs). Everything
+// The only file that touches the Kafka client library (kafkajs): the broker's
+// consumers and publisher, and the SDK's producer (producer/kafka.ts). Everything
 // else in src/kafka/ speaks the small interfaces below, so the library can be
 // replaced (kafkajs has had no release since 2023; facts.md) by rewriting this
 // file alone. Notes from facts.md: each consumer gets its own Kafka instance
@@ -295,4 +296,32 @@ export async function createMissingTopics(
   } finally {
     await admin.disconnect();
   }
+}
+
+/** A producer for the SDK (producer/kafka.ts): plain broker list, the library's own logging off. */
+export interface BatchProducer {
+  /** Connects on first use; later calls share the same connection attempt. */
+  connect(): Promise<void>;
+  /** One request for messages to several topics; acks -1 waits for all in-sync replicas, 1 for the leader. */
+  sendBatch(acks: -1 | 1, byTopic: ReadonlyMap<string, Uint8Array[]>): Promise<void>;
+  disconnect(): Promise<void>;
+}
+
+export function createBatchProducer(opts: { brokers: string[]; clientId: string }): BatchProducer {
+  const kafka = new Kafka({ clientId: opts.clientId, brokers: opts.brokers, logLevel: KafkaLogLevel.NOTHING });
+  const producer = kafka.producer({ allowAutoTopicCreation: false });
+  let connected: Promise<void> | undefined;
+  return {
+    connect: () => (connected ??= producer.connect()),
+    async sendBatch(acks, byTopic) {
+      await producer.sendBatch({
+        acks,
+        topicMessages: [...byTopic].map(([topic, values]) => ({
+          topic,
+          messages: values.map((v) => ({ value: Buffer.from(v.buffer, v.byteOffset, v.byteLength) })),
+        })),
+      });
+    },
+    disconnect: () => producer.disconnect(),
+  };
 }

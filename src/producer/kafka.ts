@@ -1,10 +1,10 @@
 // Producing to Kafka with kafkajs: each activation goes to its namespace's
 // routed topic, keyed by nothing (round-robin partitions, like Sentry's
 // producer). Concurrent sends are batched into one sendBatch call. kafkajs is
-// unmaintained since 2023, so it stays behind this one module.
-import { Kafka, logLevel } from "kafkajs";
+// unmaintained since 2023, so it stays behind kafka/client.ts.
 import type { TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import type { ActivationProducer } from "../sdk/producer.ts";
+import { createBatchProducer } from "../kafka/client.ts";
 import { createBatcher } from "./batcher.ts";
 
 export interface KafkaProducerOptions {
@@ -15,24 +15,21 @@ export interface KafkaProducerOptions {
 }
 
 export function createKafkaProducer(options: KafkaProducerOptions): ActivationProducer {
-  const kafka = new Kafka({ clientId: options.clientId ?? "taskplatform-producer", brokers: options.brokers, logLevel: logLevel.NOTHING });
-  const producer = kafka.producer({ allowAutoTopicCreation: false });
-  let connected: Promise<void> | undefined;
+  const producer = createBatchProducer({ brokers: options.brokers, clientId: options.clientId ?? "taskplatform-producer" });
+  let connected = false;
   const batcher = createBatcher<{ topic: string; bytes: Uint8Array }>({
     concurrency: 2,
     weight: (m) => m.bytes.byteLength,
     async flush(items) {
-      await (connected ??= producer.connect());
-      const byTopic = new Map<string, Buffer[]>();
+      connected = true;
+      await producer.connect();
+      const byTopic = new Map<string, Uint8Array[]>();
       for (const m of items) {
         const list = byTopic.get(m.topic) ?? [];
-        list.push(Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength));
+        list.push(m.bytes);
         byTopic.set(m.topic, list);
       }
-      await producer.sendBatch({
-        acks: options.acks ?? -1,
-        topicMessages: [...byTopic].map(([topic, values]) => ({ topic, messages: values.map((value) => ({ value })) })),
-      });
+      await producer.sendBatch(options.acks ?? -1, byTopic);
     },
   });
   return {
