@@ -15,7 +15,7 @@ import type { ActivationProducer, TopicRouter } from "../sdk/producer.ts";
 import { parseSecrets } from "../connect/secrets.ts";
 import { buildScheduledActivation } from "../scheduler/activation.ts";
 import { type Clock, systemClock } from "../scheduler/clock.ts";
-import { ScheduleDefinitionError } from "../scheduler/definition.ts";
+import { ScheduleDefinitionError } from "../sdk/schedules.ts";
 import { loadSchedules } from "../scheduler/loader.ts";
 import type { FireFn } from "../scheduler/loop.ts";
 import { startScheduler } from "../scheduler/loop.ts";

@@ -7,7 +7,7 @@ import { type ActivationTemplate, type BuiltActivation, buildActivation, DEFAULT
 import { PROPAGATE_TRACES_HEADER } from "../activation/headers.ts";
 import { derivedActivationId } from "../activation/ids.ts";
 import { NO_RETRY } from "../sdk/retry.ts";
-import type { Schedule } from "./definition.ts";
+import type { Schedule } from "../sdk/schedules.ts";
 
 /** Name of the schedule that produced the activation. */
 export const SCHEDULE_HEADER = "taskplatform-schedule";

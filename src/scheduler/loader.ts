@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import YAML from "yaml";
-import { normalizeSchedules, type Schedule, ScheduleDefinitionError } from "./definition.ts";
+import { normalizeSchedules, type Schedule, ScheduleDefinitionError } from "../sdk/schedules.ts";
 
 const DATA_FILE = /\.(ya?ml|json)$/i;
 

@@ -10,7 +10,7 @@ import { hostname } from "node:os";
 import { silentLogger, type Logger } from "../log.ts";
 import { scheduleFires } from "./metrics.ts";
 import { type Clock, systemClock } from "./clock.ts";
-import type { Schedule } from "./definition.ts";
+import type { Schedule } from "../sdk/schedules.ts";
 import type { RunStore } from "./run-store.ts";
 import { type Plan, planNext } from "./slots.ts";
 

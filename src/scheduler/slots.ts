@@ -12,7 +12,7 @@
 //   so a restart neither resets the phase (which would skip runs) nor re-runs
 //   the last slot. Crontab slots are the expression's own minutes.
 import { CronExpressionParser } from "cron-parser";
-import type { Trigger } from "./definition.ts";
+import type { Trigger } from "../sdk/schedules.ts";
 
 /** What the run store remembers about a schedule. */
 export interface RunRecord {

@@ -41,4 +41,4 @@ export { type HeaderValue, PROPAGATE_TRACES_HEADER, stringifyHeaders, TRACE_HEAD
 export { type Compression, decodeParameters, encodeParameters, type TaskParameters } from "../activation/parameters.ts";
 export type { ActivationProducer, TopicRouter } from "./producer.ts";
 export { isLastAttempt, NO_RETRY, type Retry, type RetryOptions, retry, shouldRetry } from "./retry.ts";
-export { defineSchedules, type ScheduleDefinition, type ScheduleTable } from "../scheduler/definition.ts";
+export { defineSchedules, type ScheduleDefinition, type ScheduleTable } from "./schedules.ts";

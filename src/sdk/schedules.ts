@@ -3,7 +3,9 @@
 // ("namespace:taskname"), a trigger (a fixed interval in whole seconds, or a
 // five-field crontab with minute precision) and the args/kwargs/headers of the
 // activations it produces. A definition hash identifies the definition, so a
-// changed schedule is noticed against the run store (see slots.ts).
+// changed schedule is noticed against the run store (see scheduler/slots.ts).
+// Part of the SDK because user modules call defineSchedules; the scheduler
+// (scheduler/) imports it from here.
 import { createHash } from "node:crypto";
 import { CronExpressionParser } from "cron-parser";
 import { z } from "zod";
