@@ -1,18 +1,13 @@
-// The worker's and producer's view of one broker: the project's fast client
+// The worker's view of one broker: the project's fast client
 // (src/connect/client.ts: GetTask, SetTaskStatus with fetch_next, batch status,
 // Produce; signed with the first secret) tagged with its address, which the
 // balancer and "report to the broker that handed it out" need.
-import {
-  type BrokerClientOptions,
-  createBrokerClient as createFastClient,
-  type SetStatusArgs,
-  type TaskFilterArgs,
-} from "../connect/client.ts";
+import * as rpc from "../connect/client.ts";
 import { decodeWireActivation, type WireActivation } from "../activation/wire.ts";
 
-export type FetchFilter = TaskFilterArgs;
-export type StatusReport = SetStatusArgs;
-export type { BrokerClientOptions };
+export type FetchFilter = rpc.TaskFilterArgs;
+export type StatusReport = rpc.SetStatusArgs;
+export type BrokerClientOptions = rpc.BrokerClientOptions;
 
 export interface BrokerClient {
   readonly address: string;
@@ -25,7 +20,7 @@ export interface BrokerClient {
 }
 
 export function createBrokerClient(options: BrokerClientOptions): BrokerClient {
-  const c = createFastClient(options);
+  const c = rpc.createBrokerClient(options);
   return {
     address: options.address,
     getTask: async (r) => {
