@@ -18,7 +18,7 @@ import { HeaderDecodeError } from "./headers.ts";
 import type { LagTracker } from "./lag.ts";
 import { kafkaDemotedTotal, kafkaHeaderDispatchTotal, kafkaMessagesTotal } from "./metrics.ts";
 import { activationNamespace } from "../activation/wire.ts";
-import { outboundOf } from "./publisher.ts";
+import { outboundOf, type Undecodable } from "./publisher.ts";
 import { rawActivation, type RawTopicSpec } from "./raw.ts";
 
 /** What the pipeline needs of ingest (src/ingest/ingest.ts): validate, admit, insert durably. */
@@ -28,12 +28,6 @@ export interface IngestPort {
     source: "rpc" | "kafka",
     origins?: (KafkaOrigin | null)[],
   ): { accepted: number; duplicates?: number; expired?: number };
-}
-
-/** A message that cannot become an activation, with the reason logged. */
-export interface Undecodable {
-  message: ConsumedMessage;
-  reason: string;
 }
 
 /** The runtime config's namespace demotion (src/runtime: RuntimeConfig.demotedTopic). */

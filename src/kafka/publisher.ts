@@ -8,7 +8,12 @@
 import type { Logger } from "../log.ts";
 import type { ClusterProducer, ConsumedMessage, OutboundMessage } from "./client.ts";
 import { kafkaPublishTotal } from "./metrics.ts";
-import type { Undecodable } from "./pipeline.ts";
+
+/** A message that cannot become an activation, with the reason logged. */
+export interface Undecodable {
+  message: ConsumedMessage;
+  reason: string;
+}
 
 /** Same shape as UpkeepPublisher in src/upkeep/publisher.ts. */
 export interface KafkaPublisher {
