@@ -86,6 +86,7 @@ export function scanActivation(buf: Uint8Array): ActivationFields | null {
   try {
     while (!r.done()) {
       const [field, wt] = r.tag();
+      // biome-ignore format: one line per field number reads as the field table
       switch (field) {
         case 1: r.expect(field, wt, WIRE_LEN); out.id = r.string(); break;
         case 2: r.expect(field, wt, WIRE_LEN); out.namespace = r.string(); break;
@@ -169,6 +170,7 @@ function readWorkerRetryState(m: WireReader, a: WireActivation): void {
   while (!m.done()) {
     const [f, wt] = m.tag();
     if (f >= 1 && f <= 5) m.expect(f, wt, WIRE_VARINT);
+    // biome-ignore format: one line per field number reads as the field table
     switch (f) {
       case 1: a.attempts = m.varint(); break;
       case 2: a.maxAttempts = m.varint(); break;
@@ -203,6 +205,7 @@ export function decodeWireActivation(buf: Uint8Array): WireActivation {
   const r = new WireReader(buf);
   while (!r.done()) {
     const [field, wt] = r.tag();
+    // biome-ignore format: one line per field number reads as the field table
     switch (field) {
       case 1: r.expect(field, wt, WIRE_LEN); a.id = r.string(); break;
       case 2: r.expect(field, wt, WIRE_LEN); a.namespace = r.string(); break;
