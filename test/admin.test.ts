@@ -5,9 +5,9 @@
 // with secrets redacted, and statsd output.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createSocket } from "node:dgram";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { encode } from "@msgpack/msgpack";
-import { OnAttemptsExceeded, TaskActivationSchema, TaskActivationStatus } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import { TaskActivationSchema, TaskActivationStatus } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { spawnBroker, type BrokerProcess } from "./support/broker-process.ts";
 import { activation, brokerClients, uniqueId } from "./support/activations.ts";
 import { parsePrometheusText, sumOf, valueOf, type Exposition } from "./support/prom-text.ts";

@@ -270,7 +270,7 @@ describe("delivery stream: broker killed mid-stream, restarted", () => {
     await producer.close();
     const acked = new Set<string>();
     const sentUnacked: string[] = [];
-    let s = open({
+    const s = open({
       address: broker.address,
       credit: 32,
       application: "crash",

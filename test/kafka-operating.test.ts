@@ -12,7 +12,6 @@ import { tempDir, type BrokerProcess } from "./support/broker-process.ts";
 import { ApiKey, KafkaError } from "./support/kafka-mock.ts";
 import {
   activation,
-  brokerClient,
   decodeActivation,
   kafkaEnv,
   produce,

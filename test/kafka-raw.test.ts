@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { decode as msgpackDecode } from "@msgpack/msgpack";
 import { spawnBroker } from "./support/broker-process.ts";
-import { brokerClient, decodeActivation, kafkaEnv, produce, readTopic, storedRows, unique, until, kafkaTestbed } from "./support/kafka.ts";
+import { brokerClient, type decodeActivation, kafkaEnv, produce, readTopic, storedRows, unique, until, kafkaTestbed } from "./support/kafka.ts";
 
 const bed = kafkaTestbed();
 const broker = (env: Record<string, string>) => bed.broker(env);

@@ -6,7 +6,6 @@ import { describe, expect, test } from "bun:test";
 import { spawnBroker } from "./support/broker-process.ts";
 import {
   activation,
-  brokerClient,
   kafkaEnv,
   produce,
   readTopic,

@@ -12,7 +12,7 @@ import type { ActivationProducer, DispatchOptions, Task } from "../src/sdk/index
 import { type BrokerProcess, spawnBroker, tempDir } from "./support/broker-process.ts";
 import { parsePrometheusText, sumOf } from "./support/prom-text.ts";
 import { spawnWorker, waitFor, type WorkerProcess } from "./support/worker-process.ts";
-import { echo, explicit, fails, hello, once, slow, spin } from "./worker-tasks.fixture.ts";
+import { explicit, fails, hello, once, slow, spin } from "./worker-tasks.fixture.ts";
 
 // Under load (2 shared cores) process start-up and upkeep passes stretch; waits poll conditions anyway.
 setDefaultTimeout(30_000);

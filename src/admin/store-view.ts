@@ -144,7 +144,7 @@ export function createDepthCache(store: AdminStore, options: DepthCacheOptions) 
     async get(opts: { fresh?: boolean } = {}): Promise<DepthSnapshot> {
       if (opts.fresh) {
         // A count already running may have started before the caller's last change: let it finish, count again.
-        if (inFlight) await inFlight;
+        if (inFlight !== null) await inFlight;
         await recount();
       } else if (byNamespace === null || now() - byNamespaceAtMs >= options.depthCacheMs) {
         // Never wait here: until the first count lands (a cold 1M-row count can

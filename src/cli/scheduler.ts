@@ -101,7 +101,7 @@ export async function schedulerCommand(argv: string[], run: SchedulerRunOptions 
 
   const scheduler = startScheduler({ schedules, runs, fire, clock, log });
   log.info("scheduler_started", { schedules: schedules.length, db: dbPath, target: rpcHost ?? "env" });
-  const signals = run.stopSignal ? null : signalled();
+  const signals = run.stopSignal !== undefined ? null : signalled();
   let failed = false;
   await Promise.race([
     run.stopSignal ?? signals!.promise,

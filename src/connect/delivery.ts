@@ -13,7 +13,7 @@ import type { Logger } from "../log.ts";
 import { deliveryStreams, deliveryStreamsEnded } from "../metrics.ts";
 import { type DecodedWorkerMessage, decodeWorkerMessage, encodeBrokerMessage } from "../protocol/delivery-messages.ts";
 import { MalformedMessage } from "../protocol/messages.ts";
-import { type ClaimedRow, type ClaimFilter, type InflightStore, type StatusUpdate } from "../store/types.ts";
+import type { ClaimedRow, ClaimFilter, InflightStore, StatusUpdate } from "../store/types.ts";
 import { type ConsumerCore, claimFilterOf, statusUpdateOf } from "./consumer.ts";
 import { FrameReader, frameMessage, grpcStatusFields, trailersOnlyHeaders } from "./frame.ts";
 import { CODE_NAME } from "./rpc-metrics.ts";

@@ -1,5 +1,5 @@
 // Kafka-side Prometheus counters, on the shared registry (src/metrics.ts).
-import { Counter, Gauge } from "prom-client";
+import { Counter } from "prom-client";
 import { registry } from "../metrics.ts";
 
 export const kafkaMessagesTotal = new Counter({

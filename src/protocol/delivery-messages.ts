@@ -44,7 +44,7 @@ function decodeOpen(r: WireReader): DeliveryOpenFields {
 /** A uint32 field: larger varints are clamped (a credit beyond 2^32 is not meaningful). */
 function uint32(r: WireReader): number {
   const v = r.varint();
-  return v > 0xffffffff ? 0xffffffff : v;
+  return Math.min(v, 0xffffffff);
 }
 
 /** WorkerMessage { DeliveryOpen open = 1; uint32 credit = 2; repeated SetTaskStatusRequest results = 3; uint32 revoke = 4; } */

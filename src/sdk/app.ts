@@ -111,7 +111,7 @@ export function registeredApps(): App[] {
   return runtime.apps;
 }
 
-const NAME = /^[A-Za-z0-9_.:\-]+$/;
+const NAME = /^[A-Za-z0-9_.:-]+$/;
 function checkName(kind: string, name: string): void {
   if (!NAME.test(name)) throw new TaskDefinitionError(`${kind} name ${JSON.stringify(name)} must match ${NAME}`);
 }
