@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (`npm test`): installs the Debian test
 # prerequisites when missing, checks that src/gen matches proto/, type-checks,
-# runs the whole bun test suite, and ends with one line `N passed, N failed`.
+# lints (Biome), runs the whole bun test suite, and ends with one line `N passed, N failed`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh || { echo "could not install test prerequisites"; echo "0 passed, 1 failed"; exit 1; }
@@ -12,6 +12,12 @@ if ! bash scripts/generate.sh --check; then
 fi
 if ! node_modules/.bin/tsc --noEmit -p .; then
   echo "typecheck failed"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+# Lint, including the import-cycle and floating-promise rules (biome.jsonc); about a second.
+if ! npm run -s lint; then
+  echo "lint failed"
   echo "0 passed, 1 failed"
   exit 1
 fi
