@@ -53,11 +53,10 @@ async function ingestRate(batchRows: number): Promise<void> {
   await mock.createTopic(topic, PARTITIONS);
   const avgBytes = await produceNoops(topic, INGEST);
   const config = brokerConfigSchema.parse({
-    store: { sqlite: { path: join(dir, `${topic}.sqlite`) }, max_pending_count: INGEST * 2 },
+    store: { sqlite: { path: join(dir, `${topic}.sqlite`) }, max_pending_count: INGEST * 2, insert_batch_max_length: batchRows, insert_batch_max_time_ms: "100ms" },
     kafka_clusters: { default: { address: mock.bootstrap } },
     kafka_topics: { [topic]: { session_timeout_ms: "6s" } },
-    kafka_batch_max_rows: batchRows,
-    kafka_batch_max_ms: "100ms",
+    kafka_auto_offset_reset: "earliest",
   });
   const store = openStore({ path: config.store.sqlite.path, synchronous: "normal", groupCommitWindowMs: 0, processingDeadlineGraceSec: 3 });
   const ingest = createIngest({ store, config, log: silentLogger });
@@ -87,6 +86,7 @@ async function endToEnd(): Promise<void> {
   await produceNoops(topic, E2E);
   const broker = await spawnBroker({
     TASKBROKER_KAFKA_CLUSTERS__DEFAULT__ADDRESS: mock.bootstrap,
+    TASKBROKER_KAFKA_AUTO_OFFSET_RESET: "earliest",
     [`TASKBROKER_KAFKA_TOPICS__${topic.toUpperCase()}__SESSION_TIMEOUT_MS`]: "6000",
     TASKBROKER_STORE__MAX_PENDING_COUNT: String(E2E * 2),
     TASKBROKER_STORE__MAX_PROCESSING_COUNT: String(E2E * 2),

@@ -31,7 +31,7 @@ export interface Broker {
   stop(): Promise<void>;
 }
 
-/** True while upkeep has completed a pass within upkeep_unhealthy_after_ms (broker.md "Health"). */
+/** True while upkeep has completed a pass within upkeep_unhealthy_interval_ms (broker.md "Health"). */
 export function upkeepHealthy(lastCompletedAtMs: number, startedAtMs: number, nowMs: number, limitMs: number): boolean {
   // Before the first pass completes, count from start-up so a fresh broker is healthy.
   return nowMs - Math.max(lastCompletedAtMs, startedAtMs) < limitMs;
@@ -118,12 +118,14 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
       config,
       store,
       ingest,
+      // health_check_killswitched: SERVING whatever upkeep does (the operator's escape hatch, as in the reference).
       isHealthy: () =>
-        upkeepHealthy(upkeep.lastCompletedAtMs(), startedAtMs, Date.now(), config.upkeep_unhealthy_after_ms),
+        config.health_check_killswitched ||
+        upkeepHealthy(upkeep.lastCompletedAtMs(), startedAtMs, Date.now(), config.upkeep_unhealthy_interval_ms),
       log: log.child({ component: "rpc" }),
     });
     cleanups.push(() => rpc.close(config.shutdown_drain_ms));
-    callbackAddress = config.push_callback_address ?? defaultCallbackAddress(config.grpc_host, rpc.port);
+    callbackAddress = config.push_callback_address ?? defaultCallbackAddress(config.grpc_addr, rpc.port);
 
     const admin =
       config.admin_port > 0 || config.admin_enabled
@@ -135,14 +137,14 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
             dbPath: config.store.sqlite.path, // ADMIN: per-namespace depths counted off the event loop
             log: log.child({ component: "admin" }),
             upkeepLastCompletedAtMs: () => upkeep.lastCompletedAtMs(),
-            upkeepUnhealthyAfterMs: config.upkeep_unhealthy_after_ms,
+            upkeepUnhealthyAfterMs: config.health_check_killswitched ? Infinity : config.upkeep_unhealthy_interval_ms,
             kafkaReady: kafka ? () => kafka.assigned() : undefined,
           })
         : null;
     if (admin) cleanups.push(() => admin.stop());
-    const statsd = config.statsd_address
+    const statsd = config.statsd_addr
       ? startStatsdExporter({
-          address: config.statsd_address,
+          address: config.statsd_addr,
           prefix: config.statsd_prefix,
           intervalMs: config.statsd_interval_ms,
           log: log.child({ component: "statsd" }),

@@ -115,7 +115,7 @@ describe("configuration mistakes stop start-up: exit 2, one line", () => {
     ],
     [
       { TASKBROKER_KAFKA_TOPIC: "t", TASKBROKER_KAFKA_TOPICS__T__CLUSTER: "default" },
-      "taskplatform broker: TASKBROKER_KAFKA_TOPIC (flat Kafka form) cannot be combined with TASKBROKER_KAFKA_TOPICS__T__CLUSTER (cluster/topic maps); use one form\n",
+      "taskplatform broker: TASKBROKER_KAFKA_TOPIC (the deprecated single-cluster Kafka form) cannot be combined with TASKBROKER_KAFKA_TOPICS__T__CLUSTER (kafka_clusters / kafka_topics): use one form\n",
     ],
   ])("%o", (env, line) => {
     const r = runCli(["broker"], env as Record<string, string>);

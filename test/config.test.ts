@@ -82,7 +82,7 @@ describe("environment", () => {
     expect(c.kafka_clusters.default?.sasl_username).toBe("broker");
     expect(c.kafka_topics.taskworker?.cluster).toBe("default");
     expect(c.kafka_topics.taskworker?.consumer_group).toBe("g1");
-    expect(c.kafka_topics.taskworker?.consume).toBe(true);
+    expect(c.kafka_topics.taskworker?.produce_only).toBe(false);
   });
 
   test("map keys are lower-cased", () => {
@@ -104,7 +104,7 @@ describe("environment", () => {
     expect(c.upkeep_task_interval_ms).toBe(100);
     expect(c.shutdown_drain_ms).toBe(5000);
     expect(c.runtime_config_reload_ms).toBe(120_000);
-    expect(c.kafka_batch_max_ms).toBe(250);
+    expect(c.store.insert_batch_max_time_ms).toBe(250);
   });
 
   test("_sec settings take seconds or a duration", () => {
@@ -216,18 +216,25 @@ describe("flat names of the reference broker", () => {
       TASKBROKER_KAFKA_SASL_PASSWORD: "pw",
       TASKBROKER_KAFKA_AUTO_OFFSET_RESET: "earliest",
     });
-    expect(c.kafka_clusters).toEqual({ default: { address: "k1:9092", security_protocol: "plaintext", sasl_password: "pw" } });
-    expect(c.kafka_topics.tasks).toMatchObject({ cluster: "default", consumer_group: "taskworker", auto_offset_reset: "earliest" });
+    // As the reference normalises the legacy form: dead letters go to cluster "deadletter" (the main address, its own auth).
+    expect(c.kafka_clusters).toEqual({
+      default: { address: "k1:9092", security_protocol: "plaintext", sasl_password: "pw" },
+      deadletter: { address: "k1:9092", security_protocol: "plaintext" },
+    });
+    expect(c.kafka_topics["taskworker-dlq"]).toMatchObject({ cluster: "deadletter", consumer_group: "taskworker", produce_only: true });
+    expect(c.kafka_topics.tasks).toMatchObject({ cluster: "default", consumer_group: "taskworker" });
+    // Not part of the legacy form: the default of every topic, in either form.
+    expect(c.kafka_auto_offset_reset).toBe("earliest");
     const c2 = loadBrokerConfig({ TASKBROKER_KAFKA_CLUSTER: "k1:9092", TASKBROKER_KAFKA_CONSUMER_GROUP: "g" });
     expect(c2.kafka_topics).toMatchObject({ taskworker: { cluster: "default", consumer_group: "g" } });
   });
 
   test("flat Kafka names mixed with the maps are an error naming both", () => {
     expect(errorOf({ TASKBROKER_KAFKA_TOPIC: "t", TASKBROKER_KAFKA_CLUSTERS__DEFAULT__ADDRESS: "k:1" })).toBe(
-      "TASKBROKER_KAFKA_TOPIC (flat Kafka form) cannot be combined with TASKBROKER_KAFKA_CLUSTERS__DEFAULT__ADDRESS (cluster/topic maps); use one form",
+      "TASKBROKER_KAFKA_TOPIC (the deprecated single-cluster Kafka form) cannot be combined with TASKBROKER_KAFKA_CLUSTERS__DEFAULT__ADDRESS (kafka_clusters / kafka_topics): use one form",
     );
     const path = yamlFile("kafka_topics:\n  t:\n    cluster: default\n");
-    expect(errorOf({ TASKBROKER_KAFKA_CLUSTER: "k:1" }, path)).toContain("cannot be combined with kafka_topics.t.cluster in");
+    expect(errorOf({ TASKBROKER_KAFKA_CLUSTER: "k:1" }, path)).toContain("cannot be combined with kafka_topics.t.cluster (kafka_clusters");
   });
 
   test("reference settings with no meaning here are accepted with a note", () => {
@@ -301,6 +308,7 @@ describe("the effective configuration as logged", () => {
       TASKBROKER_ADMIN_TOKEN: "tokentoken",
       TASKBROKER_KAFKA_CLUSTERS__DEFAULT__ADDRESS: "k:1",
       TASKBROKER_KAFKA_CLUSTERS__DEFAULT__SASL_PASSWORD: "hunter2",
+      TASKBROKER_KAFKA_TOPICS__TASKS__CLUSTER: "default",
     });
     const lines: string[] = [];
     createLogger({ format: "text", level: "info", write: (l) => lines.push(l) }).info("config", configFields(c));

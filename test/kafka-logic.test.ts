@@ -1,13 +1,11 @@
 // Pure Kafka logic, in-process: typed header decoding and the header/payload
-// fallback of header-mapped dispatch, raw-message activations, and the topic
-// rules resolved from configuration.
+// fallback of header-mapped dispatch, and raw-message activations. The topic
+// rules resolved from configuration are tested in config-upstream.test.ts.
 import { describe, expect, test } from "bun:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { decode as msgpackDecode, encode as msgpackEncode } from "@msgpack/msgpack";
-import { brokerConfigSchema } from "../src/config/broker.ts";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { decodeHeader, HeaderDecodeError, taskKwargs, type RawHeaders } from "../src/kafka/headers.ts";
-import { kafkaConfigProblem, kafkaPlan } from "../src/kafka/plan.ts";
 import { rawActivation, rawActivationId } from "../src/kafka/raw.ts";
 
 const b = (s: string) => new TextEncoder().encode(s);
@@ -73,6 +71,7 @@ describe("raw activations", () => {
     namespace: "ns",
     taskname: "t",
     processing_deadline_duration: 12,
+    compression_level: 3,
     expires: 60,
     mode: "payload" as const,
     header_version: 1,
@@ -97,39 +96,5 @@ describe("raw activations", () => {
     expect(rawActivation(msg, spec, 0).bytes).toEqual(rawActivation(msg, spec, 999).bytes);
     expect(rawActivationId("raw", 3, "77")).toMatch(/^[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}$/);
     expect(rawActivationId("raw", 3, "78")).not.toBe(rawActivationId("raw", 3, "77"));
-  });
-});
-
-describe("topic rules", () => {
-  const config = (over: Record<string, unknown>) =>
-    brokerConfigSchema.parse({ kafka_clusters: { default: { address: "k:9092" }, other: { address: "o:9092" } }, ...over });
-
-  test("a single consumed topic is its own retry topic; dead letters go to taskworker-dlq on the same cluster", () => {
-    const plan = kafkaPlan(config({ kafka_topics: { tasks: { session_timeout_ms: "6s" } } }));
-    expect(plan.retryTopic).toBe("tasks");
-    expect(plan.deadletterTopic).toBe("taskworker-dlq");
-    expect(plan.publishClusterName).toBe("default");
-    expect(plan.consumed).toMatchObject([{ topic: "tasks", groupId: "taskbroker-tasks", sessionTimeoutMs: 6000, fromBeginning: true }]);
-    expect(plan.declared.map((d) => d.topic).sort()).toEqual(["tasks", "taskworker-dlq"]);
-  });
-
-  test("config errors, one line each", () => {
-    expect(kafkaConfigProblem(config({ kafka_topics: { a: {}, b: {} } }))).toMatch(/^TASKBROKER_KAFKA_RETRY_TOPIC is unset/);
-    expect(
-      kafkaConfigProblem(
-        config({ kafka_topics: { a: {}, r: { consume: false }, d: { cluster: "other", consume: false } }, kafka_retry_topic: "r", kafka_deadletter_topic: "d" }),
-      ),
-    ).toMatch(/TASKBROKER_KAFKA_TOPICS__D__CLUSTER=other is invalid: expected the retry topic's cluster default/);
-    expect(kafkaConfigProblem(config({ kafka_topics: { a: {}, d: {} }, kafka_retry_topic: "a", kafka_deadletter_topic: "d" }))).toMatch(
-      /dead-letter topic must not be consumed/,
-    );
-    expect(
-      kafkaConfigProblem(config({ kafka_topics: { a: { consumer_group: "g" }, b: { consumer_group: "g" } }, kafka_retry_topic: "a" })),
-    ).toMatch(/consumer group not shared with topic a/);
-    expect(kafkaConfigProblem(config({ kafka_topics: { a: { cluster: "nope" } } }))).toMatch(/CLUSTER=nope is invalid/);
-    expect(
-      kafkaConfigProblem(config({ kafka_topics: { raw: { raw: { application: "a", namespace: "n", taskname: "t" } } } })),
-    ).toMatch(/not a raw topic/);
-    expect(kafkaConfigProblem(config({ kafka_topics: { a: {} } }))).toBeNull();
   });
 });

@@ -53,13 +53,14 @@ export class UndecodableParameters extends ParameterError {
 const detail = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 /**
- * msgpack {args, kwargs}, compressed per `compression`. `int64` writes bigint
- * values as msgpack int64 (raw topics); without it a bigint is not serialisable.
+ * msgpack {args, kwargs}, compressed per `compression` (zstd at `level`,
+ * default 3). `int64` writes bigint values as msgpack int64 (raw topics);
+ * without it a bigint is not serialisable.
  */
 export function encodeParameters(
   params: TaskParameters,
   compression: Compression = "auto",
-  options: { int64?: boolean } = {},
+  options: { int64?: boolean; level?: number } = {},
 ): EncodedParameters {
   let raw: Uint8Array;
   try {
@@ -69,7 +70,7 @@ export function encodeParameters(
   }
   const compress = compression === "zstd" || (compression === "auto" && raw.byteLength > AUTO_COMPRESS_BYTES);
   if (!compress) return { bytes: raw, compression: null };
-  return { bytes: zstd.compress(raw, 3), compression: "zstd" };
+  return { bytes: zstd.compress(raw, options.level ?? 3), compression: "zstd" };
 }
 
 /** The one msgpack decode of parameters: every reader goes through here. */

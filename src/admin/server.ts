@@ -26,7 +26,7 @@ export interface AdminServerOptions {
   log: Logger;
   /** Unix ms of the last completed upkeep pass (readiness). */
   upkeepLastCompletedAtMs: () => number;
-  /** Upkeep older than this makes /ready fail, ms (config upkeep_unhealthy_after_ms). */
+  /** Upkeep older than this makes /ready fail, ms (config upkeep_unhealthy_interval_ms). */
   upkeepUnhealthyAfterMs: number;
   /** Kafka mode: whether consumers have their partitions; omitted without Kafka. */
   kafkaReady?: () => boolean;

@@ -6,7 +6,7 @@
 import { lastValue, parseCommandLine } from "../config/args.ts";
 import { configFields, resolveBrokerConfig } from "../config/load.ts";
 import { ConfigError } from "../config/source.ts";
-import { createLogger } from "../log.ts";
+import { createLogger, parseLogFilter } from "../log.ts";
 
 const SIGNAL_NUMBER = { SIGINT: 2, SIGTERM: 15 } as const;
 
@@ -28,7 +28,8 @@ export async function brokerCommand(argv: string[]): Promise<number> {
     return 2;
   }
   const { config, notes } = resolved;
-  const log = createLogger({ format: config.log_format, level: config.log_filter });
+  const filter = parseLogFilter(config.log_filter); // validated by the loader
+  const log = createLogger({ format: config.log_format, level: "problem" in filter ? "info" : filter });
   for (const note of notes) log.warn("config_note", { note });
   log.info("config", { file: configPath, ...configFields(config) });
 

@@ -18,7 +18,8 @@ export function variablesHelp(schema: z.ZodType, prefix: string): string {
     if (s.inMap && dflt === "(required)") dflt = "(required in each entry)";
     lines.push(`  ${name}  default: ${dflt}`);
     const desc = s.info.description ?? "";
-    lines.push(`      ${desc}${desc ? " " : ""}[${expectation(s.schema)}${secret ? "; secret, never logged" : ""}]`);
+    const why = s.info.ignored ? ` No effect here: ${s.info.ignored}.` : "";
+    lines.push(`      ${desc}${why}${desc || why ? " " : ""}[${expectation(s.schema)}${secret ? "; secret, never logged" : ""}]`);
   }
   return lines.join("\n");
 }
@@ -89,21 +90,25 @@ function brokerVariables(): string {
   const flat = [
     ...Object.entries(FLAT_ALIASES).map(([n, path]) => `  ${BROKER_PREFIX}${n.toUpperCase()} -> ${envName(BROKER_PREFIX, path)}`),
     `  ${FLAT_KAFKA.map((n) => BROKER_PREFIX + n.toUpperCase()).join(", ")}`,
-    `      build kafka_clusters.default and kafka_topics.<KAFKA_TOPIC> (defaults: cluster 127.0.0.1:9092,`,
-    `      topic taskworker, group taskworker); deadletter variants build cluster "deadletter".`,
+    `      the reference's deprecated single-cluster form: build kafka_clusters "default" (KAFKA_CLUSTER,`,
+    `      default 127.0.0.1:9092) and "deadletter" (KAFKA_DEADLETTER_CLUSTER, default the main address)`,
+    `      and kafka_topics.<KAFKA_TOPIC> (default taskworker, group taskworker), with the dead-letter and`,
+    `      retry topics produce-only on "deadletter"; RAW_MODE=true makes the topic raw from RAW_*.`,
     `      Cannot be combined with the TASKBROKER_KAFKA_CLUSTERS__*/TASKBROKER_KAFKA_TOPICS__* maps.`,
   ];
   return `Configuration: environment variables, or the same keys in lower case, nested, in the YAML file
 given with -c (e.g. store: {sqlite: {path: ...}}). The environment wins over the file; "__" nests
 (TASKBROKER_STORE__SQLITE__PATH = store.sqlite.path); <NAME> is a key you choose (lower-cased;
-topic names with "-" or "." go in the YAML file). Durations accept "250ms", "5s", "2m", "1h".
-Unknown TASKBROKER_* variables stop start-up.
+topic names with "-" or "." go in the YAML file); a map may also be given whole as JSON or as
+{key=value,...}. Durations accept "250ms", "5s", "2m", "1h". An empty value means unset.
+Unknown TASKBROKER_* variables stop start-up. Settings marked "no effect here" are accepted for
+compatibility with the reference broker and named in the start-up log when set.
 
 ${variablesHelp(brokerConfigSchema, BROKER_PREFIX)}
 
-Older flat names of the reference broker (a nested name set in the same place wins):
+Older names (deprecated by the reference, or ours); each applies only when its current name is set nowhere:
 ${flat.join("\n")}
-Accepted and ignored (no effect here): ${IGNORED_REFERENCE_NAMES.map((n) => n.toUpperCase()).join(", ")}`;
+Accepted and ignored (older reference releases): ${IGNORED_REFERENCE_NAMES.map((n) => BROKER_PREFIX + n.toUpperCase()).join(", ")}`;
 }
 
 /** `taskplatform --help`. */

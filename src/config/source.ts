@@ -7,6 +7,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
+import { parseInlineDict } from "./types.ts";
 import { expectation, kindOf, SECRET_NAME, schemaAt, settings, unwrap } from "./walk.ts";
 
 /** A configuration problem; the message is one line meant for the operator. */
@@ -117,6 +118,13 @@ export function envLayer(
       try {
         value = JSON.parse(raw);
       } catch {
+        // The reference broker's environment syntax for a map: {key=value,key2=value2}.
+        const dict = kindOf(unwrap(target).core) === "record" ? parseInlineDict(raw) : null;
+        if (dict) {
+          setPath(layer.tree, path, dict);
+          layer.origins.set(path.join("."), { label: name, raw, secret: isSecretPath(path) });
+          continue;
+        }
         throw new ConfigError(
           `${name}=${showValue(raw, isSecretPath(path))} is invalid: expected ${expectation(target)} as JSON, ` +
             `or set its fields as ${name}__<FIELD>`,
@@ -150,6 +158,14 @@ export function yamlLayer(
   }
   if (doc === null || doc === undefined) return emptyLayer();
   if (!isPlainObject(doc)) throw new ConfigError(`config file ${file} must be a mapping of settings, not ${typeof doc}`);
+  // An empty value (`key:` or `key: ""`) means unset, as an empty variable does.
+  const prune = (node: Tree) => {
+    for (const [k, v] of Object.entries(node)) {
+      if (v === null || v === "") delete node[k];
+      else if (isPlainObject(v)) prune(v);
+    }
+  };
+  prune(doc);
   const layer: Layer = { tree: doc, origins: new Map() };
   const visit = (value: unknown, path: string[]) => {
     const dotted = path.join(".");

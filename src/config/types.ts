@@ -41,6 +41,8 @@ export const stringList = z.union([z.array(z.string()), z.string()]).transform((
       const parsed: unknown = JSON.parse(s);
       if (Array.isArray(parsed) && parsed.every((x) => typeof x === "string")) return parsed as string[];
     } catch {}
+    // The reference broker's environment syntax: [a, b] without quotes.
+    if (s.endsWith("]") && !s.includes('"')) return s.slice(1, -1).split(",").map((x) => x.trim()).filter(Boolean);
     ctx.addIssue({ code: "custom", message: 'a JSON array of strings such as ["a","b"]' });
     return z.NEVER;
   }
@@ -92,3 +94,25 @@ export const logFormat = z.string().transform((v, ctx) => {
   ctx.addIssue({ code: "custom", message: "one of text, json" });
   return z.NEVER;
 }).meta({ expect: "one of text, json (Sentry's human, machine accepted)" });
+
+/** figment's inline dict syntax, which the reference broker's environment accepts: `{key=value,key2=value2}`. */
+export function parseInlineDict(text: string): Record<string, string> | null {
+  const s = text.trim();
+  if (!s.startsWith("{") || !s.endsWith("}")) return null;
+  const out: Record<string, string> = {};
+  const inner = s.slice(1, -1).trim();
+  if (inner === "") return out;
+  for (const part of inner.split(",")) {
+    const eq = part.indexOf("=");
+    if (eq <= 0) return null;
+    const unquote = (x: string) => x.trim().replace(/^"(.*)"$/, "$1");
+    out[unquote(part.slice(0, eq))] = unquote(part.slice(eq + 1));
+  }
+  return out;
+}
+
+/**
+ * A string -> string map: a YAML mapping, a JSON object, the reference's
+ * `{key=value}` syntax, or one variable per entry (PREFIX_NAME__KEY=value).
+ */
+export const stringMap = z.record(z.string(), z.coerce.string());

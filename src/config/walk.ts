@@ -120,14 +120,17 @@ export interface Setting {
 /** Every leaf setting, in schema order. */
 export function settings(root: Schema): Setting[] {
   const out: Setting[] = [];
-  const visit = (s: Schema, path: string[], inMap: boolean) => {
+  const visit = (s: Schema, path: string[], inMap: boolean, inherited?: Unwrapped) => {
     const info = unwrap(s);
     const kind = kindOf(info.core);
     if (kind === "object") {
       for (const [k, v] of Object.entries(objectShape(info.core))) visit(v, [...path, k], inMap);
     } else if (kind === "record") {
-      visit(recordValue(info.core), [...path, "<name>"], true);
+      // A map of plain values (worker_map, default_metrics_tags) is documented on the map itself.
+      visit(recordValue(info.core), [...path, "<name>"], true, info);
     } else {
+      if (inherited && info.description === undefined) info.description = inherited.description;
+      if (inherited && info.ignored === undefined) info.ignored = inherited.ignored;
       out.push({ path, schema: s, info, inMap });
     }
   };

@@ -156,14 +156,14 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
 
   await new Promise<void>((resolve, reject) => {
     listener.once("error", reject);
-    listener.listen(config.grpc_port, config.grpc_host, () => {
+    listener.listen(config.grpc_port, config.grpc_addr, () => {
       listener.off("error", reject);
       resolve();
     });
   });
   const address = listener.address();
   const port = typeof address === "object" && address !== null ? address.port : config.grpc_port;
-  log.info("rpc_listening", { host: config.grpc_host, port, signing: secrets.length > 0 });
+  log.info("rpc_listening", { host: config.grpc_addr, port, signing: secrets.length > 0 });
 
   let closed: Promise<void> | null = null;
   return {

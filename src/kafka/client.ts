@@ -121,10 +121,14 @@ function clientConfig(cluster: KafkaClusterConfig, clientId: string, log: Logger
     clientId,
     brokers: cluster.address.split(",").map((b) => b.trim()).filter(Boolean),
     logLevel: KafkaLogLevel.WARN,
-    logCreator: () => (entry: LogEntry) => {
-      const fields = { kafka_logger: entry.namespace, message: entry.log.message, error: entry.log.error };
-      if (entry.level === KafkaLogLevel.ERROR) log.warn("kafka_client", fields);
-      else log.debug("kafka_client", fields);
+    // The client library's own lines: component kafka_client, so log_filter's librdkafka=<level> applies to them.
+    logCreator: () => {
+      const lib = log.child({ component: "kafka_client" });
+      return (entry: LogEntry) => {
+        const fields = { kafka_logger: entry.namespace, message: entry.log.message, error: entry.log.error };
+        if (entry.level === KafkaLogLevel.ERROR) lib.warn("kafka_client", fields);
+        else lib.debug("kafka_client", fields);
+      };
     },
   };
   if (useSsl) {

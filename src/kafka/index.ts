@@ -8,11 +8,11 @@ import type { Logger } from "../log.ts";
 import { createMissingTopics, connectProducer, startConsumer, type TopicConsumer } from "./client.ts";
 import { createLagTracker } from "./lag.ts";
 import { createBatchHandler, type DemotionLookup, type IngestPort } from "./pipeline.ts";
-import { kafkaPlan } from "./plan.ts";
+import { kafkaPlan } from "../config/kafka.ts";
 import type { InflightStore, KafkaOrigin } from "../store/types.ts";
 import { createKafkaPublisher, type KafkaPublisher } from "./publisher.ts";
 
-export { KafkaConfigError, kafkaConfigProblem, kafkaPlan, type KafkaPlan } from "./plan.ts";
+export { kafkaPlan, type KafkaPlan } from "../config/kafka.ts";
 export type { KafkaPublisher } from "./publisher.ts";
 export type { DemotionLookup, IngestPort } from "./pipeline.ts";
 
@@ -45,13 +45,13 @@ export interface StartKafkaOptions {
 const PARTITIONS_CONCURRENTLY = 3;
 const BACKPRESSURE_RETRY_MS = 100;
 
-/** Throws KafkaConfigError (one line) when the topic rules of broker.md are broken. */
+/** Throws ConfigError (one line) when the topic rules (config/kafka.ts) are broken. */
 export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime> {
   const { config } = opts;
   const log = opts.log.child({ component: "kafka" });
   const plan = kafkaPlan(config);
 
-  if (config.kafka_create_missing_topics) {
+  if (config.create_missing_topics) {
     const byCluster = new Map<string, typeof plan.declared>();
     for (const d of plan.declared) byCluster.set(d.clusterName, [...(byCluster.get(d.clusterName) ?? []), d]);
     for (const [clusterName, topics] of byCluster) {
@@ -86,8 +86,8 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
         discardUncommitted: discard,
         pause: () => consumer?.pause(),
         resume: () => consumer?.resume(),
-        batchMaxRows: config.kafka_batch_max_rows,
-        batchMaxBytes: config.kafka_batch_max_bytes,
+        batchMaxRows: config.store.insert_batch_max_length,
+        batchMaxBytes: config.store.insert_batch_max_bytes,
         backpressureRetryMs: BACKPRESSURE_RETRY_MS,
         log,
       });
@@ -97,7 +97,7 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
         groupId: t.groupId,
         sessionTimeoutMs: t.sessionTimeoutMs,
         fromBeginning: t.fromBeginning,
-        maxWaitMs: Math.max(10, Math.min(config.kafka_batch_max_ms, 5000)),
+        maxWaitMs: Math.max(10, Math.min(config.store.insert_batch_max_time_ms, 5000)),
         concurrency: PARTITIONS_CONCURRENTLY,
         log,
         onBatch,

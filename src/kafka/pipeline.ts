@@ -1,6 +1,6 @@
 // The durable-then-commit pipeline for one consumed topic (broker.md "Ingest",
 // "Backpressure", "Kafka"): each fetched partition batch is decoded, cut into
-// chunks (kafka_batch_max_rows / _bytes), each chunk inserted durably through
+// chunks (store.insert_batch_max_length / _bytes), each chunk inserted durably through
 // ingest, undecodable messages published to the dead-letter topic, and only
 // then the chunk's offsets committed. Activations of namespaces the runtime
 // config demotes are forwarded to their topic instead of stored, also before

@@ -38,6 +38,9 @@ export function rawActivationId(topic: string, partition: number, offset: string
   return derivedActivationId(`raw:${topic}:${partition}:${offset}`);
 }
 
+/** raw.compression_level that leaves the parameters uncompressed (the reference's value). */
+export const COMPRESSION_DISABLED = -1;
+
 /**
  * The activation for one raw message. Headers mode returns which path built
  * the kwargs; throws HeaderDecodeError when neither headers nor payload decode.
@@ -59,13 +62,14 @@ export function rawActivation(msg: RawMessage, spec: RawTopicSpec, nowMs: number
     args = [msg.value ?? new Uint8Array(0)];
     kwargs = {};
   }
+  const level = spec.compression_level ?? 3;
   const activation = create(TaskActivationSchema, {
     id: rawActivationId(msg.topic, msg.partition, msg.offset),
     application: spec.application,
     namespace: spec.namespace,
     taskname: spec.taskname,
-    parametersBytes: encodeParameters({ args, kwargs }, "zstd", { int64: true }).bytes,
-    headers: { "compression-type": "zstd" },
+    parametersBytes: encodeParameters({ args, kwargs }, level === COMPRESSION_DISABLED ? "none" : "zstd", { int64: true, level }).bytes,
+    headers: level === COMPRESSION_DISABLED ? {} : { "compression-type": "zstd" },
     receivedAt: timestampFromMs(msg.timestampMs > 0 ? msg.timestampMs : nowMs),
     processingDeadlineDuration: BigInt(spec.processing_deadline_duration),
     expires: spec.expires !== undefined && spec.expires > 0 ? BigInt(spec.expires) : undefined,

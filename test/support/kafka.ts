@@ -179,6 +179,8 @@ export function storedRows(dbPath: string): StoredOrigin[] {
 export function kafkaEnv(bootstrap: string, topics: string[], extra: Record<string, string> = {}): Record<string, string> {
   const env: Record<string, string> = {
     TASKBROKER_KAFKA_CLUSTERS__DEFAULT__ADDRESS: bootstrap,
+    // Tests produce before the broker joins; the reference's default (latest) would skip those messages.
+    TASKBROKER_KAFKA_AUTO_OFFSET_RESET: "earliest",
     TASKBROKER_KAFKA_BATCH_MAX_MS: "100ms",
     TASKBROKER_UPKEEP_TASK_INTERVAL_MS: "200ms",
     ...extra,
