@@ -60,6 +60,15 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
   };
   try {
+    // As the reference: compact the file before serving (full_vacuum_on_start); a failure is logged, not fatal.
+    if (config.full_vacuum_on_start) {
+      try {
+        const ms = store.fullVacuum();
+        log.info("full_vacuum", { on: "start", elapsed_ms: Math.round(ms) });
+      } catch (err) {
+        log.error("full_vacuum_failed", { on: "start", error: err });
+      }
+    }
     // Runtime config (kill switch, demotion) before ingest: ingest asks it about every row.
     const runtime = startRuntime({
       path: config.runtime_config_path,

@@ -140,6 +140,23 @@ test("the named service turns NOT_SERVING when upkeep stalls; the overall one st
     await broker.stop();
   }
 });
+test("health_check_killswitched keeps the named service SERVING while upkeep stalls (the reference's escape hatch)", async () => {
+  const broker = await spawnBroker({
+    TASKBROKER_UPKEEP_TASK_INTERVAL_MS: "600000",
+    TASKBROKER_UPKEEP_UNHEALTHY_INTERVAL_MS: "100",
+    TASKBROKER_HEALTH_CHECK_KILLSWITCHED: "true",
+  });
+  const client = grpcJsClient(broker.address);
+  try {
+    // The stall is a matter of time, not an event: wait well past the 100 ms limit.
+    await new Promise((r) => setTimeout(r, 400));
+    expect(await check(client, NAMED)).toEqual({ code: 0, status: Serving.SERVING });
+  } finally {
+    client.close();
+    await broker.stop();
+  }
+});
+
 
 test("shutdown: health goes NOT_SERVING, new RPCs get UNAVAILABLE, the broker drains and exits 0", async () => {
   const broker = await spawnBroker({ TASKBROKER_SHUTDOWN_DRAIN_MS: "2000" });

@@ -161,6 +161,8 @@ export interface UpkeepSteps {
   deleteComplete(limit?: number): number;
   /** Incremental vacuum of at most maxPages free pages; returns pages freed. */
   reclaimSpace(maxPages: number): number;
+  /** VACUUM: rebuilds the file compactly (full_vacuum_on_start / full_vacuum_on_upkeep); returns the ms it took. */
+  fullVacuum(): number;
 }
 
 export interface InflightStore extends UpkeepSteps {

@@ -128,9 +128,16 @@ export function createUpkeepSteps(ctx: StoreContext): UpkeepSteps {
     reclaimSpace(maxPages) {
       const before = (db.query("PRAGMA freelist_count").get() as { freelist_count: number }).freelist_count;
       if (before === 0) return 0;
-      db.query(`PRAGMA incremental_vacuum(${Math.max(1, Math.floor(maxPages))})`).all();
+      // 0 or less: every free page (store.sqlite.vacuum_page_count unset).
+      db.query(maxPages > 0 ? `PRAGMA incremental_vacuum(${Math.floor(maxPages)})` : "PRAGMA incremental_vacuum").all();
       const after = (db.query("PRAGMA freelist_count").get() as { freelist_count: number }).freelist_count;
       return before - after;
+    },
+
+    fullVacuum() {
+      const t0 = performance.now();
+      db.run("VACUUM");
+      return performance.now() - t0;
     },
   };
 }

@@ -45,9 +45,6 @@ export interface UpkeepOptions {
 
 /** Rows handed to the publisher per pass and step; the rest wait one interval. */
 const PUBLISH_BATCH = 2000;
-/** Incremental vacuum every this many passes, at most this many pages. */
-const RECLAIM_EVERY_PASSES = 10;
-const RECLAIM_MAX_PAGES = 4096;
 /**
  * recount() walks the Pending claim index (~25 ms per million rows, measured
  * in bench/store.ts), blocking RPCs meanwhile: with a large backlog the
@@ -106,6 +103,10 @@ export function startUpkeep({ store, config, publisher, log, startedAtMs }: Upke
   const skipUntilMs = startedAtMs + config.upkeep_deadline_reset_skip_after_startup_sec * 1000;
   let lastCompleted = 0;
   let passes = 0;
+  // Maintenance as the reference schedules it: incremental vacuum every maintenance_task_interval_ms
+  // (store.sqlite.vacuum_page_count pages, unset: all free pages), a full VACUUM every vacuum_interval_ms.
+  let lastReclaimMs = startedAtMs;
+  let lastFullVacuumMs = startedAtMs;
 
   // Step 1: Retry rows -> new activation published, old row Complete.
   async function retries(r: UpkeepReport, nowMs: number) {
@@ -178,7 +179,19 @@ export function startUpkeep({ store, config, publisher, log, startedAtMs }: Upke
 
   // Step 9: space and gauges. recount() also heals any drift of the O(1) counters.
   function reclaimAndGauges(r: UpkeepReport, nowMs: number) {
-    if (passes % RECLAIM_EVERY_PASSES === 0) r.reclaimedPages = store.reclaimSpace(RECLAIM_MAX_PAGES);
+    if (nowMs - lastReclaimMs >= config.maintenance_task_interval_ms) {
+      lastReclaimMs = nowMs;
+      r.reclaimedPages = store.reclaimSpace(config.store.sqlite.vacuum_page_count ?? 0);
+    }
+    if (config.full_vacuum_on_upkeep && nowMs - lastFullVacuumMs >= config.vacuum_interval_ms) {
+      lastFullVacuumMs = nowMs;
+      try {
+        const ms = store.fullVacuum();
+        if (ms > 100) log.info("full_vacuum", { elapsed_ms: Math.round(ms) });
+      } catch (err) {
+        log.warn("full_vacuum_failed", { error: err });
+      }
+    }
     const big = store.counts().pending >= RECOUNT_BACKLOG_ROWS;
     const counts = !big || passes % RECOUNT_BACKLOG_EVERY === 0 ? store.recount() : store.counts();
     for (const [state, n] of Object.entries(counts)) storeDepth.set({ state }, n);

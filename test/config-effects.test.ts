@@ -1,0 +1,87 @@
+// Reference broker settings that act in upkeep and the store, against a real
+// SQLite file: the maintenance pass reclaims store.sqlite.vacuum_page_count
+// free pages every maintenance_task_interval_ms (all of them when unset), and
+// full_vacuum_on_upkeep rebuilds the file every vacuum_interval_ms. Passes are
+// driven with runOnce() after stopping the upkeep timer.
+import { afterEach, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { brokerConfigSchema } from "../src/config/broker.ts";
+import { silentLogger } from "../src/log.ts";
+import { localPublisher } from "../src/upkeep/publisher.ts";
+import { startUpkeep, type Upkeep } from "../src/upkeep/loop.ts";
+import { row, tempStore, type TempStore } from "./store-fixtures.ts";
+
+let t: TempStore | undefined;
+let upkeep: Upkeep | undefined;
+afterEach(async () => {
+  await upkeep?.stop();
+  upkeep = undefined;
+  await t?.cleanup();
+  t = undefined;
+});
+
+/** A store whose file has free pages: rows written, then deleted behind its back. */
+function storeWithFreePages(): { t: TempStore; pages: () => { free: number; total: number } } {
+  const s = tempStore();
+  s.store.insert(Array.from({ length: 300 }, () => row({ parametersBytes: new Uint8Array(4000) })));
+  const side = new Database(s.path);
+  side.run("DELETE FROM inflight");
+  side.run("PRAGMA wal_checkpoint(TRUNCATE)");
+  const pages = () => ({
+    free: (side.query("PRAGMA freelist_count").get() as { freelist_count: number }).freelist_count,
+    total: (side.query("PRAGMA page_count").get() as { page_count: number }).page_count,
+  });
+  const close = s.cleanup;
+  s.cleanup = async () => {
+    side.close();
+    await close();
+  };
+  return { t: s, pages };
+}
+
+async function manualUpkeep(store: TempStore, over: Record<string, unknown>): Promise<Upkeep> {
+  const u = startUpkeep({
+    store: store.store,
+    config: brokerConfigSchema.parse({ upkeep_task_interval_ms: 60_000, ...over }),
+    publisher: localPublisher(store.store),
+    log: silentLogger,
+    startedAtMs: Date.now() - 1,
+  });
+  await u.stop();
+  upkeep = u;
+  return u;
+}
+
+describe("SQLite maintenance settings", () => {
+  test("each maintenance pass reclaims vacuum_page_count free pages; unset, all of them", async () => {
+    const s = storeWithFreePages();
+    t = s.t;
+    const before = s.pages().free;
+    expect(before).toBeGreaterThan(100);
+    const limited = await manualUpkeep(s.t, { maintenance_task_interval_ms: 0, full_vacuum_on_upkeep: false, store: { sqlite: { vacuum_page_count: 7 } } });
+    expect((await limited.runOnce()).reclaimedPages).toBe(7);
+    expect(s.pages().free).toBe(before - 7);
+    const all = await manualUpkeep(s.t, { maintenance_task_interval_ms: 0, full_vacuum_on_upkeep: false });
+    expect((await all.runOnce()).reclaimedPages).toBe(before - 7);
+    expect(s.pages().free).toBe(0);
+  });
+
+  test("no maintenance pass before maintenance_task_interval_ms has passed", async () => {
+    const s = storeWithFreePages();
+    t = s.t;
+    const u = await manualUpkeep(s.t, { maintenance_task_interval_ms: 3_600_000, full_vacuum_on_upkeep: false });
+    expect((await u.runOnce()).reclaimedPages).toBe(0);
+    expect(s.pages().free).toBeGreaterThan(100);
+  });
+
+  test("full_vacuum_on_upkeep rebuilds the file every vacuum_interval_ms; off, it does not", async () => {
+    const s = storeWithFreePages();
+    t = s.t;
+    const before = s.pages();
+    await (await manualUpkeep(s.t, { maintenance_task_interval_ms: 3_600_000, full_vacuum_on_upkeep: false, vacuum_interval_ms: 0 })).runOnce();
+    expect(s.pages()).toEqual(before);
+    await (await manualUpkeep(s.t, { maintenance_task_interval_ms: 3_600_000, vacuum_interval_ms: 0 })).runOnce();
+    expect(s.pages().free).toBe(0);
+    expect(s.pages().total).toBeLessThan(before.total - 100);
+  });
+});
