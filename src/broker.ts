@@ -10,6 +10,7 @@
 // pass completes); then the store (flush pending group commits, checkpoint, close).
 import { hostname } from "node:os";
 import type { BrokerConfig } from "./config/broker.ts";
+import { workerEndpoint } from "./config/load.ts";
 import { createIngest } from "./ingest/ingest.ts";
 import type { Logger } from "./log.ts";
 import { openStore } from "./store/sqlite.ts";
@@ -89,9 +90,16 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
     let pusher: Pusher | null = null;
     let callbackAddress: string | undefined; // set once the RPC port is bound
     if (config.delivery_mode === "push") {
+      // push_worker_addresses (ours) take every application; otherwise worker_map routes each application to its worker.
+      const workers =
+        config.push_worker_addresses.length > 0
+          ? config.push_worker_addresses.map((address) => ({ address }))
+          : Object.entries(config.worker_map ?? {}).map(([application, url]) => ({ application, address: workerEndpoint(url)! }));
       const p = startPusher({
         store,
-        addresses: config.push_worker_addresses,
+        workers,
+        timeoutMs: config.push.timeout,
+        maxMessageBytes: config.grpc_max_message_size,
         secrets: config.grpc_shared_secret,
         concurrency: config.push_concurrency,
         leaseMs: config.store.claim_lease_ms,

@@ -206,14 +206,25 @@ test("graceful stop: a push worker finishes its running task and reports it; the
   expect(await b.stop("SIGTERM")).toBe(0);
 });
 
-test("push mode without push_worker_addresses is a one-line config error, exit 2", async () => {
+test("without push_worker_addresses the broker pushes by worker_map, each application to its own worker; a bad endpoint is a one-line config error", async () => {
+  const wp = await freePort();
+  // The reference's form: application -> worker endpoint. Nothing of application "other" exists, so its worker gets nothing.
+  const b = await pushBroker([], { TASKBROKER_WORKER_MAP: `{pt=http://127.0.0.1:${wp},other=http://127.0.0.1:1}` });
+  const out = join(dir, "worker-map.out");
+  await pushWorker(b, wp, out);
+  await send(b, hello, ["mapped"]);
+  await waitFor("the mapped worker ran it", () => lines(out).includes("hello mapped"));
+  await waitFor("broker saw COMPLETE", async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 1);
+  expect(await metric(b, "taskbroker_push_total", { worker: `127.0.0.1:${wp}`, result: "delivered" })).toBe(1);
+  expect(await metric(b, "taskbroker_push_total", { worker: "127.0.0.1:1" })).toBe(0);
+
   const proc = Bun.spawn([process.execPath, resolve(import.meta.dir, "../src/main.ts"), "broker"], {
-    env: { PATH: process.env.PATH ?? "", TASKBROKER_DELIVERY_MODE: "push", TASKBROKER_GRPC_PORT: "0" },
+    env: { PATH: process.env.PATH ?? "", TASKBROKER_DELIVERY_MODE: "push", TASKBROKER_GRPC_PORT: "0", TASKBROKER_WORKER_MAP: "{pt=https://w:1}" },
     stdout: "pipe",
     stderr: "pipe",
   });
   expect(await proc.exited).toBe(2);
   const stderr = (await new Response(proc.stderr).text()).trim();
   expect(stderr.split("\n")).toHaveLength(1);
-  expect(stderr).toContain("TASKBROKER_PUSH_WORKER_ADDRESSES");
+  expect(stderr).toContain("TASKBROKER_WORKER_MAP: pt=\"https://w:1\" is invalid");
 });

@@ -17,16 +17,26 @@ import type { ClaimedActivation, InflightStore } from "../store/types.ts";
 import { pushTotal } from "./metrics.ts";
 import { newTarget, nextReadyInMs, noteBusy, noteDelivered, noteFailure, pickTarget, type PushTarget } from "./targets.ts";
 
+/** A worker's push port and, when it serves only one application (worker_map), that application. */
+export interface PushWorker {
+  address: string;
+  application?: string;
+}
+
 export interface PusherOptions {
   store: InflightStore;
-  /** Workers' push ports, host:port. */
-  addresses: string[];
+  /** Workers' push ports; a worker with an application only gets that application's rows. */
+  workers: PushWorker[];
   /** Signing secrets; the first signs every PushTask. */
   secrets: string[];
   /** Most PushTask calls in flight to one worker. */
   concurrency: number;
   /** Claim lease; a PushTask call gives up well before it so a row is never pushed twice. */
   leaseMs: number;
+  /** Longest a PushTask call may take, ms (push.timeout); capped below the lease. */
+  timeoutMs?: number;
+  /** Largest activation pushed, bytes (grpc_max_message_size); a bigger one can never be delivered and is failed. */
+  maxMessageBytes?: number;
   /**
    * This broker's RPC address (host:port) as workers reach it, sent as
    * PushTaskRequest.callback_url so a worker serving several brokers reports
@@ -47,9 +57,10 @@ export interface Pusher {
 
 export function startPusher(o: PusherOptions): Pusher {
   const maxIdle = o.maxIdlePollMs ?? 250;
-  const callDeadlineMs = Math.max(100, Math.min(10_000, Math.floor(o.leaseMs * 0.8)));
-  const targets: PushTarget[] = o.addresses.map(newTarget);
-  const clients: WorkerClient[] = o.addresses.map((address) =>
+  const callDeadlineMs = Math.max(100, Math.min(o.timeoutMs ?? 10_000, Math.floor(o.leaseMs * 0.8)));
+  const targets: PushTarget[] = o.workers.map((w) => newTarget(w.address));
+  const filters = o.workers.map((w) => (w.application ? { application: w.application } : {}));
+  const clients: WorkerClient[] = o.workers.map(({ address }) =>
     createWorkerClient({ address, secrets: o.secrets, deadlineMs: callDeadlineMs }),
   );
   const inflight = new Set<Promise<void>>();
@@ -78,6 +89,15 @@ export function startPusher(o: PusherOptions): Pusher {
   const push = async (k: number, row: ClaimedActivation) => {
     const t = targets[k]!;
     const address = t.address;
+    if (o.maxMessageBytes !== undefined && row.activation.byteLength > o.maxMessageBytes) {
+      // No worker accepts it: fail it now (upkeep dead-letters or discards it) instead of claiming it forever.
+      o.log.warn("push_activation_too_large", { id: row.id, bytes: row.activation.byteLength, limit: o.maxMessageBytes });
+      pushTotal.inc({ worker: address, result: "too_large" });
+      if (safely(() => o.store.markDelivered(row.id), "mark_delivered")) {
+        await o.store.setStatuses([{ id: row.id, status: "failure" }]).catch((err) => o.log.error("push_fail_too_large_failed", { error: err }));
+      }
+      return;
+    }
     t.inflight++;
     try {
       await clients[k]!.pushTask(row.activation, o.callbackAddress());
@@ -107,12 +127,13 @@ export function startPusher(o: PusherOptions): Pusher {
     }
   };
 
-  const safely = (fn: () => unknown, what: string) => {
+  const safely = (fn: () => unknown, what: string): boolean => {
     try {
-      fn();
+      return fn() !== false;
     } catch (err) {
       // The lease is the safety net: an unreleased row returns to Pending when it expires.
       o.log.error(`push_${what}_failed`, { error: err });
+      return false;
     }
   };
 
@@ -120,17 +141,28 @@ export function startPusher(o: PusherOptions): Pusher {
     let idleMs = 1;
     while (!stopping) {
       const now = Date.now();
-      const k = pickTarget(targets, cursor, now, o.concurrency);
-      if (k < 0) {
+      const k0 = pickTarget(targets, cursor, now, o.concurrency);
+      if (k0 < 0) {
         // Every worker is full or backing off: wait for a slot or the first back-off to end.
         await wait(Math.min(maxIdle, Math.max(1, nextReadyInMs(targets, now))));
         continue;
       }
+      // The first free worker with a row for it: a worker of one application (worker_map) only claims that application's rows.
       let row: ClaimedActivation | null = null;
-      try {
-        row = o.store.claimForPush({}, o.leaseMs);
-      } catch (err) {
-        o.log.error("push_claim_failed", { error: err });
+      let k = k0;
+      const tried = new Set<string>();
+      for (let i = 0; i < targets.length && row === null; i++) {
+        const j = (k0 + i) % targets.length;
+        const t = targets[j]!;
+        const key = filters[j]!.application ?? "";
+        if (tried.has(key) || t.inflight >= o.concurrency || t.notBeforeMs > now) continue;
+        tried.add(key);
+        try {
+          row = o.store.claimForPush(filters[j]!, o.leaseMs);
+        } catch (err) {
+          o.log.error("push_claim_failed", { error: err });
+        }
+        k = j;
       }
       if (row === null) {
         await wait(idleMs);
@@ -146,7 +178,12 @@ export function startPusher(o: PusherOptions): Pusher {
 
   // Wake-ups reset the idle back-off implicitly: the loop claims at once and starts from 1 ms again.
   const done = loop().catch((err) => o.log.error("pusher_crashed", { error: err }));
-  o.log.info("pusher_started", { workers: o.addresses.join(","), concurrency: o.concurrency, lease_ms: o.leaseMs });
+  o.log.info("pusher_started", {
+    workers: o.workers.map((w) => (w.application ? `${w.application}=${w.address}` : w.address)).join(","),
+    concurrency: o.concurrency,
+    lease_ms: o.leaseMs,
+    call_timeout_ms: callDeadlineMs,
+  });
 
   let stopped: Promise<void> | null = null;
   return {
