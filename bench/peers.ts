@@ -2,12 +2,16 @@
 // numbers can sit in one table: drain N queued no-op jobs with concurrency 64,
 // and latency (enqueue -> handler start) p50/p99 at a fixed offered rate.
 //
-//   bun bench/peers.ts <bullmq|bunqueue-embedded|bunqueue-tcp> [--jobs 50000] [--rate 500] [--seconds 10]
+//   bun bench/peers.ts <bullmq|bullmq-aof|bunqueue-embedded|bunqueue-tcp> [--jobs 50000] [--rate 500] [--seconds 10] [--max-drain-seconds 40]
 //
 // Prints one JSON line: {"system", "drain_jobs_per_s", "p50_ms", "p99_ms", ...}.
 // Peers come from bench/package.json (run `npm ci --prefix bench` first). BullMQ
-// needs a Redis on 127.0.0.1: we start Debian's redis-server on a free port with
-// persistence off (as in facts.md) and skip BullMQ when it is not installed.
+// needs a Redis on 127.0.0.1: we start Debian's redis-server on a free port in a
+// temp dir, with persistence off (bullmq) or with the append-only file fsynced
+// every second (bullmq-aof: `--appendonly yes --appendfsync everysec`, Redis's
+// durable setting), and skip BullMQ when redis-server is not installed. A drain
+// slower than --max-drain-seconds is cut there and its rate taken over the jobs
+// that ran (reported as partial), so one slow peer cannot stretch the run.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
@@ -24,6 +28,7 @@ const opt = (name: string, dflt: number) => {
 const JOBS = opt("jobs", 50_000);
 const RATE = opt("rate", 500);
 const SECONDS = opt("seconds", 10);
+const MAX_DRAIN_SECONDS = opt("max-drain-seconds", 40);
 const CONCURRENCY = 64;
 
 async function freePort(): Promise<number> {
@@ -61,7 +66,7 @@ interface Scenario {
   close(): Promise<void>;
 }
 
-async function drain(s: Scenario): Promise<number> {
+async function drain(s: Scenario): Promise<{ rate: number; done: number }> {
   await s.fill(JOBS);
   let done = 0;
   let finish!: () => void;
@@ -70,10 +75,13 @@ async function drain(s: Scenario): Promise<number> {
   const stop = await s.consume(() => {
     if (++done === JOBS) finish();
   });
+  const cut = setTimeout(finish, MAX_DRAIN_SECONDS * 1000);
   await all;
-  const rate = JOBS / ((nowMs() - t0) / 1000);
+  clearTimeout(cut);
+  const ran = done;
+  const rate = ran / ((nowMs() - t0) / 1000);
   await stop();
-  return rate;
+  return { rate, done: ran };
 }
 
 async function latency(s: Scenario): Promise<{ p50: number; p99: number; n: number }> {
@@ -97,10 +105,11 @@ async function latency(s: Scenario): Promise<{ p50: number; p99: number; n: numb
   return { p50: percentile(samples, 50), p99: percentile(samples, 99), n: samples.length };
 }
 
-async function bullmq(): Promise<Scenario & { proc: ChildProcess }> {
+async function bullmq(aof: boolean): Promise<Scenario & { proc: ChildProcess }> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "bench-redis-"));
-  const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir], {
+  const persistence = aof ? ["--appendonly", "yes", "--appendfsync", "everysec"] : ["--appendonly", "no"];
+  const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", ...persistence, "--dir", dir], {
     stdio: "ignore",
   });
   await waitForPort(port);
@@ -180,23 +189,34 @@ async function bunqueue(mode: "embedded" | "tcp"): Promise<Scenario> {
 }
 
 async function main(): Promise<void> {
-  const make = system === "bullmq" ? bullmq : system === "bunqueue-embedded" ? () => bunqueue("embedded") : system === "bunqueue-tcp" ? () => bunqueue("tcp") : null;
+  const make = system === "bullmq" ? () => bullmq(false) : system === "bullmq-aof" ? () => bullmq(true) : system === "bunqueue-embedded" ? () => bunqueue("embedded") : system === "bunqueue-tcp" ? () => bunqueue("tcp") : null;
   if (!make) {
-    console.error("usage: bun bench/peers.ts <bullmq|bunqueue-embedded|bunqueue-tcp> [--jobs N] [--rate R] [--seconds S]");
+    console.error("usage: bun bench/peers.ts <bullmq|bullmq-aof|bunqueue-embedded|bunqueue-tcp> [--jobs N] [--rate R] [--seconds S] [--max-drain-seconds S]");
     process.exit(2);
   }
-  if (system === "bullmq" && !Bun.which("redis-server")) {
+  if (system.startsWith("bullmq") && !Bun.which("redis-server")) {
     console.log(JSON.stringify({ system, skipped: "redis-server not installed" }));
     return;
   }
   const a = await make();
-  const drainRate = await drain(a);
+  const drained = await drain(a);
   await a.close();
   const b = await make();
   const lat = await latency(b);
   await b.close();
   rmSync(bunqueueDir, { recursive: true, force: true });
-  console.log(JSON.stringify({ system, jobs: JOBS, drain_jobs_per_s: Math.round(drainRate), rate: RATE, p50_ms: lat.p50, p99_ms: lat.p99, samples: lat.n }));
+  console.log(
+    JSON.stringify({
+      system,
+      jobs: JOBS,
+      drained: drained.done,
+      drain_jobs_per_s: Math.round(drained.rate),
+      rate: RATE,
+      p50_ms: lat.p50,
+      p99_ms: lat.p99,
+      samples: lat.n,
+    }),
+  );
   process.exit(0);
 }
 
