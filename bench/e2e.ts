@@ -2,7 +2,7 @@
 // tasks with concurrency 64; (2) latency p50/p99 (produce -> task finished in
 // the worker) at a steady 500 tasks/s. The broker runs as its own process; the
 // producer and the worker run in this process (the producer is idle during the
-// drain). Usage: bun bench/e2e.ts [--tasks 50000] [--concurrency 64] [--rate 500] [--seconds 10] [--threads N]
+// drain). Usage: bun bench/e2e.ts [--delivery stream|unary] [--tasks 50000] [--concurrency 64] [--rate 500] [--seconds 10] [--threads N]
 import { spawnBroker } from "../test/support/broker-process.ts";
 import { createLogger } from "../src/log.ts";
 import { createRpcProducer } from "../src/producer/rpc.ts";
@@ -22,6 +22,7 @@ const CONCURRENCY = arg("concurrency", 64);
 const RATE = arg("rate", 500);
 const SECONDS = arg("seconds", 10);
 const THREADS = arg("threads", 0);
+const DELIVERY = process.argv.includes("--delivery") ? process.argv[process.argv.indexOf("--delivery") + 1]! : "stream";
 const log = createLogger({ format: "text", level: "warn" });
 const dir = mkdtempSync(join(tmpdir(), "bench-e2e-"));
 
@@ -34,7 +35,7 @@ const producer = createRpcProducer({ address, concurrency: 4 });
 noop.app.setProducer(producer);
 
 function workerConfig() {
-  const args = ["--tasks", join(import.meta.dir, "e2e-tasks.ts"), "--rpc-host-list", address, "--concurrency", String(CONCURRENCY), "--at-most-once-path", join(dir, "amo.sqlite"), "--max-backoff-ms", "100"];
+  const args = ["--tasks", join(import.meta.dir, "e2e-tasks.ts"), "--rpc-host-list", address, "--concurrency", String(CONCURRENCY), "--at-most-once-path", join(dir, "amo.sqlite"), "--max-backoff-ms", "100", "--delivery", DELIVERY];
   if (THREADS > 0) args.push("--threads", String(THREADS));
   const parsed = resolveWorkerConfig(args, {});
   if (parsed.help) throw new Error("unreachable");
@@ -76,7 +77,7 @@ function brokerCpuMs(): number {
   const cpu = process.cpuUsage(cpu0);
   const s = (performance.now() - start) / 1000;
   console.log(`cpu per task: worker process ${((cpu.user + cpu.system) / TOTAL).toFixed(1)} us, broker ${((brokerCpuMs() - bcpu0) * 1000 / TOTAL).toFixed(1)} us`);
-  console.log(`drain: ${TOTAL} no-op tasks, concurrency ${CONCURRENCY}: ${s.toFixed(2)} s = ${Math.round(TOTAL / s)} tasks/s`);
+  console.log(`drain (${DELIVERY}): ${TOTAL} no-op tasks, concurrency ${CONCURRENCY}: ${s.toFixed(2)} s = ${Math.round(TOTAL / s)} tasks/s`);
   await worker.stop(5000);
 }
 

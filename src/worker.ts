@@ -9,7 +9,8 @@ import { createBalancer } from "./worker/balancer.ts";
 import { type BrokerClient, createBrokerClient } from "./worker/broker-client.ts";
 import type { WorkerConfig } from "./config/worker.ts";
 import { createHealthFile } from "./worker/health.ts";
-import { startWorkerLoop, type LoopOptions } from "./worker/loop.ts";
+import type { LoopOptions } from "./worker/loop.ts";
+import { startPull } from "./worker/pull.ts";
 import { createWorkerMetrics, serveMetrics, type WorkerMetrics } from "./worker/metrics.ts";
 import { moduleSpecifier } from "./worker/modules.ts";
 import { createTaskPool } from "./worker/pool.ts";
@@ -89,9 +90,12 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
           throw err;
         })
       : null;
-  const loop: Pick<ReturnType<typeof startWorkerLoop>, "done" | "stop"> =
+  const loop: Pick<ReturnType<typeof startPull>, "done" | "stop"> =
     push ??
-    startWorkerLoop({
+    startPull({
+      delivery: config.delivery,
+      brokers: config.rpcHostList,
+      secrets: config.secrets,
       concurrency: config.concurrency,
       filter: { namespace: config.namespace, application },
       pool,

@@ -33,6 +33,8 @@ export interface WorkerConfig {
   metricsPort?: number;
   /** Push mode: serve WorkerService.PushTask on this port (0 = free port) instead of pulling; unset = pull mode. */
   pushPort?: number;
+  /** Pull mode: the delivery stream (taskplatform.v1.DeliveryService), the v1 unary calls, or the stream where every broker offers it. */
+  delivery: "unary" | "stream" | "auto";
   atMostOncePath: string;
   /** Seconds an at-most-once id is remembered. */
   atMostOnceTtlSec: number;
@@ -110,6 +112,14 @@ export const workerSchema = z.object({
     .optional()
     .describe("Push mode: serve WorkerService.PushTask on this port (0 picks a free port) instead of pulling; results go to the broker that pushed.")
     .meta({ ...flags("--push-port", "--grpc-port"), valueName: "port" }),
+  delivery: z
+    .enum(["unary", "stream", "auto"])
+    .default("auto")
+    .describe(
+      "How tasks are pulled: stream (one delivery stream per broker, batched; docs/streaming.md), unary (the v1 GetTask/SetTaskStatus calls " +
+        "every broker speaks), auto (the stream when every broker that answers offers it, else unary).",
+    )
+    .meta({ ...flags("--delivery"), valueName: "unary|stream|auto" }),
   at_most_once_path: z
     .string()
     .min(1)
@@ -236,6 +246,7 @@ export function toWorkerConfig(s: WorkerSettings): WorkerConfig {
     healthCheckSecPerTouch: s.health_check_sec_per_touch,
     metricsPort: s.metrics_port,
     pushPort: s.push_port,
+    delivery: s.delivery,
     atMostOncePath: s.at_most_once_path,
     atMostOnceTtlSec: s.at_most_once_ttl_sec,
     shutdownGraceMs: s.shutdown_grace_ms,

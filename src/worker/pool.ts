@@ -31,6 +31,11 @@ export interface TaskPool {
   /** Resolves with the tasks the threads registered; rejects if a task module fails to load. */
   ready: Promise<TaskMeta[]>;
   run(run: PoolRun): Promise<PoolOutcome>;
+  /**
+   * As run(), without a promise per run: `done` is called with the outcome
+   * (one function can serve a whole batch; the outcome carries the id).
+   */
+  submit(run: PoolRun, done: (outcome: PoolOutcome) => void): void;
   /** Runs in flight right now. */
   busy(): number;
   /** Stops every thread; pending runs resolve as "aborted". */
@@ -180,6 +185,10 @@ export function createTaskPool(options: PoolOptions): TaskPool {
         if (closed) return resolve({ id: run.req.id, outcome: "aborted", durationMs: 0 });
         assign({ run, startedAt: performance.now(), resolve });
       });
+    },
+    submit(run, done) {
+      if (closed) return done({ id: run.req.id, outcome: "aborted", durationMs: 0 });
+      assign({ run, startedAt: performance.now(), resolve: done });
     },
     busy() {
       let n = waiting.length;

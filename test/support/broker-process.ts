@@ -19,6 +19,8 @@ export interface SpawnBrokerOptions {
   startTimeoutMs?: number;
   /** Echo the broker's log lines to this process's stderr (debugging). */
   echo?: boolean;
+  /** Bun options before the script (benches: --cpu-prof-md, ...). */
+  bunArgs?: string[];
 }
 
 export interface BrokerProcess {
@@ -61,7 +63,7 @@ export async function spawnBroker(env: Record<string, string> = {}, opts: SpawnB
     TASKBROKER_LOG_FORMAT: "text",
     ...env,
   };
-  const proc = Bun.spawn([BUN, "src/main.ts", "broker", ...(opts.args ?? [])], {
+  const proc = Bun.spawn([BUN, ...(opts.bunArgs ?? []), "src/main.ts", "broker", ...(opts.args ?? [])], {
     cwd: ROOT,
     env: childEnv,
     stdin: "ignore",
