@@ -19,23 +19,37 @@ const TASKS = Number(arg("tasks", "100000"));
 const DELIVERY = arg("delivery", "stream");
 const CONCURRENCY = arg("concurrency", "64");
 const profileDir = process.env.TASKBROKER_PROFILE_DIR;
+if (process.argv.includes("--fill")) {
+  const producer = createBrokerClient({ address: arg("fill", "") });
+  const params = new Uint8Array([0x82, 0xa4, 0x61, 0x72, 0x67, 0x73, 0x90, 0xa6, 0x6b, 0x77, 0x61, 0x72, 0x67, 0x73, 0x80]);
+  for (let i = 0; i < TASKS; i += 1000) {
+    const batch = Array.from({ length: Math.min(1000, TASKS - i) }, () =>
+      toBinary(
+        TaskActivationSchema,
+        create(TaskActivationSchema, {
+          id: crypto.randomUUID().replaceAll("-", ""),
+          namespace: "bench",
+          taskname: "bench.noop",
+          application: "bench",
+          receivedAt: { seconds: BigInt(Math.floor(Date.now() / 1000)), nanos: 0 },
+          processingDeadlineDuration: 60n,
+          retryState: { attempts: 0, maxAttempts: 1, onAttemptsExceeded: 1 },
+          parametersBytes: params,
+        }),
+      ),
+    );
+    await producer.produce(batch);
+  }
+  await producer.close();
+  process.exit(0);
+}
 const broker = await spawnBroker(
   { TASKBROKER_STORE__MAX_PENDING_COUNT: String(TASKS * 2), TASKBROKER_STORE__MAX_PROCESSING_COUNT: String(TASKS * 2) },
   profileDir ? { bunArgs: ["--cpu-prof-md", `--cpu-prof-dir=${profileDir}`] } : { echo: !!process.env.ECHO },
 );
-const producer = createBrokerClient({ address: broker.address });
-const params = new Uint8Array([0x82, 0xa4, 0x61, 0x72, 0x67, 0x73, 0x90, 0xa6, 0x6b, 0x77, 0x61, 0x72, 0x67, 0x73, 0x80]);
-for (let i = 0; i < TASKS; i += 1000) {
-  const batch = Array.from({ length: Math.min(1000, TASKS - i) }, () =>
-    toBinary(TaskActivationSchema, create(TaskActivationSchema, {
-      id: crypto.randomUUID().replaceAll("-", ""), namespace: "bench", taskname: "bench.noop", application: "bench",
-      receivedAt: { seconds: BigInt(Math.floor(Date.now() / 1000)), nanos: 0 }, processingDeadlineDuration: 60n,
-      retryState: { attempts: 0, maxAttempts: 1, onAttemptsExceeded: 1 }, parametersBytes: params,
-    })),
-  );
-  await producer.produce(batch);
-}
-await producer.close();
+// Filled from a child process, so a profile of this one shows the worker alone.
+const fill = Bun.spawn([process.execPath, import.meta.path, "--fill", broker.address, "--tasks", String(TASKS)], { stdout: "inherit", stderr: "inherit" });
+if ((await fill.exited) !== 0) throw new Error("filling the broker failed");
 const cpuMs = (pid: number) => {
   const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
   return ((Number(f[11]) + Number(f[12])) * 1000) / 100;

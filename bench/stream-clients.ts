@@ -27,9 +27,9 @@ function idOf(bytes: Uint8Array): string {
 
 let acked = 0;
 let printed = 0;
-let printTimer: ReturnType<typeof setTimeout> | null = null;
+let printing = false;
 const print = () => {
-  printTimer = null;
+  printing = false;
   if (acked !== printed) {
     printed = acked;
     process.stdout.write(`acked ${acked}\n`);
@@ -52,7 +52,10 @@ for (let i = 0; i < STREAMS; i++) {
     onMessage(m) {
       if (m.resultsCommitted > 0) {
         acked += m.resultsCommitted;
-        printTimer ??= setTimeout(print, 10);
+        if (!printing) {
+          printing = true;
+          setTimeout(print, 10);
+        }
       }
       if (m.activations.length === 0) return;
       if (pending.length === 0) setImmediate(flush);

@@ -1,11 +1,15 @@
-// Running a batch of activations for the streaming delivery loop: each one
+// Running a batch of activations for the streaming delivery loop, each one
 // the way execution.ts runs it in pull and push mode (expiry, at-most-once,
-// the task pool under its deadline, the outcome as the status to report),
-// with one callback for the whole batch instead of a promise per task.
+// the task pool under its deadline, the outcome as the status to report), but
+// without a promise per task: the whole batch is checked and handed to the
+// pool in one pass (the pool posts it to its threads as one message per
+// thread), and one function takes every outcome as the threads post them
+// back in batches.
 import type { WireActivation } from "../activation/wire.ts";
 import type { ReportStatus } from "../sdk/execute.ts";
-import { createExecutor, type ExecutorOptions } from "./execution.ts";
+import { createExecutionSteps, type Execution, type ExecutorOptions } from "./execution.ts";
 import type { LoopOptions } from "./loop.ts";
+import type { PoolOutcome } from "./pool.ts";
 
 /** One finished run: the status to report (null: nothing to report), the retry delay, and the caller's tag. */
 export type RunDone = (a: WireActivation, status: ReportStatus | null, delayOnRetry: number | undefined, tag: unknown) => void;
@@ -17,15 +21,27 @@ export interface BatchRunner {
   abort(): Promise<void>;
 }
 
+/** What the pool hands back with each outcome: the activation, and its batch's tag and callback (shared). */
+interface Running {
+  a: WireActivation;
+  batch: { tag: unknown; done: RunDone };
+}
+
 export function createBatchRunner(o: ExecutorOptions & { onResult?: LoopOptions["onResult"] }): BatchRunner {
-  const execute = createExecutor(o);
+  const steps = createExecutionSteps(o);
+  const finish = (a: WireActivation, e: Execution, batch: Running["batch"]) => {
+    o.onResult?.(a, e.outcome, e.status, e.error);
+    batch.done(a, e.status, e.delayOnRetry, batch.tag);
+  };
+  const onOutcome = (out: PoolOutcome, r: Running) => finish(r.a, steps.end(r.a, out), r.batch);
   return {
-    start(batch, tag, done) {
-      for (const a of batch) {
-        execute(a).then((e) => {
-          o.onResult?.(a, e.outcome, e.status, e.error);
-          done(a, e.status, e.delayOnRetry, tag);
-        });
+    start(list, tag, done) {
+      const now = Date.now();
+      const batch = { tag, done };
+      for (const a of list) {
+        const run = steps.begin(a, now);
+        if ("req" in run) o.pool.submit(run, { a, batch }, onOutcome);
+        else finish(a, run, batch);
       }
     },
     abort: () => o.pool.close(),

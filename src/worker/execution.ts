@@ -10,7 +10,7 @@ import { type Outcome, type ReportStatus, STATUS_FAILURE, STATUS_RETRY } from ".
 import { isLastAttempt } from "../sdk/retry.ts";
 import type { AtMostOnceStore } from "./at-most-once.ts";
 import { createRecorder, type WorkerMetrics } from "./metrics.ts";
-import type { TaskPool } from "./pool.ts";
+import type { PoolOutcome, PoolRun, TaskPool } from "./pool.ts";
 import type { TaskMeta } from "./protocol.ts";
 
 export interface ExecutorOptions {
@@ -37,62 +37,88 @@ export function isExpired(a: Pick<WireActivation, "expiresS" | "receivedAtMs">, 
 
 const metaKey = (app: string, ns: string, task: string) => `${app}\u0000${ns}\u0000${task}`;
 
-export function createExecutor(o: ExecutorOptions): (a: WireActivation) => Promise<Execution> {
+/**
+ * The two halves of a run, for callers that run whole batches without a
+ * promise per task (streaming delivery, batch-run.ts): begin() checks an
+ * activation and builds its pool run, or answers at once when it must not run
+ * (expired, an at-most-once repeat); end() turns the pool's outcome into the
+ * status to report. Both record metrics.
+ */
+export interface ExecutionSteps {
+  begin(a: WireActivation, nowMs: number): PoolRun | Execution;
+  end(a: WireActivation, out: PoolOutcome): Execution;
+}
+
+export function createExecutionSteps(o: ExecutorOptions): ExecutionSteps {
   const meta = new Map<string, TaskMeta>();
   const metaByNs = new Map<string, TaskMeta>();
   for (const t of o.tasks) {
     meta.set(metaKey(t.application, t.namespace, t.taskname), t);
     metaByNs.set(metaKey("", t.namespace, t.taskname), t);
   }
-  const recorder = createRecorder(o.metrics);
-
-  return async (a: WireActivation): Promise<Execution> => {
-    const now = Date.now();
+  const metaOf = (a: WireActivation) => {
     const app = a.application ?? "";
-    const m = meta.get(metaKey(app, a.namespace, a.taskname)) ?? (app ? undefined : metaByNs.get(metaKey("", a.namespace, a.taskname)));
-    const record = (outcome: Outcome, durationMs?: number) => recorder.record(a.namespace, a.taskname, outcome, durationMs, a.attempts);
-    if (isExpired(a, now)) {
-      record("expired");
-      return { status: STATUS_FAILURE, outcome: "expired", error: "activation expired before it started" };
-    }
-    const atMostOnce = a.atMostOnce;
-    if (atMostOnce && !o.atMostOnce.add(a.id, o.atMostOnceTtlSec)) {
-      record("skipped");
-      o.log.info("at_most_once_skipped", { id: a.id, task: `${a.namespace}:${a.taskname}` });
-      return { status: null, outcome: "skipped" };
-    }
-    const deadlineS = a.processingDeadlineS || DEFAULT_PROCESSING_DEADLINE_S;
-    const attempts = a.attempts;
-    const maxAttempts = a.maxAttempts || 1;
-    const out = await o.pool.run({
-      atMostOnce,
-      req: {
-        id: a.id,
-        application: app,
-        namespace: a.namespace,
-        taskname: a.taskname,
-        headers: a.headers,
-        // A copy: the view may sit in a large socket buffer that would otherwise be cloned whole.
-        parametersBytes: a.parametersBytes.slice(),
-        parameters: a.parameters,
-        attempts,
-        maxAttempts,
-        deadlineAtMs: now + deadlineS * 1000,
-      },
-    });
-    if (out.outcome === "aborted") return { status: null, outcome: "aborted" as Outcome };
-    if (out.outcome === "deadline") {
-      record("deadline", out.durationMs);
-      const retry = m?.retriesOnDeadline === true && !isLastAttempt({ attempts, maxAttempts });
+    return meta.get(metaKey(app, a.namespace, a.taskname)) ?? (app ? undefined : metaByNs.get(metaKey("", a.namespace, a.taskname)));
+  };
+  const recorder = createRecorder(o.metrics);
+  const record = (a: WireActivation, outcome: Outcome, durationMs?: number) => recorder.record(a.namespace, a.taskname, outcome, durationMs, a.attempts);
+
+  return {
+    begin(a, now) {
+      if (isExpired(a, now)) {
+        record(a, "expired");
+        return { status: STATUS_FAILURE, outcome: "expired", error: "activation expired before it started" };
+      }
+      const atMostOnce = a.atMostOnce;
+      if (atMostOnce && !o.atMostOnce.add(a.id, o.atMostOnceTtlSec)) {
+        record(a, "skipped");
+        o.log.info("at_most_once_skipped", { id: a.id, task: `${a.namespace}:${a.taskname}` });
+        return { status: null, outcome: "skipped" };
+      }
+      const deadlineS = a.processingDeadlineS || DEFAULT_PROCESSING_DEADLINE_S;
       return {
-        status: retry ? STATUS_RETRY : STATUS_FAILURE,
-        outcome: "deadline",
-        delayOnRetry: retry ? m?.retryDelaySec : undefined,
-        error: `processing deadline of ${deadlineS}s exceeded; task stopped`,
+        atMostOnce,
+        req: {
+          id: a.id,
+          application: a.application ?? "",
+          namespace: a.namespace,
+          taskname: a.taskname,
+          headers: a.headers,
+          // A copy: the view may sit in a large socket buffer that would otherwise be cloned whole.
+          parametersBytes: a.parametersBytes.slice(),
+          parameters: a.parameters,
+          attempts: a.attempts,
+          maxAttempts: a.maxAttempts || 1,
+          deadlineAtMs: now + deadlineS * 1000,
+        },
       };
-    }
-    record(out.outcome, out.durationMs);
-    if (out.error && !out.expected && out.status !== 5) o.log.warn("task_failed", { id: a.id, task: `${a.namespace}:${a.taskname}`, outcome: out.outcome, error: out.error });
-    return { status: out.status, outcome: out.outcome, delayOnRetry: out.delayOnRetry, error: out.error };
+    },
+    end(a, out) {
+      if (out.outcome === "aborted") return { status: null, outcome: "aborted" as Outcome };
+      if (out.outcome === "deadline") {
+        record(a, "deadline", out.durationMs);
+        const deadlineS = a.processingDeadlineS || DEFAULT_PROCESSING_DEADLINE_S;
+        const m = metaOf(a);
+        const retry = m?.retriesOnDeadline === true && !isLastAttempt({ attempts: a.attempts, maxAttempts: a.maxAttempts || 1 });
+        return {
+          status: retry ? STATUS_RETRY : STATUS_FAILURE,
+          outcome: "deadline",
+          delayOnRetry: retry ? m?.retryDelaySec : undefined,
+          error: `processing deadline of ${deadlineS}s exceeded; task stopped`,
+        };
+      }
+      record(a, out.outcome, out.durationMs);
+      if (out.error && !out.expected && out.status !== 5) o.log.warn("task_failed", { id: a.id, task: `${a.namespace}:${a.taskname}`, outcome: out.outcome, error: out.error });
+      return { status: out.status, outcome: out.outcome, delayOnRetry: out.delayOnRetry, error: out.error };
+    },
+  };
+}
+
+export function createExecutor(o: ExecutorOptions): (a: WireActivation) => Promise<Execution> {
+  const steps = createExecutionSteps(o);
+  return async (a: WireActivation): Promise<Execution> => {
+    const run = steps.begin(a, Date.now());
+    if (!("req" in run)) return run;
+    return steps.end(a, await o.pool.run(run));
   };
 }

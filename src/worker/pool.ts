@@ -32,10 +32,10 @@ export interface TaskPool {
   ready: Promise<TaskMeta[]>;
   run(run: PoolRun): Promise<PoolOutcome>;
   /**
-   * As run(), without a promise per run: `done` is called with the outcome
-   * (one function can serve a whole batch; the outcome carries the id).
+   * As run(), without a promise per run: `done(outcome, ctx)` is called when
+   * it finishes, so one function serves a whole batch.
    */
-  submit(run: PoolRun, done: (outcome: PoolOutcome) => void): void;
+  submit<C>(run: PoolRun, ctx: C, done: (outcome: PoolOutcome, ctx: C) => void): void;
   /** Runs in flight right now. */
   busy(): number;
   /** Stops every thread; pending runs resolve as "aborted". */
@@ -45,7 +45,9 @@ export interface TaskPool {
 interface Pending {
   run: PoolRun;
   startedAt: number;
-  resolve(outcome: PoolOutcome): void;
+  resolve(outcome: PoolOutcome, ctx: unknown): void;
+  /** submit()'s context, handed back to resolve. */
+  ctx?: unknown;
 }
 
 interface Thread {
@@ -110,7 +112,7 @@ export function createTaskPool(options: PoolOptions): TaskPool {
           const p = t.inflight.get(r.id);
           if (!p) continue;
           t.inflight.delete(r.id);
-          p.resolve(r);
+          p.resolve(r, p.ctx);
         }
       } else if (msg.type === "ready") {
         t.state = "ready";
@@ -152,7 +154,7 @@ export function createTaskPool(options: PoolOptions): TaskPool {
     if (!closed) spawn();
     for (const p of t.inflight.values()) {
       if (p.run.atMostOnce) {
-        p.resolve({ id: p.run.req.id, status: 3, outcome: "failure", error: `task thread stopped (${why}) while an at-most-once task ran`, durationMs: performance.now() - p.startedAt });
+        p.resolve({ id: p.run.req.id, status: 3, outcome: "failure", error: `task thread stopped (${why}) while an at-most-once task ran`, durationMs: performance.now() - p.startedAt }, p.ctx);
       } else {
         assign(p);
       }
@@ -169,7 +171,7 @@ export function createTaskPool(options: PoolOptions): TaskPool {
       if (!expired) continue;
       for (const p of expired) {
         t.inflight.delete(p.run.req.id);
-        p.resolve({ id: p.run.req.id, outcome: "deadline", durationMs: performance.now() - p.startedAt });
+        p.resolve({ id: p.run.req.id, outcome: "deadline", durationMs: performance.now() - p.startedAt }, p.ctx);
       }
       options.log.warn("task_thread_stopped", { reason: "processing_deadline", ids: expired.map((p) => p.run.req.id), restarted: t.inflight.size });
       replace(t, "deadline");
@@ -186,9 +188,9 @@ export function createTaskPool(options: PoolOptions): TaskPool {
         assign({ run, startedAt: performance.now(), resolve });
       });
     },
-    submit(run, done) {
-      if (closed) return done({ id: run.req.id, outcome: "aborted", durationMs: 0 });
-      assign({ run, startedAt: performance.now(), resolve: done });
+    submit(run, ctx, done) {
+      if (closed) return done({ id: run.req.id, outcome: "aborted", durationMs: 0 }, ctx);
+      assign({ run, startedAt: performance.now(), resolve: done as Pending["resolve"], ctx });
     },
     busy() {
       let n = waiting.length;
@@ -201,9 +203,9 @@ export function createTaskPool(options: PoolOptions): TaskPool {
       for (const t of threads.splice(0)) {
         t.state = "dead";
         t.worker.terminate();
-        for (const p of t.inflight.values()) p.resolve({ id: p.run.req.id, outcome: "aborted", durationMs: performance.now() - p.startedAt });
+        for (const p of t.inflight.values()) p.resolve({ id: p.run.req.id, outcome: "aborted", durationMs: performance.now() - p.startedAt }, p.ctx);
       }
-      for (const p of waiting.splice(0)) p.resolve({ id: p.run.req.id, outcome: "aborted", durationMs: 0 });
+      for (const p of waiting.splice(0)) p.resolve({ id: p.run.req.id, outcome: "aborted", durationMs: 0 }, p.ctx);
     },
   };
 }

@@ -80,9 +80,13 @@ class Channel {
   held(): number {
     return this.outbox.length + this.unacked.length;
   }
-  /** Credit this channel accounts for: held by the broker, about to be granted, running, or riding on a result to send. */
+  /**
+   * Credit this channel accounts for: held by the broker, about to be granted,
+   * running, or riding on a result to send (and, while no stream is open, on
+   * the unacknowledged results that go out again with the next one).
+   */
   owned(): number {
-    return this.unused + this.grant + this.running + this.outbox.length;
+    return this.unused + this.grant + this.running + this.outbox.length + (this.stream === null ? this.unacked.length : 0);
   }
 }
 
@@ -234,7 +238,7 @@ export function startStreamLoop(o: StreamLoopOptions): StreamLoop {
     if (stopping && c.held() === 0) return;
     // Results kept from a stream that broke go first, with the opening message (each returns a credit there).
     const resend = c.unacked.concat(c.outbox);
-    const credit = stopping ? 0 : Math.max(0, Math.min(free() - c.unacked.length, Math.ceil(o.concurrency / channels.length)));
+    const credit = stopping ? 0 : Math.max(0, Math.min(free(), Math.ceil(o.concurrency / channels.length)));
     c.unacked = resend;
     c.outbox = [];
     c.unused = credit + resend.length;
