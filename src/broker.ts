@@ -32,7 +32,7 @@ export interface Broker {
   stop(): Promise<void>;
 }
 
-/** True while upkeep has completed a pass within upkeep_unhealthy_interval_ms (broker.md "Health"). */
+/** True while upkeep has completed a pass within upkeep_unhealthy_interval_ms (docs/spec/broker.md "Health"). */
 export function upkeepHealthy(lastCompletedAtMs: number, startedAtMs: number, nowMs: number, limitMs: number): boolean {
   // Before the first pass completes, count from start-up so a fresh broker is healthy.
   return nowMs - Math.max(lastCompletedAtMs, startedAtMs) < limitMs;

@@ -41,7 +41,7 @@ describe("help", () => {
       const dflt = showDefault(s);
       expect(r.stdout).toContain(`  ${envName("TASKBROKER_", s.path)}  default: ${s.inMap && dflt === "(required)" ? "(required in each entry)" : dflt}\n`);
     }
-    // Spot checks against broker.md, independent of the schema walk.
+    // Spot checks against docs/spec/broker.md, independent of the schema walk.
     expect(r.stdout).toContain("  TASKBROKER_GRPC_PORT  default: 50051\n");
     expect(r.stdout).toContain("  TASKBROKER_STORE__SQLITE__PATH  default: ./taskbroker-inflight.sqlite\n");
     expect(r.stdout).toContain("  TASKBROKER_STORE__MAX_DELAY_COUNT  default: 8192\n");

@@ -1,4 +1,4 @@
-// grpc.health.v1.Health on the broker's port (wire-contract.md "Services"):
+// grpc.health.v1.Health on the broker's port (docs/spec/wire-contract.md "Services"):
 // Check for "" and the named ConsumerService, Watch streaming changes, the
 // named service going NOT_SERVING when upkeep stalls, and shutdown behaviour
 // (NOT_SERVING, new RPCs UNAVAILABLE, exit 0 after draining).

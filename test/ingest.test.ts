@@ -103,7 +103,7 @@ describe("retry and replay builders", () => {
   });
 });
 
-describe("admit (broker.md Backpressure)", () => {
+describe("admit (docs/spec/broker.md Backpressure)", () => {
   const limits: BackpressureLimits = { maxProcessingCount: 10, maxPendingCount: 10, maxDelayCount: 5, maxSizeBytes: 1000 };
   const counts = (over: Partial<Record<string, number>> = {}) => ({
     pending: 0, delay: 0, processing: 0, claimed: 0, retry: 0, failure: 0, complete: 0, ...over,

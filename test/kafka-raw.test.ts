@@ -1,4 +1,4 @@
-// Raw topics and header-mapped dispatch (broker.md "Kafka", seeds 000/001):
+// Raw topics and header-mapped dispatch (docs/spec/broker.md "Raw topics"):
 // messages that are not TaskActivations become activations for a configured
 // task, with parameters built from the payload or from typed headers.
 import { describe, expect, test } from "bun:test";

@@ -1,4 +1,4 @@
-// Upkeep with Kafka (broker.md "Upkeep" steps 1 and 7, issue 3 "Publishing"):
+// Upkeep with Kafka (docs/spec/broker.md "Upkeep" steps 1 and 7, issue 3 "Publishing"):
 // retries go to the retry topic with attempts + 1 and come back through the
 // consumer; dead letters go to the dead-letter topic as original bytes; a row
 // is marked done only after the publish is acknowledged.

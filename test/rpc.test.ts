@@ -1,5 +1,5 @@
 // The broker's RPC surface as existing clients see it: every status code of
-// wire-contract.md "Status codes", the Produce ingest RPC, ordering and
+// docs/spec/wire-contract.md "Status codes", the Produce ingest RPC, ordering and
 // concurrent claims, oversize and garbage bodies, over a real broker process
 // called by @grpc/grpc-js, raw HTTP/2 and connect-es (Connect, gRPC-Web).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";

@@ -1,4 +1,4 @@
-// Request signing (wire-contract.md "Request signing"): the known-answer
+// Request signing (docs/spec/wire-contract.md "Request signing"): the known-answer
 // vectors, then a broker process with secrets configured, called by grpc-js,
 // raw HTTP/2, Connect (JSON and binary) and gRPC-Web.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";

@@ -1,4 +1,4 @@
-// Upkeep against a real SQLite file: each step of broker.md "Upkeep", the
+// Upkeep against a real SQLite file: each step of docs/spec/broker.md "Upkeep", the
 // start-up skip window, publish-then-complete (a failing publish keeps the
 // row), and the loop's own timer and non-overlap. Passes are driven with
 // runOnce() after stopping the timer, so each test sees exactly its passes.

@@ -13,7 +13,7 @@ import { type HeaderValue, stringifyHeaders } from "./headers.ts";
 import { newActivationId } from "./ids.ts";
 import { COMPRESSION_HEADER, type Compression, encodeParameters } from "./parameters.ts";
 
-/** Seconds a worker gives one run when neither the task nor the activation says (worker.md default). */
+/** Seconds a worker gives one run when neither the task nor the activation says (docs/spec/worker.md default). */
 export const DEFAULT_PROCESSING_DEADLINE_S = 10;
 
 /** The retry fields an activation carries (the SDK's Retry policy is one). */

@@ -3,7 +3,7 @@
 // parameters_bytes, zstd-compressed (level 3) when forced or when the encoded
 // size passes 3,000,000 bytes, flagged by headers["compression-type"]; old
 // producers put JSON in the deprecated `parameters` field instead.
-// Byte-compatible with Sentry's Python client; see the vectors in worker.md and
+// Byte-compatible with Sentry's Python client; see the vectors in docs/spec/wire-contract.md "Parameters" and
 // test/sdk.test.ts. Writers: the SDK's builder (build.ts), raw Kafka topics
 // (kafka/raw.ts). Readers: the worker (sdk/execute.ts), the kill switch and the
 // admin views (activationParameters).

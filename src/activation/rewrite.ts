@@ -1,7 +1,7 @@
 // Rewriting a stored activation: the copy a retry re-publishes, the copy an
 // operator's replay of a dead letter re-queues, and the retry_state a
 // SetTaskStatus(RETRY) may change. Pure: the clock is a parameter. Rules:
-// broker.md "Upkeep" step 1.
+// docs/spec/broker.md "Upkeep" step 1.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { RetryStateSchema, TaskActivationSchema } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";

@@ -4,7 +4,7 @@
 // decode of what it runs (decodeWireActivation) and the namespace lookup of
 // demotion on the Kafka consume path (activationNamespace). One reader
 // (protocol/wire-reader.ts); each function decides what malformed bytes mean
-// for its caller. Field numbers: wire-contract.md. Checked against
+// for its caller. Field numbers: docs/spec/wire-contract.md. Checked against
 // @bufbuild/protobuf in test/ingest.test.ts, test/worker-unit.test.ts and
 // test/kafka-operating.test.ts.
 
@@ -17,7 +17,7 @@ import { MalformedMessage, WIRE_LEN, WIRE_VARINT, WireReader } from "../protocol
 // also builds headers maps and parameter buffers. Anything unusual (groups,
 // unexpected wire types, 64-bit values past 2^53, truncation) returns null
 // and the caller falls back to the full @bufbuild decode, which has the last
-// word on what is valid. Field numbers: wire-contract.md.
+// word on what is valid. Field numbers: docs/spec/wire-contract.md.
 
 /** The TaskActivation fields ingest needs. Absent optional fields are undefined. */
 export interface ActivationFields {
@@ -115,7 +115,7 @@ export function scanActivation(buf: Uint8Array): ActivationFields | null {
 // A fast decoder for the TaskActivation fields the worker reads, straight
 // from the protobuf bytes the broker sends. The generic @bufbuild codec costs
 // more per task than the rest of the worker's bookkeeping together; field
-// numbers per wire-contract.md. Malformed bytes throw MalformedMessage.
+// numbers per docs/spec/wire-contract.md. Malformed bytes throw MalformedMessage.
 // Checked against @bufbuild/protobuf in test/worker-unit.test.ts.
 
 /** The activation as the worker sees it (plain data; ms and numbers instead of bigint/Timestamp). */
@@ -165,7 +165,7 @@ function readTimestampMs(m: WireReader): number {
   return seconds * 1000 + Math.floor(nanos / 1e6);
 }
 
-/** RetryState (wire-contract.md): attempts 1, max_attempts 2, on_attempts_exceeded 3, at_most_once 4, delay_on_retry 5. */
+/** RetryState (docs/spec/wire-contract.md): attempts 1, max_attempts 2, on_attempts_exceeded 3, at_most_once 4, delay_on_retry 5. */
 function readWorkerRetryState(m: WireReader, a: WireActivation): void {
   while (!m.done()) {
     const [f, wt] = m.tag();

@@ -78,7 +78,7 @@ export const kafkaTopicSchema = z.object({
     .optional()
     .describe("Where a consumer group without a committed offset starts; default kafka_auto_offset_reset."),
   partitions: count.optional().describe("Partitions when create_missing_topics creates the topic; default default_topic_partitions."),
-  /** Raw topic: messages are not TaskActivations; see broker.md "Raw topics". */
+  /** Raw topic: messages are not TaskActivations; see docs/spec/broker.md "Raw topics". */
   raw: z
     .object({
       application: z.string().min(1).describe("Raw topic: application of the activations built from its messages."),

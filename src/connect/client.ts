@@ -1,5 +1,5 @@
 // The project's broker client: ConsumerService and IngestService.Produce over
-// one plain node:http2 session with hand-written gRPC framing (facts.md: ~5x
+// one plain node:http2 session with hand-written gRPC framing (docs/spec/facts.md: ~5x
 // the calls/s of connect-node's client). Used by the worker, the CLI and the
 // benches. Errors are ConnectError with the gRPC code from the trailers (or
 // from a trailers-only response); a lost session is replaced on the next call.

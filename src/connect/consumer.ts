@@ -1,7 +1,7 @@
 // What ConsumerService and IngestService do, independent of transport: the
 // fast gRPC path (fast-grpc.ts) and the Connect/gRPC-Web services
 // (services.ts) both call these, so status codes are decided in one place
-// (wire-contract.md "Status codes and their meaning to clients").
+// (docs/spec/wire-contract.md "Status codes and their meaning to clients").
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { BrokerConfig } from "../config/broker.ts";
 import { InvalidActivation } from "../activation/decode.ts";

@@ -1,5 +1,5 @@
 // grpc.health.v1.Health: "" reports the process, the named ConsumerService
-// reports whether upkeep is alive (broker.md "Health"). Watch polls the
+// reports whether upkeep is alive (docs/spec/broker.md "Health"). Watch polls the
 // health source and streams each change; it ends when the client goes away,
 // or after reporting NOT_SERVING once the broker is shutting down.
 import { Code, ConnectError } from "@connectrpc/connect";

@@ -1,4 +1,4 @@
-// Request signing (wire-contract.md "Request signing"): the `sentry-signature`
+// Request signing (docs/spec/wire-contract.md "Request signing"): the `sentry-signature`
 // header is lowercase hex HMAC-SHA256(secret, method path + ":" + serialized
 // request message). Pure functions, used by the fast gRPC path, the Connect /
 // gRPC-Web path and the client, so every transport checks the same way.

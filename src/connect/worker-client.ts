@@ -1,6 +1,6 @@
 // The broker's client for a push-mode worker: WorkerService.PushTask over the
 // same hand-framed HTTP/2 channel as the broker client (client.ts), signed
-// with the first secret exactly like calls to the broker (wire-contract.md:
+// with the first secret exactly like calls to the broker (docs/spec/wire-contract.md:
 // "The same scheme signs the broker's outbound PushTask calls to workers").
 // Errors are ConnectError with the worker's gRPC code; connection failures
 // are UNAVAILABLE.

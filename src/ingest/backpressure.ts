@@ -1,4 +1,4 @@
-// The ingest admission decision of broker.md "Backpressure": exactly four
+// The ingest admission decision of docs/spec/broker.md "Backpressure": exactly four
 // rules, pure, so the Kafka consumer (pause/resume) and the ingest RPC
 // (RESOURCE_EXHAUSTED) decide identically.
 import type { NewRow, StateCounts } from "../store/types.ts";

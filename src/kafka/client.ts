@@ -1,8 +1,8 @@
 // The only file that touches the Kafka client library (kafkajs): the broker's
 // consumers and publisher, and the SDK's producer (producer/kafka.ts). Everything
 // else in src/kafka/ speaks the small interfaces below, so the library can be
-// replaced (kafkajs has had no release since 2023; facts.md) by rewriting this
-// file alone. Notes from facts.md: each consumer gets its own Kafka instance
+// replaced (kafkajs has had no release since 2023; docs/spec/facts.md) by rewriting this
+// file alone. Notes from docs/spec/facts.md: each consumer gets its own Kafka instance
 // (two consumers of one instance can crash in offset resolution).
 import { readFileSync } from "node:fs";
 import {

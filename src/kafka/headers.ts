@@ -1,5 +1,5 @@
-// Header-mapped dispatch (broker.md "Kafka"; the post-process forwarder of
-// seeds 000/001): a raw message's task kwargs are decoded from its Kafka
+// Header-mapped dispatch (docs/spec/broker.md "Raw topics", the pattern of
+// Sentry's post-process forwarder): a raw message's task kwargs are decoded from its Kafka
 // headers with typed decoders, keyed by a `version` header and an `operation`
 // header; when a header is missing or malformed the payload (JSON or msgpack)
 // is decoded instead. Pure: no I/O, so every path is unit tested.

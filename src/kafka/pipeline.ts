@@ -1,4 +1,4 @@
-// The durable-then-commit pipeline for one consumed topic (broker.md "Ingest",
+// The durable-then-commit pipeline for one consumed topic (docs/spec/broker.md "Ingest",
 // "Backpressure", "Kafka"): each fetched partition batch is decoded, cut into
 // chunks (store.insert_batch_max_length / _bytes), each chunk inserted durably through
 // ingest, undecodable messages published to the dead-letter topic, and only

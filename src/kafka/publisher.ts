@@ -1,4 +1,4 @@
-// Publishing to Kafka with one producer (broker.md "Kafka"): retries to the
+// Publishing to Kafka with one producer (docs/spec/broker.md "Kafka"): retries to the
 // retry topic, dead letters (original bytes) and undecodable messages to the
 // dead-letter topic, activations of demoted namespaces to their topic. Implements upkeep's UpkeepPublisher: each promise
 // resolves only once the broker acknowledged the message (acks = all), so

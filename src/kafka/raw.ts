@@ -1,4 +1,4 @@
-// Raw topics (broker.md "Kafka"): messages that are not TaskActivations become
+// Raw topics (docs/spec/broker.md "Raw topics"): messages that are not TaskActivations become
 // activations for a configured application/namespace/task. Payload mode wraps
 // the message bytes as the single positional argument; headers mode builds
 // kwargs from typed headers (headers.ts). Parameters (activation/parameters.ts) are msgpack

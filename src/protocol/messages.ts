@@ -1,7 +1,7 @@
 // Hand-written protobuf codecs for the hot RPC messages (GetTask,
 // SetTaskStatus, SetBatchActivationStatus, Produce, PushTask). The generic
 // @bufbuild codec and connect-node's per-call machinery cost several times the
-// whole request budget at 15k+ calls/s (facts.md), and these messages are tiny.
+// whole request budget at 15k+ calls/s (docs/spec/facts.md), and these messages are tiny.
 // Responses wrap the stored activation bytes unchanged: field 1, wire type 2.
 // The gRPC framing around them is connect/frame.ts.
 // Pure functions; test/rpc-wire.test.ts checks them against @bufbuild/protobuf.
@@ -79,7 +79,7 @@ function decodeStatusUpdate(r: WireReader): DecodedStatusUpdate {
   return out;
 }
 
-/** SetTaskStatusRequest (wire-contract.md "RPC messages"). */
+/** SetTaskStatusRequest (docs/spec/wire-contract.md "RPC messages"). */
 export function decodeSetTaskStatusRequest(buf: Uint8Array): DecodedStatusUpdate {
   return decodeStatusUpdate(new WireReader(buf));
 }
@@ -132,7 +132,7 @@ export function encodeProduceResponse(r: { accepted: number; duplicates: number;
   return tmp.subarray(0, pos);
 }
 
-// ---- Client side: request encoders and response decoders (client.ts). ----
+// ---- Client side: request encoders and response decoders (connect/client.ts). ----
 
 function encodeFilter(f: TaskFilter): Uint8Array {
   const w = new Writer();

@@ -1,4 +1,4 @@
-// Push delivery (broker.md "States": Pending -> Claimed -> Processing): one
+// Push delivery (docs/spec/broker.md "States": Pending -> Claimed -> Processing): one
 // loop claims the oldest Pending row with a lease (store.claimForPush), hands
 // it to a worker with WorkerService.PushTask, and on OK marks it delivered
 // (Processing, its deadline starts). A worker that answers RESOURCE_EXHAUSTED

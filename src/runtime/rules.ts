@@ -1,4 +1,4 @@
-// The runtime configuration file (hot reloaded, broker.md "Runtime
+// The runtime configuration file (hot reloaded, docs/spec/broker.md "Runtime
 // configuration") parsed into rules, and the pure decisions made from them:
 // does the kill switch drop this activation, is this namespace demoted. No I/O
 // here, so every case is unit tested (test/runtime-rules.test.ts).

@@ -3,7 +3,7 @@
 // whether a planned slot may still be claimed. No I/O and no clock here; the
 // loop (loop.ts) and the run store (run-store.ts) call these.
 //
-// Rules (spec: worker.md "Scheduler"):
+// Rules (spec: docs/spec/worker.md "Scheduler"):
 // - A schedule with no recorded run, or whose recorded definition hash differs
 //   from the current one, runs at the next opportunity (now).
 // - Otherwise the next slot is the first one at or after now, so slots missed

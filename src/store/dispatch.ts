@@ -1,6 +1,6 @@
 // Claims and worker status updates, with group commit: calls that arrive
 // while a flush is scheduled are queued and executed together in ONE
-// transaction (one WAL commit instead of one per call; facts.md
+// transaction (one WAL commit instead of one per call; docs/spec/facts.md
 // measured ~7.4k single-claim transactions/s, which is the ceiling we avoid).
 // Within a flush, status updates run before claims, so a SetTaskStatus with
 // fetch_next sees its own row finished; claims with the same filter become one
@@ -274,7 +274,7 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
   function claim(filter: ClaimFilter): Promise<ClaimedActivation | null> {
     const application = filter.application || undefined;
     const namespace = filter.namespace || undefined;
-    // broker.md: a namespace without an application claims nothing.
+    // docs/spec/broker.md: a namespace without an application claims nothing.
     if (namespace !== undefined && application === undefined) return Promise.resolve(null);
     return new Promise((resolve, reject) => {
       claims.push({ application, namespace, want: 1, single: true, rows: NO_ROWS, resolve: resolve as QueuedClaim["resolve"], reject });

@@ -1,6 +1,6 @@
 // Turning TaskActivation bytes into the row the store keeps (validation
 // included): ingest, the local retry publisher and dead-letter replay use it.
-// Pure: no I/O, the clock is a parameter. Rules: broker.md "Ingest".
+// Pure: no I/O, the clock is a parameter. Rules: docs/spec/broker.md "Ingest".
 import type { TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import type { KafkaOrigin, NewRow } from "./types.ts";
 import { decodeActivation, InvalidActivation } from "../activation/decode.ts";

@@ -31,7 +31,7 @@ export interface StoreOptions {
   synchronous: "normal" | "full";
   /** Longest a claim/status update waits to share a transaction; 0 = next turn of the event loop. */
   groupCommitWindowMs: number;
-  /** Added to every processing deadline, seconds (broker.md default 3). */
+  /** Added to every processing deadline, seconds (docs/spec/broker.md default 3). */
   processingDeadlineGraceSec: number;
   /** Cap on an activation's delay when a dead letter is replayed, seconds. Default 3600. */
   maxDelaySec?: number;

@@ -1,8 +1,8 @@
 // The inflight store's contract: what ingest, dispatch and upkeep may ask of
 // it. The SQLite implementation is sqlite.ts; the state machine it enforces is
-// in ../../../shared/spec/broker.md ("States", "Upkeep").
+// in docs/spec/broker.md ("States", "Upkeep").
 
-/** Row states of broker.md. Stored as small integers (see STATE_CODE). */
+/** Row states of docs/spec/broker.md. Stored as small integers (see STATE_CODE). */
 export type ActivationState = "pending" | "delay" | "processing" | "claimed" | "retry" | "failure" | "complete";
 
 export const STATE_CODE: Record<ActivationState, number> = {
@@ -143,7 +143,7 @@ export interface KillCandidate {
  * concurrent callers share one transaction (group commit); everything else is
  * synchronous and committed on return.
  */
-/** The store side of upkeep (broker.md "Upkeep"); each step is one transaction and returns what it did. */
+/** The store side of upkeep (docs/spec/broker.md "Upkeep"); each step is one transaction and returns what it did. */
 export interface UpkeepSteps {
   retryRows(limit: number): UpkeepRow[];
   failureRows(limit: number): UpkeepRow[];

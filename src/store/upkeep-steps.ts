@@ -1,4 +1,4 @@
-// The store side of upkeep (broker.md "Upkeep"): each step is one statement
+// The store side of upkeep (docs/spec/broker.md "Upkeep"): each step is one statement
 // (or a few) in one transaction over a small partial index, and returns how
 // many rows it moved. The loop that orders them is ../upkeep/loop.ts.
 import { STATE_BY_CODE, type StoreContext } from "./context.ts";

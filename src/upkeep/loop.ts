@@ -1,4 +1,4 @@
-// The upkeep loop: the nine steps of broker.md "Upkeep", in that order, every
+// The upkeep loop: the nine steps of docs/spec/broker.md "Upkeep", in that order, every
 // upkeep_task_interval_ms. One function per step; each store call is its own
 // transaction. Passes never overlap (runOnce queues behind a running pass).
 // lastCompletedAtMs() feeds the named health service.

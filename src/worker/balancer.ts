@@ -1,4 +1,4 @@
-// Client-side balancing over several brokers (worker.md): each fetch loop
+// Client-side balancing over several brokers (docs/spec/worker.md): each fetch loop
 // starts at a random broker and moves to another after N tasks (default 32)
 // or when its broker has nothing; a broker that answers UNAVAILABLE three
 // times in a row is skipped for 20 s. Pure: clock and randomness are injected.

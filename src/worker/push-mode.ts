@@ -1,4 +1,4 @@
-// The worker in push mode (worker.md "Push mode"): instead of fetch loops, a
+// The worker in push mode (docs/spec/worker.md "Push mode"): instead of fetch loops, a
 // push port where the broker hands activations over with PushTask. Each one
 // takes a slot (at most `concurrency` run at once; a push arriving with every
 // slot taken is answered RESOURCE_EXHAUSTED "worker busy", and the broker

@@ -1,7 +1,7 @@
 // The worker's push port: WorkerService.PushTask served as plain gRPC over
 // h2c (node:http2, prior knowledge, hand-written framing like the broker's
 // fast path). Checks the broker's `sentry-signature` when secrets are set
-// (wire-contract.md "Request signing"), decodes the activation and hands it
+// (docs/spec/wire-contract.md "Request signing"), decodes the activation and hands it
 // to `accept`, whose answer becomes the gRPC status: OK, RESOURCE_EXHAUSTED
 // ("worker busy") or UNAVAILABLE (stopping). Nothing else is served.
 import http2 from "node:http2";
