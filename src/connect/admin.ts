@@ -30,7 +30,19 @@ function storageCall<T>(operation: string, fn: () => T): T {
   }
 }
 
-export function adminServiceImpl(store: InflightStore, now: () => number = Date.now): ServiceImpl<typeof AdminService> {
+/** What AdminService asks of the store: depths, one activation, the local dead letters. */
+export type AdminStore = Pick<
+  InflightStore,
+  | "counts"
+  | "depthsByNamespace"
+  | "oldestPendingReceivedAtMs"
+  | "getActivation"
+  | "listDeadLetters"
+  | "replayDeadLetter"
+  | "discardDeadLetter"
+>;
+
+export function adminServiceImpl(store: AdminStore, now: () => number = Date.now): ServiceImpl<typeof AdminService> {
   return {
     async getDepths() {
       return storageCall("GetDepths", () => {

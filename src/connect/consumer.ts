@@ -80,9 +80,12 @@ function storageFailure(operation: string, err: unknown): ConnectError {
   return new ConnectError(`storage failure during ${operation}: ${detail}`, Code.Internal, undefined, undefined, err);
 }
 
+/** What ConsumerService asks of the store: claims and status updates. */
+export type DispatchStore = Pick<InflightStore, "claim" | "setStatus" | "setStatuses">;
+
 export function createConsumerCore(deps: {
-  config: BrokerConfig;
-  store: InflightStore;
+  config: Pick<BrokerConfig, "delivery_mode">;
+  store: DispatchStore;
   ingest: ProduceTarget;
   log: Logger;
 }): ConsumerCore {

@@ -31,9 +31,12 @@ const MAX_CREDIT = 1 << 20;
 const CLAIM_RETRY_MS = 50;
 const CLAIM_RETRY_MAX_MS = 2000;
 
+/** What streamed delivery asks of the store: batch claims, releasing what was never sent, new-work wake-ups. */
+export type DeliveryStore = Pick<InflightStore, "claimMany" | "releaseUnsent" | "watchPending">;
+
 export interface DeliveryOptions {
   core: ConsumerCore;
-  store: Pick<InflightStore, "claimMany" | "releaseUnsent" | "watchPending">;
+  store: DeliveryStore;
   /** Empty: signing off. */
   secrets: readonly string[];
   maxMessageBytes: number;

@@ -28,10 +28,9 @@ import { AdminService } from "../gen/taskplatform/v1/admin_pb.ts";
 import { IngestService } from "../gen/taskplatform/v1/ingest_pb.ts";
 import type { BrokerConfig } from "../config/broker.ts";
 import type { Logger } from "../log.ts";
-import type { InflightStore } from "../store/types.ts";
-import { adminServiceImpl } from "./admin.ts";
-import { type ProduceTarget, createConsumerCore } from "./consumer.ts";
-import { DELIVER_PATH, createDeliveryServer } from "./delivery.ts";
+import { type AdminStore, adminServiceImpl } from "./admin.ts";
+import { type DispatchStore, type ProduceTarget, createConsumerCore } from "./consumer.ts";
+import { DELIVER_PATH, type DeliveryStore, createDeliveryServer } from "./delivery.ts";
 import { isFastGrpc, respondGrpcError, serveFastGrpc } from "./fast-grpc.ts";
 import { healthServiceImpl } from "./health.ts";
 import { consumerServiceImpl, ingestServiceImpl } from "./services.ts";
@@ -49,8 +48,9 @@ export interface RpcServer {
 }
 
 export interface RpcServerOptions {
-  config: BrokerConfig;
-  store: InflightStore;
+  config: Pick<BrokerConfig, "grpc_addr" | "grpc_port" | "grpc_max_message_bytes" | "grpc_shared_secret" | "delivery_mode">;
+  /** Everything the port's services ask of the store. */
+  store: DispatchStore & AdminStore & DeliveryStore;
   ingest: ProduceTarget;
   /** False while upkeep is stalled: the named health service reports NOT_SERVING. */
   isHealthy: () => boolean;

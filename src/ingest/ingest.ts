@@ -41,9 +41,15 @@ export interface Ingest {
   produce(activations: Uint8Array[], source: IngestSource, origins?: (KafkaOrigin | null)[]): ProduceResult;
 }
 
+/** What ingest asks of the store: inserts, and the depths and size backpressure decides on. */
+export type IngestStore = Pick<InflightStore, "insert" | "counts" | "sizeBytes">;
+
+/** The settings ingest reads. */
+export type IngestConfig = Pick<BrokerConfig, "store" | "max_delayed_task_allowed_sec">;
+
 export interface IngestOptions {
-  store: InflightStore;
-  config: BrokerConfig;
+  store: IngestStore;
+  config: IngestConfig;
   log: Logger;
   /** Runtime kill switch; must not throw (it fails open). */
   drop?: (row: NewRow) => boolean;

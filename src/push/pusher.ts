@@ -23,8 +23,11 @@ export interface PushWorker {
   application?: string;
 }
 
+/** What push delivery asks of the store: lease a row, mark it delivered or release it, record results. */
+export type PushStore = Pick<InflightStore, "claimForPush" | "markDelivered" | "releaseClaim" | "setStatuses">;
+
 export interface PusherOptions {
-  store: InflightStore;
+  store: PushStore;
   /** Workers' push ports; a worker with an application only gets that application's rows. */
   workers: PushWorker[];
   /** Signing secrets; the first signs every PushTask. */

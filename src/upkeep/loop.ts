@@ -6,7 +6,7 @@ import type { BrokerConfig } from "../config/broker.ts";
 import { buildRetryActivation } from "../activation/rewrite.ts";
 import type { Logger } from "../log.ts";
 import { oldestPendingAge, storeDepth, storeSizeBytes, upkeepDuration, upkeepTotal } from "../metrics.ts";
-import type { InflightStore, UpkeepRow } from "../store/types.ts";
+import type { InflightStore, UpkeepRow, UpkeepSteps } from "../store/types.ts";
 import type { UpkeepPublisher } from "./publisher.ts";
 
 export interface UpkeepReport {
@@ -35,9 +35,23 @@ export interface Upkeep {
   stop(): Promise<void>;
 }
 
+/** What upkeep asks of the store: its steps, and the gauges it reports. */
+export type UpkeepStore = UpkeepSteps & Pick<InflightStore, "counts" | "recount" | "oldestPendingReceivedAtMs" | "sizeBytes">;
+
+/** The settings upkeep reads. */
+export type UpkeepConfig = Pick<
+  BrokerConfig,
+  | "store"
+  | "upkeep_deadline_reset_skip_after_startup_sec"
+  | "upkeep_task_interval_ms"
+  | "maintenance_task_interval_ms"
+  | "full_vacuum_on_upkeep"
+  | "vacuum_interval_ms"
+>;
+
 export interface UpkeepOptions {
-  store: InflightStore;
-  config: BrokerConfig;
+  store: UpkeepStore;
+  config: UpkeepConfig;
   publisher: UpkeepPublisher;
   log: Logger;
   startedAtMs: number;
@@ -83,7 +97,7 @@ function emptyReport(startupSkip: boolean): UpkeepReport {
  * a failing publish leaves its row for the next pass (never lost).
  */
 async function publishThenComplete(
-  store: InflightStore,
+  store: Pick<UpkeepStore, "markComplete">,
   rows: UpkeepRow[],
   publish: (row: UpkeepRow) => Promise<void>,
   log: Logger,

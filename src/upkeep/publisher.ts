@@ -24,7 +24,7 @@ export interface UpkeepPublisher {
  * are idempotent (retry ids are derived, dead letters keyed by id), so a
  * publish repeated after a crash adds nothing.
  */
-export function localPublisher(store: InflightStore, opts: { maxDelaySec?: number } = {}): UpkeepPublisher {
+export function localPublisher(store: Pick<InflightStore, "insert" | "addDeadLetter">, opts: { maxDelaySec?: number } = {}): UpkeepPublisher {
   const maxDelaySec = opts.maxDelaySec ?? 3600;
   return {
     async publishRetry(activation) {
