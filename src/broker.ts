@@ -11,6 +11,7 @@
 import { hostname } from "node:os";
 import type { BrokerConfig } from "./config/broker.ts";
 import { workerEndpoint } from "./config/load.ts";
+import { canaryActivations } from "./ingest/canaries.ts";
 import { createIngest } from "./ingest/ingest.ts";
 import type { Logger } from "./log.ts";
 import { openStore } from "./store/sqlite.ts";
@@ -84,6 +85,13 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
       log: log.child({ component: "ingest" }),
       drop: (row) => runtime.shouldDrop(row, "ingest"),
     });
+
+    // canary_tasks: internal canaries for every worker_map application, stored before anything is served.
+    if (config.canary_tasks > 0) {
+      const apps = Object.keys(config.worker_map ?? {});
+      const r = stored.produce(canaryActivations(apps, config.canary_tasks), "rpc");
+      log.info("canary_tasks_stored", { count: r.accepted, worker_pools: apps.length });
+    }
 
     // Push mode: the broker delivers to workers' PushTask ports; ingest wakes it
     // so a produced row goes out at once rather than at the next idle poll.

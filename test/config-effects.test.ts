@@ -1,14 +1,19 @@
 // Reference broker settings that act in upkeep and the store, against a real
 // SQLite file: the maintenance pass reclaims store.sqlite.vacuum_page_count
 // free pages every maintenance_task_interval_ms (all of them when unset), and
-// full_vacuum_on_upkeep rebuilds the file every vacuum_interval_ms. Passes are
-// driven with runOnce() after stopping the upkeep timer.
+// full_vacuum_on_upkeep rebuilds the file every vacuum_interval_ms (passes
+// driven with runOnce() after stopping the upkeep timer); canary_tasks stores
+// internal canaries per worker_map application at start-up (a broker process,
+// read with GetTask).
 import { afterEach, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { brokerConfigSchema } from "../src/config/broker.ts";
 import { silentLogger } from "../src/log.ts";
 import { localPublisher } from "../src/upkeep/publisher.ts";
 import { startUpkeep, type Upkeep } from "../src/upkeep/loop.ts";
+import { brokerClients } from "./support/activations.ts";
+import { spawnBroker } from "./support/broker-process.ts";
 import { row, tempStore, type TempStore } from "./store-fixtures.ts";
 
 let t: TempStore | undefined;
@@ -84,4 +89,27 @@ describe("SQLite maintenance settings", () => {
     expect(s.pages().free).toBe(0);
     expect(s.pages().total).toBeLessThan(before.total - 100);
   });
+});
+
+test("canary_tasks: the broker starts with that many internal canary tasks per worker_map application", async () => {
+  const b = await spawnBroker({ TASKBROKER_CANARY_TASKS: "2", TASKBROKER_WORKER_MAP: "{alpha=http://127.0.0.1:1,beta=http://127.0.0.1:2}" });
+  try {
+    const { consumer } = brokerClients(b.port);
+    const seen: string[] = [];
+    for (;;) {
+      // NOT_FOUND once nothing is pending (the wire contract).
+      const res = await consumer.getTask({}).catch((err: unknown) => (ConnectError.from(err).code === Code.NotFound ? null : Promise.reject(err)));
+      if (!res?.task) break;
+      seen.push(`${res.task.application}/${res.task.namespace}:${res.task.taskname}`);
+    }
+    expect(seen.sort()).toEqual([
+      "alpha/internal:canary_task",
+      "alpha/internal:canary_task",
+      "beta/internal:canary_task",
+      "beta/internal:canary_task",
+    ]);
+    expect(b.logs()).toContain("canary_tasks_stored count=4 worker_pools=2");
+  } finally {
+    await b.stop();
+  }
 });

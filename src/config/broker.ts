@@ -265,7 +265,7 @@ export const brokerConfigSchema = z.object({
   vacuum_interval_ms: duration(1).default(30_000).describe("Interval between two upkeep VACUUMs, ms."),
   runtime_metrics_interval: duration(1).default(1000).describe("How often async runtime metrics are sampled.").meta({ ignored: NO_TOKIO }),
   log_async_backtrace: bool.default(false).describe("Log async task dumps from upkeep.").meta({ ignored: NO_TOKIO }),
-  canary_tasks: nonNegative.default(0).describe("Internal canary tasks added at start-up per worker_map application."),
+  canary_tasks: nonNegative.default(0).describe("Internal canary tasks (internal:canary_task) stored at start-up for every worker_map application."),
   max_delayed_task_allowed_sec: seconds().default(3600).describe("Cap on an activation's delay, seconds."),
   shutdown_drain_ms: duration(1).default(10_000).describe("On SIGTERM, longest wait for in-flight RPCs to finish."),
   kafka_clusters: z.record(z.string(), kafkaClusterSchema).default({}),
