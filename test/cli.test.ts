@@ -138,6 +138,19 @@ describe("configuration mistakes stop start-up: exit 2, one line", () => {
     expect(r.stderr).toBe(`taskplatform broker: grpc_port in ${file}=-1 is invalid: expected an integer from 0 to 65535\n`);
   });
 
+  test("the reference broker's command line: -c file alone (or --run broker) runs the broker; --run migrations has nothing to do", () => {
+    const file = join(dir, "ref.yaml");
+    writeFileSync(file, "grpc_port: 99999\n");
+    for (const args of [["-c", file], ["--run", "broker", "--config", file]]) {
+      const r = runCli(args);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toBe(`taskplatform broker: grpc_port in ${file}=99999 is invalid: expected an integer from 0 to 65535\n`);
+    }
+    const m = runCli(["-r", "migrations", "-c", file]);
+    expect(m.code).toBe(0);
+    expect(m.stderr).toContain("no standalone migrations");
+  });
+
   test("an unknown option is a usage error", () => {
     const r = runCli(["broker", "--prot", "1"]);
     expect(r.code).toBe(2);
