@@ -131,6 +131,9 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
     // consumers feed ingest and upkeep publishes to the retry / dead-letter
     // topics; Kafka stops after the RPC port has drained (see stop()). The
     // runtime config's demoted namespaces are forwarded to their topics.
+    // startKafka only checks the plan: connecting and joining the groups go on
+    // in the background, so the RPC port opens at once and stored rows are
+    // served while Kafka is unreachable; /ready waits for the groups.
     const kafka =
       Object.keys(config.kafka_topics).length > 0 ? await startKafka({ config, ingest, store, log, runtime }) : null;
     if (kafka) cleanups.push(() => kafka.stop());
@@ -163,7 +166,8 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
             log: log.child({ component: "admin" }),
             upkeepLastCompletedAtMs: () => upkeep.lastCompletedAtMs(),
             upkeepUnhealthyAfterMs: config.health_check_killswitched ? Infinity : config.upkeep_unhealthy_interval_ms,
-            kafkaReady: kafka ? () => kafka.assigned() : undefined,
+            kafkaReady: kafka ? () => kafka.status().ready : undefined,
+            kafkaDetail: kafka ? () => kafka.status().detail : undefined,
           })
         : null;
     if (admin) cleanups.push(() => admin.stop());

@@ -1,10 +1,12 @@
 // Pure Kafka logic, in-process: typed header decoding and the header/payload
 // fallback of header-mapped dispatch, and raw-message activations. The topic
 // rules resolved from configuration are tested in config-upstream.test.ts.
+// And the partition assignment that lets one group consume several topics.
 import { describe, expect, test } from "bun:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { decode as msgpackDecode, encode as msgpackEncode } from "@msgpack/msgpack";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import { assignPartitions } from "../src/kafka/assignment.ts";
 import { decodeHeader, HeaderDecodeError, taskKwargs, type RawHeaders } from "../src/kafka/headers.ts";
 import { rawActivation, rawActivationId } from "../src/kafka/raw.ts";
 
@@ -96,5 +98,33 @@ describe("raw activations", () => {
     expect(rawActivation(msg, spec, 0).bytes).toEqual(rawActivation(msg, spec, 999).bytes);
     expect(rawActivationId("raw", 3, "77")).toMatch(/^[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}$/);
     expect(rawActivationId("raw", 3, "78")).not.toBe(rawActivationId("raw", 3, "77"));
+  });
+});
+
+describe("partition assignment", () => {
+  test("members get partitions only of topics they subscribe to, balanced across topics", () => {
+    const members = [
+      { memberId: "m1", topics: ["a", "b"] },
+      { memberId: "m2", topics: ["a"] },
+      { memberId: "m3", topics: ["c"] },
+    ];
+    const partitions = new Map([["a", [0, 1, 2, 3]], ["b", [0, 1]], ["c", [0, 1, 2]], ["nobody", [0]]]);
+    const out = assignPartitions(members, partitions);
+    const of = (m: string) => Object.fromEntries(out.get(m) ?? new Map());
+    expect(of("m1")).toEqual({ a: [0, 2], b: [0, 1] });
+    expect(of("m2")).toEqual({ a: [1, 3] });
+    expect(of("m3")).toEqual({ c: [0, 1, 2] });
+    // Every partition of a subscribed topic goes to exactly one member.
+    for (const [topic, ps] of partitions) {
+      if (topic === "nobody") continue;
+      const got = [...out.values()].flatMap((byTopic) => byTopic.get(topic) ?? []).sort();
+      expect(got).toEqual(ps);
+    }
+    // One topic, three members: round-robin, 4 each.
+    const even = assignPartitions(
+      ["x", "y", "z"].map((memberId) => ({ memberId, topics: ["t"] })),
+      new Map([["t", Array.from({ length: 12 }, (_, i) => i)]]),
+    );
+    expect([...even.values()].map((byTopic) => byTopic.get("t")!.length)).toEqual([4, 4, 4]);
   });
 });

@@ -30,6 +30,8 @@ export interface AdminServerOptions {
   upkeepUnhealthyAfterMs: number;
   /** Kafka mode: whether consumers have their partitions; omitted without Kafka. */
   kafkaReady?: () => boolean;
+  /** One line about the Kafka consumers for /ready (which group is not ready and why). */
+  kafkaDetail?: () => string;
   /** Store file, so per-namespace depths are counted off the event loop (a worker thread); omit to count inline. */
   dbPath?: string;
   /** Per-namespace depths are recounted in the background when older than this, ms. Default 2000. */
@@ -78,7 +80,7 @@ export function createAdminApp(options: AdminServerOptions) {
     }
     const upkeepAgeMs = Date.now() - options.upkeepLastCompletedAtMs();
     checks.upkeep = { ok: upkeepAgeMs < options.upkeepUnhealthyAfterMs, detail: `last pass ${upkeepAgeMs} ms ago` };
-    if (options.kafkaReady) checks.kafka = { ok: options.kafkaReady(), detail: "consumers assigned" };
+    if (options.kafkaReady) checks.kafka = { ok: options.kafkaReady(), detail: options.kafkaDetail?.() ?? "consumers assigned" };
     const ready = Object.values(checks).every((x) => x.ok);
     return c.json({ ready, checks }, ready ? 200 : 503);
   });

@@ -1,14 +1,26 @@
 // Kafka for the broker: start-up (create missing topics, one producer, one
-// consumer group per consumed topic feeding the durable-then-commit pipeline)
-// and shutdown (finish and commit in-flight batches, leave the groups, flush
-// the producer). The broker composition (src/broker.ts) calls startKafka when
-// kafka_topics is non-empty and hands `publisher` to upkeep.
+// consumer per consumer group - a group may consume several topics - each
+// topic feeding its durable-then-commit pipeline), readiness, and shutdown
+// (finish and commit in-flight batches, leave the groups, flush the
+// producer). Nothing here waits for Kafka: the broker serves its stored rows
+// while Kafka is away, and everything connects in the background. The broker
+// composition (src/broker.ts) calls startKafka when kafka_topics is non-empty
+// and hands `publisher` to upkeep.
 import type { BrokerConfig } from "../config/broker.ts";
 import type { Logger } from "../log.ts";
-import { createMissingTopics, connectProducer, startConsumer, type TopicConsumer } from "./client.ts";
-import { createLagTracker } from "./lag.ts";
-import { createBatchHandler, type DemotionLookup, type IngestPort } from "./pipeline.ts";
-import { kafkaPlan } from "../config/kafka.ts";
+import {
+  checkTopic,
+  createMissingTopics,
+  createProducer,
+  startGroupConsumer,
+  type BatchContext,
+  type ConsumedBatch,
+  type TopicConsumer,
+} from "./client.ts";
+import type { CompressionType } from "./codecs.ts";
+import { createLagTracker, type LagTracker } from "./lag.ts";
+import { createBatchHandler, type DemotionLookup, type IngestPort, type UndecodableBatchReport } from "./pipeline.ts";
+import { kafkaPlan, type ConsumerGroupPlan } from "../config/kafka.ts";
 import type { InflightStore, KafkaOrigin } from "../store/types.ts";
 import { createKafkaPublisher, type KafkaPublisher } from "./publisher.ts";
 
@@ -19,8 +31,13 @@ export type { DemotionLookup, IngestPort } from "./pipeline.ts";
 export interface KafkaRuntime {
   /** Retry and dead-letter publishing for upkeep (an UpkeepPublisher). */
   publisher: KafkaPublisher;
-  /** True once every consumer has joined its group (readiness). */
+  /** True once every consumer group has joined at least once. */
   assigned(): boolean;
+  /**
+   * Readiness: every consumer group joined and heard from Kafka recently.
+   * `detail` says which group is not and why, and the last undecodable batch.
+   */
+  status(): { ready: boolean; detail: string };
   /** Finishes and commits in-flight batches, leaves the groups, then closes the producer. */
   stop(): Promise<void>;
 }
@@ -41,27 +58,30 @@ export interface StartKafkaOptions {
   runtime?: DemotionLookup;
 }
 
-/** Partition batches of one topic handled at once: overlaps one partition's commit with another's insert. */
+/** Partition batches of one group handled at once: overlaps one partition's commit with another's insert. */
 const PARTITIONS_CONCURRENTLY = 3;
 const BACKPRESSURE_RETRY_MS = 100;
+/** Backoff for start-up steps that need Kafka (topic creation, topic checks): doubling from the first, capped at the second. */
+const STARTUP_RETRY_MS = [500, 15_000] as const;
 
-/** Throws ConfigError (one line) when the topic rules (config/kafka.ts) are broken. */
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Starts Kafka for the broker without waiting for Kafka: the plan is checked
+ * (throws ConfigError, one line, when the topic rules of config/kafka.ts are
+ * broken), then the producer, topic creation, topic checks and every consumer
+ * group connect and join concurrently in the background, retrying while Kafka
+ * is unreachable. Readiness (`status`) tells when they have joined.
+ */
 export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime> {
   const { config } = opts;
   const log = opts.log.child({ component: "kafka" });
   const plan = kafkaPlan(config);
+  let stopping = false;
 
-  if (config.create_missing_topics) {
-    const byCluster = new Map<string, typeof plan.declared>();
-    for (const d of plan.declared) byCluster.set(d.clusterName, [...(byCluster.get(d.clusterName) ?? []), d]);
-    for (const [clusterName, topics] of byCluster) {
-      const { created, problem } = await createMissingTopics(topics[0]!.cluster, topics, log);
-      if (created.length) log.info("kafka_topics_created", { cluster: clusterName, topics: created.join(",") });
-      if (problem) log.warn("kafka_create_topics_failed", { cluster: clusterName, error: problem });
-    }
-  }
-
-  const producer = await connectProducer(plan.publishCluster, log);
+  const compressionOf = (topic: string): CompressionType =>
+    (config.kafka_topics[topic] as { compression_type?: CompressionType } | undefined)?.compression_type ?? "none";
+  const producer = createProducer(plan.publishCluster, compressionOf, log);
   const publisher = createKafkaPublisher({
     producer,
     retryTopic: plan.retryTopic,
@@ -69,58 +89,135 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
     log,
   });
 
-  const consumers: TopicConsumer[] = [];
-  const discard = (origins: KafkaOrigin[]) => opts.store.discardUncommitted(origins);
-  try {
-    for (const t of plan.consumed) {
-      let consumer: TopicConsumer | undefined;
-      const lag = createLagTracker(t.topic);
-      const onBatch = createBatchHandler({
-        topic: t.topic,
-        raw: t.raw,
-        ingest: opts.ingest,
-        deadLetter: (messages) => publisher.publishUndecodable(messages),
-        demotion: opts.runtime,
-        forward: (topic, message) => publisher.publishDemoted(topic, message),
-        lag,
-        discardUncommitted: discard,
-        pause: () => consumer?.pause(),
-        resume: () => consumer?.resume(),
-        batchMaxRows: config.store.insert_batch_max_length,
-        batchMaxBytes: config.store.insert_batch_max_bytes,
-        backpressureRetryMs: BACKPRESSURE_RETRY_MS,
-        log,
-      });
-      consumer = await startConsumer({
-        topic: t.topic,
-        cluster: t.cluster,
-        groupId: t.groupId,
-        sessionTimeoutMs: t.sessionTimeoutMs,
-        fromBeginning: t.fromBeginning,
-        maxWaitMs: Math.max(10, Math.min(config.store.insert_batch_max_time_ms, 5000)),
-        concurrency: PARTITIONS_CONCURRENTLY,
-        log,
-        onBatch,
-        onAssigned: (partitions) => lag.assigned(partitions),
-      });
-      consumers.push(consumer);
-      log.info("kafka_consuming", { topic: t.topic, cluster: t.clusterName, group: t.groupId, raw: t.raw?.mode ?? "no" });
+  /** Runs `step` until it resolves or the broker stops; false when stopped first. */
+  const untilDone = async (what: string, step: () => Promise<void>): Promise<boolean> => {
+    for (let attempt = 0; !stopping; attempt++) {
+      try {
+        await step();
+        return true;
+      } catch (err) {
+        const waitMs = Math.min(STARTUP_RETRY_MS[0] * 2 ** Math.min(attempt, 10), STARTUP_RETRY_MS[1]);
+        log.warn("kafka_startup_retry", { step: what, attempt: attempt + 1, retry_in_ms: waitMs, error: err });
+        await sleep(waitMs);
+      }
     }
-  } catch (err) {
-    await Promise.allSettled(consumers.map((c) => c.stop()));
-    await publisher.close().catch(() => {});
-    throw err;
+    return false;
+  };
+
+  const lastUndecodable: { report: UndecodableBatchReport | null; count: number } = { report: null, count: 0 };
+  const discard = (origins: KafkaOrigin[]) => opts.store.discardUncommitted(origins);
+  const consumers: TopicConsumer[] = [];
+
+  const startGroup = (g: ConsumerGroupPlan) => {
+    let consumer: TopicConsumer | undefined;
+    const handlers = new Map<string, (batch: ConsumedBatch, ctx: BatchContext) => Promise<void>>();
+    const lags = new Map<string, LagTracker>();
+    for (const t of g.topics) {
+      const lag = createLagTracker(t.topic);
+      lags.set(t.topic, lag);
+      handlers.set(
+        t.topic,
+        createBatchHandler({
+          topic: t.topic,
+          raw: t.raw,
+          ingest: opts.ingest,
+          deadLetter: (messages) => publisher.publishUndecodable(messages),
+          demotion: opts.runtime,
+          forward: (topic, message) => publisher.publishDemoted(topic, message),
+          lag,
+          discardUncommitted: discard,
+          pause: () => consumer?.pause(t.topic),
+          resume: () => consumer?.resume(t.topic),
+          onUndecodableBatch: (report) => {
+            lastUndecodable.report = report;
+            lastUndecodable.count++;
+          },
+          batchMaxRows: config.store.insert_batch_max_length,
+          batchMaxBytes: config.store.insert_batch_max_bytes,
+          backpressureRetryMs: BACKPRESSURE_RETRY_MS,
+          log,
+        }),
+      );
+    }
+    const fromBeginning = new Map(g.topics.map((t) => [t.topic, t.fromBeginning]));
+    consumer = startGroupConsumer({
+      groupId: g.groupId,
+      topics: g.topics.map((t) => t.topic),
+      cluster: g.cluster,
+      sessionTimeoutMs: g.sessionTimeoutMs,
+      fromBeginning: (topic) => fromBeginning.get(topic) ?? true,
+      maxWaitMs: Math.max(10, Math.min(config.store.insert_batch_max_time_ms, 5000)),
+      concurrency: PARTITIONS_CONCURRENTLY,
+      log,
+      onBatch: (batch, ctx) => handlers.get(batch.topic)!(batch, ctx),
+      onAssigned: (topic, partitions) => lags.get(topic)?.assigned(partitions),
+    });
+    consumers.push(consumer);
+    log.info("kafka_consuming", {
+      group: g.groupId,
+      cluster: g.clusterName,
+      topics: g.topics.map((t) => t.topic).join(","),
+      raw: g.topics.filter((t) => t.raw).map((t) => t.topic).join(",") || "no",
+    });
+  };
+
+  // Per cluster: create missing topics first (when asked), then join that cluster's groups, all concurrently.
+  const clusters = new Set([...plan.groups.map((g) => g.clusterName), ...plan.declared.map((d) => d.clusterName)]);
+  const background: Promise<unknown>[] = [];
+  for (const clusterName of clusters) {
+    background.push(
+      (async () => {
+        const declared = plan.declared.filter((d) => d.clusterName === clusterName);
+        if (config.create_missing_topics && declared.length > 0) {
+          const ok = await untilDone(`create topics on ${clusterName}`, async () => {
+            const { created, problem } = await createMissingTopics(declared[0]!.cluster, declared, log);
+            if (created.length) log.info("kafka_topics_created", { cluster: clusterName, topics: created.join(",") });
+            if (problem) log.warn("kafka_create_topics_failed", { cluster: clusterName, error: problem });
+          });
+          if (!ok) return;
+        }
+        for (const g of plan.groups) if (g.clusterName === clusterName && !stopping) startGroup(g);
+      })(),
+    );
+  }
+  for (const d of plan.disabled) {
+    background.push(
+      untilDone(`check topic ${d.topic}`, async () => {
+        const partitions = await checkTopic(d.cluster, d.topic, log);
+        log.info("kafka_consumer_disabled", { topic: d.topic, cluster: d.clusterName, partitions });
+      }),
+    );
   }
   log.info("kafka_started", {
-    consumed: plan.consumed.map((c) => c.topic).join(","),
+    groups: plan.groups.map((g) => `${g.groupId}=${g.topics.map((t) => t.topic).join("+")}`).join(","),
+    consumer_disabled: plan.disabled.map((d) => d.topic).join(",") || "none",
     retry_topic: plan.retryTopic,
     deadletter_topic: plan.deadletterTopic,
   });
 
   return {
     publisher,
-    assigned: () => consumers.every((c) => c.assigned()),
+    assigned: () => consumers.length === plan.groups.length && consumers.every((c) => c.assigned()),
+    status() {
+      const waiting: string[] = [];
+      const started = new Set(consumers.flatMap((c) => c.topics));
+      for (const g of plan.groups) {
+        if (!g.topics.some((t) => started.has(t.topic))) waiting.push(`group ${g.groupId}: not started (creating topics)`);
+      }
+      for (const c of consumers) {
+        const s = c.status();
+        if (!s.ready) waiting.push(`${c.topics.join("+")}: ${s.detail}`);
+      }
+      const ready = waiting.length === 0;
+      let detail = ready ? `${plan.groups.length} consumer group(s) joined` : waiting.join("; ");
+      const u = lastUndecodable.report;
+      if (u) {
+        detail += `; ${lastUndecodable.count} undecodable batch(es) dead-lettered, last ${u.topic}[${u.partition}] offsets ${u.firstOffset}-${u.lastOffset} (${u.codec}: ${u.reason})`;
+      }
+      return { ready, detail };
+    },
     async stop() {
+      stopping = true;
       await Promise.allSettled(consumers.map((c) => c.stop()));
       await publisher.close();
       log.info("kafka_stopped");

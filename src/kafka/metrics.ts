@@ -16,6 +16,13 @@ export const kafkaHeaderDispatchTotal = new Counter({
   registers: [registry],
 });
 
+export const kafkaUndecodableBatchesTotal = new Counter({
+  name: "taskbroker_kafka_undecodable_batches_total",
+  help: "Fetched record batches that could not be decoded (unknown codec, corrupt compressed data, unparsable records), dead-lettered whole and skipped, by topic and codec",
+  labelNames: ["topic", "codec"] as const,
+  registers: [registry],
+});
+
 export const kafkaPublishTotal = new Counter({
   name: "taskbroker_kafka_publish_total",
   help: "Messages published by kind (retry, deadletter, undecodable, demoted) and result (ok, error)",

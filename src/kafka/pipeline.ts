@@ -6,9 +6,15 @@
 // config demotes are forwarded to their topic instead of stored, also before
 // the commit (a failed forward is retried, holding the commit back until it is
 // acknowledged). Nothing is committed ahead of storage;
-// under backpressure the consumer pauses and the chunk is retried until the
-// store drains; when a rebalance rejects the commit, the rows just stored are
-// taken back so the partition's next owner stores them exactly once.
+// under backpressure the topic is paused and the chunk is retried until the
+// store drains. The pause lasts exactly as long as some batch handler holds a
+// refused chunk: when the last holder stores it, or leaves (rebalance, Kafka
+// outage, stop), the topic is resumed, so a pause can never outlive the
+// handlers that would lift it. When a rebalance rejects the commit, the rows
+// just stored are taken back so the partition's next owner stores them
+// exactly once. A batch the client could not decode arrives as placeholders
+// (client.ts): it is dead-lettered as its raw bytes, counted, and committed
+// past, so it never stalls the partition.
 import { InvalidActivation } from "../activation/decode.ts";
 import type { Logger } from "../log.ts";
 import { kafkaPaused } from "../metrics.ts";
@@ -16,7 +22,7 @@ import type { KafkaOrigin } from "../store/types.ts";
 import { CommitRejected, type BatchContext, type ConsumedBatch, type ConsumedMessage, type OutboundMessage } from "./client.ts";
 import { HeaderDecodeError } from "./headers.ts";
 import type { LagTracker } from "./lag.ts";
-import { kafkaDemotedTotal, kafkaHeaderDispatchTotal, kafkaMessagesTotal } from "./metrics.ts";
+import { kafkaDemotedTotal, kafkaHeaderDispatchTotal, kafkaMessagesTotal, kafkaUndecodableBatchesTotal } from "./metrics.ts";
 import { activationNamespace } from "../activation/wire.ts";
 import { outboundOf, type Undecodable } from "./publisher.ts";
 import { rawActivation, type RawTopicSpec } from "./raw.ts";
@@ -28,6 +34,16 @@ export interface IngestPort {
     source: "rpc" | "kafka",
     origins?: (KafkaOrigin | null)[],
   ): { accepted: number; duplicates?: number; expired?: number };
+}
+
+/** Something worth showing in readiness about undecodable batches. */
+export interface UndecodableBatchReport {
+  topic: string;
+  partition: number;
+  firstOffset: string;
+  lastOffset: string;
+  codec: string;
+  reason: string;
 }
 
 /** The runtime config's namespace demotion (src/runtime: RuntimeConfig.demotedTopic). */
@@ -61,6 +77,8 @@ export interface PipelineOptions {
   /** Pause / resume fetching for this topic (backpressure). */
   pause(): void;
   resume(): void;
+  /** Told about every undecodable batch after it was dead-lettered (readiness detail). */
+  onUndecodableBatch?(report: UndecodableBatchReport): void;
   batchMaxRows: number;
   batchMaxBytes: number;
   /** How often a refused chunk is offered again while paused, ms. */
@@ -75,6 +93,8 @@ interface Chunk {
   /** Message behind each activation, for dead-lettering one that ingest rejects. */
   sources: ConsumedMessage[];
   undecodable: Undecodable[];
+  /** Placeholders of undecodable batches (client.ts), dead-lettered as one message per batch. */
+  placeholders: ConsumedMessage[];
   demoted: Demoted[];
   bytes: number;
   lastOffset: string | null;
@@ -85,6 +105,7 @@ const emptyChunk = (): Chunk => ({
   origins: [],
   sources: [],
   undecodable: [],
+  placeholders: [],
   demoted: [],
   bytes: 0,
   lastOffset: null,
@@ -102,26 +123,35 @@ const FORWARD_RETRY_MS = [100, 2000] as const;
 export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch, ctx: BatchContext) => Promise<void> {
   const now = opts.now ?? Date.now;
   const log = opts.log.child({ topic: opts.topic });
-  let paused = false;
+  /** Batch handlers of this topic currently holding a chunk the store refused. */
+  let holders = 0;
+  let pausedAt = 0;
   kafkaPaused.set({ topic: opts.topic }, 0);
 
-  const setPaused = (value: boolean) => {
-    if (paused === value) return;
-    paused = value;
-    kafkaPaused.set({ topic: opts.topic }, value ? 1 : 0);
-    if (value) {
-      opts.pause();
-      log.warn("kafka_consumer_paused", { reason: "backpressure" });
-    } else {
-      opts.resume();
-      log.info("kafka_consumer_resumed");
-    }
+  /** A handler starts holding a refused chunk: the first one pauses the topic. */
+  const hold = () => {
+    if (holders++ > 0) return;
+    pausedAt = now();
+    kafkaPaused.set({ topic: opts.topic }, 1);
+    opts.pause();
+    log.warn("kafka_consumer_paused", { reason: "backpressure" });
+  };
+  /** A handler stops holding (stored the chunk, or left): the last one resumes the topic. */
+  const release = () => {
+    if (--holders > 0) return;
+    kafkaPaused.set({ topic: opts.topic }, 0);
+    opts.resume();
+    log.info("kafka_consumer_resumed", { paused_ms: now() - pausedAt });
   };
 
   /** One message to an activation, or the reason it cannot be one. */
   const prepare = (m: ConsumedMessage, chunk: Chunk) => {
     const origin: KafkaOrigin = { topic: m.topic, partition: m.partition, offset: m.offset };
     chunk.lastOffset = m.offset;
+    if (m.undecodableBatch) {
+      chunk.placeholders.push(m);
+      return;
+    }
     if (!m.value || m.value.byteLength === 0) {
       chunk.undecodable.push({ message: m, reason: "empty message" });
       return;
@@ -186,13 +216,26 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
    * max_pending_count 100) would otherwise never be admitted.
    */
   const insert = async (chunk: Chunk, ctx: BatchContext): Promise<boolean> => {
+    let holding = false;
+    try {
+      return await insertHolding(chunk, ctx, () => {
+        if (!holding) {
+          holding = true;
+          hold();
+        }
+      });
+    } finally {
+      if (holding) release();
+    }
+  };
+
+  const insertHolding = async (chunk: Chunk, ctx: BatchContext, startHolding: () => void): Promise<boolean> => {
     let start = 0;
     let take = chunk.activations.length;
     while (start < chunk.activations.length) {
       const end = Math.min(start + take, chunk.activations.length);
       try {
         const result = opts.ingest.produce(chunk.activations.slice(start, end), "kafka", chunk.origins.slice(start, end));
-        setPaused(false);
         start = end;
         take = Math.min(take * 2, chunk.activations.length);
         const duplicates = result.duplicates ?? 0;
@@ -215,7 +258,7 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
           take = Math.ceil(take / 2);
           continue;
         }
-        setPaused(true);
+        startHolding();
         // Stopping: leave the rest uncommitted; it is fetched again later. A
         // rebalance throws CommitRejected, which is safe: this chunk's offsets are
         // uncommitted and the part of it already stored is taken back.
@@ -288,22 +331,89 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
     }
   };
 
+  /**
+   * The chunk's dead letters: undecodable messages as they arrived, and one
+   * message per undecodable batch holding the batch's raw bytes (its first
+   * placeholder carries them; the others only count). Logged and counted here.
+   */
+  const deadLettersOf = (chunk: Chunk): Undecodable[] => {
+    for (const u of chunk.undecodable) {
+      log.warn("kafka_message_undecodable", {
+        partition: u.message.partition,
+        offset: u.message.offset,
+        bytes: u.message.value?.byteLength ?? 0,
+        reason: u.reason,
+      });
+    }
+    const out = [...chunk.undecodable];
+    for (const p of chunk.placeholders) {
+      const info = p.undecodableBatch!;
+      if (!info.batch || !p.value) continue; // a later record of a batch already dead-lettered
+      log.error("kafka_batch_undecodable", {
+        partition: p.partition,
+        first_offset: info.batch.firstOffset,
+        last_offset: info.batch.lastOffset,
+        records: info.batch.records,
+        bytes: p.value.byteLength,
+        codec: info.codec,
+        reason: info.reason,
+      });
+      kafkaUndecodableBatchesTotal.inc({ topic: opts.topic, codec: info.codec });
+      const text = (v: string) => new TextEncoder().encode(v);
+      out.push({
+        reason: info.reason,
+        message: {
+          ...p,
+          key: null,
+          headers: {
+            "taskbroker-undecodable": text("batch"),
+            "taskbroker-undecodable-reason": text(info.reason),
+            "taskbroker-codec": text(info.codec),
+            "taskbroker-source-topic": text(p.topic),
+            "taskbroker-source-partition": text(String(p.partition)),
+            "taskbroker-source-offsets": text(`${info.batch.firstOffset}-${info.batch.lastOffset}`),
+          },
+        },
+      });
+      opts.onUndecodableBatch?.({
+        topic: p.topic,
+        partition: p.partition,
+        firstOffset: info.batch.firstOffset,
+        lastOffset: info.batch.lastOffset,
+        codec: info.codec,
+        reason: info.reason,
+      });
+    }
+    const invalid = chunk.undecodable.length + chunk.placeholders.length;
+    if (invalid) kafkaMessagesTotal.inc({ topic: opts.topic, result: "invalid" }, invalid);
+    return out;
+  };
+
+  /**
+   * Publishes the dead letters, retrying until acknowledged (or the consumer
+   * stops: false, nothing committed), holding the chunk meanwhile: before the
+   * commit, so a dead letter is never lost to a crash in between.
+   */
+  const deadLetter = async (dead: Undecodable[], chunk: Chunk, ctx: BatchContext): Promise<boolean> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await opts.deadLetter(dead);
+        return true;
+      } catch (error) {
+        const waitMs = Math.min(FORWARD_RETRY_MS[0] * 2 ** (attempt - 1), FORWARD_RETRY_MS[1]);
+        log.warn("kafka_deadletter_failed", { messages: dead.length, attempt, retry_in_ms: waitMs, error });
+        if (!(await waitHolding(ctx, chunk.origins, waitMs))) return false;
+      }
+    }
+  };
+
   const flush = async (chunk: Chunk, batch: ConsumedBatch, ctx: BatchContext): Promise<boolean> => {
     if (chunk.lastOffset === null) return true;
     if (!(await insert(chunk, ctx))) return false;
     if (chunk.demoted.length > 0 && !(await forward(chunk, ctx))) return false;
-    if (chunk.undecodable.length > 0) {
-      for (const u of chunk.undecodable) {
-        log.warn("kafka_message_undecodable", {
-          partition: u.message.partition,
-          offset: u.message.offset,
-          bytes: u.message.value?.byteLength ?? 0,
-          reason: u.reason,
-        });
-      }
-      kafkaMessagesTotal.inc({ topic: opts.topic, result: "invalid" }, chunk.undecodable.length);
-      // Before the commit: a dead letter is never lost to a crash in between.
-      await opts.deadLetter(chunk.undecodable);
+    if (chunk.undecodable.length > 0 || chunk.placeholders.length > 0) {
+      const dead = deadLettersOf(chunk);
+      if (dead.length > 0 && !(await deadLetter(dead, chunk, ctx))) return false;
     }
     ctx.resolve(chunk.lastOffset);
     await commit(chunk, batch, ctx);
@@ -316,7 +426,7 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
     let chunk = emptyChunk();
     for (const m of batch.messages) {
       prepare(m, chunk);
-      const rows = chunk.activations.length + chunk.undecodable.length + chunk.demoted.length;
+      const rows = chunk.activations.length + chunk.undecodable.length + chunk.demoted.length + chunk.placeholders.length;
       if (rows >= opts.batchMaxRows || chunk.bytes >= opts.batchMaxBytes) {
         if (!(await flush(chunk, batch, ctx))) return;
         chunk = emptyChunk();

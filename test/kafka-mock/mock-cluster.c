@@ -13,6 +13,16 @@
  *   topic-error <name> <errcode>       fail requests for one topic (0 clears)
  *   broker-down <id> / broker-up <id>  take a broker offline / back
  *   rtt <id> <ms>                      add latency to a broker
+ *   produce <topic> <partition> <codec> <file>
+ *                                      produce the messages of <file> with a
+ *                                      librdkafka producer (acks=all) whose
+ *                                      compression.codec is <codec> (none, gzip,
+ *                                      snappy, lz4, zstd); <partition> -1 lets
+ *                                      the partitioner choose. Answers "ok <n>"
+ *                                      once all are acknowledged.
+ * <file> holds messages back to back, each: u32 key length, key, u32 value
+ * length, value (big-endian lengths; 0xffffffff for null), u16 header count,
+ * then per header u16 name length, name, u32 value length, value.
  * Exits when stdin closes, so a dying test runner never leaves it behind.
  */
 #include <librdkafka/rdkafka.h>
@@ -20,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 static void reply(const char *fmt, const char *detail) {
   printf(fmt, detail);
@@ -30,6 +42,143 @@ static void reply(const char *fmt, const char *detail) {
 static void reply_err(rd_kafka_resp_err_t err) {
   if (err) reply("err %s", rd_kafka_err2str(err));
   else reply("ok%s", "");
+}
+
+/* Producers as real clients of the cluster, one per compression codec. */
+static const char *CODECS[] = {"none", "gzip", "snappy", "lz4", "zstd"};
+#define NCODECS (sizeof CODECS / sizeof CODECS[0])
+static rd_kafka_t *producers[NCODECS];
+static int delivered_ok, delivered_failed;
+static char delivery_error[256];
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  (void)rk;
+  (void)opaque;
+  if (m->err) {
+    delivered_failed++;
+    snprintf(delivery_error, sizeof delivery_error, "%s", rd_kafka_err2str(m->err));
+  } else {
+    delivered_ok++;
+  }
+}
+
+static rd_kafka_t *producer_for(const char *codec, const char *bootstrap, char *errstr, size_t errlen) {
+  for (size_t i = 0; i < NCODECS; i++) {
+    if (strcmp(codec, CODECS[i])) continue;
+    if (producers[i]) return producers[i];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, errlen) ||
+        rd_kafka_conf_set(conf, "compression.codec", codec, errstr, errlen) ||
+        rd_kafka_conf_set(conf, "acks", "all", errstr, errlen) ||
+        /* Lingering lets one produce call become one (compressed) batch per partition. */
+        rd_kafka_conf_set(conf, "linger.ms", "20", errstr, errlen) ||
+        rd_kafka_conf_set(conf, "log_level", "3", errstr, errlen)) {
+      rd_kafka_conf_destroy(conf);
+      return NULL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    producers[i] = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errlen);
+    return producers[i];
+  }
+  snprintf(errstr, errlen, "unknown codec %s", codec);
+  return NULL;
+}
+
+static int read_u32(FILE *f, uint32_t *v) {
+  unsigned char b[4];
+  if (fread(b, 1, 4, f) != 4) return 0;
+  *v = ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
+  return 1;
+}
+
+static int read_u16(FILE *f, uint16_t *v) {
+  unsigned char b[2];
+  if (fread(b, 1, 2, f) != 2) return 0;
+  *v = (uint16_t)((b[0] << 8) | b[1]);
+  return 1;
+}
+
+/* Reads a length-prefixed field; *out is NULL for a null field. */
+static int read_field(FILE *f, char **out, size_t *len) {
+  uint32_t n;
+  if (!read_u32(f, &n)) return 0;
+  *out = NULL;
+  *len = 0;
+  if (n == 0xffffffffu) return 1;
+  *out = malloc(n ? n : 1);
+  *len = n;
+  return fread(*out, 1, n, f) == n;
+}
+
+static void produce_file(const char *bootstrap, const char *topic, int partition, const char *codec, const char *path) {
+  char errstr[512];
+  rd_kafka_t *p = producer_for(codec, bootstrap, errstr, sizeof errstr);
+  if (!p) {
+    reply("err %s", errstr);
+    return;
+  }
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    reply("err cannot open %s", path);
+    return;
+  }
+  delivered_ok = delivered_failed = 0;
+  int queued = 0;
+  for (;;) {
+    char *key, *value;
+    size_t klen, vlen;
+    int c = fgetc(f);
+    if (c == EOF) break;
+    ungetc(c, f);
+    if (!read_field(f, &key, &klen) || !read_field(f, &value, &vlen)) {
+      reply("err truncated message in %s", path);
+      fclose(f);
+      return;
+    }
+    uint16_t nh;
+    if (!read_u16(f, &nh)) nh = 0;
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(nh ? nh : 1);
+    for (uint16_t i = 0; i < nh; i++) {
+      uint16_t nlen;
+      char name[1024] = {0};
+      char *hv;
+      size_t hlen;
+      if (!read_u16(f, &nlen) || nlen >= sizeof name || fread(name, 1, nlen, f) != nlen || !read_field(f, &hv, &hlen)) {
+        reply("err truncated header in %s", path);
+        fclose(f);
+        return;
+      }
+      rd_kafka_header_add(hdrs, name, nlen, hv, hv ? (ssize_t)hlen : -1);
+      free(hv);
+    }
+    rd_kafka_resp_err_t err;
+    do {
+      err = rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, klen),
+                              RD_KAFKA_V_VALUE(value, vlen), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+      if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) rd_kafka_poll(p, 10);
+    } while (err == RD_KAFKA_RESP_ERR__QUEUE_FULL);
+    free(key);
+    free(value);
+    if (err) {
+      rd_kafka_headers_destroy(hdrs); /* owned by the message only on success */
+      reply("err produce: %s", rd_kafka_err2str(err));
+      fclose(f);
+      return;
+    }
+    queued++;
+  }
+  fclose(f);
+  rd_kafka_flush(p, 60000);
+  if (delivered_failed || delivered_ok != queued) {
+    char msg[400];
+    snprintf(msg, sizeof msg, "%d of %d not delivered: %s", queued - delivered_ok, queued, delivery_error);
+    reply("err %s", msg);
+    return;
+  }
+  char n[32];
+  snprintf(n, sizeof n, "%d", queued);
+  reply("ok %s", n);
 }
 
 int main(int argc, char **argv) {
@@ -49,11 +198,12 @@ int main(int argc, char **argv) {
     fprintf(stderr, "rd_kafka_mock_cluster_new failed\n");
     return 1;
   }
-  reply("bootstrap %s", rd_kafka_mock_cluster_bootstraps(mc));
+  const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
+  reply("bootstrap %s", bootstrap);
 
-  char line[1024];
+  char line[2048];
   while (fgets(line, sizeof line, stdin)) {
-    char cmd[64] = {0}, name[512] = {0};
+    char cmd[64] = {0}, name[512] = {0}, codec[32] = {0}, path[1024] = {0};
     long a = 0, b = 0, c = 0;
     if (sscanf(line, "%63s", cmd) != 1) continue;
     if (!strcmp(cmd, "topic") && sscanf(line, "%*s %511s %ld", name, &a) == 2) {
@@ -77,10 +227,15 @@ int main(int argc, char **argv) {
       reply_err(rd_kafka_mock_broker_set_up(mc, (int32_t)a));
     } else if (!strcmp(cmd, "rtt") && sscanf(line, "%*s %ld %ld", &a, &b) == 2) {
       reply_err(rd_kafka_mock_broker_set_rtt(mc, (int32_t)a, (int)b));
+    } else if (!strcmp(cmd, "produce") && sscanf(line, "%*s %511s %ld %31s %1023s", name, &a, codec, path) == 4) {
+      produce_file(bootstrap, name, (int)a, codec, path);
     } else {
       line[strcspn(line, "\n")] = 0;
       reply("err unknown command: %s", line);
     }
+  }
+  for (size_t i = 0; i < NCODECS; i++) {
+    if (producers[i]) rd_kafka_destroy(producers[i]);
   }
   rd_kafka_mock_cluster_destroy(mc);
   rd_kafka_destroy(rk);

@@ -1,13 +1,24 @@
 // Test fixture: a real Kafka-protocol cluster (librdkafka's mock cluster, see
 // test/kafka-mock/mock-cluster.c) in a child process. Compiles the C program
 // once per source version into the temp dir (never committed), starts it, and
-// drives it over its stdin line protocol.
+// drives it over its stdin line protocol. `produce` sends messages through a
+// real librdkafka producer (compression.type per call), the way Sentry's
+// producers write to Kafka.
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const SOURCE = join(import.meta.dir, "..", "kafka-mock", "mock-cluster.c");
+
+/** librdkafka's compression.codec values. */
+export type KafkaCodec = "none" | "gzip" | "snappy" | "lz4" | "zstd";
+
+export interface MockMessage {
+  value: Uint8Array | null;
+  key?: Uint8Array | string | null;
+  headers?: Record<string, Uint8Array | string>;
+}
 
 export interface KafkaMock {
   /** Comma-separated host:port list of the mock brokers. */
@@ -18,7 +29,49 @@ export interface KafkaMock {
   clearErrors(apiKey: number): Promise<void>;
   brokerDown(id: number): Promise<void>;
   brokerUp(id: number): Promise<void>;
+  /**
+   * Produces with librdkafka (acks=all, compression.codec `codec`); one call's
+   * messages to one partition form compressed batches. Resolves once every
+   * message is acknowledged. `partition` -1 (default): librdkafka's partitioner.
+   */
+  produce(topic: string, messages: MockMessage[], opts?: { codec?: KafkaCodec; partition?: number }): Promise<void>;
   stop(): Promise<void>;
+}
+
+const bytes = (v: Uint8Array | string) => (typeof v === "string" ? new TextEncoder().encode(v) : v);
+
+/** The produce command's file: per message u32 key len, key, u32 value len, value, u16 headers, headers. */
+function encodeMessages(messages: MockMessage[]): Uint8Array {
+  const parts: Uint8Array[] = [];
+  const u32 = (n: number) => {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, n);
+    return b;
+  };
+  const u16 = (n: number) => {
+    const b = new Uint8Array(2);
+    new DataView(b.buffer).setUint16(0, n);
+    return b;
+  };
+  const field = (v: Uint8Array | string | null | undefined) => {
+    if (v === null || v === undefined) parts.push(u32(0xffffffff));
+    else {
+      const b = bytes(v);
+      parts.push(u32(b.byteLength), b);
+    }
+  };
+  for (const m of messages) {
+    field(m.key);
+    field(m.value);
+    const headers = Object.entries(m.headers ?? {});
+    parts.push(u16(headers.length));
+    for (const [name, value] of headers) {
+      const n = bytes(name);
+      parts.push(u16(n.byteLength), n);
+      field(value);
+    }
+  }
+  return Buffer.concat(parts);
 }
 
 /** Kafka API keys used by tests when injecting errors. */
@@ -78,7 +131,7 @@ export async function startKafkaMock(opts: { brokers?: number } = {}): Promise<K
       proc.stdin.write(line + "\n");
       await proc.stdin.flush();
       const answer = await nextLine();
-      if (answer !== "ok") throw new Error(`Kafka mock cluster: ${line}: ${answer}`);
+      if (answer !== "ok" && !answer.startsWith("ok ")) throw new Error(`Kafka mock cluster: ${line}: ${answer}`);
     });
     queue = run.catch(() => {});
     return run;
@@ -91,6 +144,15 @@ export async function startKafkaMock(opts: { brokers?: number } = {}): Promise<K
     clearErrors: (apiKey) => command(`clear ${apiKey}`),
     brokerDown: (id) => command(`broker-down ${id}`),
     brokerUp: (id) => command(`broker-up ${id}`),
+    async produce(topic, messages, opts = {}) {
+      const file = join(tmpdir(), `taskplatform-produce-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.bin`);
+      writeFileSync(file, encodeMessages(messages));
+      try {
+        await command(`produce ${topic} ${opts.partition ?? -1} ${opts.codec ?? "none"} ${file}`);
+      } finally {
+        rmSync(file, { force: true });
+      }
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
