@@ -7,11 +7,11 @@
 import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Kafka, logLevel } from "kafkajs";
 import { tempDir, type BrokerProcess } from "./support/broker-process.ts";
 import { ApiKey, KafkaError } from "./support/kafka-mock.ts";
 import {
   activation,
+  committedOffsets as committed,
   decodeActivation,
   kafkaEnv,
   produce,
@@ -35,17 +35,7 @@ async function scrape(b: BrokerProcess): Promise<Exposition> {
   return parsePrometheusText(await res.text());
 }
 
-/** The group's committed offset per partition (-1: none), read with kafkajs admin like an operator would. */
-async function committedOffsets(group: string, topic: string): Promise<Map<number, number>> {
-  const admin = new Kafka({ clientId: "test-admin", brokers: bed.mock.bootstrap.split(","), logLevel: logLevel.NOTHING }).admin();
-  await admin.connect();
-  try {
-    const [t] = await admin.fetchOffsets({ groupId: group, topics: [topic] });
-    return new Map((t?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
-  } finally {
-    await admin.disconnect();
-  }
-}
+const committedOffsets = (group: string, topic: string) => committed(bed.mock.bootstrap, group, topic);
 
 const namespacesOf = (dbPath: string) => storedRows(dbPath).map((r) => decodeActivation(r.activation).namespace);
 

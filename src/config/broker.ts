@@ -78,6 +78,12 @@ export const kafkaTopicSchema = z.object({
     .optional()
     .describe("Where a consumer group without a committed offset starts; default kafka_auto_offset_reset."),
   partitions: count.optional().describe("Partitions when create_missing_topics creates the topic; default default_topic_partitions."),
+  /** Ours (upstream's producer never compresses): codec of the batches this broker produces to the topic. */
+  compression_type: anyCase(["none", "gzip", "snappy", "lz4", "zstd"], {})
+    .default("none")
+    .describe(
+      "Ours: compression of the batches the broker produces to this topic (retries, dead letters, demoted namespaces): none, gzip, snappy, lz4 or zstd, as librdkafka's compression.type; default none, as the reference broker's producer. Consumed batches may use any codec.",
+    ),
   /** Raw topic: messages are not TaskActivations; see docs/spec/broker.md "Raw topics". */
   raw: z
     .object({

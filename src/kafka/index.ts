@@ -79,8 +79,7 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
   const plan = kafkaPlan(config);
   let stopping = false;
 
-  const compressionOf = (topic: string): CompressionType =>
-    (config.kafka_topics[topic] as { compression_type?: CompressionType } | undefined)?.compression_type ?? "none";
+  const compressionOf = (topic: string): CompressionType => config.kafka_topics[topic]?.compression_type ?? "none";
   const producer = createProducer(plan.publishCluster, compressionOf, log);
   const publisher = createKafkaPublisher({
     producer,

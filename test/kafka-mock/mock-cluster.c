@@ -20,6 +20,12 @@
  *                                      snappy, lz4, zstd); <partition> -1 lets
  *                                      the partitioner choose. Answers "ok <n>"
  *                                      once all are acknowledged.
+ *   consume <topic> <partition> <count> <timeout_ms> <file>
+ *                                      read up to <count> messages of one
+ *                                      partition from its beginning with a
+ *                                      librdkafka consumer (any codec) into
+ *                                      <file>, in the format below; answers
+ *                                      "ok <n>" with the number read.
  * <file> holds messages back to back, each: u32 key length, key, u32 value
  * length, value (big-endian lengths; 0xffffffff for null), u16 header count,
  * then per header u16 name length, name, u32 value length, value.
@@ -108,6 +114,67 @@ static int read_field(FILE *f, char **out, size_t *len) {
   *out = malloc(n ? n : 1);
   *len = n;
   return fread(*out, 1, n, f) == n;
+}
+
+static void write_field(FILE *f, const void *data, size_t len, int is_null) {
+  uint32_t n = is_null ? 0xffffffffu : (uint32_t)len;
+  unsigned char b[4] = {n >> 24, n >> 16, n >> 8, n};
+  fwrite(b, 1, 4, f);
+  if (!is_null) fwrite(data, 1, len, f);
+}
+
+static void consume_file(const char *bootstrap, const char *topic, int partition, int count, int timeout_ms, const char *path) {
+  char errstr[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof errstr) ||
+      rd_kafka_conf_set(conf, "group.id", "mock-cluster-reader", errstr, sizeof errstr) ||
+      rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr) ||
+      rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof errstr)) {
+    rd_kafka_conf_destroy(conf);
+    reply("err %s", errstr);
+    return;
+  }
+  rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+  if (!c) {
+    reply("err %s", errstr);
+    return;
+  }
+  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(parts, topic, partition)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_assign(c, parts);
+  rd_kafka_topic_partition_list_destroy(parts);
+  FILE *f = fopen(path, "wb");
+  int n = 0;
+  char failure[300] = {0};
+  for (int waited = 0; f && n < count && waited < timeout_ms && !failure[0];) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
+    if (!m) {
+      waited += 100;
+      continue;
+    }
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      waited += 100;
+    } else if (m->err) {
+      snprintf(failure, sizeof failure, "%s", rd_kafka_message_errstr(m));
+    } else {
+      write_field(f, m->key, m->key_len, m->key == NULL);
+      write_field(f, m->payload, m->len, m->payload == NULL);
+      unsigned char nh[2] = {0, 0};
+      fwrite(nh, 1, 2, f);
+      n++;
+    }
+    rd_kafka_message_destroy(m);
+  }
+  if (f) fclose(f);
+  rd_kafka_consumer_close(c);
+  rd_kafka_destroy(c);
+  if (!f) reply("err cannot write %s", path);
+  else if (failure[0]) reply("err %s", failure);
+  else {
+    char out[32];
+    snprintf(out, sizeof out, "%d", n);
+    reply("ok %s", out);
+  }
 }
 
 static void produce_file(const char *bootstrap, const char *topic, int partition, const char *codec, const char *path) {
@@ -227,6 +294,8 @@ int main(int argc, char **argv) {
       reply_err(rd_kafka_mock_broker_set_up(mc, (int32_t)a));
     } else if (!strcmp(cmd, "rtt") && sscanf(line, "%*s %ld %ld", &a, &b) == 2) {
       reply_err(rd_kafka_mock_broker_set_rtt(mc, (int32_t)a, (int)b));
+    } else if (!strcmp(cmd, "consume") && sscanf(line, "%*s %511s %ld %ld %ld %1023s", name, &a, &b, &c, path) == 5) {
+      consume_file(bootstrap, name, (int)a, (int)b, (int)c, path);
     } else if (!strcmp(cmd, "produce") && sscanf(line, "%*s %511s %ld %31s %1023s", name, &a, codec, path) == 4) {
       produce_file(bootstrap, name, (int)a, codec, path);
     } else {

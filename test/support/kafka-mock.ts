@@ -35,10 +35,40 @@ export interface KafkaMock {
    * message is acknowledged. `partition` -1 (default): librdkafka's partitioner.
    */
   produce(topic: string, messages: MockMessage[], opts?: { codec?: KafkaCodec; partition?: number }): Promise<void>;
+  /**
+   * Reads up to `count` messages of one partition from its start with a
+   * librdkafka consumer (which decodes every codec), waiting at most timeoutMs.
+   */
+  consume(topic: string, partition: number, count: number, timeoutMs?: number): Promise<Array<{ key: Uint8Array | null; value: Uint8Array | null }>>;
   stop(): Promise<void>;
 }
 
 const bytes = (v: Uint8Array | string) => (typeof v === "string" ? new TextEncoder().encode(v) : v);
+
+const tempFile = (what: string) =>
+  join(tmpdir(), `taskplatform-${what}-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.bin`);
+
+/** The consume command's file (same layout as the produce command's; no headers). */
+function decodeMessages(buf: Uint8Array): Array<{ key: Uint8Array | null; value: Uint8Array | null }> {
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const out: Array<{ key: Uint8Array | null; value: Uint8Array | null }> = [];
+  let at = 0;
+  const field = () => {
+    const n = view.getUint32(at);
+    at += 4;
+    if (n === 0xffffffff) return null;
+    const v = buf.slice(at, at + n);
+    at += n;
+    return v;
+  };
+  while (at < buf.byteLength) {
+    const key = field();
+    const value = field();
+    at += 2; // header count, always 0
+    out.push({ key, value });
+  }
+  return out;
+}
 
 /** The produce command's file: per message u32 key len, key, u32 value len, value, u16 headers, headers. */
 function encodeMessages(messages: MockMessage[]): Uint8Array {
@@ -144,8 +174,17 @@ export async function startKafkaMock(opts: { brokers?: number } = {}): Promise<K
     clearErrors: (apiKey) => command(`clear ${apiKey}`),
     brokerDown: (id) => command(`broker-down ${id}`),
     brokerUp: (id) => command(`broker-up ${id}`),
+    async consume(topic, partition, count, timeoutMs = 10_000) {
+      const file = tempFile("consume");
+      try {
+        await command(`consume ${topic} ${partition} ${count} ${timeoutMs} ${file}`);
+        return decodeMessages(readFileSync(file));
+      } finally {
+        rmSync(file, { force: true });
+      }
+    },
     async produce(topic, messages, opts = {}) {
-      const file = join(tmpdir(), `taskplatform-produce-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.bin`);
+      const file = tempFile("produce");
       writeFileSync(file, encodeMessages(messages));
       try {
         await command(`produce ${topic} ${opts.partition ?? -1} ${opts.codec ?? "none"} ${file}`);

@@ -134,6 +134,18 @@ export async function readTopic(
   return out;
 }
 
+/** The group's committed offset per partition (-1: none), read with kafkajs admin like an operator would. */
+export async function committedOffsets(bootstrap: string, group: string, topic: string): Promise<Map<number, number>> {
+  const admin = kafka(bootstrap).admin();
+  await admin.connect();
+  try {
+    const [t] = await admin.fetchOffsets({ groupId: group, topics: [topic] });
+    return new Map((t?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 export type ConsumerClient = Client<typeof ConsumerService>;
 
 export function brokerClient(port: number): ConsumerClient {
