@@ -111,6 +111,8 @@ export interface ConsumerOptions {
   onBatch(batch: ConsumedBatch, ctx: BatchContext): Promise<void>;
   /** This member's partitions of a topic after each group join. */
   onAssigned?(topic: string, partitions: number[]): void;
+  /** After each group join (once per join, after onAssigned). */
+  onJoined?(): void;
 }
 
 export interface OutboundMessage {
@@ -357,6 +359,7 @@ export function startGroupConsumer(opts: ConsumerOptions): TopicConsumer {
       });
       apply(consumer);
       for (const topic of opts.topics) opts.onAssigned?.(topic, assignment[topic] ?? []);
+      opts.onJoined?.();
     });
     consumer.on(consumer.events.CRASH, (e) => {
       if (current !== consumer) return;

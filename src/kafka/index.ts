@@ -10,6 +10,7 @@ import type { BrokerConfig } from "../config/broker.ts";
 import type { Logger } from "../log.ts";
 import {
   checkTopic,
+  committedOffsets,
   createMissingTopics,
   createProducer,
   startGroupConsumer,
@@ -20,6 +21,7 @@ import {
 import type { CompressionType } from "./codecs.ts";
 import { createLagTracker, type LagTracker } from "./lag.ts";
 import { createBatchHandler, type DemotionLookup, type IngestPort, type UndecodableBatchReport } from "./pipeline.ts";
+import { kafkaMessagesTotal } from "./metrics.ts";
 import { kafkaPlan, type ConsumerGroupPlan } from "../config/kafka.ts";
 import type { InflightStore, KafkaOrigin } from "../store/types.ts";
 import { createKafkaPublisher, type KafkaPublisher } from "./publisher.ts";
@@ -49,7 +51,7 @@ export interface StartKafkaOptions {
    * The inflight store: rows whose offset commit a rebalance rejected are taken
    * back through `discardUncommitted`, so the partition's next owner stores them.
    */
-  store: Pick<InflightStore, "discardUncommitted">;
+  store: Pick<InflightStore, "discardUncommitted" | "kafkaCommitting" | "kafkaCommitted" | "reconcileKafkaCommits" | "releaseKafkaTopicsExcept">;
   log: Logger;
   /**
    * Runtime config (src/runtime): activations of a demoted namespace are
@@ -107,6 +109,27 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
   const discard = (origins: KafkaOrigin[]) => opts.store.discardUncommitted(origins);
   const consumers: TopicConsumer[] = [];
 
+  /**
+   * After each join: the group's committed offsets from Kafka. Completed rows
+   * below them are released for cleanup, and rows this broker stored but never
+   * committed that another member has since committed past are dropped (that
+   * member stored them too). Best effort: a failure only delays the cleanup.
+   */
+  const reconcile = async (g: ConsumerGroupPlan) => {
+    try {
+      const byTopic = await committedOffsets(g.cluster, g.groupId, g.topics.map((t) => t.topic), log);
+      const commits = [...byTopic].flatMap(([topic, parts]) => [...parts].map(([partition, next]) => ({ topic, partition, next: String(next) })));
+      const dropped = opts.store.reconcileKafkaCommits(commits);
+      if (dropped > 0) {
+        kafkaMessagesTotal.inc({ topic: g.topics[0]!.topic, result: "reconsumed_elsewhere" }, dropped);
+        log.warn("kafka_rows_consumed_elsewhere", { group: g.groupId, rows_dropped: dropped });
+      }
+    } catch (err) {
+      log.warn("kafka_offsets_unavailable", { group: g.groupId, error: err });
+    }
+  };
+  opts.store.releaseKafkaTopicsExcept(plan.consumed.map((c) => c.topic));
+
   const startGroup = (g: ConsumerGroupPlan) => {
     let consumer: TopicConsumer | undefined;
     const handlers = new Map<string, (batch: ConsumedBatch, ctx: BatchContext) => Promise<void>>();
@@ -125,6 +148,10 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
           forward: (topic, message) => publisher.publishDemoted(topic, message),
           lag,
           discardUncommitted: discard,
+          offsets: {
+            committing: (topic, partition, next) => opts.store.kafkaCommitting(topic, partition, next),
+            committed: (topic, partition, next) => opts.store.kafkaCommitted(topic, partition, next),
+          },
           pause: () => consumer?.pause(t.topic),
           resume: () => consumer?.resume(t.topic),
           onUndecodableBatch: (report) => {
@@ -150,6 +177,7 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
       log,
       onBatch: (batch, ctx) => handlers.get(batch.topic)!(batch, ctx),
       onAssigned: (topic, partitions) => lags.get(topic)?.assigned(partitions),
+      onJoined: () => void reconcile(g),
     });
     consumers.push(consumer);
     log.info("kafka_consuming", {

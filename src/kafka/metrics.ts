@@ -4,7 +4,7 @@ import { registry } from "../metrics.ts";
 
 export const kafkaMessagesTotal = new Counter({
   name: "taskbroker_kafka_messages_total",
-  help: "Consumed Kafka messages by topic and result (stored, duplicate, expired, invalid, revoked, demoted)",
+  help: "Consumed Kafka messages by topic and result (stored, duplicate, expired, invalid, revoked, demoted, reconsumed_elsewhere)",
   labelNames: ["topic", "result"] as const,
   registers: [registry],
 });

@@ -74,6 +74,11 @@ export interface PipelineOptions {
   lag?: LagTracker;
   /** Deletes never-handed-out rows of these origins (store); absent: skipped. */
   discardUncommitted?: (origins: KafkaOrigin[]) => number;
+  /** Offset bookkeeping in the store around each commit (store/kafka-offsets.ts); absent: skipped. */
+  offsets?: {
+    committing(topic: string, partition: number, next: string): void;
+    committed(topic: string, partition: number, next: string): void;
+  };
   /** Pause / resume fetching for this topic (backpressure). */
   pause(): void;
   resume(): void;
@@ -311,7 +316,11 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
     const next = (BigInt(chunk.lastOffset!) + 1n).toString();
     for (let attempt = 1; ; attempt++) {
       try {
+        // Written before the commit is sent: a crash in between leaves these
+        // offsets "maybe committed", so they are never dropped as re-consumed.
+        opts.offsets?.committing(batch.topic, batch.partition, next);
         await ctx.commit(next);
+        opts.offsets?.committed(batch.topic, batch.partition, next);
         opts.lag?.committed(batch.partition, batch.highWatermark, next);
         return;
       } catch (err) {

@@ -2,6 +2,7 @@
 // an index seek: claims walk a partial index over Pending rows in arrival
 // order (`seq`), upkeep walks small partial indexes of the state it moves.
 import type { Database } from "bun:sqlite";
+import { KAFKA_PARTITIONS_DDL } from "./kafka-offsets.ts";
 
 /** Bump when the DDL below changes incompatibly. */
 export const SCHEMA_VERSION = 1;
@@ -71,6 +72,7 @@ export function prepareDatabase(db: Database, synchronous: "normal" | "full"): v
   db.run("PRAGMA wal_autocheckpoint = 20000");
   db.run("PRAGMA journal_size_limit = 67108864");
   db.exec(DDL);
+  db.exec(KAFKA_PARTITIONS_DDL);
   const version = (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
   if (version === 0) db.run(`PRAGMA user_version = ${SCHEMA_VERSION}`);
   else if (version !== SCHEMA_VERSION) {

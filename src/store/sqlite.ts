@@ -12,6 +12,7 @@ import { prepareDatabase } from "./schema.ts";
 import { COUNT_BY_STATE_SQL, DEPTH_BY_NAMESPACE_SQL, mergeDepthRows, type DepthRow } from "./depth.ts";
 import { startCheckpointer } from "./checkpointer.ts";
 import { createUpkeepSteps } from "./upkeep-steps.ts";
+import { createKafkaOffsets } from "./kafka-offsets.ts";
 import {
   STATE_CODE,
   type ClaimedActivation,
@@ -55,8 +56,10 @@ export function openStore(opts: StoreOptions): InflightStore {
        kafka_topic, kafka_partition, kafka_offset, activation)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   );
+  const kafkaOffsets = createKafkaOffsets(ctx);
   function insertInto(rows: NewRow[], delta: Delta): InsertResult {
     const nowMs = Date.now();
+    kafkaOffsets.noteStored(rows);
     let accepted = 0;
     for (const r of rows) {
       const delayed = r.delayUntilMs !== null && r.delayUntilMs > nowMs;
@@ -265,6 +268,11 @@ export function openStore(opts: StoreOptions): InflightStore {
         return n;
       });
     },
+
+    kafkaCommitting: (topic, partition, next) => kafkaOffsets.committing(topic, partition, next),
+    kafkaCommitted: (topic, partition, next) => kafkaOffsets.committed(topic, partition, next),
+    reconcileKafkaCommits: (commits) => kafkaOffsets.reconcile(commits),
+    releaseKafkaTopicsExcept: (topics) => kafkaOffsets.releaseExcept(topics),
 
     async close() {
       if (closed) return;

@@ -22,6 +22,13 @@ export interface KafkaOrigin {
   offset: string; // int64 as decimal string
 }
 
+/** A consumer group's committed next offset for one partition ("-1": none), as Kafka reports it. */
+export interface KafkaPartitionCommit {
+  topic: string;
+  partition: number;
+  next: string;
+}
+
 /** A decoded activation ready to be stored; built by store/row.ts. */
 export interface NewRow {
   id: string;
@@ -223,6 +230,21 @@ export interface InflightStore extends UpkeepSteps {
    * Returns rows deleted.
    */
   discardUncommitted(origins: KafkaOrigin[]): number;
+  /**
+   * Kafka offset bookkeeping (kafka-offsets.ts): called before an offset
+   * commit is sent, and once Kafka acknowledged it. Completed rows are kept
+   * until their offsets are known committed, so a redelivery is a duplicate.
+   */
+  kafkaCommitting(topic: string, partition: number, next: string): void;
+  kafkaCommitted(topic: string, partition: number, next: string): void;
+  /**
+   * The group's committed offsets (seen at each join): drops never-handed-out
+   * rows this broker stored and did not commit that the group committed past
+   * (another broker re-consumed them). Returns rows dropped.
+   */
+  reconcileKafkaCommits(commits: KafkaPartitionCommit[]): number;
+  /** Completed rows of topics not in this list (no longer consumed here) are no longer held for a commit. */
+  releaseKafkaTopicsExcept(consumedTopics: string[]): void;
 
   /** Flushes queued claims/status updates, then closes the database. */
   close(): Promise<void>;

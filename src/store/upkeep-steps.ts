@@ -2,6 +2,7 @@
 // (or a few) in one transaction over a small partial index, and returns how
 // many rows it moved. The loop that orders them is ../upkeep/loop.ts.
 import { STATE_BY_CODE, type StoreContext } from "./context.ts";
+import { DELETABLE_COMPLETE_SQL } from "./kafka-offsets.ts";
 import { STATE_CODE, type UpkeepRow, type UpkeepSteps } from "./types.ts";
 
 const S = STATE_CODE;
@@ -43,9 +44,10 @@ export function createUpkeepSteps(ctx: StoreContext): UpkeepSteps {
     `UPDATE inflight INDEXED BY inflight_finished SET state = ${S.complete}
      WHERE state >= 5 AND state = ${S.failure} AND on_attempts_exceeded != 2`,
   );
+  // Complete rows from Kafka stay until their offsets are known committed (kafka-offsets.ts).
   const deleteDone = db.query(
     `DELETE FROM inflight WHERE seq IN (SELECT seq FROM inflight INDEXED BY inflight_finished
-       WHERE state >= 5 AND state = ${S.complete} LIMIT ?)`,
+       WHERE state >= 5 AND state = ${S.complete} AND ${DELETABLE_COMPLETE_SQL} LIMIT ?)`,
   );
 
   return {
