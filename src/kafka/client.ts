@@ -11,9 +11,8 @@
 // from docs/spec/facts.md: each consumer gets its own Kafka instance (two consumers of
 // one instance can crash in offset resolution).
 import { readFileSync } from "node:fs";
-import {
+import kafkajs, {
   AssignerProtocol,
-  CompressionTypes,
   Kafka,
   logLevel as KafkaLogLevel,
   type Consumer,
@@ -440,7 +439,9 @@ export function startGroupConsumer(opts: ConsumerOptions): TopicConsumer {
   };
 }
 
-const COMPRESSION: Record<CompressionType, CompressionTypes> = {
+// Through the default export: Node cannot see this CommonJS export by name.
+const { CompressionTypes } = kafkajs;
+const COMPRESSION: Record<CompressionType, (typeof CompressionTypes)[keyof typeof CompressionTypes]> = {
   none: CompressionTypes.None,
   gzip: CompressionTypes.GZIP,
   snappy: CompressionTypes.Snappy,

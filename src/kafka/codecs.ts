@@ -6,10 +6,14 @@
 // as librdkafka and the Java client write it: independent 64 KiB blocks).
 // Every decoder is bounded by `maxBytes`, so a small hostile batch cannot
 // expand into gigabytes. No Kafka client library here (kafkajs-codecs.ts
-// registers these with kafkajs); pure apart from the zlib thread pool.
+// registers these with kafkajs); pure apart from the zlib thread pool. Runs on
+// Node too (the SDK's producer shares the Kafka client): zstd needs a runtime
+// whose zlib has it (Bun, Node 22.15+) and says so otherwise.
+/// <reference path="./vendor.d.ts" />
 import { promisify } from "node:util";
 import zlib from "node:zlib";
 import * as lz4 from "lz4js";
+import { hash as xxHash32 } from "lz4js/xxh32.js";
 import * as snappy from "snappyjs";
 
 /** Kafka's codec names (librdkafka's compression.type values) and attribute ids. */
@@ -38,8 +42,11 @@ export class CodecError extends Error {
 
 const gunzip = promisify(zlib.unzip);
 const gzip = promisify(zlib.gzip);
-const zstdDecompress = promisify(zlib.zstdDecompress);
-const zstdCompress = promisify(zlib.zstdCompress);
+type ZstdFn = (data: Uint8Array, opts?: { maxOutputLength?: number }) => Promise<Buffer>;
+const zlibZstd = zlib as unknown as { zstdDecompress?: (...a: unknown[]) => void; zstdCompress?: (...a: unknown[]) => void };
+const zstdDecompress: ZstdFn | null = zlibZstd.zstdDecompress ? (promisify(zlibZstd.zstdDecompress) as ZstdFn) : null;
+const zstdCompress: ZstdFn | null = zlibZstd.zstdCompress ? (promisify(zlibZstd.zstdCompress) as ZstdFn) : null;
+const NO_ZSTD = "this runtime's zlib has no zstd (Bun or Node 22.15+ has)";
 
 const u8 = (b: Buffer | Uint8Array) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 
@@ -144,7 +151,7 @@ function lz4Decompress(data: Uint8Array, maxBytes: number): Uint8Array {
   }
   if (declared !== null && written !== declared) fail(`frame declares ${declared} bytes but holds ${written}`);
   const result = out.subarray(0, written);
-  if (expectChecksum && (Bun.hash.xxHash32(result, 0) >>> 0) !== view.getUint32(at, true)) {
+  if (expectChecksum && xxHash32(0, result, 0, result.byteLength) >>> 0 !== view.getUint32(at, true)) {
     fail("LZ4 content checksum mismatch");
   }
   return result;
@@ -156,7 +163,7 @@ function lz4Compress(data: Uint8Array): Uint8Array {
   hv.setUint32(0, LZ4_MAGIC, true);
   header[4] = LZ4_FLG_VERSION | LZ4_FLG_BLOCK_INDEPENDENT;
   header[5] = 4 << 4; // 64 KiB blocks
-  header[6] = (Bun.hash.xxHash32(header.subarray(4, 6), 0) >>> 8) & 0xff;
+  header[6] = (xxHash32(0, header, 4, 2) >>> 8) & 0xff;
   const parts: Uint8Array[] = [header];
   const table = new Uint32Array(1 << 16);
   const scratch = new Uint8Array(lz4.compressBound(LZ4_WRITE_BLOCK));
@@ -188,6 +195,7 @@ export async function decompress(codec: CompressionType, data: Uint8Array, maxBy
       case "gzip":
         return u8(await gunzip(data, { maxOutputLength: maxBytes }));
       case "zstd":
+        if (!zstdDecompress) throw new CodecError("zstd", NO_ZSTD);
         return u8(await zstdDecompress(data, { maxOutputLength: maxBytes }));
       case "snappy":
         return snappyDecompress(data, maxBytes);
@@ -208,6 +216,7 @@ export async function compress(codec: CompressionType, data: Uint8Array): Promis
     case "gzip":
       return u8(await gzip(data));
     case "zstd":
+      if (!zstdCompress) throw new CodecError("zstd", NO_ZSTD);
       return u8(await zstdCompress(data));
     case "snappy":
       // A bare snappy block, as librdkafka writes it; every Kafka client reads it.

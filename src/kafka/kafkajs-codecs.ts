@@ -11,24 +11,13 @@
 //
 // With client.ts the only files that reach into kafkajs; this one uses its
 // internal record encoder/decoder (kafkajs 2.2.4, no release since 2023).
+/// <reference path="./vendor.d.ts" />
 import { randomBytes } from "node:crypto";
-import { createRequire } from "node:module";
-import { CompressionCodecs } from "kafkajs";
+import kafkajs from "kafkajs";
+import Decoder from "kafkajs/src/protocol/decoder.js";
+import decodeRecord from "kafkajs/src/protocol/recordBatch/record/v0/decoder.js";
+import encodeRecord from "kafkajs/src/protocol/recordBatch/record/v0/index.js";
 import { CODEC_IDS, codecName, compress, decompress, type CompressionType } from "./codecs.ts";
-
-const require = createRequire(import.meta.url);
-type KafkaDecoder = { readVarIntBytes(): Buffer };
-const Decoder = require("kafkajs/src/protocol/decoder") as new (buffer: Buffer) => KafkaDecoder;
-const decodeRecord = require("kafkajs/src/protocol/recordBatch/record/v0/decoder") as (
-  decoder: KafkaDecoder,
-  context: Record<string, unknown>,
-) => unknown;
-const encodeRecord = require("kafkajs/src/protocol/recordBatch/record/v0") as (record: {
-  offsetDelta: number;
-  key: Buffer | null;
-  value: Buffer | null;
-  headers: Record<string, Buffer>;
-}) => { buffer: Buffer };
 
 /** Header naming a placeholder record; its value is "<token> <codec> <reason>". */
 export const UNDECODABLE_HEADER = "taskbroker-undecodable-batch";
@@ -164,7 +153,8 @@ let registered = false;
 export function registerCodecs(): void {
   if (registered) return;
   registered = true;
-  const table = CompressionCodecs as unknown as Record<number, () => ReturnType<typeof codecFor>>;
+  // Through the default export: Node cannot see this CommonJS export by name.
+  const table = kafkajs.CompressionCodecs as unknown as Record<number, () => ReturnType<typeof codecFor>>;
   for (const id of [CODEC_IDS.gzip, CODEC_IDS.snappy, CODEC_IDS.lz4, CODEC_IDS.zstd, 5, 6, 7]) {
     const codec = codecFor(id);
     table[id] = () => codec;
