@@ -115,7 +115,7 @@ describe("producing compressed batches", () => {
     }
     const b = await bed.broker(env);
     for (const c of codecs) {
-      const got = await bed.mock.consume(targets[c]!, 0, 30, 20_000);
+      const got = await bed.mock.consume(targets[c]!, { min: 30, timeoutMs: 20_000 });
       expect(got.map((m) => decodeActivation(m.value!).id).sort()).toEqual(sent.get(c)!);
       const onWire = await batchCodecs(bed.mock.bootstrap.split(",")[0]!, targets[c]!, 0);
       expect(onWire.length).toBeGreaterThan(0);
@@ -156,7 +156,7 @@ describe("undecodable batches", () => {
     expect(storedRows(b.dbPath).map((r) => r.id).sort()).toEqual(good);
     await until("committed past every batch", async () => (await committedOffsets(bed.mock.bootstrap, `taskbroker-${topic}`, topic)).get(0) === end);
 
-    const dead = await readTopic(bed.mock.bootstrap, dlq, 3, { settleMs: 300 });
+    const dead = await readTopic(bed.mock, dlq, 3, { settleMs: 300 });
     expect(dead.map((d) => d.headers["taskbroker-codec"]).sort()).toEqual(["codec-5", "snappy", "zstd"]);
     for (const d of dead) {
       expect(d.headers["taskbroker-undecodable"]).toBe("batch");

@@ -4,7 +4,7 @@
 // so "exactly once" is checked on (topic, partition, offset) across databases.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { tempDir } from "./support/broker-process.ts";
+import { tempDir, type BrokerProcess } from "./support/broker-process.ts";
 import { activation, kafkaEnv, produce, storedRows, unique, until, type StoredOrigin, kafkaTestbed } from "./support/kafka.ts";
 
 const bed = kafkaTestbed();
@@ -22,6 +22,14 @@ function produceInBackground(topic: string, total: number, perBatch: number, pau
     }
   })();
   return { done, sent: () => sent };
+}
+
+/** The partitions of `topic` a broker process was given at its last group join (from its log). */
+function lastAssignment(b: BrokerProcess, topic: string): number[] {
+  const joins = b.logs().split("\n").filter((l) => l.includes("kafka_group_joined"));
+  const last = joins[joins.length - 1];
+  const m = last && new RegExp(`partitions=\\S*?${topic}:([0-9|]*)`).exec(last);
+  return m && m[1] ? m[1].split("|").map(Number) : [];
 }
 
 /** Asserts every (partition, offset) below each partition's end appears exactly once across `rows`. */
@@ -80,6 +88,16 @@ describe("rebalancing", () => {
     });
     const dbs = [0, 1, 2].map((i) => join(tempDir(`kafka-member-${i}-`), "inflight.sqlite"));
     const members = await Promise.all(dbs.map((db) => broker(env, db)));
+    // Production starts once the group has settled with all three members
+    // holding partitions, so each of them stores part of the stream.
+    await until(
+      "the 12 partitions shared by the three members",
+      () => {
+        const parts = members.map((m) => lastAssignment(m, topic));
+        return parts.every((p) => p.length > 0) && new Set(parts.flat()).size === 12 && parts.flat().length === 12;
+      },
+      30_000,
+    );
     const total = 6000;
     const producer = produceInBackground(topic, total, 60, 25);
 

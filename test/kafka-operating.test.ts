@@ -93,7 +93,7 @@ describe("namespace demotion (runtime config)", () => {
     expect((await committedOffsets(`taskbroker-${topic}`, topic)).get(0) ?? -1).toBe(-1);
 
     await bed.mock.clearErrors(ApiKey.Produce);
-    const forwarded = await readTopic(bed.mock.bootstrap, long, 20, { settleMs: 500 });
+    const forwarded = await readTopic(bed.mock, long, 20, { settleMs: 500 });
     expect(forwarded.map((m) => decodeActivation(m.value!).id).sort()).toEqual(xIds);
     // Original bytes, key and headers.
     const first = forwarded.find((m) => decodeActivation(m.value!).id === xIds[3]);
@@ -113,7 +113,7 @@ describe("namespace demotion (runtime config)", () => {
     const later = Array.from({ length: 5 }, (_, i) => `${"f".repeat(24)}${i.toString().padStart(8, "0")}`);
     await produce(bed.mock.bootstrap, topic, later.map((id) => ({ value: activation({ id, namespace: "slow.ns" }) })));
     expect(new Set(await drainAndComplete(b.port, 5))).toEqual(new Set(later));
-    expect((await readTopic(bed.mock.bootstrap, long, 21, { timeoutMs: 1500 })).length).toBe(20);
+    expect((await readTopic(bed.mock, long, 21, { timeoutMs: 1500 })).length).toBe(20);
     expect(valueOf(await scrape(b), "taskbroker_kafka_demoted_total", { from: topic, to: long })).toBe(20);
     expect(await b.stop()).toBe(0);
   }, 60_000);

@@ -108,7 +108,7 @@ describe("header-mapped dispatch", () => {
     });
     expect(kwargs[1]).toEqual({ args: [], kwargs: { event_id: "e2", project_id: 7, is_new: false } });
 
-    const dead = await readTopic(bed.mock.bootstrap, dlq, 1, { settleMs: 300 });
+    const dead = await readTopic(bed.mock, dlq, 1, { settleMs: 300 });
     expect(dead.length).toBe(1);
     expect(Buffer.from(dead[0]!.value!).equals(Buffer.from(garbage))).toBe(true);
     expect(dead[0]!.headers.operation).toBe("delete");

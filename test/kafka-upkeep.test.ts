@@ -59,7 +59,7 @@ describe("retries", () => {
     expect(second.map((a) => a.retryState?.attempts)).toEqual([1, 1, 1, 1, 1]);
     expect(second.every((a) => !ids.includes(a.id))).toBe(true);
 
-    const onTopic = await readTopic(bed.mock.bootstrap, topic, 10, { settleMs: 300 });
+    const onTopic = await readTopic(bed.mock, topic, 10, { settleMs: 300 });
     expect(onTopic.length).toBe(10);
     const retried = onTopic.slice(5).map((m) => decodeActivation(m.value!));
     expect(retried.map((a) => a.retryState?.attempts)).toEqual([1, 1, 1, 1, 1]);
@@ -114,7 +114,7 @@ describe("dead letters", () => {
     }
 
     await until("store empty", () => storedRows(b.dbPath).length === 0, 60_000);
-    const dead = await readTopic(bed.mock.bootstrap, dlq, n / 2, { settleMs: 1000, timeoutMs: 60_000 });
+    const dead = await readTopic(bed.mock, dlq, n / 2, { settleMs: 1000, timeoutMs: 60_000 });
     expect(dead.length).toBe(n / 2);
     expect(new Set(dead.map((m) => decodeActivation(m.value!).id))).toEqual(deadIds);
     await b.stop();
@@ -131,7 +131,8 @@ describe("dead letters", () => {
     await until("stored", () => storedRows(b.dbPath).length === 3);
 
     // From now on every produce request fails for a while (the broker's publisher is the only producer).
-    await bed.mock.pushErrors(ApiKey.Produce, KafkaError.NotEnoughReplicas, 40);
+    // Enough for three failed sends (the producer tries each send 3 times).
+    await bed.mock.pushErrors(ApiKey.Produce, KafkaError.NotEnoughReplicas, 9);
     await claimAndReport(b.port, 3, 3);
     await b.waitForLog(/kafka_publish_failed/);
     // The publish failed: the Failure rows are still there (state 6), nothing lost.
@@ -140,7 +141,7 @@ describe("dead letters", () => {
 
     // Once Kafka accepts again, upkeep's next pass publishes them and only then drops the rows.
     await until("rows published and removed", () => storedRows(b.dbPath).length === 0, 60_000);
-    const dead = await readTopic(bed.mock.bootstrap, dlq, 3, { settleMs: 500 });
+    const dead = await readTopic(bed.mock, dlq, 3, { settleMs: 500 });
     expect(dead.map((m) => decodeActivation(m.value!).id).sort()).toEqual(ids);
     await b.stop();
   }, 120_000);

@@ -54,7 +54,7 @@ describe("undecodable messages", () => {
     ]);
     const b = await broker(kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_KAFKA_DEADLETTER_TOPIC: dlq }));
 
-    const dead = await readTopic(bed.mock.bootstrap, dlq, 3, { settleMs: 500 });
+    const dead = await readTopic(bed.mock, dlq, 3, { settleMs: 500 });
     expect(dead.length).toBe(3);
     expect(dead.map((m) => Buffer.from(m.value ?? new Uint8Array(0)).toString("hex")).sort()).toEqual(
       [new Uint8Array(0), garbage, noApp].map((v) => Buffer.from(v).toString("hex")).sort(),
@@ -70,7 +70,7 @@ describe("undecodable messages", () => {
     expect(await b.stop()).toBe(0);
     const again = await bed.broker(kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_KAFKA_DEADLETTER_TOPIC: dlq }), { dbPath: b.dbPath });
     await again.waitForLog(/kafka_group_joined/);
-    expect((await readTopic(bed.mock.bootstrap, dlq, 4, { timeoutMs: 2000 })).length).toBe(3);
+    expect((await readTopic(bed.mock, dlq, 4, { timeoutMs: 2000 })).length).toBe(3);
     await again.stop();
   }, 90_000);
 });

@@ -250,7 +250,7 @@ function subscriptionAssigners(): PartitionAssigner[] {
 }
 
 /** Backoff between rebuilds of a consumer that crashed or could not connect: doubling from the first, capped at the second. */
-const RESTART_MS = [500, 15_000] as const;
+const RESTART_MS = [500, 5_000] as const;
 
 function convertBatch(batch: { topic: string; partition: number; highWatermark: string; messages: Array<{ offset: string; key: Buffer | null; value: Buffer | null; headers?: IHeaders; timestamp: string }> }): ConsumedBatch {
   const messages: ConsumedMessage[] = batch.messages.map((m) => {

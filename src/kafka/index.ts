@@ -64,7 +64,7 @@ export interface StartKafkaOptions {
 const PARTITIONS_CONCURRENTLY = 3;
 const BACKPRESSURE_RETRY_MS = 100;
 /** Backoff for start-up steps that need Kafka (topic creation, topic checks): doubling from the first, capped at the second. */
-const STARTUP_RETRY_MS = [500, 15_000] as const;
+const STARTUP_RETRY_MS = [500, 5_000] as const;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 

@@ -20,12 +20,14 @@
  *                                      snappy, lz4, zstd); <partition> -1 lets
  *                                      the partitioner choose. Answers "ok <n>"
  *                                      once all are acknowledged.
- *   consume <topic> <partition> <count> <timeout_ms> <file>
- *                                      read up to <count> messages of one
- *                                      partition from its beginning with a
- *                                      librdkafka consumer (any codec) into
- *                                      <file>, in the format below; answers
- *                                      "ok <n>" with the number read.
+ *   consume <topic> <min> <timeout_ms> <file>
+ *                                      read every partition from its beginning
+ *                                      to its end (and at least <min>
+ *                                      messages) with a librdkafka consumer
+ *                                      (any codec; no group is joined) into
+ *                                      <file>; answers "ok <n>" with the
+ *                                      number read. Each message: u32
+ *                                      partition, u64 offset, then as below.
  * <file> holds messages back to back, each: u32 key length, key, u32 value
  * length, value (big-endian lengths; 0xffffffff for null), u16 header count,
  * then per header u16 name length, name, u32 value length, value.
@@ -116,19 +118,26 @@ static int read_field(FILE *f, char **out, size_t *len) {
   return fread(*out, 1, n, f) == n;
 }
 
-static void write_field(FILE *f, const void *data, size_t len, int is_null) {
-  uint32_t n = is_null ? 0xffffffffu : (uint32_t)len;
+static void write_u32(FILE *f, uint32_t n) {
   unsigned char b[4] = {n >> 24, n >> 16, n >> 8, n};
   fwrite(b, 1, 4, f);
+}
+
+static void write_field(FILE *f, const void *data, size_t len, int is_null) {
+  write_u32(f, is_null ? 0xffffffffu : (uint32_t)len);
   if (!is_null) fwrite(data, 1, len, f);
 }
 
-static void consume_file(const char *bootstrap, const char *topic, int partition, int count, int timeout_ms, const char *path) {
+/* Reads every partition of a topic from its beginning up to its end (EOF on
+ * all partitions, and at least `min` messages), or until timeout_ms. */
+static void consume_file(const char *bootstrap, const char *topic, int min, int timeout_ms, const char *path) {
   char errstr[512];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof errstr) ||
       rd_kafka_conf_set(conf, "group.id", "mock-cluster-reader", errstr, sizeof errstr) ||
       rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr) ||
+      rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, sizeof errstr) ||
+      rd_kafka_conf_set(conf, "fetch.wait.max.ms", "50", errstr, sizeof errstr) ||
       rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof errstr)) {
     rd_kafka_conf_destroy(conf);
     reply("err %s", errstr);
@@ -139,32 +148,69 @@ static void consume_file(const char *bootstrap, const char *topic, int partition
     reply("err %s", errstr);
     return;
   }
-  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(parts, topic, partition)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(c, topic, NULL);
+  const struct rd_kafka_metadata *md = NULL;
+  rd_kafka_resp_err_t err = rd_kafka_metadata(c, 0, rkt, &md, 5000);
+  int partitions = (!err && md->topic_cnt == 1 && !md->topics[0].err) ? md->topics[0].partition_cnt : 0;
+  if (md) rd_kafka_metadata_destroy(md);
+  rd_kafka_topic_destroy(rkt);
+  if (partitions <= 0) {
+    rd_kafka_destroy(c);
+    reply("err no metadata for topic %s", topic);
+    return;
+  }
+  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(partitions);
+  for (int p = 0; p < partitions; p++) rd_kafka_topic_partition_list_add(parts, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
   rd_kafka_assign(c, parts);
   rd_kafka_topic_partition_list_destroy(parts);
+  char *at_end = calloc((size_t)partitions, 1);
   FILE *f = fopen(path, "wb");
-  int n = 0;
+  int n = 0, ended = 0;
   char failure[300] = {0};
-  for (int waited = 0; f && n < count && waited < timeout_ms && !failure[0];) {
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
+  for (int waited = 0; f && !(ended == partitions && n >= min) && waited < timeout_ms && !failure[0];) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 50);
     if (!m) {
-      waited += 100;
+      waited += 50;
       continue;
     }
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-      waited += 100;
+      if (m->partition >= 0 && m->partition < partitions && !at_end[m->partition]) {
+        at_end[m->partition] = 1;
+        ended++;
+      }
     } else if (m->err) {
       snprintf(failure, sizeof failure, "%s", rd_kafka_message_errstr(m));
     } else {
+      if (m->partition >= 0 && m->partition < partitions && at_end[m->partition]) {
+        at_end[m->partition] = 0; /* more arrived after the end was seen */
+        ended--;
+      }
+      write_u32(f, (uint32_t)m->partition);
+      write_u32(f, (uint32_t)((uint64_t)m->offset >> 32));
+      write_u32(f, (uint32_t)m->offset);
       write_field(f, m->key, m->key_len, m->key == NULL);
       write_field(f, m->payload, m->len, m->payload == NULL);
-      unsigned char nh[2] = {0, 0};
+      rd_kafka_headers_t *hdrs = NULL;
+      size_t cnt = 0;
+      if (!rd_kafka_message_headers(m, &hdrs)) cnt = rd_kafka_header_cnt(hdrs);
+      unsigned char nh[2] = {cnt >> 8, cnt};
       fwrite(nh, 1, 2, f);
+      for (size_t i = 0; i < cnt; i++) {
+        const char *name;
+        const void *value;
+        size_t size;
+        rd_kafka_header_get_all(hdrs, i, &name, &value, &size);
+        size_t nlen = strlen(name);
+        unsigned char nl[2] = {nlen >> 8, nlen};
+        fwrite(nl, 1, 2, f);
+        fwrite(name, 1, nlen, f);
+        write_field(f, value, size, value == NULL);
+      }
       n++;
     }
     rd_kafka_message_destroy(m);
   }
+  free(at_end);
   if (f) fclose(f);
   rd_kafka_consumer_close(c);
   rd_kafka_destroy(c);
@@ -294,8 +340,8 @@ int main(int argc, char **argv) {
       reply_err(rd_kafka_mock_broker_set_up(mc, (int32_t)a));
     } else if (!strcmp(cmd, "rtt") && sscanf(line, "%*s %ld %ld", &a, &b) == 2) {
       reply_err(rd_kafka_mock_broker_set_rtt(mc, (int32_t)a, (int)b));
-    } else if (!strcmp(cmd, "consume") && sscanf(line, "%*s %511s %ld %ld %ld %1023s", name, &a, &b, &c, path) == 5) {
-      consume_file(bootstrap, name, (int)a, (int)b, (int)c, path);
+    } else if (!strcmp(cmd, "consume") && sscanf(line, "%*s %511s %ld %ld %1023s", name, &a, &b, path) == 4) {
+      consume_file(bootstrap, name, (int)a, (int)b, path);
     } else if (!strcmp(cmd, "produce") && sscanf(line, "%*s %511s %ld %31s %1023s", name, &a, codec, path) == 4) {
       produce_file(bootstrap, name, (int)a, codec, path);
     } else {

@@ -20,6 +20,14 @@ export interface MockMessage {
   headers?: Record<string, Uint8Array | string>;
 }
 
+export interface ConsumedMockMessage {
+  partition: number;
+  offset: string;
+  key: Uint8Array | null;
+  value: Uint8Array | null;
+  headers: Record<string, string>;
+}
+
 export interface KafkaMock {
   /** Comma-separated host:port list of the mock brokers. */
   bootstrap: string;
@@ -36,10 +44,11 @@ export interface KafkaMock {
    */
   produce(topic: string, messages: MockMessage[], opts?: { codec?: KafkaCodec; partition?: number }): Promise<void>;
   /**
-   * Reads up to `count` messages of one partition from its start with a
-   * librdkafka consumer (which decodes every codec), waiting at most timeoutMs.
+   * Every message of `topic` (all partitions, from the start to the end) read
+   * with a librdkafka consumer, which decodes every codec and joins no group
+   * (so no join wait); waits until at least `min` are there, or timeoutMs.
    */
-  consume(topic: string, partition: number, count: number, timeoutMs?: number): Promise<Array<{ key: Uint8Array | null; value: Uint8Array | null }>>;
+  consume(topic: string, opts?: { min?: number; timeoutMs?: number }): Promise<ConsumedMockMessage[]>;
   stop(): Promise<void>;
 }
 
@@ -48,10 +57,10 @@ const bytes = (v: Uint8Array | string) => (typeof v === "string" ? new TextEncod
 const tempFile = (what: string) =>
   join(tmpdir(), `taskplatform-${what}-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.bin`);
 
-/** The consume command's file (same layout as the produce command's; no headers). */
-function decodeMessages(buf: Uint8Array): Array<{ key: Uint8Array | null; value: Uint8Array | null }> {
+/** The consume command's file: per message u32 partition, u64 offset, then the produce command's layout. */
+function decodeMessages(buf: Uint8Array): ConsumedMockMessage[] {
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const out: Array<{ key: Uint8Array | null; value: Uint8Array | null }> = [];
+  const out: ConsumedMockMessage[] = [];
   let at = 0;
   const field = () => {
     const n = view.getUint32(at);
@@ -62,10 +71,23 @@ function decodeMessages(buf: Uint8Array): Array<{ key: Uint8Array | null; value:
     return v;
   };
   while (at < buf.byteLength) {
+    const partition = view.getUint32(at);
+    const offset = view.getBigUint64(at + 4).toString();
+    at += 12;
     const key = field();
     const value = field();
-    at += 2; // header count, always 0
-    out.push({ key, value });
+    const headers: Record<string, string> = {};
+    const count = view.getUint16(at);
+    at += 2;
+    for (let i = 0; i < count; i++) {
+      const n = view.getUint16(at);
+      at += 2;
+      const name = new TextDecoder().decode(buf.subarray(at, at + n));
+      at += n;
+      const v = field();
+      headers[name] = v ? new TextDecoder().decode(v) : "";
+    }
+    out.push({ partition, offset, key, value, headers });
   }
   return out;
 }
@@ -174,10 +196,10 @@ export async function startKafkaMock(opts: { brokers?: number } = {}): Promise<K
     clearErrors: (apiKey) => command(`clear ${apiKey}`),
     brokerDown: (id) => command(`broker-down ${id}`),
     brokerUp: (id) => command(`broker-up ${id}`),
-    async consume(topic, partition, count, timeoutMs = 10_000) {
+    async consume(topic, opts = {}) {
       const file = tempFile("consume");
       try {
-        await command(`consume ${topic} ${partition} ${count} ${timeoutMs} ${file}`);
+        await command(`consume ${topic} ${opts.min ?? 0} ${opts.timeoutMs ?? 30_000} ${file}`);
         return decodeMessages(readFileSync(file));
       } finally {
         rmSync(file, { force: true });

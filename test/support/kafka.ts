@@ -1,7 +1,8 @@
-// Helpers for Kafka tests: build activations, produce to and read back from a
-// topic with kafkajs directly (the test acts as an outside producer, the way a
-// Sentry producer would), talk to a broker with a real gRPC client, and read
-// the (topic, partition, offset) of stored rows from a broker's SQLite file.
+// Helpers for Kafka tests: build activations, produce to a topic with kafkajs
+// directly (the test acts as an outside producer) and read one back with the
+// mock cluster's librdkafka consumer, talk to a broker with a real gRPC
+// client, and read the (topic, partition, offset) of stored rows from a
+// broker's SQLite file.
 import { create, toBinary, fromBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
@@ -100,38 +101,28 @@ export interface ReadMessage {
   headers: Record<string, string>;
 }
 
-/** Reads a topic from the beginning with a fresh group until `count` messages arrived (or the deadline passed). */
+/**
+ * Every message of a topic, read from the beginning with a librdkafka
+ * consumer (the mock cluster's; it joins no group, so no join wait) once at
+ * least `count` are there (or the deadline passed). With settleMs, reads
+ * again that much later, so a late duplicate would show.
+ */
 export async function readTopic(
-  bootstrap: string,
+  mock: KafkaMock,
   topic: string,
   count: number,
   opts: { timeoutMs?: number; settleMs?: number } = {},
 ): Promise<ReadMessage[]> {
-  const consumer = kafka(bootstrap).consumer({ groupId: unique("reader"), sessionTimeout: 6000, heartbeatInterval: 500 });
-  const out: ReadMessage[] = [];
-  await consumer.connect();
-  try {
-    await consumer.subscribe({ topics: [topic], fromBeginning: true });
-    let done!: () => void;
-    const reached = new Promise<void>((r) => (done = r));
-    await consumer.run({
-      eachBatch: async ({ batch }) => {
-        for (const m of batch.messages) {
-          const headers: Record<string, string> = {};
-          for (const [k, v] of Object.entries(m.headers ?? {})) if (v !== undefined) headers[k] = String(v);
-          out.push({ partition: batch.partition, offset: m.offset, value: m.value ? new Uint8Array(m.value) : null, headers });
-        }
-        if (out.length >= count) done();
-      },
-    });
-    const timeoutMs = opts.timeoutMs ?? 30_000;
-    await Promise.race([reached, Bun.sleep(timeoutMs)]);
-    // Anything beyond `count` (a duplicate) would arrive right behind; wait a little for it.
-    if (opts.settleMs) await Bun.sleep(opts.settleMs);
-  } finally {
-    await consumer.disconnect();
-  }
-  return out;
+  const read = async () => (await mock.consume(topic, { min: count, timeoutMs: opts.timeoutMs ?? 30_000 })).map((m) => ({
+    partition: m.partition,
+    offset: m.offset,
+    value: m.value,
+    headers: m.headers,
+  }));
+  const first = await read();
+  if (!opts.settleMs || first.length < count) return first;
+  await Bun.sleep(opts.settleMs);
+  return await read();
 }
 
 /** The group's committed offset per partition (-1: none), read with kafkajs admin like an operator would. */
@@ -200,7 +191,9 @@ export function kafkaEnv(bootstrap: string, topics: string[], extra: Record<stri
   for (const t of topics) {
     const key = t.toUpperCase();
     env[`TASKBROKER_KAFKA_TOPICS__${key}__CLUSTER`] = "default";
-    env[`TASKBROKER_KAFKA_TOPICS__${key}__SESSION_TIMEOUT_MS`] ??= "6000";
+    // Short sessions: the mock cluster holds a rebalance for the session timeout
+    // minus 1 s waiting for members, so every restart in a test costs that.
+    env[`TASKBROKER_KAFKA_TOPICS__${key}__SESSION_TIMEOUT_MS`] ??= "3000";
   }
   return env;
 }
