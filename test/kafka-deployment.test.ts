@@ -11,7 +11,15 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { decode as msgpackDecode } from "@msgpack/msgpack";
 import { tempDir } from "./support/broker-process.ts";
-import { activation, brokerClient, decodeActivation, kafkaTestbed, readTopic, unique, until } from "./support/kafka.ts";
+import {
+  activation,
+  brokerClient,
+  type decodeActivation,
+  kafkaTestbed,
+  readTopic,
+  unique,
+  until,
+} from "./support/kafka.ts";
 
 const bed = kafkaTestbed();
 
@@ -20,12 +28,32 @@ function rawTopics(suffix: string) {
   const shared = `query-subscription-consumer-${suffix}`;
   return [
     [`events-subscription-results-${suffix}`, shared, "subscriptions.events.raw", "subscriptions.process_events"],
-    [`transactions-subscription-results-${suffix}`, shared, "subscriptions.transactions.raw", "subscriptions.process_transactions"],
+    [
+      `transactions-subscription-results-${suffix}`,
+      shared,
+      "subscriptions.transactions.raw",
+      "subscriptions.process_transactions",
+    ],
     [`metrics-subscription-results-${suffix}`, shared, "subscriptions.metrics.raw", "subscriptions.process_metrics"],
-    [`generic-metrics-subscription-results-${suffix}`, shared, "subscriptions.generic_metrics.raw", "subscriptions.process_generic_metrics"],
-    [`subscription-results-eap-items-${suffix}`, `subscription-results-eap-items-${suffix}`, "subscriptions.eap.raw", "subscriptions.process_eap"],
+    [
+      `generic-metrics-subscription-results-${suffix}`,
+      shared,
+      "subscriptions.generic_metrics.raw",
+      "subscriptions.process_generic_metrics",
+    ],
+    [
+      `subscription-results-eap-items-${suffix}`,
+      `subscription-results-eap-items-${suffix}`,
+      "subscriptions.eap.raw",
+      "subscriptions.process_eap",
+    ],
     [`profiles-${suffix}`, `ingest-profiles-${suffix}`, "profiling.passthrough", "profiles.process_profile"],
-    [`ingest-replay-recordings-${suffix}`, `ingest-replay-recordings-${suffix}`, "replays.raw", "replays.process_recording"],
+    [
+      `ingest-replay-recordings-${suffix}`,
+      `ingest-replay-recordings-${suffix}`,
+      "replays.raw",
+      "replays.process_recording",
+    ],
   ] as const;
 }
 
@@ -68,13 +96,20 @@ describe("deployment-shaped configuration", () => {
     );
     const t0 = Date.now();
     const b = await bed.broker(
-      { TASKBROKER_KAFKA_CLUSTERS__DEFAULT__ADDRESS: bed.mock.bootstrap, TASKBROKER_ADMIN_ENABLED: "true", TASKBROKER_UPKEEP_TASK_INTERVAL_MS: "200" },
+      {
+        TASKBROKER_KAFKA_CLUSTERS__DEFAULT__ADDRESS: bed.mock.bootstrap,
+        TASKBROKER_ADMIN_ENABLED: "true",
+        TASKBROKER_UPKEEP_TASK_INTERVAL_MS: "200",
+      },
       { args: ["-c", file] },
     );
     await until("ready", async () => (await fetch(`http://127.0.0.1:${b.adminPort}/ready`)).status === 200, 20_000, 50);
     const readyMs = Date.now() - t0;
     // One join per group: the four subscription topics share one consumer; the dead-letter topic joins none.
-    const joins = b.logs().split("\n").filter((l) => l.includes("kafka_group_joined"));
+    const joins = b
+      .logs()
+      .split("\n")
+      .filter((l) => l.includes("kafka_group_joined"));
     expect(joins.length).toBe(5);
     const shared = joins.find((l) => l.includes(`group=query-subscription-consumer-${suffix}`))!;
     for (const [topic] of raw.slice(0, 4)) expect(shared).toContain(`${topic}:0`);
@@ -83,9 +118,13 @@ describe("deployment-shaped configuration", () => {
     // librdkafka producers write to every topic: activations and garbage to the task topic, payloads to the raw ones.
     const ids = Array.from({ length: 5 }, (_, i) => `${i}`.repeat(32));
     const garbage = new Uint8Array([0xde, 0xad, 0xbe, 0xef]);
-    await bed.mock.produce(tasks, [...ids.map((id) => ({ value: activation({ id }) })), { value: garbage }], { codec: "lz4" });
+    await bed.mock.produce(tasks, [...ids.map((id) => ({ value: activation({ id }) })), { value: garbage }], {
+      codec: "lz4",
+    });
     for (const [i, [topic]] of raw.entries()) {
-      await bed.mock.produce(topic, [{ value: new TextEncoder().encode(`{"payload":${i}}`) }], { codec: i % 2 ? "zstd" : "snappy" });
+      await bed.mock.produce(topic, [{ value: new TextEncoder().encode(`{"payload":${i}}`) }], {
+        codec: i % 2 ? "zstd" : "snappy",
+      });
     }
 
     const client = brokerClient(b.port);

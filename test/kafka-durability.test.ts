@@ -5,7 +5,16 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { tempDir, type BrokerProcess } from "./support/broker-process.ts";
-import { activation, kafkaEnv, produce, storedRows, unique, until, type StoredOrigin, kafkaTestbed } from "./support/kafka.ts";
+import {
+  activation,
+  kafkaEnv,
+  produce,
+  storedRows,
+  unique,
+  until,
+  type StoredOrigin,
+  kafkaTestbed,
+} from "./support/kafka.ts";
 
 const bed = kafkaTestbed();
 const broker = (env: Record<string, string>, dbPath: string) => bed.broker(env, { dbPath });
@@ -16,7 +25,11 @@ function produceInBackground(topic: string, total: number, perBatch: number, pau
   const done = (async () => {
     while (sent < total) {
       const n = Math.min(perBatch, total - sent);
-      await produce(bed.mock.bootstrap, topic, Array.from({ length: n }, () => ({ value: activation() })));
+      await produce(
+        bed.mock.bootstrap,
+        topic,
+        Array.from({ length: n }, () => ({ value: activation() })),
+      );
       sent += n;
       await Bun.sleep(pauseMs);
     }
@@ -26,10 +39,13 @@ function produceInBackground(topic: string, total: number, perBatch: number, pau
 
 /** The partitions of `topic` a broker process was given at its last group join (from its log). */
 function lastAssignment(b: BrokerProcess, topic: string): number[] {
-  const joins = b.logs().split("\n").filter((l) => l.includes("kafka_group_joined"));
+  const joins = b
+    .logs()
+    .split("\n")
+    .filter((l) => l.includes("kafka_group_joined"));
   const last = joins[joins.length - 1];
-  const m = last && new RegExp(`partitions=\\S*?${topic}:([0-9|]*)`).exec(last);
-  return m && m[1] ? m[1].split("|").map(Number) : [];
+  const found = last ? new RegExp(`partitions=\\S*?${topic}:([0-9|]*)`).exec(last)?.[1] : undefined;
+  return found ? found.split("|").map(Number) : [];
 }
 
 /** Asserts every (partition, offset) below each partition's end appears exactly once across `rows`. */

@@ -127,6 +127,14 @@ export interface ClusterProducer {
   disconnect(): Promise<void>;
 }
 
+/** A message above max_message_size: Kafka would refuse it, so it is never sent (a retry cannot help). */
+export class MessageTooLarge extends Error {
+  constructor(bytes: number, max: number) {
+    super(`message of ${bytes} bytes exceeds max_message_size ${max}`);
+    this.name = "MessageTooLarge";
+  }
+}
+
 const GROUP_REJECTIONS = new Set(["REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID"]);
 
 /** kafkajs wraps protocol errors (retries exceeded, ...); find the protocol error type underneath. */
@@ -459,6 +467,7 @@ export function createProducer(
   cluster: KafkaClusterConfig,
   compressionOf: (topic: string) => CompressionType,
   log: Logger,
+  limits: { sendTimeoutMs: number; maxMessageBytes: number },
 ): ClusterProducer {
   const kafka = new Kafka({
     ...clientConfig(cluster, "taskbroker-publisher", log),
@@ -499,6 +508,8 @@ export function createProducer(
   void connect();
   return {
     async send(topic, messages) {
+      const big = messages.find((m) => m.value.byteLength > limits.maxMessageBytes);
+      if (big) throw new MessageTooLarge(big.value.byteLength, limits.maxMessageBytes);
       if (!connected) {
         await connect();
         if (!connected) throw new Error(`Kafka producer not connected: ${lastError}`);
@@ -506,6 +517,8 @@ export function createProducer(
       await producer.send({
         topic,
         acks: -1,
+        // kafka_send_timeout_ms: how long Kafka may take to have the message on all in-sync replicas.
+        timeout: limits.sendTimeoutMs,
         compression: COMPRESSION[compressionOf(topic)],
         messages: messages.map((m) => ({
           value: Buffer.from(m.value.buffer, m.value.byteOffset, m.value.byteLength),

@@ -82,11 +82,15 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
   let stopping = false;
 
   const compressionOf = (topic: string): CompressionType => config.kafka_topics[topic]?.compression_type ?? "none";
-  const producer = createProducer(plan.publishCluster, compressionOf, log);
+  const producer = createProducer(plan.publishCluster, compressionOf, log, {
+    sendTimeoutMs: plan.sendTimeoutMs,
+    maxMessageBytes: plan.maxMessageBytes,
+  });
   const publisher = createKafkaPublisher({
     producer,
     retryTopic: plan.retryTopic,
     deadletterTopic: plan.deadletterTopic,
+    maxMessageBytes: plan.maxMessageBytes,
     log,
   });
 
@@ -161,6 +165,7 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
           batchMaxRows: config.store.insert_batch_max_length,
           batchMaxBytes: config.store.insert_batch_max_bytes,
           backpressureRetryMs: BACKPRESSURE_RETRY_MS,
+          insertFailureBackoffMs: plan.insertFailureBackoffMs,
           log,
         }),
       );

@@ -25,7 +25,7 @@ export const kafkaUndecodableBatchesTotal = new Counter({
 
 export const kafkaPublishTotal = new Counter({
   name: "taskbroker_kafka_publish_total",
-  help: "Messages published by kind (retry, deadletter, undecodable, demoted) and result (ok, error)",
+  help: "Messages published by kind (retry, deadletter, undecodable, demoted) and result (ok, error, too_large: above max_message_size, never sent)",
   labelNames: ["kind", "result"] as const,
   registers: [registry],
 });

@@ -88,6 +88,8 @@ export interface PipelineOptions {
   batchMaxBytes: number;
   /** How often a refused chunk is offered again while paused, ms. */
   backpressureRetryMs: number;
+  /** How long a batch whose insert failed (not backpressure) waits before the next attempt, ms. */
+  insertFailureBackoffMs: number;
   log: Logger;
   now?: () => number;
 }
@@ -258,7 +260,13 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
           chunk.sources.splice(i, 1);
           continue;
         }
-        if (!isBackpressure(err)) throw err;
+        if (!isBackpressure(err)) {
+          // The store failed the insert (disk full, I/O error): hold the batch
+          // (uncommitted) and try again after store.insert_failure_backoff_ms.
+          log.error("kafka_insert_failed", { partition: chunk.origins[start]?.partition, rows: end - start, retry_in_ms: opts.insertFailureBackoffMs, error: err });
+          if (!(await waitHolding(ctx, chunk.origins.slice(0, start), opts.insertFailureBackoffMs))) return false;
+          continue;
+        }
         if (take > 1) {
           take = Math.ceil(take / 2);
           continue;

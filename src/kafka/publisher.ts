@@ -6,7 +6,7 @@
 // never loses a retry or a dead letter. Concurrent publishes to one topic are
 // coalesced into one produce request (upkeep hands over many rows per pass).
 import type { Logger } from "../log.ts";
-import type { ClusterProducer, ConsumedMessage, OutboundMessage } from "./client.ts";
+import { MessageTooLarge, type ClusterProducer, type ConsumedMessage, type OutboundMessage } from "./client.ts";
 import { kafkaPublishTotal } from "./metrics.ts";
 
 /** A message that cannot become an activation, with the reason logged. */
@@ -53,6 +53,8 @@ export function createKafkaPublisher(opts: {
   producer: ClusterProducer;
   retryTopic: string;
   deadletterTopic: string;
+  /** max_message_size: a bigger message is refused (MessageTooLarge) without being sent. */
+  maxMessageBytes?: number;
   log: Logger;
 }): KafkaPublisher {
   const queues = new Map<string, { pending: Pending[]; sending: Promise<void> | null }>();
@@ -86,6 +88,12 @@ export function createKafkaPublisher(opts: {
 
   const publish = (topic: string, kind: string, message: OutboundMessage): Promise<void> =>
     new Promise<void>((resolve, reject) => {
+      // Refused here, alone, rather than failing the whole request it would share.
+      if (opts.maxMessageBytes !== undefined && message.value.byteLength > opts.maxMessageBytes) {
+        kafkaPublishTotal.inc({ kind, result: "too_large" });
+        reject(new MessageTooLarge(message.value.byteLength, opts.maxMessageBytes));
+        return;
+      }
       let q = queues.get(topic);
       if (!q) queues.set(topic, (q = { pending: [], sending: null }));
       q.pending.push({ message, kind, resolve, reject });
@@ -97,7 +105,18 @@ export function createKafkaPublisher(opts: {
     publishRetry: (activation) => publish(opts.retryTopic, "retry", { value: activation }),
     publishDeadLetter: (original) => publish(opts.deadletterTopic, "deadletter", { value: original }),
     publishUndecodable: async (messages) => {
-      await Promise.all(messages.map((u) => publish(opts.deadletterTopic, "undecodable", outboundOf(u.message))));
+      // Each on its own: one message Kafka can never take (above max_message_size)
+      // is logged and counted, not retried forever with the others held behind it.
+      const results = await Promise.allSettled(messages.map((u) => publish(opts.deadletterTopic, "undecodable", outboundOf(u.message))));
+      let failure: unknown;
+      results.forEach((r, i) => {
+        if (r.status === "fulfilled") return;
+        if (r.reason instanceof MessageTooLarge) {
+          const m = messages[i]!.message;
+          opts.log.error("kafka_deadletter_too_large", { topic: m.topic, partition: m.partition, offset: m.offset, error: r.reason.message });
+        } else failure ??= r.reason;
+      });
+      if (failure !== undefined) throw failure;
     },
     publishDemoted: (topic, message) => publish(topic, "demoted", message),
     async close() {
