@@ -19,7 +19,7 @@ import { createLocalPublisher } from "./upkeep/publisher.ts";
 import { startUpkeep } from "./upkeep/loop.ts";
 import { startKafka } from "./kafka/index.ts";
 import { startRpcServer } from "./connect/server.ts";
-import { startRuntime } from "./runtime/index.ts";
+import { startRuntime, startStoredDemotion } from "./runtime/index.ts";
 import { startAdminServer, startStatsdExporter } from "./admin/index.ts";
 import { startPusher, type Pusher } from "./push/pusher.ts";
 import type { Ingest } from "./ingest/ingest.ts";
@@ -77,6 +77,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
       reloadMs: config.runtime_config_reload_ms,
       store,
       log,
+      kafka: Object.keys(config.kafka_topics).length > 0,
     });
     cleanups.push(() => runtime.stop());
     const stored = createIngest({
@@ -137,7 +138,28 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
     const kafka =
       Object.keys(config.kafka_topics).length > 0 ? await startKafka({ config, ingest, store, log, runtime }) : null;
     if (kafka) cleanups.push(() => kafka.stop());
-    const publisher = kafka?.publisher ?? createLocalPublisher(store, { maxDelaySec: config.max_delayed_task_allowed_sec });
+    let stopDemotion: () => Promise<void> = async () => {};
+    const publisher =
+      kafka?.publisher ??
+      createLocalPublisher(store, {
+        maxDelaySec: config.max_delayed_task_allowed_sec,
+        drop: (row) => runtime.shouldDrop(row, "retry"),
+      });
+    // Demoted namespaces' stored rows (RPC-ingested, or stored before the
+    // demotion) are forwarded to their topic; without Kafka there is none.
+    if (kafka) {
+      const demotion = startStoredDemotion({
+        store,
+        runtime,
+        publisher: kafka.publisher,
+        consumed: kafka.consumed,
+        addressOf: (cluster) => kafka.demotionAddress(cluster),
+        intervalMs: config.upkeep_task_interval_ms,
+        log,
+      });
+      cleanups.push(() => demotion.stop());
+      stopDemotion = () => demotion.stop();
+    }
 
     const upkeep = startUpkeep({ store, config, publisher, log: log.child({ component: "upkeep" }), startedAtMs });
     cleanups.push(() => upkeep.stop());
@@ -199,6 +221,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
           await statsd?.flush().catch(() => {});
           statsd?.stop();
           runtime.stop();
+          await stopDemotion();
           await kafka?.stop();
           await upkeep.stop();
           await store.close();

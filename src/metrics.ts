@@ -102,7 +102,7 @@ export const kafkaPaused = new Gauge({
 
 export const runtimeKillTotal = new Counter({
   name: "taskbroker_runtime_killswitch_total",
-  help: "Kill switch decisions, by stage (ingest, stored) and decision (killed, undecodable_kept)",
+  help: "Kill switch decisions, by stage (ingest, stored, retry) and decision (killed, undecodable_kept)",
   labelNames: ["stage", "decision"] as const,
   registers: [registry],
 });
@@ -124,5 +124,12 @@ export const deliveryStreamsEnded = new Counter({
   name: "taskbroker_delivery_streams_ended_total",
   help: "Streaming delivery streams ended, by status code name (CANCELLED: the worker or its connection went away)",
   labelNames: ["code"] as const,
+  registers: [registry],
+});
+
+export const runtimeForwardTotal = new Counter({
+  name: "taskbroker_runtime_demoted_forward_total",
+  help: "Stored activations of demoted namespaces (runtime config) published to their demotion topic, by namespace, topic and result (ok, error)",
+  labelNames: ["namespace", "topic", "result"] as const,
   registers: [registry],
 });

@@ -1,7 +1,9 @@
 // The kill switch end to end, against a real broker process: a rule written to
 // the runtime config file removes matching stored activations within a reload
 // period and drops matching new ones at ingest (counted as killed); undecodable
-// parameters are kept (fail open); a malformed file changes nothing.
+// parameters are kept (fail open); a malformed file changes nothing. Both file
+// formats: this broker's earlier `kill_switch` and the reference broker's
+// `drop_task_killswitch` selectors (any condition suffices; rows in any state).
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -30,11 +32,15 @@ afterAll(async () => {
   await broker?.stop();
 });
 
-function task(taskname: string, args: unknown[], opts: { zstd?: boolean; raw?: Uint8Array } = {}) {
-  let params = opts.raw ?? encode({ args, kwargs: {} });
+function task(
+  taskname: string,
+  args: unknown[],
+  opts: { zstd?: boolean; raw?: Uint8Array; kwargs?: Record<string, unknown>; namespace?: string } = {},
+) {
+  let params = opts.raw ?? encode({ args, kwargs: opts.kwargs ?? {} });
   if (opts.zstd) params = Bun.zstdCompressSync(params);
   return create(TaskActivationSchema, {
-    ...activation({ namespace: "kill", taskname }),
+    ...activation({ namespace: opts.namespace ?? "kill", taskname }),
     headers: opts.zstd ? { "compression-type": "zstd" } : {},
     parametersBytes: params,
   });
@@ -93,4 +99,29 @@ test("a malformed file keeps the previous rules; removing the rule stops the kil
   writeFileSync(runtimePath, "");
   await loaded;
   expect((await ingest.produce({ activations: [task("tests.victim", [1])] })).accepted).toBe(1);
+});
+
+test("the reference broker's selectors: either condition suffices, stored rows in any state go, new ones are dropped", async () => {
+  const { ingest, consumer } = brokerClients(broker.port);
+  const byPosition = task("tests.unmerge", [123]);
+  const byKeyword = task("tests.unmerge", [], { kwargs: { project_id: 123 } });
+  const running = task("tests.unmerge", [123], { namespace: "kill.running" });
+  const other = task("tests.unmerge", [7], { kwargs: { project_id: 8 } });
+  expect((await ingest.produce({ activations: [byPosition, byKeyword, running, other] })).accepted).toBe(4);
+  const claimed = await consumer.getTask({ application: running.application, namespace: "kill.running" });
+  expect(claimed.task?.id).toBe(running.id);
+
+  writeFileSync(
+    runtimePath,
+    "drop_task_killswitch:\n  - name: tests.unmerge\n    select_arg: {0: 123}\n    select_kwarg: {project_id: 123}\ndemoted_namespaces: []\n",
+  );
+  await until(
+    "stored matches removed, the running one too",
+    async () => !(await stored(byPosition.id)) && !(await stored(byKeyword.id)) && !(await stored(running.id)),
+    RELOAD_MS + 3000,
+  );
+  expect(await stored(other.id)).toBe(true);
+
+  const res = await ingest.produce({ activations: [task("tests.unmerge", [], { kwargs: { project_id: 123 } }), task("tests.unmerge", [124])] });
+  expect(res.accepted).toBe(1);
 });

@@ -1,12 +1,16 @@
 // Hot reload of the runtime configuration file: a new file takes effect within
 // one reload period, a malformed or missing file keeps the previous rules and
-// says why in the log.
+// says why in the log; the load line's notes; a killed task's local retry.
 import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "../src/log.ts";
 import { startRuntimeConfig } from "../src/runtime/index.ts";
+import { openStore } from "../src/store/sqlite.ts";
+import { localPublisher } from "../src/upkeep/publisher.ts";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "runtime-reload-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -58,4 +62,31 @@ test("no path: no rules, nothing dropped", () => {
   const runtime = startRuntimeConfig({ path: undefined, reloadMs: 50, log: createLogger({ format: "text", level: "error", write: () => {} }) });
   expect(runtime.shouldDrop({ taskname: "t", namespace: "n", activation: new Uint8Array() })).toBe(false);
   runtime.stop();
+});
+
+test("the load line names selectors that match nothing, the earlier format, and demotion without Kafka", () => {
+  const path = join(dir, "notes.yaml");
+  writeFileSync(path, "drop_task_killswitch: [{ name: t }]\nkill_switch: [{ taskname: u }]\ndemoted_namespaces: [slow]\n");
+  const lines: string[] = [];
+  const runtime = startRuntimeConfig({ path, reloadMs: 60_000, kafka: false, log: createLogger({ format: "text", level: "info", write: (l) => lines.push(l) }) });
+  runtime.stop();
+  const notes = lines.filter((l) => l.includes("runtime_config_note")).join("\n");
+  expect(notes).toContain("matches nothing");
+  expect(notes).toContain("earlier format");
+  expect(notes).toContain("no effect without Kafka");
+  expect(runtime.demotedTopic("slow")).toBe("taskworker-long");
+});
+
+test("a killed task's retry is dropped on its way back in (no Kafka: the local publisher)", async () => {
+  const store = openStore({ path: ":memory:", synchronous: "normal", groupCommitWindowMs: 0, processingDeadlineGraceSec: 3 });
+  try {
+    const bytes = (taskname: string) =>
+      toBinary(TaskActivationSchema, create(TaskActivationSchema, { id: crypto.randomUUID(), namespace: "n", taskname, application: "a" }));
+    const publisher = localPublisher(store, { drop: (row) => row.taskname === "doomed" });
+    await publisher.publishRetry(bytes("doomed"));
+    await publisher.publishRetry(bytes("spared"));
+    expect(store.counts().pending).toBe(1);
+  } finally {
+    await store.close();
+  }
 });

@@ -6,7 +6,7 @@
 // while Kafka is away, and everything connects in the background. The broker
 // composition (src/broker.ts) calls startKafka when kafka_topics is non-empty
 // and hands `publisher` to upkeep.
-import type { BrokerConfig } from "../config/broker.ts";
+import type { BrokerConfig, KafkaClusterConfig } from "../config/broker.ts";
 import type { Logger } from "../log.ts";
 import {
   checkTopic,
@@ -22,7 +22,7 @@ import type { CompressionType } from "./codecs.ts";
 import { createLagTracker, type LagTracker } from "./lag.ts";
 import { createBatchHandler, type DemotionLookup, type IngestPort, type UndecodableBatchReport } from "./pipeline.ts";
 import { kafkaMessagesTotal } from "./metrics.ts";
-import { kafkaPlan, type ConsumerGroupPlan } from "../config/kafka.ts";
+import { kafkaPlan, type ConsumerGroupPlan, type KafkaPlan } from "../config/kafka.ts";
 import type { InflightStore, KafkaOrigin } from "../store/types.ts";
 import { createKafkaPublisher, type KafkaPublisher } from "./publisher.ts";
 
@@ -33,6 +33,10 @@ export type { DemotionLookup, IngestPort } from "./pipeline.ts";
 export interface KafkaRuntime {
   /** Retry and dead-letter publishing for upkeep (an UpkeepPublisher). */
   publisher: KafkaPublisher;
+  /** The topics this broker consumes, with their cluster's address (runtime demotion's loop guard). */
+  consumed: Array<{ topic: string; address: string }>;
+  /** The bootstrap address demoted activations go to, given demoted_topic_cluster (null: the producer's). */
+  demotionAddress(cluster: string | null): string;
   /** True once every consumer group has joined at least once. */
   assigned(): boolean;
   /**
@@ -60,6 +64,15 @@ export interface StartKafkaOptions {
   runtime?: DemotionLookup;
 }
 
+/**
+ * demoted_topic_cluster resolved: a configured cluster by name (with its own
+ * credentials), else a bootstrap address reached with the producer cluster's
+ * credentials, as the reference broker does.
+ */
+function demotionCluster(config: BrokerConfig, plan: KafkaPlan, cluster: string): KafkaClusterConfig {
+  return config.kafka_clusters[cluster] ?? { ...plan.publishCluster, address: cluster };
+}
+
 /** Partition batches of one group handled at once: overlaps one partition's commit with another's insert. */
 const PARTITIONS_CONCURRENTLY = 3;
 const BACKPRESSURE_RETRY_MS = 100;
@@ -82,16 +95,19 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
   let stopping = false;
 
   const compressionOf = (topic: string): CompressionType => config.kafka_topics[topic]?.compression_type ?? "none";
-  const producer = createProducer(plan.publishCluster, compressionOf, log, {
-    sendTimeoutMs: plan.sendTimeoutMs,
-    maxMessageBytes: plan.maxMessageBytes,
-  });
+  const limits = { sendTimeoutMs: plan.sendTimeoutMs, maxMessageBytes: plan.maxMessageBytes };
+  const producer = createProducer(plan.publishCluster, compressionOf, log, limits);
   const publisher = createKafkaPublisher({
     producer,
     retryTopic: plan.retryTopic,
     deadletterTopic: plan.deadletterTopic,
     maxMessageBytes: plan.maxMessageBytes,
     log,
+    // Runtime config demotion to another cluster (demoted_topic_cluster): its own producer.
+    producerFor: (cluster) => {
+      const target = demotionCluster(config, plan, cluster);
+      return target.address === plan.publishCluster.address ? null : Promise.resolve(createProducer(target, compressionOf, log, limits));
+    },
   });
 
   /** Runs `step` until it resolves or the broker stops; false when stopped first. */
@@ -149,7 +165,7 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
           ingest: opts.ingest,
           deadLetter: (messages) => publisher.publishUndecodable(messages),
           demotion: opts.runtime,
-          forward: (topic, message) => publisher.publishDemoted(topic, message),
+          forward: (topic, message) => publisher.publishDemoted(topic, message, opts.runtime?.demotedCluster()),
           lag,
           discardUncommitted: discard,
           offsets: {
@@ -229,6 +245,8 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
 
   return {
     publisher,
+    consumed: plan.consumed.map((c) => ({ topic: c.topic, address: c.cluster.address })),
+    demotionAddress: (cluster) => (cluster ? demotionCluster(config, plan, cluster).address : plan.publishCluster.address),
     assigned: () => consumers.length === plan.groups.length && consumers.every((c) => c.assigned()),
     status() {
       const waiting: string[] = [];

@@ -48,8 +48,13 @@ export interface UndecodableBatchReport {
 
 /** The runtime config's namespace demotion (src/runtime: RuntimeConfig.demotedTopic). */
 export interface DemotionLookup {
-  /** Topic a namespace's activations are forwarded to, or null when it is not demoted. */
-  demotedTopic(namespace: string): string | null;
+  /**
+   * Topic a namespace's activations are forwarded to, or null when it is not
+   * demoted, or when this activation is not to be forwarded (killed, expired).
+   */
+  demotedTopic(namespace: string, activation?: Uint8Array): string | null;
+  /** demoted_topic_cluster, or null for the producer's own cluster. */
+  demotedCluster(): string | null;
 }
 
 /** An activation of a demoted namespace, to be forwarded to `topic`. */
@@ -180,7 +185,7 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
       // A raw topic's namespace is configured; an activation carries its own
       // (null when unreadable: ingest rejects it and it is dead-lettered).
       const namespace = opts.raw ? opts.raw.namespace : activationNamespace(bytes);
-      const to = namespace === null ? null : opts.demotion.demotedTopic(namespace);
+      const to = namespace === null ? null : opts.demotion.demotedTopic(namespace, bytes);
       // Demoted to the topic being consumed: forwarding would loop, so store it.
       if (to !== null && to !== opts.topic) {
         chunk.demoted.push({ message: m, value: bytes, topic: to });

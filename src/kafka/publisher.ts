@@ -21,8 +21,12 @@ export interface KafkaPublisher {
   publishDeadLetter(original: Uint8Array, row: { id: string; namespace: string; taskname: string; application: string }): Promise<void>;
   /** Undecodable consumed messages, published as they arrived (value, key, headers). */
   publishUndecodable(messages: Undecodable[]): Promise<void>;
-  /** One consumed message forwarded to `topic` (runtime config namespace demotion); resolves once acknowledged. */
-  publishDemoted(topic: string, message: OutboundMessage): Promise<void>;
+  /**
+   * One activation forwarded to `topic` (runtime config namespace demotion);
+   * resolves once acknowledged. `cluster` (demoted_topic_cluster): a
+   * configured cluster name or a bootstrap address; absent, this producer's.
+   */
+  publishDemoted(topic: string, message: OutboundMessage, cluster?: string | null): Promise<void>;
   /** Waits for in-flight sends, then disconnects. */
   close(): Promise<void>;
 }
@@ -56,11 +60,33 @@ export function createKafkaPublisher(opts: {
   /** max_message_size: a bigger message is refused (MessageTooLarge) without being sent. */
   maxMessageBytes?: number;
   log: Logger;
+  /**
+   * A producer for another cluster (demoted_topic_cluster), connected on first
+   * use; null when `cluster` is this producer's own. Absent: always this one.
+   */
+  producerFor?: (cluster: string) => Promise<ClusterProducer> | null;
 }): KafkaPublisher {
-  const queues = new Map<string, { pending: Pending[]; sending: Promise<void> | null }>();
+  // One queue per (producer, topic): concurrent publishes to it share a request.
+  const queues = new Map<string, { cluster: string | null; topic: string; pending: Pending[]; sending: Promise<void> | null }>();
+  const own = Promise.resolve(opts.producer);
+  const others = new Map<string, Promise<ClusterProducer>>();
 
-  const drain = async (topic: string) => {
-    const q = queues.get(topic)!;
+  const producerOf = (cluster: string | null): Promise<ClusterProducer> => {
+    if (!cluster) return own;
+    let other = others.get(cluster);
+    if (!other) {
+      const connecting = opts.producerFor?.(cluster);
+      if (!connecting) return own;
+      // A failed connect is forgotten, so the next publish tries again.
+      others.set(cluster, (other = connecting));
+      connecting.catch(() => others.delete(cluster));
+    }
+    return other;
+  };
+
+  const drain = async (key: string) => {
+    const q = queues.get(key)!;
+    const topic = q.topic;
     while (q.pending.length > 0) {
       let bytes = 0;
       let n = 0;
@@ -70,7 +96,7 @@ export function createKafkaPublisher(opts: {
       }
       const batch = q.pending.splice(0, n);
       try {
-        await opts.producer.send(topic, batch.map((p) => p.message));
+        await (await producerOf(q.cluster)).send(topic, batch.map((p) => p.message));
         for (const p of batch) {
           kafkaPublishTotal.inc({ kind: p.kind, result: "ok" });
           p.resolve();
@@ -86,7 +112,7 @@ export function createKafkaPublisher(opts: {
     q.sending = null;
   };
 
-  const publish = (topic: string, kind: string, message: OutboundMessage): Promise<void> =>
+  const publish = (topic: string, kind: string, message: OutboundMessage, cluster?: string | null): Promise<void> =>
     new Promise<void>((resolve, reject) => {
       // Refused here, alone, rather than failing the whole request it would share.
       if (opts.maxMessageBytes !== undefined && message.value.byteLength > opts.maxMessageBytes) {
@@ -94,11 +120,12 @@ export function createKafkaPublisher(opts: {
         reject(new MessageTooLarge(message.value.byteLength, opts.maxMessageBytes));
         return;
       }
-      let q = queues.get(topic);
-      if (!q) queues.set(topic, (q = { pending: [], sending: null }));
+      const key = `${cluster ?? ""}\u0000${topic}`;
+      let q = queues.get(key);
+      if (!q) queues.set(key, (q = { cluster: cluster ?? null, topic, pending: [], sending: null }));
       q.pending.push({ message, kind, resolve, reject });
       // Start after the current tick so publishes issued together share a request.
-      if (!q.sending) q.sending = new Promise<void>((r) => setImmediate(r)).then(() => drain(topic));
+      if (!q.sending) q.sending = new Promise<void>((r) => setImmediate(r)).then(() => drain(key));
     });
 
   return {
@@ -118,9 +145,10 @@ export function createKafkaPublisher(opts: {
       });
       if (failure !== undefined) throw failure;
     },
-    publishDemoted: (topic, message) => publish(topic, "demoted", message),
+    publishDemoted: (topic, message, cluster) => publish(topic, "demoted", message, cluster),
     async close() {
       await Promise.all([...queues.values()].map((q) => q.sending));
+      await Promise.allSettled([...others.values()].map(async (p) => (await p).disconnect()));
       await opts.producer.disconnect();
     },
   };

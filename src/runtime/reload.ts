@@ -5,11 +5,12 @@
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { fromBinary } from "@bufbuild/protobuf";
-import { TaskActivationSchema } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import { TaskActivationSchema, type TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import type { Logger } from "../log.ts";
 import { runtimeConfigReloadTotal, runtimeKillTotal } from "../metrics.ts";
 import { activationParameters } from "../activation/parameters.ts";
 import {
+  DEFAULT_LONG_TOPIC,
   demotedTopic,
   emptyRules,
   killDecision,
@@ -17,6 +18,7 @@ import {
   type KillDecision,
   type RuntimeRules,
 } from "./rules.ts";
+import { selectorParameters } from "./selector.ts";
 
 /** What the kill switch needs to know about one activation. */
 export interface KillCandidate {
@@ -32,9 +34,16 @@ export interface RuntimeConfig {
   /** The rules in force. */
   rules(): RuntimeRules;
   /** Kill switch at ingest: true when the activation must be dropped. Never throws (fails open). */
-  shouldDrop(candidate: KillCandidate, stage?: "ingest" | "stored"): boolean;
-  /** Kafka mode: topic to forward a demoted namespace's activations to, or null. */
-  demotedTopic(namespace: string): string | null;
+  shouldDrop(candidate: KillCandidate, stage?: "ingest" | "stored" | "retry"): boolean;
+  /**
+   * Kafka mode: topic to forward a demoted namespace's activations to, or
+   * null. Given the activation's bytes, an activation the kill switch drops
+   * or one already expired is not forwarded (null): ingest then drops and
+   * counts it, as the reference broker drops before it forwards.
+   */
+  demotedTopic(namespace: string, activation?: Uint8Array): string | null;
+  /** demoted_topic_cluster: the address (or configured cluster name) to forward to; null: the producer's own cluster. */
+  demotedCluster(): string | null;
   /** Re-reads the file now (the timer calls this); resolves after `onReload` finished. */
   reload(): Promise<ReloadOutcome>;
   stop(): void;
@@ -48,11 +57,20 @@ export interface RuntimeConfigOptions {
   log: Logger;
   /** Called after a read that changed the rules, and after the first timer read, e.g. to sweep stored rows. */
   onReload?: (rules: RuntimeRules) => Promise<void>;
+  /** Topic of demoted namespaces listed without demoted_topic (config kafka_long_topic). */
+  longTopic?: string;
+  /** False when no Kafka is configured: demotion then has nothing to forward to, which the load line says. */
+  kafka?: boolean;
 }
 
-/** Decision for one activation's bytes; exported for the stored-row sweep. */
-export function decideForBytes(rules: RuntimeRules, candidate: KillCandidate): KillDecision {
-  return killDecision(rules, candidate, () => activationParameters(fromBinary(TaskActivationSchema, candidate.activation)));
+/** Decision for one activation's bytes; the protobuf is decoded at most once, and only when a rule reads arguments. */
+export function decideForBytes(rules: RuntimeRules, candidate: KillCandidate, decodedActivation?: TaskActivation): KillDecision {
+  let decoded = decodedActivation;
+  const activation = () => (decoded ??= fromBinary(TaskActivationSchema, candidate.activation));
+  return killDecision(rules, candidate, {
+    conditions: () => activationParameters(activation()),
+    selector: () => selectorParameters(activation()),
+  });
 }
 
 function summary(rules: RuntimeRules) {
@@ -61,8 +79,15 @@ function summary(rules: RuntimeRules) {
   return { kill_rules: killRules, killed_tasknames: rules.killByTaskname.size, demoted_namespaces: rules.demoted.size };
 }
 
+/** Past its expires_at (the reference broker drops those before demoting). */
+function expired(a: TaskActivation, nowMs: number): boolean {
+  if (!a.expires || !a.receivedAt) return false;
+  return Number(a.receivedAt.seconds) * 1000 + a.receivedAt.nanos / 1e6 + Number(a.expires) * 1000 < nowMs;
+}
+
 export function startRuntimeConfig(options: RuntimeConfigOptions): RuntimeConfig {
   const { path, log } = options;
+  const longTopic = options.longTopic ?? DEFAULT_LONG_TOPIC;
   let current: RuntimeRules = emptyRules;
   let lastText: string | null = null;
   // A bad file is logged once, not every period, until its text changes.
@@ -84,6 +109,13 @@ export function startRuntimeConfig(options: RuntimeConfigOptions): RuntimeConfig
     lastText = text;
     lastBadText = null;
     log.info("runtime_config_loaded", { path, ...summary(current) });
+    for (const note of current.notes) log.warn("runtime_config_note", { path, note });
+    if (current.demoted.size > 0 && options.kafka === false) {
+      log.warn("runtime_config_note", {
+        path,
+        note: "demoted_namespaces has no effect without Kafka: demotion forwards activations to a Kafka topic",
+      });
+    }
     return "loaded";
   };
 
@@ -145,14 +177,26 @@ export function startRuntimeConfig(options: RuntimeConfigOptions): RuntimeConfig
     rules: () => current,
     shouldDrop(candidate, stage = "ingest") {
       const decision = decideForBytes(current, candidate);
-      if (decision === "undecodable") {
-        runtimeKillTotal.inc({ stage, decision: "undecodable_kept" });
-        return false;
+      if (decision.kill) {
+        runtimeKillTotal.inc({ stage, decision: "killed" });
+        return true;
       }
-      if (decision === "kill") runtimeKillTotal.inc({ stage, decision: "killed" });
-      return decision === "kill";
+      if (decision.undecodable) runtimeKillTotal.inc({ stage, decision: "undecodable_kept" });
+      return false;
     },
-    demotedTopic: (namespace) => demotedTopic(current, namespace),
+    demotedTopic(namespace, activation) {
+      const topic = demotedTopic(current, namespace, longTopic);
+      if (topic === null || activation === undefined) return topic;
+      let decoded: TaskActivation;
+      try {
+        decoded = fromBinary(TaskActivationSchema, activation);
+      } catch {
+        return topic; // unreadable: forwarded as consumed, like any other message of the namespace
+      }
+      if (decideForBytes(current, { taskname: decoded.taskname, namespace, activation }, decoded).kill) return null;
+      return expired(decoded, Date.now()) ? null : topic;
+    },
+    demotedCluster: () => current.demotedCluster,
     reload,
     stop() {
       stopped = true;

@@ -1,33 +1,24 @@
-// Applies the kill switch to rows already stored: pages through the not yet
-// started rows (pending, delay, retry) of the task names that have a kill
-// rule, decides per row with the same pure logic as ingest, and removes the
-// matching ones. Runs at start-up and whenever the rules change, so a rule added to the
-// file empties the store of its tasks within one reload period.
-import { fromBinary } from "@bufbuild/protobuf";
-import { TaskActivationSchema } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+// Applies the kill switch to rows already stored: pages through the rows of
+// the task names that have a kill rule, in any state (as the reference broker
+// does: a killed task is neither run, retried nor dead-lettered), decides per
+// row with the same pure logic as ingest, and removes the matching ones. Runs
+// at start-up and whenever the rules change, so a rule added to the file
+// empties the store of its tasks within one reload period; rows arriving later
+// are filtered at ingest (and retries on the way back in).
 import type { Logger } from "../log.ts";
 import type { RuntimeConfig } from "./reload.ts";
 import { killedTasknames } from "./rules.ts";
 
 /** The store methods the sweep needs (implemented by src/store/sqlite.ts). */
 export interface KillSweepStore {
-  /** Rows in pending/delay/retry with one of these task names, ordered by id, after `afterId`. */
+  /** Rows with one of these task names, any state, ordered by id, after `afterId`. */
   killableByTaskname(
     tasknames: string[],
     afterId: string | null,
     limit: number,
-  ): Array<{ id: string; namespace?: string; taskname: string; activation: Uint8Array }>;
-  /** Deletes those ids still in pending/delay/retry; returns how many were deleted. */
+  ): Array<{ id: string; namespace: string; taskname: string; activation: Uint8Array }>;
+  /** Deletes those ids (if still stored); returns how many were deleted. */
   removeKilled(ids: string[]): number;
-}
-
-/** Stores that do not return the namespace column: read it from the activation itself. */
-function namespaceOf(activation: Uint8Array): string {
-  try {
-    return fromBinary(TaskActivationSchema, activation).namespace;
-  } catch {
-    return "";
-  }
 }
 
 export interface SweepReport {
@@ -50,9 +41,7 @@ export async function sweepStoredRows(
     const page = store.killableByTaskname(tasknames, afterId, pageSize);
     if (page.length === 0) break;
     report.examined += page.length;
-    const doomed = page
-      .filter((row) => runtime.shouldDrop({ ...row, namespace: row.namespace ?? namespaceOf(row.activation) }, "stored"))
-      .map((row) => row.id);
+    const doomed = page.filter((row) => runtime.shouldDrop(row, "stored")).map((row) => row.id);
     if (doomed.length > 0) report.removed += store.removeKilled(doomed);
     afterId = page[page.length - 1]!.id;
     if (page.length < pageSize) break;

@@ -8,6 +8,7 @@ import { silentLogger, type Logger } from "../log.ts";
 import { createContext, emptyCounts, STATE_BY_CODE, type Delta } from "./context.ts";
 import { createDeadLetters } from "./dead-letters.ts";
 import { createDispatcher } from "./dispatch.ts";
+import { createForwarding } from "./forwarding.ts";
 import { prepareDatabase } from "./schema.ts";
 import { COUNT_BY_STATE_SQL, DEPTH_BY_NAMESPACE_SQL, mergeDepthRows, type DepthRow } from "./depth.ts";
 import { startCheckpointer } from "./checkpointer.ts";
@@ -81,6 +82,7 @@ export function openStore(opts: StoreOptions): InflightStore {
   const dispatcher = createDispatcher(ctx, opts.groupCommitWindowMs, log);
   const steps = createUpkeepSteps(ctx);
   const deadLetters = createDeadLetters(ctx, insertInto);
+  const forwarding = createForwarding(ctx);
 
   // Push mode.
   const pushClaim = db.query<{ id: string; activation: Uint8Array }, [number, number, string | null, string | null]>(
@@ -112,7 +114,6 @@ export function openStore(opts: StoreOptions): InflightStore {
   );
   const findState = db.query<{ seq: number; state: number }, [string]>("SELECT seq, state FROM inflight WHERE id = ?");
   const deleteSeq = db.query("DELETE FROM inflight WHERE seq = ?");
-  const killStates = `${S.pending}, ${S.delay}, ${S.retry}`;
 
   function recount() {
     const fresh = emptyCounts();
@@ -211,14 +212,15 @@ export function openStore(opts: StoreOptions): InflightStore {
 
     ...steps,
     ...deadLetters,
+    ...forwarding,
 
     killableByTaskname(tasknames, afterId, limit): KillCandidate[] {
       if (tasknames.length === 0) return [];
       const marks = tasknames.map(() => "?").join(", ");
       return db
         .query<KillCandidate, (string | number)[]>(
-          `SELECT id, taskname, activation FROM inflight
-           WHERE state IN (${killStates}) AND taskname IN (${marks}) AND id > ? ORDER BY id LIMIT ?`,
+          `SELECT id, namespace, taskname, activation FROM inflight
+           WHERE taskname IN (${marks}) AND id > ? ORDER BY id LIMIT ?`,
         )
         .all(...tasknames, afterId ?? "", limit);
     },
@@ -228,7 +230,7 @@ export function openStore(opts: StoreOptions): InflightStore {
         for (const id of ids) {
           const row = findState.get(id);
           const from = row ? STATE_BY_CODE[row.state] : undefined;
-          if (!row || (from !== "pending" && from !== "delay" && from !== "retry")) continue;
+          if (!row || !from) continue;
           deleteSeq.run(row.seq);
           d.add(from, -1);
           n++;

@@ -2,6 +2,8 @@
 // it. The SQLite implementation is sqlite.ts; the state machine it enforces is
 // in docs/spec/broker.md ("States", "Upkeep").
 
+import type { Forwarding } from "./forwarding.ts";
+
 /** Row states of docs/spec/broker.md. Stored as small integers (see STATE_CODE). */
 export type ActivationState = "pending" | "delay" | "processing" | "claimed" | "retry" | "failure" | "complete";
 
@@ -141,6 +143,7 @@ export interface UpkeepRow {
 /** A row the kill switch may drop (runtime config, src/runtime/). */
 export interface KillCandidate {
   id: string;
+  namespace: string;
   taskname: string;
   activation: Uint8Array;
 }
@@ -172,7 +175,7 @@ export interface UpkeepSteps {
   fullVacuum(): number;
 }
 
-export interface InflightStore extends UpkeepSteps {
+export interface InflightStore extends UpkeepSteps, Forwarding {
   /** One transaction; duplicate ids (still held) are ignored and counted. */
   insert(rows: NewRow[]): InsertResult;
   /** Pending -> Processing for the oldest matching row; null when none. */
@@ -221,7 +224,7 @@ export interface InflightStore extends UpkeepSteps {
   replayDeadLetter(id: string): string | null;
   discardDeadLetter(id: string): boolean;
 
-  // Kill switch (runtime config): paged sweep over pending/delay/retry rows.
+  // Kill switch (runtime config): paged sweep over the rows of killed task names, in any state.
   killableByTaskname(tasknames: string[], afterId: string | null, limit: number): KillCandidate[];
   removeKilled(ids: string[]): number;
   /**

@@ -2,7 +2,7 @@
 // (src/kafka/) produces to the retry / dead-letter topics; the local one here
 // is used without Kafka and writes back into the same SQLite database.
 import { activationToRow } from "../store/row.ts";
-import type { InflightStore } from "../store/types.ts";
+import type { InflightStore, NewRow } from "../store/types.ts";
 
 export interface DeadLetterRow {
   id: string;
@@ -24,11 +24,20 @@ export interface UpkeepPublisher {
  * are idempotent (retry ids are derived, dead letters keyed by id), so a
  * publish repeated after a crash adds nothing.
  */
-export function localPublisher(store: Pick<InflightStore, "insert" | "addDeadLetter">, opts: { maxDelaySec?: number } = {}): UpkeepPublisher {
+export function localPublisher(
+  store: Pick<InflightStore, "insert" | "addDeadLetter">,
+  opts: {
+    maxDelaySec?: number;
+    /** Runtime kill switch: a killed task's retry is dropped, as it would be on its way back in from Kafka. */
+    drop?: (row: NewRow) => boolean;
+  } = {},
+): UpkeepPublisher {
   const maxDelaySec = opts.maxDelaySec ?? 3600;
   return {
     async publishRetry(activation) {
-      store.insert([activationToRow(activation, Date.now(), { maxDelaySec }, null)]);
+      const row = activationToRow(activation, Date.now(), { maxDelaySec }, null);
+      if (opts.drop?.(row)) return;
+      store.insert([row]);
     },
     async publishDeadLetter(original, row) {
       store.addDeadLetter({ ...row, onAttemptsExceeded: 2, activation: original }, Date.now());
