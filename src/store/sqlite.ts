@@ -10,6 +10,7 @@ import { createDeadLetters } from "./dead-letters.ts";
 import { createDispatcher } from "./dispatch.ts";
 import { createForwarding } from "./forwarding.ts";
 import { prepareDatabase } from "./schema.ts";
+import { migrateUpstreamStore } from "./upstream-migration.ts";
 import { COUNT_BY_STATE_SQL, DEPTH_BY_NAMESPACE_SQL, mergeDepthRows, type DepthRow } from "./depth.ts";
 import { startCheckpointer } from "./checkpointer.ts";
 import { createUpkeepSteps } from "./upkeep-steps.ts";
@@ -48,6 +49,13 @@ export function openStore(opts: StoreOptions): InflightStore {
   const log = opts.log ?? silentLogger;
   const db = new Database(opts.path, { create: true });
   prepareDatabase(db, opts.synchronous);
+  // A file the reference broker wrote: its rows move in here before anything is served.
+  try {
+    migrateUpstreamStore(db, { log });
+  } catch (err) {
+    db.close();
+    throw err;
+  }
   const ctx = createContext(db, opts.processingDeadlineGraceSec * 1000, opts.maxDelaySec ?? 3600);
   const checkpointer = opts.path === ":memory:" ? null : startCheckpointer(opts.path, opts.checkpointIntervalMs ?? 200, log);
 
