@@ -14,6 +14,7 @@
 import { Decoder } from "@msgpack/msgpack";
 import { zstdDecompressSync } from "node:zlib";
 import type { TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import { COMPRESSION_HEADER } from "../activation/parameters.ts";
 
 /** The reference broker's bound on decompressed parameters. */
 export const MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024;
@@ -68,7 +69,9 @@ function holdsBinaryOrExt(value: unknown): boolean {
 export function selectorParameters(activation: Pick<TaskActivation, "headers" | "parametersBytes">): SelectorParameters {
   let bytes = activation.parametersBytes;
   if (bytes.byteLength === 0) throw new UnreadableSelectorParameters("parameters_bytes is empty");
-  if (activation.headers["compression-type"] === "zstd") {
+  // Decompressed here rather than by the shared codec (activation/zstd.ts):
+  // node:zlib can bound the output, as the reference broker does.
+  if (activation.headers[COMPRESSION_HEADER] === "zstd") {
     try {
       bytes = zstdDecompressSync(bytes, { maxOutputLength: MAX_DECOMPRESSED_BYTES });
     } catch (err) {
