@@ -20,7 +20,7 @@ import { startUpkeep } from "./upkeep/loop.ts";
 import { startKafka } from "./kafka/index.ts";
 import { startRpcServer } from "./connect/server.ts";
 import { startRuntime, startStoredDemotion } from "./runtime/index.ts";
-import { startAdminServer, startStatsdExporter } from "./admin/index.ts";
+import { sampleStoreGauges, startAdminServer, startStatsd } from "./admin/index.ts";
 import { startPusher, type Pusher } from "./push/pusher.ts";
 import type { Ingest } from "./ingest/ingest.ts";
 
@@ -58,6 +58,17 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
   });
   // Everything opened so far is closed again if a later part fails to start.
   const cleanups: Array<() => Promise<void> | void> = [() => store.close()];
+  // Statsd first, so every later part's counters reach it (their twins, src/metrics.ts).
+  let upkeepHealth: () => "healthy" | "unhealthy" | "killswitched" = () => "healthy";
+  const statsd = startStatsd({
+    address: config.statsd_addr,
+    prefix: config.statsd_prefix,
+    defaultTags: config.default_metrics_tags,
+    intervalMs: config.statsd_interval_ms,
+    log: log.child({ component: "statsd" }),
+    sample: (s) => sampleStoreGauges(s, store, upkeepHealth()),
+  });
+  cleanups.push(() => statsd.stop());
   const unwind = async () => {
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
   };
@@ -80,11 +91,12 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
       kafka: Object.keys(config.kafka_topics).length > 0,
     });
     cleanups.push(() => runtime.stop());
+    const killGate = runtime.ingestGate();
     const stored = createIngest({
       store,
       config,
       log: log.child({ component: "ingest" }),
-      drop: (row) => runtime.shouldDrop(row, "ingest"),
+      drop: (row) => killGate.drop(row),
     });
 
     // canary_tasks: internal canaries for every worker_map application, stored before anything is served.
@@ -118,15 +130,20 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
       pusher = p;
       cleanups.push(() => p.stop());
     }
-    const ingest: Ingest = pusher
-      ? {
-          produce(activations, source, origins) {
-            const result = stored.produce(activations, source, origins);
-            if (result.accepted > 0) pusher?.wake();
-            return result;
-          },
+    // produce is synchronous, so the kill decisions of one call are counted
+    // exactly when its insert committed (and forgotten when it threw: retried).
+    const ingest: Ingest = {
+      produce(activations, source, origins) {
+        try {
+          const result = stored.produce(activations, source, origins);
+          killGate.commit();
+          if (result.accepted > 0) pusher?.wake();
+          return result;
+        } finally {
+          killGate.discard();
         }
-      : stored;
+      },
+    };
 
     // KAFKA: the one place Kafka joins the broker. With topics configured the
     // consumers feed ingest and upkeep publishes to the retry / dead-letter
@@ -163,6 +180,12 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
 
     const upkeep = startUpkeep({ store, config, publisher, log: log.child({ component: "upkeep" }), startedAtMs });
     cleanups.push(() => upkeep.stop());
+    upkeepHealth = () =>
+      config.health_check_killswitched
+        ? "killswitched"
+        : upkeepHealthy(upkeep.lastCompletedAtMs(), startedAtMs, Date.now(), config.upkeep_unhealthy_interval_ms)
+          ? "healthy"
+          : "unhealthy";
 
     const rpc = await startRpcServer({
       config,
@@ -193,15 +216,6 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
           })
         : null;
     if (admin) cleanups.push(() => admin.stop());
-    const statsd = config.statsd_addr
-      ? startStatsdExporter({
-          address: config.statsd_addr,
-          prefix: config.statsd_prefix,
-          intervalMs: config.statsd_interval_ms,
-          log: log.child({ component: "statsd" }),
-        })
-      : null;
-    if (statsd) cleanups.push(() => statsd.stop());
 
     log.info("broker_started", { grpc_port: rpc.port, admin_port: admin?.port ?? 0 });
 
@@ -218,12 +232,11 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
           log.info("rpc_drained", { elapsed_ms: Date.now() - t0 });
           // Admin last among the servers: /metrics stays readable while RPCs drain.
           await admin?.stop();
-          await statsd?.flush().catch(() => {});
-          statsd?.stop();
           runtime.stop();
           await stopDemotion();
           await kafka?.stop();
           await upkeep.stop();
+          await statsd.stop().catch(() => {});
           await store.close();
           log.info("broker_stopped", { elapsed_ms: Date.now() - t0 });
         })();

@@ -1,6 +1,142 @@
 // The broker's Prometheus metrics, one registry, named once here so every
 // component counts into the same series. Exposed by the admin server (/metrics).
+//
+// Statsd side: Sentry's taskbroker reports to statsd under its own names and
+// tags, which existing dashboards and alerts are built on. Where the same
+// event exists here, its Prometheus counter or histogram is declared with a
+// statsd twin (twinCounter / twinHistogram below): each inc() or observe()
+// also sends the reference broker's line(s) for it, so both change at the same
+// moment (after the commit) and from the same event. The sink that sends them
+// over UDP is src/admin/statsd.ts; until broker.ts installs it, twins cost a
+// null check. The name table is docs/metrics.md.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { AdminService } from "./gen/taskplatform/v1/admin_pb.ts";
+import { ConsumerService, WorkerService } from "./gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import { DeliveryService } from "./gen/taskplatform/v1/delivery_pb.ts";
+import { Health } from "./gen/grpc/health/v1/health_pb.ts";
+import { IngestService } from "./gen/taskplatform/v1/ingest_pb.ts";
+
+/** Tags of one statsd line, in the order they are written (after the default tags). */
+export type StatsdTags = ReadonlyArray<readonly [string, string]>;
+
+/** Where twins and direct statsd calls go (src/admin/statsd.ts implements it over UDP). */
+export interface StatsdSink {
+  count(name: string, value: number, tags?: StatsdTags): void;
+  gauge(name: string, value: number, tags?: StatsdTags): void;
+  /** A histogram sample (`|h`); durations in seconds, as the reference broker records them. */
+  histogram(name: string, value: number, tags?: StatsdTags): void;
+}
+
+let sink: StatsdSink | null = null;
+
+/** Installs (or, with null, removes) the statsd sink; broker.ts does this at start-up. */
+export function setStatsdSink(next: StatsdSink | null): void {
+  sink = next;
+}
+
+/** Direct statsd calls for events without a Prometheus twin of their own (kill switch, demotion). */
+export const statsd = {
+  get enabled(): boolean {
+    return sink !== null;
+  },
+  count(name: string, value: number, tags?: StatsdTags): void {
+    sink?.count(name, value, tags);
+  },
+  gauge(name: string, value: number, tags?: StatsdTags): void {
+    sink?.gauge(name, value, tags);
+  },
+  histogram(name: string, value: number, tags?: StatsdTags): void {
+    sink?.histogram(name, value, tags);
+  },
+};
+
+type LabelSet = Record<string, string | number | undefined>;
+
+/** Every inc() of `counter` (direct or through a labels() child) also calls `twin` with the sink, labels and amount. */
+export function twinCounter<T extends string>(counter: Counter<T>, twin: (s: StatsdSink, labels: LabelSet, n: number) => void): Counter<T> {
+  const base = counter.inc.bind(counter) as (labels?: unknown, value?: number) => void;
+  // prom-client's labels() binds `this.inc` when called, so children take this one too.
+  (counter as unknown as { inc: (labels?: unknown, value?: number) => void }).inc = (labels?: unknown, value?: number) => {
+    base(labels, value);
+    if (sink === null) return;
+    const [set, n] = typeof labels === "object" && labels !== null ? [labels as LabelSet, value ?? 1] : [{}, (labels as number | undefined) ?? 1];
+    twin(sink, set, n);
+  };
+  return counter;
+}
+
+/** Every observe() of `histogram` (direct or through a labels() child) also calls `twin` with the sink, labels and value. */
+export function twinHistogram<T extends string>(histogram: Histogram<T>, twin: (s: StatsdSink, labels: LabelSet, value: number) => void): Histogram<T> {
+  const h = histogram as unknown as {
+    observe: (labels: unknown, value?: number) => void;
+    labels: (...args: unknown[]) => { observe(value: number): void; startTimer(): () => number };
+    labelNames: string[];
+  };
+  const baseObserve = h.observe.bind(histogram);
+  h.observe = (labels: unknown, value?: number) => {
+    baseObserve(labels, value);
+    if (sink === null) return;
+    if (typeof labels === "number") twin(sink, {}, labels);
+    else twin(sink, labels as LabelSet, value!);
+  };
+  // A labels() child observes through a closure of its own, not this.observe: wrap it too.
+  const baseLabels = h.labels.bind(histogram);
+  h.labels = (...args: unknown[]) => {
+    const child = baseLabels(...args);
+    const set: LabelSet =
+      typeof args[0] === "object" && args[0] !== null
+        ? (args[0] as LabelSet)
+        : Object.fromEntries(h.labelNames.map((name, i) => [name, args[i] as string]));
+    return {
+      ...child,
+      observe(value: number) {
+        child.observe(value);
+        if (sink !== null) twin(sink, set, value);
+      },
+    };
+  };
+  return histogram;
+}
+
+/** The request path the reference broker tags grpc.request with, from a method's short name. */
+const RPC_PATHS = new Map<string, string>();
+for (const service of [ConsumerService, WorkerService, IngestService, AdminService, DeliveryService, Health]) {
+  for (const method of service.methods) {
+    // First service wins: ConsumerService's names are the ones its dashboards use.
+    if (!RPC_PATHS.has(method.name)) RPC_PATHS.set(method.name, `/${service.typeName}/${method.name}`);
+  }
+}
+export const rpcPath = (method: string): string => RPC_PATHS.get(method) ?? method;
+
+/** The reference broker's per-method timers, by our method name. */
+const RPC_TIMERS: Record<string, string> = {
+  GetTask: "grpc_server.get_task.duration",
+  SetTaskStatus: "grpc_server.set_status.duration",
+  SetBatchActivationStatus: "grpc_server.set_batch_activation_status.duration",
+};
+
+/** Its status names (the Debug form of its enum). */
+const STATUS_NAME: Record<string, string> = { complete: "Complete", retry: "Retry", failure: "Failure" };
+
+/** Our upkeep actions as its upkeep.cleanup_action kinds and upkeep.task.state_transition states. */
+const UPKEEP_TWINS: Record<string, Array<[string, StatsdTags]>> = {
+  retried: [["upkeep.task.state_transition", [["state", "retried"]]]],
+  deleted: [["upkeep.task.state_transition", [["state", "completed"]]]],
+  discarded: [
+    ["upkeep.task.state_transition", [["state", "failed"]]],
+    ["upkeep.cleanup_action", [["kind", "delete_discarded"]]],
+  ],
+  deadlettered: [
+    ["upkeep.task.state_transition", [["state", "failed"]]],
+    ["upkeep.cleanup_action", [["kind", "publish_deadlettered"]]],
+  ],
+  expired: [["upkeep.cleanup_action", [["kind", "removed_expired"]]]],
+  attempts_exceeded: [["upkeep.cleanup_action", [["kind", "mark_processing_attempts_exceeded_as_failure"]]]],
+  claim_expired: [["upkeep.cleanup_action", [["kind", "claim_expiration_exceeded"]]]],
+  deadline_reset: [["upkeep.cleanup_action", [["kind", "processing_deadline_exceeded"]]]],
+  deadline_failed: [["upkeep.cleanup_action", [["kind", "processing_deadline_exceeded"]]]],
+  undelayed: [["upkeep.cleanup_action", [["kind", "mark_delay_elapsed_as_pending"]]]],
+};
 
 export const registry = new Registry();
 
@@ -18,41 +154,69 @@ export const dispatchTotal = new Counter({
   registers: [registry],
 });
 
-export const completionTotal = new Counter({
-  name: "taskbroker_status_total",
-  help: "Worker-reported outcomes, by status (complete, retry, failure, unknown_id)",
-  labelNames: ["status"] as const,
-  registers: [registry],
-});
+export const completionTotal = twinCounter(
+  new Counter({
+    name: "taskbroker_status_total",
+    help: "Worker-reported outcomes, by status (complete, retry, failure, unknown_id)",
+    labelNames: ["status"] as const,
+    registers: [registry],
+  }),
+  (s, { status }, n) => {
+    if (status === "unknown_id") {
+      s.count("grpc_server.set_status", n, [["result", "not_found"]]);
+      return;
+    }
+    if (status === "failure") s.count("grpc_server.set_status.failure", n);
+    s.count("grpc_server.set_status", n, [["result", "ok"], ["status", STATUS_NAME[String(status)] ?? String(status)]]);
+  },
+);
 
-export const upkeepTotal = new Counter({
-  name: "taskbroker_upkeep_transitions_total",
-  help: "Rows moved by upkeep, by action (retried, deadline_reset, deadline_failed, claim_expired, attempts_exceeded, expired, undelayed, discarded, deadlettered, deleted)",
-  labelNames: ["action"] as const,
-  registers: [registry],
-});
+export const upkeepTotal = twinCounter(
+  new Counter({
+    name: "taskbroker_upkeep_transitions_total",
+    help: "Rows moved by upkeep, by action (retried, deadline_reset, deadline_failed, claim_expired, attempts_exceeded, expired, undelayed, discarded, deadlettered, deleted)",
+    labelNames: ["action"] as const,
+    registers: [registry],
+  }),
+  (s, { action }, n) => {
+    for (const [name, tags] of UPKEEP_TWINS[String(action)] ?? []) s.count(name, n, tags);
+  },
+);
 
-export const upkeepDuration = new Histogram({
-  name: "taskbroker_upkeep_duration_seconds",
-  help: "Duration of one upkeep pass",
-  buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
-  registers: [registry],
-});
+export const upkeepDuration = twinHistogram(
+  new Histogram({
+    name: "taskbroker_upkeep_duration_seconds",
+    help: "Duration of one upkeep pass",
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+    registers: [registry],
+  }),
+  (s, _labels, seconds) => s.histogram("upkeep.duration", seconds),
+);
 
-export const rpcTotal = new Counter({
-  name: "taskbroker_rpc_requests_total",
-  help: "RPCs answered, by method and status code name",
-  labelNames: ["method", "code"] as const,
-  registers: [registry],
-});
+export const rpcTotal = twinCounter(
+  new Counter({
+    name: "taskbroker_rpc_requests_total",
+    help: "RPCs answered, by method and status code name",
+    labelNames: ["method", "code"] as const,
+    registers: [registry],
+  }),
+  (s, { method }, n) => s.count("grpc.request", n, [["path", rpcPath(String(method))]]),
+);
 
-export const rpcDuration = new Histogram({
-  name: "taskbroker_rpc_duration_seconds",
-  help: "RPC latency by method",
-  labelNames: ["method"] as const,
-  buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
-  registers: [registry],
-});
+export const rpcDuration = twinHistogram(
+  new Histogram({
+    name: "taskbroker_rpc_duration_seconds",
+    help: "RPC latency by method",
+    labelNames: ["method"] as const,
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
+    registers: [registry],
+  }),
+  (s, { method }, seconds) => {
+    s.histogram("grpc.request.duration", seconds, [["path", rpcPath(String(method))]]);
+    const timer = RPC_TIMERS[String(method)];
+    if (timer) s.histogram(timer, seconds);
+  },
+);
 
 export const storeDepth = new Gauge({
   name: "taskbroker_store_depth",

@@ -1,10 +1,9 @@
 // Pure parts of the admin server: the rate ring buffer, statsd line building,
 // the admin token check, and the Prometheus text parser the other tests use.
 import { describe, expect, test } from "bun:test";
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { isAuthorized, isCorrectToken, sessionValue } from "../src/admin/auth.ts";
 import { createRateHistory } from "../src/admin/rates.ts";
-import { statsdLines } from "../src/admin/statsd.ts";
+import { formatStatsdLine, formatStatsdNumber } from "../src/admin/statsd.ts";
 import { parsePrometheusText, sumOf, valueOf } from "./support/prom-text.ts";
 
 describe("rate history", () => {
@@ -27,24 +26,18 @@ describe("rate history", () => {
 });
 
 describe("statsd lines", () => {
-  test("counters as deltas, gauges as values with tags, histograms as sum/count", async () => {
-    const r = new Registry();
-    const c = new Counter({ name: "taskbroker_x_total", help: "x", labelNames: ["kind"], registers: [r] });
-    const g = new Gauge({ name: "taskbroker_depth", help: "d", labelNames: ["state"], registers: [r] });
-    const h = new Histogram({ name: "taskbroker_lat_seconds", help: "l", buckets: [1], registers: [r] });
-    const prev = new Map<string, number>();
-    c.inc({ kind: "a" }, 3);
-    g.set({ state: "pending" }, 7);
-    h.observe(0.5);
-    const first = statsdLines((await r.getMetricsAsJSON()) as never, "tb", prev);
-    expect(first).toContain("tb.x_total:3|c|#kind:a");
-    expect(first).toContain("tb.depth:7|g|#state:pending");
-    expect(first).toContain("tb.lat_seconds_count:1|c");
-    expect(first.some((l) => l.includes("bucket"))).toBe(false);
-    c.inc({ kind: "a" }, 2);
-    const second = statsdLines((await r.getMetricsAsJSON()) as never, "tb", prev);
-    expect(second).toContain("tb.x_total:2|c|#kind:a");
-    expect(second.some((l) => l.startsWith("tb.lat_seconds_count"))).toBe(false); // no change, no line
+  test("the reference broker's format: prefix, type, default tags first, then the metric's own", () => {
+    expect(formatStatsdLine("taskbroker", "grpc.request", 1, "c", [], [["path", "/a.B/C"]])).toBe("taskbroker.grpc.request:1|c|#path:/a.B/C");
+    expect(formatStatsdLine("taskbroker", "upkeep.duration", 0.0125, "h", [["env", "prod"]])).toBe("taskbroker.upkeep.duration:0.0125|h|#env:prod");
+    expect(formatStatsdLine("taskbroker", "x", 3, "g", [["a", "1"], ["z", "2"]], [["k", "v"]])).toBe("taskbroker.x:3|g|#a:1,z:2,k:v");
+    expect(formatStatsdLine("", "x", 1, "c", [], [["bad|key", "v,a:l#"]])).toBe("x:1|c|#bad_key:v_a_l_");
+  });
+  test("numbers in plain decimal, never in exponent form", () => {
+    expect(formatStatsdNumber(3)).toBe("3");
+    expect(formatStatsdNumber(0.5)).toBe("0.5");
+    expect(formatStatsdNumber(1.5e-7)).toBe("0.00000015");
+    expect(formatStatsdNumber(1e21)).toBe("1000000000000000000000");
+    expect(formatStatsdNumber(Number.NaN)).toBe("0");
   });
 });
 

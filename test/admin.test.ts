@@ -264,9 +264,9 @@ describe("admin server with a token; logs", () => {
     expect(broker.logs()).not.toContain(secret);
   }, 30_000);
 
-  test("statsd receives counters and gauges", async () => {
-    const line = await until("a statsd datagram with the store depth", async () =>
-      datagrams.join("\n").split("\n").find((l) => /^taskbroker\.store_depth:\d+\|g\|#state:pending$/.test(l)),
+  test("statsd receives the reference broker's store gauges (names in docs/metrics.md)", async () => {
+    const line = await until("a statsd datagram with the pending depth", async () =>
+      datagrams.join("\n").split("\n").find((l) => /^taskbroker\.upkeep\.current_pending_tasks:\d+\|g$/.test(l)),
     );
     expect(line).toBeDefined();
   });

@@ -10,7 +10,9 @@
 //      ingest, except a task the kill switch names, which is dropped;
 //   3. a demotion to a topic the broker consumes from the same cluster is
 //      refused (it would loop) and the rows stay served.
-import { afterAll, expect, test } from "bun:test";
+// The reference broker's statsd counters for all of it arrive on a UDP socket.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { createSocket } from "node:dgram";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tempDir } from "./support/broker-process.ts";
@@ -21,9 +23,19 @@ import { parsePrometheusText, sumOf } from "./support/prom-text.ts";
 
 const bed = kafkaTestbed();
 let second: KafkaMock | undefined;
+const statsdSocket = createSocket("udp4");
+const statsdLines: string[] = [];
+statsdSocket.on("message", (msg) => statsdLines.push(...msg.toString("utf8").split("\n")));
+beforeAll(() => new Promise<void>((r) => statsdSocket.bind(0, "127.0.0.1", () => r())));
 afterAll(async () => {
+  statsdSocket.close();
   await second?.stop();
 });
+/** Sum of the statsd counter `name` over lines carrying every one of `tags`. */
+const statsdTotal = (name: string, ...tags: string[]) =>
+  statsdLines
+    .filter((l) => l.startsWith(`taskbroker.${name}:`) && l.includes("|c") && tags.every((t) => l.split("|#")[1]?.split(",").includes(t)))
+    .reduce((n, l) => n + Number(l.slice(l.indexOf(":") + 1, l.indexOf("|"))), 0);
 
 const namespaces = (dbPath: string) => storedRows(dbPath).map((r) => decodeActivation(r.activation).namespace);
 
@@ -39,6 +51,8 @@ test("stored and consumed rows of a demoted namespace are forwarded once, only a
       TASKBROKER_RUNTIME_CONFIG_PATH: runtimeFile,
       TASKBROKER_RUNTIME_CONFIG_RELOAD_MS: "200ms",
       TASKBROKER_ADMIN_ENABLED: "true",
+      TASKBROKER_STATSD_ADDR: `127.0.0.1:${statsdSocket.address().port}`,
+      TASKBROKER_STATSD_INTERVAL_MS: "100ms",
     }),
   );
   const metric = async (name: string, labels: Record<string, string>) =>
@@ -59,9 +73,11 @@ test("stored and consumed rows of a demoted namespace are forwarded once, only a
 
   // 2. Consumed meanwhile: forwarded at ingest (held until acknowledged), the killed task dropped.
   const consumed = Array.from({ length: 4 }, (_, i) => `${"c".repeat(24)}${i.toString().padStart(8, "0")}`);
+  const storedId = `${"e".repeat(24)}00000000`;
   await produce(bed.mock.bootstrap, topic, [
     ...consumed.map((id) => ({ value: kafkaActivation({ id, namespace: "slow.ns" }) })),
     { value: kafkaActivation({ namespace: "slow.ns", taskname: "tests.killed" }) },
+    { value: kafkaActivation({ id: storedId, namespace: "fast.ns" }) },
   ]);
   await until("the killed one counted", async () => (await metric("taskbroker_ingest_total", { result: "killed" })) === 1, 20_000);
 
@@ -72,7 +88,14 @@ test("stored and consumed rows of a demoted namespace are forwarded once, only a
   await until("forwarded rows gone from the store", () => !namespaces(b.dbPath).includes("slow.ns"));
   expect(await metric("taskbroker_runtime_demoted_forward_total", { result: "ok" })).toBe(10);
   expect(await metric("taskbroker_runtime_demoted_forward_total", { result: "error" })).toBeGreaterThan(0);
-  expect(await drainIds(b.port)).toEqual(new Set(fast.map((a) => a.id)));
+  expect(await drainIds(b.port)).toEqual(new Set([...fast.map((a) => a.id), storedId]));
+  // The same events under the reference broker's statsd names and tags.
+  await until("statsd caught up", () => statsdTotal("upkeep.forwarded_tasks") === 10);
+  expect(statsdTotal("filter.forward_task_demoted_namespace", `topic:${topic}`)).toBe(4);
+  expect(statsdTotal("filter.drop_task_killswitch", `topic:${topic}`, "taskname:tests.killed", "match:whole_task")).toBe(1);
+  expect(statsdTotal("consumer.inflight_activation_writer.stored", `topic:${topic}`)).toBe(1);
+  expect(statsdTotal("upkeep.forward_task_demoted_namespace", "namespace:slow.ns", "taskname:tests.noop")).toBeGreaterThan(10);
+  expect(statsdTotal("upkeep.forward_task_demoted_namespace.publish_failure", "namespace:slow.ns")).toBeGreaterThan(0);
 
   // 3. Demoted to the consumed topic on its own cluster: refused, rows stay served.
   writeFileSync(runtimeFile, `drop_task_killswitch: []\ndemoted_namespaces: [slow.ns]\ndemoted_topic: ${topic}\n`);

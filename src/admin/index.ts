@@ -3,7 +3,7 @@
 export { startAdminServer, createAdminApp } from "./server.ts";
 export type { AdminServer, AdminServerOptions } from "./server.ts";
 export type { AdminStore, DepthSnapshot } from "./store-view.ts";
-export { startStatsdExporter, statsdLines } from "./statsd.ts";
-export type { StatsdOptions } from "./statsd.ts";
+export { startStatsd, formatStatsdLine, formatStatsdNumber, sampleStoreGauges } from "./statsd.ts";
+export type { Statsd, StatsdOptions } from "./statsd.ts";
 export { describeActivation } from "./activation-view.ts";
 export type { ActivationView } from "./activation-view.ts";

@@ -1,13 +1,27 @@
-// Kafka-side Prometheus counters, on the shared registry (src/metrics.ts).
+// Kafka-side Prometheus counters, on the shared registry (src/metrics.ts);
+// the ones with a statsd twin also send the reference broker's name for the
+// same event (docs/metrics.md).
 import { Counter } from "prom-client";
-import { registry } from "../metrics.ts";
+import { registry, twinCounter } from "../metrics.ts";
 
-export const kafkaMessagesTotal = new Counter({
-  name: "taskbroker_kafka_messages_total",
-  help: "Consumed Kafka messages by topic and result (stored, duplicate, expired, invalid, revoked, demoted, reconsumed_elsewhere)",
-  labelNames: ["topic", "result"] as const,
-  registers: [registry],
-});
+/** Consumer results that the reference broker counts, by its statsd name. */
+const CONSUMER_TWINS: Record<string, string> = {
+  stored: "consumer.inflight_activation_writer.stored",
+  expired: "filter.expired_at_consumer",
+};
+
+export const kafkaMessagesTotal = twinCounter(
+  new Counter({
+    name: "taskbroker_kafka_messages_total",
+    help: "Consumed Kafka messages by topic and result (stored, duplicate, expired, invalid, revoked, demoted, reconsumed_elsewhere)",
+    labelNames: ["topic", "result"] as const,
+    registers: [registry],
+  }),
+  (s, { topic, result }, n) => {
+    const name = CONSUMER_TWINS[String(result)];
+    if (name) s.count(name, n, [["topic", String(topic)]]);
+  },
+);
 
 export const kafkaHeaderDispatchTotal = new Counter({
   name: "taskbroker_kafka_header_dispatch_total",
@@ -30,12 +44,15 @@ export const kafkaPublishTotal = new Counter({
   registers: [registry],
 });
 
-export const kafkaDemotedTotal = new Counter({
-  name: "taskbroker_kafka_demoted_total",
-  help: "Activations of demoted namespaces (runtime config) forwarded instead of stored, by consumed topic (from) and destination topic (to)",
-  labelNames: ["from", "to"] as const,
-  registers: [registry],
-});
+export const kafkaDemotedTotal = twinCounter(
+  new Counter({
+    name: "taskbroker_kafka_demoted_total",
+    help: "Activations of demoted namespaces (runtime config) forwarded instead of stored, by consumed topic (from) and destination topic (to)",
+    labelNames: ["from", "to"] as const,
+    registers: [registry],
+  }),
+  (s, { from }, n) => s.count("filter.forward_task_demoted_namespace", n, [["topic", String(from)]]),
+);
 
 // Paused state and consumer lag are in src/metrics.ts (kafkaPaused, kafkaLag),
 // next to the other operator-facing gauges.

@@ -1,11 +1,18 @@
 // Push delivery's Prometheus series, in the broker's one registry (../metrics.ts)
 // so the admin server's /metrics shows them next to the rest.
 import { Counter } from "prom-client";
-import { registry } from "../metrics.ts";
+import { registry, twinCounter } from "../metrics.ts";
 
-export const pushTotal = new Counter({
-  name: "taskbroker_push_total",
-  help: "PushTask calls to workers, by result (delivered, busy, unavailable, error)",
-  labelNames: ["worker", "result"] as const,
-  registers: [registry],
-});
+export const pushTotal = twinCounter(
+  new Counter({
+    name: "taskbroker_push_total",
+    help: "PushTask calls to workers, by result (delivered, busy, unavailable, error)",
+    labelNames: ["worker", "result"] as const,
+    registers: [registry],
+  }),
+  // The reference broker's names (docs/metrics.md): every call an attempt, delivered = ok.
+  (s, { result }, n) => {
+    s.count("worker.push_task.attempts", n);
+    s.count("worker.push_task", n, [["result", result === "delivered" ? "ok" : "error"]]);
+  },
+);

@@ -9,7 +9,7 @@
 // Demoting to a topic this broker consumes from the same cluster would loop,
 // so such namespaces are left alone (as the reference broker does).
 import type { Logger } from "../log.ts";
-import { runtimeForwardTotal } from "../metrics.ts";
+import { runtimeForwardTotal, statsd } from "../metrics.ts";
 import type { Forwarding } from "../store/forwarding.ts";
 import type { RuntimeConfig } from "./reload.ts";
 
@@ -78,6 +78,7 @@ export function startStoredDemotion(o: DemotionOptions): StoredDemotion {
     warnedLoop = loopKey;
     if (topicOf.size === 0) return report;
 
+    const began = performance.now();
     for (let batch = 0; batch < maxBatches; batch++) {
       const rows = o.store.claimForForward([...topicOf.keys()], batchSize, leaseMs);
       if (rows.length === 0) break;
@@ -90,6 +91,9 @@ export function startStoredDemotion(o: DemotionOptions): StoredDemotion {
       results.forEach((r, i) => {
         const row = rows[i]!;
         const topic = topicOf.get(row.namespace)!;
+        const tags: Array<[string, string]> = [["namespace", row.namespace], ["taskname", row.taskname]];
+        statsd.count("upkeep.forward_task_demoted_namespace", 1, tags);
+        if (r.status !== "fulfilled") statsd.count("upkeep.forward_task_demoted_namespace.publish_failure", 1, tags);
         if (r.status === "fulfilled") {
           ok.push(row.id);
           runtimeForwardTotal.inc({ namespace: row.namespace, topic, result: "ok" });
@@ -109,6 +113,9 @@ export function startStoredDemotion(o: DemotionOptions): StoredDemotion {
       if (rows.length < batchSize) break;
       await new Promise((resolve) => setImmediate(resolve));
     }
+    // The reference broker's per-pass figures, sent whenever demotion is active.
+    statsd.count("upkeep.forwarded_tasks", report.forwarded);
+    statsd.histogram("upkeep.forward_task_demoted_namespaces", (performance.now() - began) / 1000);
     if (report.forwarded > 0) log.info("demotion_forwarded", { rows: report.forwarded });
     return report;
   }

@@ -7,7 +7,7 @@ import { readFile } from "node:fs/promises";
 import { fromBinary } from "@bufbuild/protobuf";
 import { TaskActivationSchema, type TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import type { Logger } from "../log.ts";
-import { runtimeConfigReloadTotal, runtimeKillTotal } from "../metrics.ts";
+import { runtimeConfigReloadTotal, runtimeKillTotal, statsd } from "../metrics.ts";
 import { activationParameters } from "../activation/parameters.ts";
 import {
   DEFAULT_LONG_TOPIC,
@@ -30,11 +30,26 @@ export interface KillCandidate {
 
 export type ReloadOutcome = "loaded" | "unchanged" | "invalid" | "unreadable" | "disabled";
 
+export interface IngestKillGate {
+  drop(row: KillCandidate & { origin?: { topic: string } | null }): boolean;
+  commit(): void;
+  discard(): void;
+}
+
 export interface RuntimeConfig {
   /** The rules in force. */
   rules(): RuntimeRules;
-  /** Kill switch at ingest: true when the activation must be dropped. Never throws (fails open). */
+  /** Kill switch: true when the activation must be dropped, counted at once. Never throws (fails open). */
   shouldDrop(candidate: KillCandidate, stage?: "ingest" | "stored" | "retry"): boolean;
+  /** The decision alone, counted by nobody (the stored-row sweep counts what it removed). */
+  decide(candidate: KillCandidate): KillDecision;
+  /**
+   * The kill switch for one ingest call: `drop` decides per row; `commit`
+   * counts the decisions once the call's insert has committed (Prometheus and
+   * the reference broker's filter.drop_task_killswitch statsd counter and
+   * timer); `discard` forgets them when the call failed (it is retried).
+   */
+  ingestGate(): IngestKillGate;
   /**
    * Kafka mode: topic to forward a demoted namespace's activations to, or
    * null. Given the activation's bytes, an activation the kill switch drops
@@ -175,6 +190,41 @@ export function startRuntimeConfig(options: RuntimeConfigOptions): RuntimeConfig
 
   return {
     rules: () => current,
+    decide: (candidate) => decideForBytes(current, candidate),
+    ingestGate() {
+      let killed: Array<{ topic: string | undefined; taskname: string; match: string }> = [];
+      let timings: Array<{ topic: string | undefined; seconds: number }> = [];
+      let undecodable = 0;
+      return {
+        drop(row) {
+          // No rules, no cost (and no timer samples), as in the reference broker.
+          if (current.killByTaskname.size === 0) return false;
+          const began = performance.now();
+          const decision = decideForBytes(current, row);
+          const topic = row.origin?.topic;
+          if (statsd.enabled) timings.push({ topic, seconds: (performance.now() - began) / 1000 });
+          if (decision.kill) killed.push({ topic, taskname: row.taskname, match: decision.match });
+          else if (decision.undecodable) undecodable++;
+          return decision.kill;
+        },
+        commit() {
+          if (killed.length) runtimeKillTotal.inc({ stage: "ingest", decision: "killed" }, killed.length);
+          if (undecodable) runtimeKillTotal.inc({ stage: "ingest", decision: "undecodable_kept" }, undecodable);
+          for (const k of killed) {
+            const tags: Array<[string, string]> = [["taskname", k.taskname], ["match", k.match]];
+            if (k.topic !== undefined) tags.unshift(["topic", k.topic]);
+            statsd.count("filter.drop_task_killswitch", 1, tags);
+          }
+          for (const t of timings) statsd.histogram("filter.drop_task_killswitch.duration", t.seconds, t.topic === undefined ? [] : [["topic", t.topic]]);
+          this.discard();
+        },
+        discard() {
+          killed = [];
+          timings = [];
+          undecodable = 0;
+        },
+      };
+    },
     shouldDrop(candidate, stage = "ingest") {
       const decision = decideForBytes(current, candidate);
       if (decision.kill) {

@@ -6,6 +6,7 @@
 // empties the store of its tasks within one reload period; rows arriving later
 // are filtered at ingest (and retries on the way back in).
 import type { Logger } from "../log.ts";
+import { runtimeKillTotal, statsd } from "../metrics.ts";
 import type { RuntimeConfig } from "./reload.ts";
 import { killedTasknames } from "./rules.ts";
 
@@ -29,24 +30,36 @@ export interface SweepReport {
 /** Pages of `pageSize` rows; yields to the event loop between pages so RPCs keep flowing. */
 export async function sweepStoredRows(
   store: KillSweepStore,
-  runtime: Pick<RuntimeConfig, "rules" | "shouldDrop">,
+  runtime: Pick<RuntimeConfig, "rules" | "decide">,
   log: Logger,
   pageSize = 500,
 ): Promise<SweepReport> {
   const tasknames = killedTasknames(runtime.rules());
   const report: SweepReport = { examined: 0, removed: 0 };
   if (tasknames.length === 0) return report;
+  const began = performance.now();
   let afterId: string | null = null;
   for (;;) {
     const page = store.killableByTaskname(tasknames, afterId, pageSize);
     if (page.length === 0) break;
     report.examined += page.length;
-    const doomed = page.filter((row) => runtime.shouldDrop(row, "stored")).map((row) => row.id);
-    if (doomed.length > 0) report.removed += store.removeKilled(doomed);
+    const doomed: string[] = [];
+    let undecodable = 0;
+    for (const row of page) {
+      const decision = runtime.decide(row);
+      if (decision.kill) doomed.push(row.id);
+      else if (decision.undecodable) undecodable++;
+    }
+    // Counted once removed (a row may have finished meanwhile).
+    const removed = doomed.length > 0 ? store.removeKilled(doomed) : 0;
+    if (removed) runtimeKillTotal.inc({ stage: "stored", decision: "killed" }, removed);
+    if (undecodable) runtimeKillTotal.inc({ stage: "stored", decision: "undecodable_kept" }, undecodable);
+    report.removed += removed;
     afterId = page[page.length - 1]!.id;
     if (page.length < pageSize) break;
     await new Promise((resolve) => setImmediate(resolve));
   }
+  statsd.histogram("upkeep.remove_killswitched", (performance.now() - began) / 1000);
   if (report.removed > 0) log.info("killswitch_swept", { ...report, tasknames });
   return report;
 }
