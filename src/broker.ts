@@ -89,6 +89,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
       store,
       log,
       kafka: Object.keys(config.kafka_topics).length > 0,
+      longTopic: config.kafka_long_topic,
     });
     cleanups.push(() => runtime.stop());
     const killGate = runtime.ingestGate();

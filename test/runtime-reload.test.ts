@@ -75,6 +75,9 @@ test("the load line names selectors that match nothing, the earlier format, and 
   expect(notes).toContain("earlier format");
   expect(notes).toContain("no effect without Kafka");
   expect(runtime.demotedTopic("slow")).toBe("taskworker-long");
+  const withLong = startRuntimeConfig({ path, reloadMs: 60_000, longTopic: "my-long", log: createLogger({ format: "text", level: "error", write: () => {} }) });
+  withLong.stop();
+  expect(withLong.demotedTopic("slow")).toBe("my-long"); // kafka_long_topic
 });
 
 test("a killed task's retry is dropped on its way back in (no Kafka: the local publisher)", async () => {
