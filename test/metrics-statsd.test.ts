@@ -22,7 +22,7 @@ interface Line {
 
 let socket: Socket;
 const lines: Line[] = [];
-let waiters: Array<() => void> = [];
+const waiters: Array<() => void> = [];
 
 beforeAll(async () => {
   socket = createSocket("udp4");

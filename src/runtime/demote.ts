@@ -10,7 +10,7 @@
 // so such namespaces are left alone (as the reference broker does).
 import type { Logger } from "../log.ts";
 import { runtimeForwardTotal, statsd } from "../metrics.ts";
-import type { Forwarding } from "../store/forwarding.ts";
+import type { Forwarding } from "../store/types.ts";
 import type { RuntimeConfig } from "./reload.ts";
 
 /** What demotion needs of the Kafka publisher (src/kafka/publisher.ts). */

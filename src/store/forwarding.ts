@@ -5,25 +5,9 @@
 // when it failed. A crash between the two leaves them Claimed until the lease
 // runs out; upkeep's claim expiry then makes them Pending again.
 import type { StoreContext } from "./context.ts";
-import { STATE_CODE } from "./types.ts";
+import { STATE_CODE, type ForwardRow, type Forwarding } from "./types.ts";
 
 const S = STATE_CODE;
-
-export interface ForwardRow {
-  id: string;
-  namespace: string;
-  taskname: string;
-  activation: Uint8Array;
-}
-
-export interface Forwarding {
-  /** Pending -> Claimed (lease of leaseMs) for at most `limit` unexpired rows of these namespaces, oldest first. */
-  claimForForward(namespaces: string[], limit: number, leaseMs: number): ForwardRow[];
-  /** Claimed -> Complete after an acknowledged publish; returns rows moved. */
-  completeForwarded(ids: string[]): number;
-  /** Claimed -> Pending after a failed publish; returns rows moved. */
-  releaseForwarded(ids: string[]): number;
-}
 
 /** Bound on the ids in one IN (...) list (SQLite's default variable limit is far above it). */
 const IDS_PER_STATEMENT = 500;

@@ -2,8 +2,6 @@
 // it. The SQLite implementation is sqlite.ts; the state machine it enforces is
 // in docs/spec/broker.md ("States", "Upkeep").
 
-import type { Forwarding } from "./forwarding.ts";
-
 /** Row states of docs/spec/broker.md. Stored as small integers (see STATE_CODE). */
 export type ActivationState = "pending" | "delay" | "processing" | "claimed" | "retry" | "failure" | "complete";
 
@@ -173,6 +171,23 @@ export interface UpkeepSteps {
   reclaimSpace(maxPages: number): number;
   /** VACUUM: rebuilds the file compactly (full_vacuum_on_start / full_vacuum_on_upkeep); returns the ms it took. */
   fullVacuum(): number;
+}
+
+export interface ForwardRow {
+  id: string;
+  namespace: string;
+  taskname: string;
+  activation: Uint8Array;
+}
+
+/** Stored rows forwarded to another topic (runtime config demotion; forwarding.ts). */
+export interface Forwarding {
+  /** Pending -> Claimed (lease of leaseMs) for at most `limit` unexpired rows of these namespaces, oldest first. */
+  claimForForward(namespaces: string[], limit: number, leaseMs: number): ForwardRow[];
+  /** Claimed -> Complete after an acknowledged publish; returns rows moved. */
+  completeForwarded(ids: string[]): number;
+  /** Claimed -> Pending after a failed publish; returns rows moved. */
+  releaseForwarded(ids: string[]): number;
 }
 
 export interface InflightStore extends UpkeepSteps, Forwarding {
