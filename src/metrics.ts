@@ -19,12 +19,15 @@ import { IngestService } from "./gen/taskplatform/v1/ingest_pb.ts";
 /** Tags of one statsd line, in the order they are written (after the default tags). */
 export type StatsdTags = ReadonlyArray<readonly [string, string]>;
 
+/** One statsd series (name, type and tags fixed): counters sum up, gauges keep the last value, histograms send each sample. */
+export interface StatsdSeries {
+  add(value: number): void;
+}
+
 /** Where twins and direct statsd calls go (src/admin/statsd.ts implements it over UDP). */
 export interface StatsdSink {
-  count(name: string, value: number, tags?: StatsdTags): void;
-  gauge(name: string, value: number, tags?: StatsdTags): void;
-  /** A histogram sample (`|h`); durations in seconds, as the reference broker records them. */
-  histogram(name: string, value: number, tags?: StatsdTags): void;
+  /** The series of this type, name and tags (the same object for the same arguments). */
+  series(type: "c" | "g" | "h", name: string, tags?: StatsdTags): StatsdSeries;
 }
 
 let sink: StatsdSink | null = null;
@@ -40,44 +43,71 @@ export const statsd = {
     return sink !== null;
   },
   count(name: string, value: number, tags?: StatsdTags): void {
-    sink?.count(name, value, tags);
+    sink?.series("c", name, tags).add(value);
   },
   gauge(name: string, value: number, tags?: StatsdTags): void {
-    sink?.gauge(name, value, tags);
+    sink?.series("g", name, tags).add(value);
   },
+  /** A histogram sample (`|h`); durations in seconds, as the reference broker records them. */
   histogram(name: string, value: number, tags?: StatsdTags): void {
-    sink?.histogram(name, value, tags);
+    sink?.series("h", name, tags).add(value);
   },
 };
 
 type LabelSet = Record<string, string | number | undefined>;
+/** The statsd series (name and tags) one Prometheus label set stands for. */
+type TwinPlan = (labels: LabelSet) => Array<readonly [string, StatsdTags]>;
 
-/** Every inc() of `counter` (direct or through a labels() child) also calls `twin` with the sink, labels and amount. */
-export function twinCounter<T extends string>(counter: Counter<T>, twin: (s: StatsdSink, labels: LabelSet, n: number) => void): Counter<T> {
+/**
+ * The statsd series of a label set, resolved once per label object and sink:
+ * prom-client children (labels(...)) pass the same object on every call, so
+ * the hot paths cost one WeakMap lookup, not a string build per event.
+ */
+function resolver(type: "c" | "h", plan: TwinPlan) {
+  const cache = new WeakMap<object, { sink: StatsdSink; series: StatsdSeries[] }>();
+  const none = {};
+  return (labels: LabelSet | undefined): StatsdSeries[] => {
+    const s = sink!;
+    const key = labels ?? none;
+    let hit = cache.get(key);
+    if (hit === undefined || hit.sink !== s) {
+      hit = { sink: s, series: plan(labels ?? {}).map(([name, tags]) => s.series(type, name, tags)) };
+      cache.set(key, hit);
+    }
+    return hit.series;
+  };
+}
+
+/** Every inc() of `counter` (direct or through a labels() child) also adds to the statsd counters `plan` names. */
+export function twinCounter<T extends string>(counter: Counter<T>, plan: TwinPlan): Counter<T> {
   const base = counter.inc.bind(counter) as (labels?: unknown, value?: number) => void;
+  const seriesOf = resolver("c", plan);
   // prom-client's labels() binds `this.inc` when called, so children take this one too.
   (counter as unknown as { inc: (labels?: unknown, value?: number) => void }).inc = (labels?: unknown, value?: number) => {
     base(labels, value);
     if (sink === null) return;
-    const [set, n] = typeof labels === "object" && labels !== null ? [labels as LabelSet, value ?? 1] : [{}, (labels as number | undefined) ?? 1];
-    twin(sink, set, n);
+    const withLabels = typeof labels === "object" && labels !== null;
+    const n = withLabels ? (value ?? 1) : ((labels as number | undefined) ?? 1);
+    for (const series of seriesOf(withLabels ? (labels as LabelSet) : undefined)) series.add(n);
   };
   return counter;
 }
 
-/** Every observe() of `histogram` (direct or through a labels() child) also calls `twin` with the sink, labels and value. */
-export function twinHistogram<T extends string>(histogram: Histogram<T>, twin: (s: StatsdSink, labels: LabelSet, value: number) => void): Histogram<T> {
+/** Every observe() of `histogram` (direct or through a labels() child) also sends a sample to the statsd histograms `plan` names. */
+export function twinHistogram<T extends string>(histogram: Histogram<T>, plan: TwinPlan): Histogram<T> {
   const h = histogram as unknown as {
     observe: (labels: unknown, value?: number) => void;
     labels: (...args: unknown[]) => { observe(value: number): void; startTimer(): () => number };
     labelNames: string[];
   };
+  const seriesOf = resolver("h", plan);
   const baseObserve = h.observe.bind(histogram);
   h.observe = (labels: unknown, value?: number) => {
     baseObserve(labels, value);
     if (sink === null) return;
-    if (typeof labels === "number") twin(sink, {}, labels);
-    else twin(sink, labels as LabelSet, value!);
+    const withLabels = typeof labels === "object" && labels !== null;
+    const v = withLabels ? value! : (labels as number);
+    for (const series of seriesOf(withLabels ? (labels as LabelSet) : undefined)) series.add(v);
   };
   // A labels() child observes through a closure of its own, not this.observe: wrap it too.
   const baseLabels = h.labels.bind(histogram);
@@ -91,7 +121,8 @@ export function twinHistogram<T extends string>(histogram: Histogram<T>, twin: (
       ...child,
       observe(value: number) {
         child.observe(value);
-        if (sink !== null) twin(sink, set, value);
+        if (sink === null) return;
+        for (const series of seriesOf(set)) series.add(value);
       },
     };
   };
@@ -119,7 +150,7 @@ const RPC_TIMERS: Record<string, string> = {
 const STATUS_NAME: Record<string, string> = { complete: "Complete", retry: "Retry", failure: "Failure" };
 
 /** Our upkeep actions as its upkeep.cleanup_action kinds and upkeep.task.state_transition states. */
-const UPKEEP_TWINS: Record<string, Array<[string, StatsdTags]>> = {
+const UPKEEP_TWINS: Record<string, Array<readonly [string, StatsdTags]>> = {
   retried: [["upkeep.task.state_transition", [["state", "retried"]]]],
   deleted: [["upkeep.task.state_transition", [["state", "completed"]]]],
   discarded: [
@@ -161,13 +192,10 @@ export const completionTotal = twinCounter(
     labelNames: ["status"] as const,
     registers: [registry],
   }),
-  (s, { status }, n) => {
-    if (status === "unknown_id") {
-      s.count("grpc_server.set_status", n, [["result", "not_found"]]);
-      return;
-    }
-    if (status === "failure") s.count("grpc_server.set_status.failure", n);
-    s.count("grpc_server.set_status", n, [["result", "ok"], ["status", STATUS_NAME[String(status)] ?? String(status)]]);
+  ({ status }) => {
+    if (status === "unknown_id") return [["grpc_server.set_status", [["result", "not_found"]]]];
+    const ok = ["grpc_server.set_status", [["result", "ok"], ["status", STATUS_NAME[String(status)] ?? String(status)]]] as const;
+    return status === "failure" ? [["grpc_server.set_status.failure", []], ok] : [ok];
   },
 );
 
@@ -178,9 +206,7 @@ export const upkeepTotal = twinCounter(
     labelNames: ["action"] as const,
     registers: [registry],
   }),
-  (s, { action }, n) => {
-    for (const [name, tags] of UPKEEP_TWINS[String(action)] ?? []) s.count(name, n, tags);
-  },
+  ({ action }) => UPKEEP_TWINS[String(action)] ?? [],
 );
 
 export const upkeepDuration = twinHistogram(
@@ -190,7 +216,7 @@ export const upkeepDuration = twinHistogram(
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
     registers: [registry],
   }),
-  (s, _labels, seconds) => s.histogram("upkeep.duration", seconds),
+  () => [["upkeep.duration", []]],
 );
 
 export const rpcTotal = twinCounter(
@@ -200,7 +226,7 @@ export const rpcTotal = twinCounter(
     labelNames: ["method", "code"] as const,
     registers: [registry],
   }),
-  (s, { method }, n) => s.count("grpc.request", n, [["path", rpcPath(String(method))]]),
+  ({ method }) => [["grpc.request", [["path", rpcPath(String(method))]]]],
 );
 
 export const rpcDuration = twinHistogram(
@@ -211,10 +237,10 @@ export const rpcDuration = twinHistogram(
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
     registers: [registry],
   }),
-  (s, { method }, seconds) => {
-    s.histogram("grpc.request.duration", seconds, [["path", rpcPath(String(method))]]);
+  ({ method }) => {
     const timer = RPC_TIMERS[String(method)];
-    if (timer) s.histogram(timer, seconds);
+    const request = ["grpc.request.duration", [["path", rpcPath(String(method))]]] as const;
+    return timer ? [request, [timer, []]] : [request];
   },
 );
 

@@ -17,9 +17,9 @@ export const kafkaMessagesTotal = twinCounter(
     labelNames: ["topic", "result"] as const,
     registers: [registry],
   }),
-  (s, { topic, result }, n) => {
+  ({ topic, result }) => {
     const name = CONSUMER_TWINS[String(result)];
-    if (name) s.count(name, n, [["topic", String(topic)]]);
+    return name ? [[name, [["topic", String(topic)]]]] : [];
   },
 );
 
@@ -51,7 +51,7 @@ export const kafkaDemotedTotal = twinCounter(
     labelNames: ["from", "to"] as const,
     registers: [registry],
   }),
-  (s, { from }, n) => s.count("filter.forward_task_demoted_namespace", n, [["topic", String(from)]]),
+  ({ from }) => [["filter.forward_task_demoted_namespace", [["topic", String(from)]]]],
 );
 
 // Paused state and consumer lag are in src/metrics.ts (kafkaPaused, kafkaLag),

@@ -11,8 +11,8 @@ export const pushTotal = twinCounter(
     registers: [registry],
   }),
   // The reference broker's names (docs/metrics.md): every call an attempt, delivered = ok.
-  (s, { result }, n) => {
-    s.count("worker.push_task.attempts", n);
-    s.count("worker.push_task", n, [["result", result === "delivered" ? "ok" : "error"]]);
-  },
+  ({ result }) => [
+    ["worker.push_task.attempts", []],
+    ["worker.push_task", [["result", result === "delivered" ? "ok" : "error"]]],
+  ],
 );
