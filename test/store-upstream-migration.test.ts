@@ -126,7 +126,8 @@ test("every upstream state is moved, then served or upkept as that state says; a
 test("a status it cannot map stops start-up with one line naming it, and nothing is moved", async () => {
   const dbPath = join(tempDir("upstream-"), "taskbroker-activations.sqlite");
   createUpstreamStore(dbPath, [{ id: id("ok1"), status: "Pending" }, { id: id("bad1"), status: "Unspecified" }]);
-  const res = await runCli(["broker"], { TASKBROKER_STORE__SQLITE__PATH: dbPath, TASKBROKER_GRPC_PORT: "0", TASKBROKER_LOG_FORMAT: "text" });
+  // Self-hosted's own variable for the file.
+  const res = await runCli(["broker"], { TASKBROKER_DB_PATH: dbPath, TASKBROKER_GRPC_PORT: "0", TASKBROKER_LOG_FORMAT: "text" });
   expect(res.code).toBe(1);
   const line = (res.stdout + res.stderr).split("\n").find((l) => l.includes("broker_start_failed"))!;
   expect(line).toContain("1 row with status 'Unspecified'");
