@@ -180,4 +180,33 @@ describe("backpressure and faults", () => {
     await until("completed rows deleted", () => storedRows(again.dbPath).length === 0);
     expect(await again.stop()).toBe(0);
   }, 90_000);
+
+  test("a broker killed before its commits went through drops, at its next join, the rows another broker has since consumed and committed", async () => {
+    const topic = unique("tasks");
+    await bed.mock.createTopic(topic, 1);
+    const n = 50;
+    const env = kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_ADMIN_ENABLED: "true" });
+    await produce(bed.mock.bootstrap, topic, Array.from({ length: n }, () => ({ value: activation() })));
+    // Broker A stores everything, but Kafka refuses every offset commit; then A dies.
+    await bed.mock.pushErrors(ApiKey.OffsetCommit, KafkaError.CoordinatorNotAvailable, 100_000);
+    const a = await bed.broker(env);
+    await until("A stored every message", () => storedRows(a.dbPath).length === n);
+    a.kill9();
+    await a.proc.exited;
+    await bed.mock.clearErrors(ApiKey.OffsetCommit);
+
+    // Broker B (its own database) takes the partition, stores and commits the same offsets.
+    const b = await bed.broker(env);
+    await until("B committed everything", async () => (await committedOffsets(bed.mock.bootstrap, `taskbroker-${topic}`, topic)).get(0) === n);
+    expect(storedRows(b.dbPath).length).toBe(n);
+    expect(await b.stop()).toBe(0);
+
+    // A comes back: at its join it sees the group committed past rows it never committed, and drops them.
+    const again = await bed.broker(env, { dbPath: a.dbPath });
+    await again.waitForLog(/kafka_rows_consumed_elsewhere.*rows_dropped=50/);
+    expect(storedRows(again.dbPath).length).toBe(0);
+    expect(await metric(again, "taskbroker_kafka_messages_total", { topic, result: "reconsumed_elsewhere" })).toBe(n);
+    expect(await nothingToDispatch(again.port)).toBe(true);
+    expect(await again.stop()).toBe(0);
+  }, 90_000);
 });

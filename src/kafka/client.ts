@@ -148,9 +148,29 @@ function protocolErrorType(err: unknown): string | undefined {
   return undefined;
 }
 
+/** Kafka answered an offset commit with an error: the commit certainly did not happen (unlike a timeout). */
+export class CommitRefused extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "CommitRefused";
+  }
+}
+
 function asGroupRejection(err: unknown): unknown {
   const type = protocolErrorType(err);
   if (type && GROUP_REJECTIONS.has(type)) return new CommitRejected(type, { cause: err });
+  return err;
+}
+
+/** A commit's error: group rejection, refusal (an error code in Kafka's answer), or as is (timeout, connection). */
+function asCommitError(err: unknown): unknown {
+  const rejected = asGroupRejection(err);
+  if (rejected !== err) return rejected;
+  const type = protocolErrorType(err);
+  // An error code from Kafka is a certain refusal, except REQUEST_TIMED_OUT (the
+  // coordinator may still apply it); no code at all (a client-side timeout, a
+  // dropped connection) is unknown too.
+  if (type && type !== "REQUEST_TIMED_OUT") return new CommitRefused(type, { cause: err });
   return err;
 }
 
@@ -397,7 +417,7 @@ export function startGroupConsumer(opts: ConsumerOptions): TopicConsumer {
                   topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: nextOffset }] }],
                 });
               } catch (err) {
-                throw asGroupRejection(err);
+                throw asCommitError(err);
               }
             },
             heartbeat: async () => {

@@ -55,7 +55,7 @@ export interface StartKafkaOptions {
    * The inflight store: rows whose offset commit a rebalance rejected are taken
    * back through `discardUncommitted`, so the partition's next owner stores them.
    */
-  store: Pick<InflightStore, "discardUncommitted" | "kafkaCommitting" | "kafkaCommitted" | "reconcileKafkaCommits" | "releaseKafkaTopicsExcept">;
+  store: Pick<InflightStore, "discardUncommitted" | "kafkaCommitting" | "kafkaCommitted" | "kafkaCommitFailed" | "reconcileKafkaCommits" | "releaseKafkaTopicsExcept">;
   log: Logger;
   /**
    * Runtime config (src/runtime): activations of a demoted namespace are
@@ -171,6 +171,7 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
           offsets: {
             committing: (topic, partition, next) => opts.store.kafkaCommitting(topic, partition, next),
             committed: (topic, partition, next) => opts.store.kafkaCommitted(topic, partition, next),
+            commitFailed: (topic, partition) => opts.store.kafkaCommitFailed(topic, partition),
           },
           pause: () => consumer?.pause(t.topic),
           resume: () => consumer?.resume(t.topic),

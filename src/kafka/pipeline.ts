@@ -19,7 +19,7 @@ import { InvalidActivation } from "../activation/decode.ts";
 import type { Logger } from "../log.ts";
 import { kafkaPaused } from "../metrics.ts";
 import type { KafkaOrigin } from "../store/types.ts";
-import { CommitRejected, type BatchContext, type ConsumedBatch, type ConsumedMessage, type OutboundMessage } from "./client.ts";
+import { CommitRefused, CommitRejected, type BatchContext, type ConsumedBatch, type ConsumedMessage, type OutboundMessage } from "./client.ts";
 import { HeaderDecodeError } from "./headers.ts";
 import type { LagTracker } from "./lag.ts";
 import { kafkaDemotedTotal, kafkaHeaderDispatchTotal, kafkaMessagesTotal, kafkaUndecodableBatchesTotal } from "./metrics.ts";
@@ -83,6 +83,8 @@ export interface PipelineOptions {
   offsets?: {
     committing(topic: string, partition: number, next: string): void;
     committed(topic: string, partition: number, next: string): void;
+    /** Kafka refused the commit just announced by committing(). */
+    commitFailed(topic: string, partition: number): void;
   };
   /** Pause / resume fetching for this topic (backpressure). */
   pause(): void;
@@ -337,6 +339,8 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
         opts.lag?.committed(batch.partition, batch.highWatermark, next);
         return;
       } catch (err) {
+        // Kafka answered no: nothing was committed, so these offsets are not even "maybe committed".
+        if (err instanceof CommitRejected || err instanceof CommitRefused) opts.offsets?.commitFailed(batch.topic, batch.partition);
         if (err instanceof CommitRejected) {
           // The group moved on: these offsets stay uncommitted and another
           // member may fetch them. Take back what we stored so it is stored once.

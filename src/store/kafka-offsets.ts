@@ -5,7 +5,8 @@
 //   stored_next     one past the highest offset stored, written in the same
 //                   transaction as the rows;
 //   committing_next the offset a commit is about to ask for, written before
-//                   the commit is sent;
+//                   the commit is sent (and taken back when Kafka answers
+//                   that it refused it);
 //   committed_next  the highest offset known committed for the group (our
 //                   acknowledged commits, and the group's own at each join).
 // Completed rows at or above committed_next are kept (upkeep's cleanup skips
@@ -46,6 +47,8 @@ export interface KafkaOffsets {
   committing(topic: string, partition: number, next: string): void;
   /** After Kafka acknowledged an offset commit. */
   committed(topic: string, partition: number, next: string): void;
+  /** Kafka refused the commit announced by committing(): it certainly did not happen. */
+  commitFailed(topic: string, partition: number): void;
   /**
    * The group's committed offsets as Kafka reports them (at each join): raises
    * committed_next, and drops never-handed-out rows this broker stored but did
@@ -70,6 +73,7 @@ export function createKafkaOffsets(ctx: StoreContext): KafkaOffsets {
     `INSERT INTO kafka_partitions (topic, partition, stored_next, committed_next) VALUES (?1, ?2, 0, ?3)
      ON CONFLICT (topic, partition) DO UPDATE SET committed_next = max(coalesce(committed_next, 0), excluded.committed_next)`,
   );
+  const undoCommitting = db.query("UPDATE kafka_partitions SET committing_next = committed_next WHERE topic = ?1 AND partition = ?2");
   const record = db.query<{ ours: number | bigint | null; known: number | bigint | null }, [string, number]>(
     `SELECT max(coalesce(committing_next, -1), coalesce(committed_next, -1)) AS ours, committed_next AS known
      FROM kafka_partitions WHERE topic = ? AND partition = ?`,
@@ -110,6 +114,9 @@ export function createKafkaOffsets(ctx: StoreContext): KafkaOffsets {
     },
     committed(topic, partition, next) {
       setCommitted.run(topic, partition, BigInt(next));
+    },
+    commitFailed(topic, partition) {
+      undoCommitting.run(topic, partition);
     },
     reconcile(commits) {
       return ctx.transaction((d: Delta) => {

@@ -281,6 +281,7 @@ export function openStore(opts: StoreOptions): InflightStore {
 
     kafkaCommitting: (topic, partition, next) => kafkaOffsets.committing(topic, partition, next),
     kafkaCommitted: (topic, partition, next) => kafkaOffsets.committed(topic, partition, next),
+    kafkaCommitFailed: (topic, partition) => kafkaOffsets.commitFailed(topic, partition),
     reconcileKafkaCommits: (commits) => kafkaOffsets.reconcile(commits),
     releaseKafkaTopicsExcept: (topics) => kafkaOffsets.releaseExcept(topics),
 

@@ -255,6 +255,8 @@ export interface InflightStore extends UpkeepSteps, Forwarding {
    */
   kafkaCommitting(topic: string, partition: number, next: string): void;
   kafkaCommitted(topic: string, partition: number, next: string): void;
+  /** Kafka refused the commit announced by kafkaCommitting: back to what is known committed. */
+  kafkaCommitFailed(topic: string, partition: number): void;
   /**
    * The group's committed offsets (seen at each join): drops never-handed-out
    * rows this broker stored and did not commit that the group committed past
