@@ -1,7 +1,8 @@
 // A deployment-shaped configuration (issue 8): a config file laid out like a
-// real self-hosted deployment's - nine declared topics in the map form, raw
-// topics, one consumer group shared by four raw topics, a produce-only
-// dead-letter topic that names the same group as the task topic, flat
+// real self-hosted deployment's - nine declared topics in the map form (plus
+// one consumer_disabled topic), raw topics, one consumer group shared by four
+// raw topics, a produce-only dead-letter topic that names the same group as
+// the task topic, flat
 // settings acting as defaults for the maps - with the cluster address from
 // the environment. The broker starts, joins each group once, consumes
 // librdkafka-produced messages from every topic, wraps raw messages for their
@@ -58,12 +59,13 @@ function rawTopics(suffix: string) {
 }
 
 describe("deployment-shaped configuration", () => {
-  test("nine topics, raw topics, a shared group and a produce-only dead-letter topic: starts, consumes, wraps raw messages, dead-letters garbage", async () => {
+  test("ten topics, raw topics, a shared group, a produce-only dead-letter topic and a disabled consumer: starts, consumes, wraps raw messages, dead-letters garbage", async () => {
     const suffix = unique("d");
     const tasks = `taskworker-${suffix}`;
     const dlq = `taskworker-dlq-${suffix}`;
+    const disabled = `ingest-monitors-${suffix}`;
     const raw = rawTopics(suffix);
-    for (const t of [tasks, dlq, ...raw.map((r) => r[0])]) await bed.mock.createTopic(t, 1);
+    for (const t of [tasks, dlq, disabled, ...raw.map((r) => r[0])]) await bed.mock.createTopic(t, 1);
     const file = join(tempDir("deployment-"), "config.yml");
     writeFileSync(
       file,
@@ -81,6 +83,11 @@ describe("deployment-shaped configuration", () => {
         "    cluster: default",
         `    consumer_group: taskworker-${suffix}`,
         "    produce_only: true",
+        "  # Declared, counted as consumed, but no consumer joins its group: only checked.",
+        `  ${disabled}:`,
+        "    cluster: default",
+        `    consumer_group: ingest-monitors-${suffix}`,
+        "    consumer_disabled: true",
         ...raw.flatMap(([topic, group, namespace, taskname]) => [
           `  ${topic}:`,
           "    cluster: default",
@@ -114,6 +121,8 @@ describe("deployment-shaped configuration", () => {
     const shared = joins.find((l) => l.includes(`group=query-subscription-consumer-${suffix}`))!;
     for (const [topic] of raw.slice(0, 4)) expect(shared).toContain(`${topic}:0`);
     expect(b.logs()).not.toContain(`${dlq}:`);
+    expect(joins.filter((l) => l.includes(disabled))).toEqual([]);
+    await b.waitForLog(new RegExp(`kafka_consumer_disabled.*topic=${disabled}.*partitions=1`));
 
     // librdkafka producers write to every topic: activations and garbage to the task topic, payloads to the raw ones.
     const ids = Array.from({ length: 5 }, (_, i) => `${i}`.repeat(32));
@@ -154,7 +163,7 @@ describe("deployment-shaped configuration", () => {
 
     const dead = await readTopic(bed.mock, dlq, 1);
     expect(dead.map((m) => Buffer.from(m.value!).toString("hex"))).toEqual(["deadbeef"]);
-    console.log(`deployment-shaped config (9 topics, 5 groups): /ready after ${readyMs} ms`);
+    console.log(`deployment-shaped config (10 topics, 5 groups): /ready after ${readyMs} ms`);
     expect(await b.stop()).toBe(0);
   }, 60_000);
 });
