@@ -44,7 +44,12 @@ if (process.argv.includes("--fill")) {
   process.exit(0);
 }
 const broker = await spawnBroker(
-  { TASKBROKER_STORE__MAX_PENDING_COUNT: String(TASKS * 2), TASKBROKER_STORE__MAX_PROCESSING_COUNT: String(TASKS * 2) },
+  {
+    TASKBROKER_STORE__MAX_PENDING_COUNT: String(TASKS * 2),
+    TASKBROKER_STORE__MAX_PROCESSING_COUNT: String(TASKS * 2),
+    // Extra broker settings for experiments, e.g. BROKER_ENV='{"TASKBROKER_STORE__GROUP_COMMIT_WINDOW_MS":"1"}'.
+    ...(JSON.parse(process.env.BROKER_ENV ?? "{}") as Record<string, string>),
+  },
   profileDir ? { bunArgs: ["--cpu-prof-md", `--cpu-prof-dir=${profileDir}`] } : { echo: !!process.env.ECHO },
 );
 // Filled from a child process, so a profile of this one shows the worker alone.

@@ -1,5 +1,24 @@
-// The no-op task the end-to-end benchmark runs (loaded by the worker's task threads).
+// The tasks the end-to-end benchmark runs (loaded by the worker's task threads):
+// a no-op for the drain, and a probe for the latency run that reports, over a
+// BroadcastChannel to the benchmark's main thread, how long after its enqueue
+// it started (absolute high-resolution time, comparable across threads), so
+// our latency is enqueue -> task starts, as bench/peers.ts measures the peers.
 import { createApp } from "../src/sdk/index.ts";
 
 const app = createApp({ name: "bench" });
-export const noop = app.namespace("bench").register({ name: "bench.noop", handler: () => undefined });
+const ns = app.namespace("bench");
+export const noop = ns.register({ name: "bench.noop", handler: () => undefined });
+
+/** Where probe latencies are posted: { ms }. */
+export const LATENCY_CHANNEL = "taskplatform-bench-latency";
+let channel: BroadcastChannel | null = null;
+/** Now, in ms since the epoch with sub-ms precision, the same clock in every thread. */
+export const absoluteNow = () => performance.timeOrigin + performance.now();
+
+export const probe = ns.register({
+  name: "bench.probe",
+  handler: (enqueuedAt: number) => {
+    const ms = absoluteNow() - enqueuedAt;
+    (channel ??= new BroadcastChannel(LATENCY_CHANNEL)).postMessage(ms);
+  },
+});

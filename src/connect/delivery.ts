@@ -32,7 +32,7 @@ const CLAIM_RETRY_MS = 50;
 const CLAIM_RETRY_MAX_MS = 2000;
 
 /** What streamed delivery asks of the store: batch claims, releasing what was never sent, new-work wake-ups. */
-export type DeliveryStore = Pick<InflightStore, "claimMany" | "releaseUnsent" | "watchPending">;
+export type DeliveryStore = Pick<InflightStore, "claimMany" | "releaseUnsent" | "watchPending" | "flushNow">;
 
 export interface DeliveryOptions {
   core: ConsumerCore;
@@ -86,8 +86,9 @@ class Waiters {
     if (set?.delete(s) && set.size === 0) this.byKey.delete(s.key);
   }
 
-  onPending(count: number, byKey: ReadonlyMap<string, number> | null): void {
-    if (this.byKey.size === 0) return;
+  /** Wakes the streams new rows may interest; returns how many. */
+  onPending(count: number, byKey: ReadonlyMap<string, number> | null): number {
+    if (this.byKey.size === 0) return 0;
     const woken: Session[] = [];
     let known = 0;
     if (byKey !== null) {
@@ -115,6 +116,7 @@ class Waiters {
       this.byKey.clear();
     }
     for (const s of woken) s.wake();
+    return woken.length;
   }
 }
 
@@ -456,7 +458,11 @@ export function createDeliveryServer(opts: DeliveryOptions): DeliveryServer {
     draining: false,
     sessions: new Set(),
   };
-  opts.store.watchPending((count, byKey) => shared.waiters.onPending(count, byKey));
+  opts.store.watchPending((count, byKey) => {
+    // Woken streams claim at once (one more transaction right after the one that stored the rows), so a
+    // new activation is on its way before the turn of the event loop ends: this is the latency path.
+    if (shared.waiters.onPending(count, byKey) > 0) opts.store.flushNow();
+  });
   return {
     serve(stream, headers) {
       if (opts.isClosing() || shared.draining) {

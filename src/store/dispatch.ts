@@ -241,13 +241,17 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
     }
   }
 
+  let flushing = false;
   function flush(): void {
+    // Called again from a commit's pending watcher inside a flush: the queued claims wait for the next turn.
+    if (flushing) return schedule();
     scheduled = false;
     const cs = claims;
     const ss = statuses;
     claims = [];
     statuses = [];
     if (cs.length === 0 && ss.length === 0) return;
+    flushing = true;
     try {
       const nowMs = Date.now();
       ctx.transaction((delta) => {
@@ -266,6 +270,8 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
       for (const s of ss) s.reject(err);
       for (const c of cs) c.reject(err);
       return;
+    } finally {
+      flushing = false;
     }
     for (const s of ss) s.resolve();
     for (const c of cs) c.resolve(c.single ? (c.rows[0] ?? null) : c.rows);

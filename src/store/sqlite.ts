@@ -140,6 +140,7 @@ export function openStore(opts: StoreOptions): InflightStore {
     claim: (filter) => dispatcher.claim(filter),
     claimMany: (filter, max) => dispatcher.claimMany(filter, max),
     releaseUnsent: (rows) => dispatcher.releaseUnsent(rows),
+    flushNow: () => dispatcher.flush(),
     watchPending(listener) {
       ctx.onPending = listener;
       return () => {

@@ -201,6 +201,12 @@ export interface InflightStore extends UpkeepSteps, Forwarding {
    * row's processing deadline starts now. Empty when none.
    */
   claimMany(filter: ClaimFilter, max: number): Promise<ClaimedRow[]>;
+  /**
+   * Runs the queued claims and status updates now instead of at the end of
+   * this turn of the event loop (a delivery stream woken by new rows: they go
+   * out without waiting for the turn to end).
+   */
+  flushNow(): void;
   /** Processing -> Pending for rows claimMany handed out that were never sent; not counted as an attempt. */
   releaseUnsent(rows: readonly ClaimedRow[]): number;
   /**

@@ -43,6 +43,8 @@ export function createBatchRunner(o: ExecutorOptions & { onResult?: LoopOptions[
         if ("req" in run) o.pool.submit(run, { a, batch }, onOutcome);
         else finish(a, run, batch);
       }
+      // The whole batch goes to the threads now, one message per thread.
+      o.pool.flush();
     },
     abort: () => o.pool.close(),
   };

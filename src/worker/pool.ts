@@ -36,6 +36,8 @@ export interface TaskPool {
    * it finishes, so one function serves a whole batch.
    */
   submit<C>(run: PoolRun, ctx: C, done: (outcome: PoolOutcome, ctx: C) => void): void;
+  /** Posts the runs submitted so far to their threads now rather than at the end of this turn (a whole batch was submitted). */
+  flush(): void;
   /** Runs in flight right now. */
   busy(): number;
   /** Stops every thread; pending runs resolve as "aborted". */
@@ -187,6 +189,9 @@ export function createTaskPool(options: PoolOptions): TaskPool {
         if (closed) return resolve({ id: run.req.id, outcome: "aborted", durationMs: 0 });
         assign({ run, startedAt: performance.now(), resolve });
       });
+    },
+    flush() {
+      for (const t of threads) if (t.flushScheduled) send(t);
     },
     submit(run, ctx, done) {
       if (closed) return done({ id: run.req.id, outcome: "aborted", durationMs: 0 }, ctx);
