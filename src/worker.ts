@@ -50,18 +50,15 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
     throw err;
   }
   log.info("task_modules_loaded", { tasks: tasks.length, threads: config.threads });
-  let application = config.application;
-  // GetTask with a namespace but no application claims nothing (wire contract): infer the only application.
-  if (config.namespace && !application) {
-    const apps = new Set(tasks.filter((t) => t.namespace !== "internal").map((t) => t.application));
-    if (apps.size === 1) application = [...apps][0];
-  }
+  // Like Sentry's worker, every fetch names an application, so this worker never claims tasks of an
+  // application it does not run: --application, else each application the task modules define, in turn.
+  const applications = config.application ? [config.application] : [...new Set(tasks.map((t) => t.application))].sort();
   const clients = new Map<string, BrokerClient>();
   for (const address of config.rpcHostList) clients.set(address, createBrokerClient({ address, secrets: config.secrets }));
   const metrics = createWorkerMetrics();
   const server = config.metricsPort !== undefined ? serveMetrics(metrics, config.metricsPort) : undefined;
   const atMostOnce = openAtMostOnceStore(config.atMostOncePath);
-  const health = createHealthFile(config.healthCheckFile);
+  const health = createHealthFile(config.healthCheckFile, config.healthCheckSecPerTouch * 1000);
   // Push mode: brokers deliver to our push port; each result goes back to the broker that pushed it.
   const push =
     config.pushPort !== undefined
@@ -97,7 +94,7 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
       brokers: config.rpcHostList,
       secrets: config.secrets,
       concurrency: config.concurrency,
-      filter: { namespace: config.namespace, application },
+      filters: applications.map((application) => ({ application, namespace: config.namespace })),
       pool,
       tasks,
       clients,
@@ -110,12 +107,13 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
       maxBackoffMs: config.maxBackoffMs,
       onResult: options.onResult,
     });
+  health.start();
   log.info("worker_started", {
     brokers: config.rpcHostList.join(","),
     concurrency: config.concurrency,
     threads: config.threads,
     namespace: config.namespace,
-    application,
+    applications: applications.join(","),
     metrics_port: server?.port,
     push_port: push?.port,
   });
@@ -128,6 +126,7 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
     stop(graceMs = config.shutdownGraceMs) {
       stopping ??= (async () => {
         await loop.stop(graceMs);
+        health.stop();
         await pool.close();
         for (const c of clients.values()) c.close();
         atMostOnce.close();

@@ -105,8 +105,8 @@ export const workerSchema = z.object({
     .meta({ ...flags("--health-check-file", "--health-check-file-path"), valueName: "path" }),
   health_check_sec_per_touch: positiveNumber
     .default(1)
-    .describe("Seconds between two touches of the health file.")
-    .meta({ ...flags("--health-check-sec-per-touch"), valueName: "seconds", ignored: "not implemented yet: the health file is touched after each result" }),
+    .describe("Seconds between two touches of the health file (by a timer, and at most this often on broker RPCs).")
+    .meta({ ...flags("--health-check-sec-per-touch"), valueName: "seconds" }),
   metrics_port: port.optional().describe("Serve Prometheus /metrics on this port (0 picks a free port); unset: no server.").meta({ ...flags("--metrics-port", "--prometheus-port"), valueName: "port" }),
   push_port: port
     .optional()

@@ -2,7 +2,10 @@
 // alike: expired ones are not started (FAILURE), at-most-once ones run at most
 // once per id (a repeat is skipped, unreported), the rest run in the task pool
 // under their processing deadline; the outcome becomes the status to report
-// (COMPLETE, RETRY with the task's delay, FAILURE) and is counted in metrics.
+// (COMPLETE, RETRY with the task's delay, FAILURE), is counted in metrics and
+// logged: one `task_finished` line per run (info; warn for an unexpected
+// failure, a deadline or an unknown task) with task, namespace, attempt,
+// outcome and duration.
 import type { WireActivation } from "../activation/wire.ts";
 import type { Logger } from "../log.ts";
 import { DEFAULT_PROCESSING_DEADLINE_S } from "../activation/build.ts";
@@ -61,7 +64,20 @@ export function createExecutionSteps(o: ExecutorOptions): ExecutionSteps {
     return meta.get(metaKey(app, a.namespace, a.taskname)) ?? (app ? undefined : metaByNs.get(metaKey("", a.namespace, a.taskname)));
   };
   const recorder = createRecorder(o.metrics);
-  const record = (a: WireActivation, outcome: Outcome, durationMs?: number) => recorder.record(a.namespace, a.taskname, outcome, durationMs, a.attempts);
+  /** Counts the run and logs its one task_finished line (warn for an unexpected failure, a deadline, an unknown task). */
+  const record = (a: WireActivation, outcome: Outcome, durationMs?: number, error?: string, expected = true) => {
+    recorder.record(a.namespace, a.taskname, outcome, durationMs, a.attempts);
+    const loud = outcome === "deadline" || outcome === "unknown_task" || (outcome as string) === "aborted" || (!expected && (outcome === "failure" || outcome === "retry"));
+    (loud ? o.log.warn : o.log.info)("task_finished", {
+      task: a.taskname,
+      namespace: a.namespace,
+      attempt: a.attempts,
+      outcome,
+      duration_ms: durationMs === undefined ? 0 : Math.round(durationMs * 10) / 10,
+      id: a.id,
+      ...(error !== undefined ? { error } : {}),
+    });
+  };
 
   return {
     begin(a, now) {
@@ -71,8 +87,7 @@ export function createExecutionSteps(o: ExecutorOptions): ExecutionSteps {
       }
       const atMostOnce = a.atMostOnce;
       if (atMostOnce && !o.atMostOnce.add(a.id, o.atMostOnceTtlSec)) {
-        record(a, "skipped");
-        o.log.info("at_most_once_skipped", { id: a.id, task: `${a.namespace}:${a.taskname}` });
+        record(a, "skipped", undefined, "at-most-once: this id ran before");
         return { status: null, outcome: "skipped" };
       }
       const deadlineS = a.processingDeadlineS || DEFAULT_PROCESSING_DEADLINE_S;
@@ -94,21 +109,25 @@ export function createExecutionSteps(o: ExecutorOptions): ExecutionSteps {
       };
     },
     end(a, out) {
-      if (out.outcome === "aborted") return { status: null, outcome: "aborted" as Outcome };
+      if (out.outcome === "aborted") {
+        // Stopped by shutdown after the grace period: not reported; the broker's deadline hands it out again.
+        record(a, "aborted" as Outcome, out.durationMs, "stopped by shutdown; left to the broker's deadline", false);
+        return { status: null, outcome: "aborted" as Outcome };
+      }
       if (out.outcome === "deadline") {
-        record(a, "deadline", out.durationMs);
         const deadlineS = a.processingDeadlineS || DEFAULT_PROCESSING_DEADLINE_S;
         const m = metaOf(a);
         const retry = m?.retriesOnDeadline === true && !isLastAttempt({ attempts: a.attempts, maxAttempts: a.maxAttempts || 1 });
+        const error = `processing deadline of ${deadlineS}s exceeded; task stopped`;
+        record(a, "deadline", out.durationMs, error);
         return {
           status: retry ? STATUS_RETRY : STATUS_FAILURE,
           outcome: "deadline",
           delayOnRetry: retry ? m?.retryDelaySec : undefined,
-          error: `processing deadline of ${deadlineS}s exceeded; task stopped`,
+          error,
         };
       }
-      record(a, out.outcome, out.durationMs);
-      if (out.error && !out.expected && out.status !== 5) o.log.warn("task_failed", { id: a.id, task: `${a.namespace}:${a.taskname}`, outcome: out.outcome, error: out.error });
+      record(a, out.outcome, out.durationMs, out.error, out.expected === true);
       return { status: out.status, outcome: out.outcome, delayOnRetry: out.delayOnRetry, error: out.error };
     },
   };

@@ -3,7 +3,12 @@
 // that handed it out with SetTaskStatus + fetch_next (one round trip reports
 // and fetches). Idle loops park behind a single "scout" that polls with
 // exponential back-off, so an idle worker sends one GetTask at a time and a
-// new task is still picked up within the current back-off.
+// new task is still picked up within the current back-off. Every request
+// names an application (one per loaded application, taken in turn), so a
+// worker never claims another application's tasks. A result the broker
+// cannot take is kept and reported again with back-off until it is taken
+// (as Sentry's worker requeues it), during shutdown until the grace period
+// ends; only a broker that no longer knows the id (NOT_FOUND) ends it.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { WireActivation } from "../activation/wire.ts";
 import type { Logger } from "../log.ts";
@@ -18,7 +23,8 @@ import type { TaskMeta } from "./protocol.ts";
 
 export interface LoopOptions {
   concurrency: number;
-  filter: FetchFilter;
+  /** GetTask filters taken in turn, one per application this worker claims for (at least one). */
+  filters: FetchFilter[];
   pool: TaskPool;
   tasks: TaskMeta[];
   clients: Map<string, BrokerClient>;
@@ -43,7 +49,12 @@ export interface WorkerLoop {
 interface Held {
   activation: WireActivation;
   client: BrokerClient;
+  /** The filter it was fetched with; fetch_next asks for more of the same. */
+  filter: FetchFilter;
 }
+
+/** Longest wait between two attempts to report a held result, ms (Sentry's worker: 10 s). */
+const MAX_REPORT_BACKOFF_MS = 10_000;
 
 export { isExpired } from "./execution.ts";
 import { createExecutor } from "./execution.ts";
@@ -52,8 +63,10 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
   let stopping = false;
   let wakeSleepers: Array<() => void> = [];
   const stopped = new Promise<void>((r) => wakeSleepers.push(r));
-  const sleep = (ms: number) =>
+  /** Sleeps `ms`; stop() wakes it early unless `throughStop` (a held result keeps its back-off while stopping). */
+  const sleep = (ms: number, throughStop = false) =>
     new Promise<void>((resolve) => {
+      if (throughStop) return void setTimeout(resolve, ms);
       if (stopping) return resolve();
       const t = setTimeout(resolve, ms);
       wakeSleepers.push(() => {
@@ -84,6 +97,7 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
     o.log.warn(`${what}_failed`, { broker: client.address, code: Code[code], error: ConnectError.from(err).rawMessage });
   };
 
+  let nextFilter = 0;
   const scout = async (cursor: ReturnType<Balancer["cursor"]>): Promise<Held | null> => {
     let errors = 0;
     while (!stopping) {
@@ -95,9 +109,11 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
       try {
         while (!stopping) {
           const client = o.clients.get(cursor.current())!;
+          const filter = o.filters[nextFilter % o.filters.length]!;
           let activation: WireActivation | null;
+          o.health.progress();
           try {
-            activation = await client.getTask(o.filter);
+            activation = await client.getTask(filter);
             o.balancer.succeeded(client.address);
             errors = 0;
           } catch (err) {
@@ -109,9 +125,10 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
           if (activation) {
             emptyStreak = 0;
             o.metrics.fetches.inc({ broker: client.address, result: "task" });
-            return { activation, client };
+            return { activation, client, filter };
           }
           o.metrics.fetches.inc({ broker: client.address, result: "empty" });
+          nextFilter++;
           cursor.move();
           await sleep(backoff(++emptyStreak));
         }
@@ -125,24 +142,57 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
 
   const execute = createExecutor(o);
 
-  /** Reports to the broker that handed out the task; retried on transient errors so no result is dropped lightly. */
+  let heldResults = 0;
+  let reportGiveUpAtMs = Infinity; // set by stop(): the end of the grace period
+  const setHeld = (d: number) => {
+    heldResults += d;
+    o.metrics.resultsHeld.set(heldResults);
+  };
+
+  /**
+   * Reports to the broker that handed out the task. A failed report keeps the result and tries again with
+   * back-off (up to 10 s apart) for as long as it takes, or until the shutdown grace period ends.
+   */
   const report = async (held: Held, r: StatusReport): Promise<WireActivation | null> => {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const next = await held.client.setTaskStatus(r);
-        o.balancer.succeeded(held.client.address);
-        return next;
-      } catch (err) {
-        noteError(held.client, err, "set_task_status");
-        const code = errorCode(err);
-        if (attempt >= 4 || ![Code.Unavailable, Code.ResourceExhausted, Code.DeadlineExceeded, Code.Internal, Code.Unknown].includes(code)) {
-          o.log.error("result_dropped", { id: r.id, status: r.status, broker: held.client.address });
-          return null;
+    let failures = 0;
+    try {
+      for (;;) {
+        o.health.progress();
+        try {
+          const next = await held.client.setTaskStatus(r);
+          o.balancer.succeeded(held.client.address);
+          if (failures > 0) o.log.info("result_reported", { id: r.id, status: r.status, broker: held.client.address, attempts: failures + 1 });
+          return next;
+        } catch (err) {
+          const code = errorCode(err);
+          if (code === Code.Unavailable) o.balancer.unavailable(held.client.address);
+          if (code === Code.NotFound) {
+            o.log.warn("result_unknown_to_broker", { id: r.id, status: r.status, broker: held.client.address });
+            return null;
+          }
+          if (failures++ === 0) setHeld(1);
+          const waitMs = Math.min(MAX_REPORT_BACKOFF_MS, 50 * 2 ** Math.min(failures - 1, 10));
+          if (Date.now() + waitMs > reportGiveUpAtMs) {
+            o.log.error("result_dropped", { id: r.id, status: r.status, broker: held.client.address, attempts: failures, reason: "shutdown grace period over" });
+            return null;
+          }
+          if (failures === 1 || failures % 10 === 0) {
+            o.log.warn("set_task_status_failed", {
+              id: r.id,
+              broker: held.client.address,
+              code: Code[code],
+              error: ConnectError.from(err).rawMessage,
+              attempts: failures,
+              result: "kept, retrying",
+            });
+          }
+          // Fetching again is pointless while the broker cannot take results: just get this one in.
+          r = { ...r, fetchNext: undefined };
+          await sleep(waitMs, true);
         }
-        // Fetching again is pointless if we are retrying; just get the result in.
-        r = { ...r, fetchNext: undefined };
-        await Bun.sleep(50 * 2 ** attempt);
       }
+    } finally {
+      if (failures > 0) setHeld(-1);
     }
   };
 
@@ -173,21 +223,16 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
       const req: StatusReport = {
         id: activation.id,
         status: result.status,
-        fetchNext: fetchNext ? o.filter : undefined,
+        fetchNext: fetchNext ? held.filter : undefined,
         maxAttempts: result.status === STATUS_RETRY ? activation.maxAttempts : undefined,
         delayOnRetry: result.status === STATUS_RETRY && result.delayOnRetry !== undefined ? BigInt(Math.ceil(result.delayOnRetry)) : undefined,
       };
       const p = report(held, req);
       pendingReports.add(p);
       const next = await p.finally(() => pendingReports.delete(p));
-      o.health.progress();
       if (rebalance) cursor.move();
-      if (next && stopping) {
-        // Handed out while we were stopping: run it too rather than let it wait for the deadline.
-        held = { activation: next, client };
-      } else {
-        held = next ? { activation: next, client } : null;
-      }
+      // Handed out while we were stopping too: run it rather than let it wait for the deadline.
+      held = next ? { activation: next, client, filter: held.filter } : null;
       if (next) o.metrics.fetches.inc({ broker: client.address, result: "task" });
     }
   };
@@ -200,6 +245,7 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
     async stop(graceMs) {
       if (!stopping) {
         stopping = true;
+        reportGiveUpAtMs = Date.now() + graceMs;
         const w = wakeSleepers;
         wakeSleepers = [];
         w.forEach((f) => f());

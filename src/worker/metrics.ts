@@ -1,6 +1,7 @@
 // The worker process's Prometheus metrics (its own registry, not the broker's):
-// executions by namespace/task/outcome, run duration, attempt number, and
-// occupancy (busy fraction of slots); served on /metrics when a port is set.
+// executions by namespace/task/outcome, run duration, attempt number,
+// occupancy (busy fraction of slots) and results held for a retried report;
+// served on /metrics when a port is set.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
 export interface WorkerMetrics {
@@ -10,6 +11,7 @@ export interface WorkerMetrics {
   attempt: Histogram<"namespace" | "taskname">;
   occupancy: Gauge;
   fetches: Counter<"broker" | "result">;
+  resultsHeld: Gauge;
 }
 
 export function createWorkerMetrics(): WorkerMetrics {
@@ -39,6 +41,11 @@ export function createWorkerMetrics(): WorkerMetrics {
     occupancy: new Gauge({
       name: "taskworker_occupancy_ratio",
       help: "Busy fraction of the worker's concurrency slots",
+      registers: [registry],
+    }),
+    resultsHeld: new Gauge({
+      name: "taskworker_results_held",
+      help: "Results the worker keeps because reporting them failed; retried until the broker takes them",
       registers: [registry],
     }),
     fetches: new Counter({

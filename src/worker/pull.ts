@@ -43,7 +43,7 @@ export function startPull(o: PullOptions): WorkerLoop {
 
   stream = startStreamLoop({
     concurrency: o.concurrency,
-    filters: [o.filter],
+    filters: o.filters,
     brokers: o.brokers,
     secrets: o.secrets,
     runner: createBatchRunner({ ...o }),

@@ -2,9 +2,11 @@
 // one SetBatchActivationStatus call every few ms or every N results, so a
 // worker running many short tasks pays one round trip per batch. A failed
 // call keeps its results and tries again with back-off (the broker applies
-// an update for an id it no longer holds as a no-op, so a repeat is harmless);
-// only a rejection no retry can fix (INVALID_ARGUMENT, UNAUTHENTICATED, ...)
-// drops a batch, logged. close() sends everything held.
+// an update for an id it no longer holds as a no-op, so a repeat is harmless),
+// whatever the error (a wrong secret is fixed by the operator, and the held
+// results go in then), as Sentry's worker requeues them; only NOT_FOUND (the
+// broker does not know the batch's ids) drops it, logged. close() sends
+// everything held, within its give-up time.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "../log.ts";
 import type { BrokerClient, StatusReport } from "./broker-client.ts";
@@ -25,8 +27,6 @@ export interface StatusBatcher {
   /** Sends everything held (retrying transient failures for up to giveUpMs), then stops. */
   close(giveUpMs?: number): Promise<void>;
 }
-
-const TRANSIENT = [Code.Unavailable, Code.ResourceExhausted, Code.DeadlineExceeded, Code.Internal, Code.Unknown, Code.Canceled];
 
 export function createStatusBatcher(o: StatusBatcherOptions): StatusBatcher {
   const flushMs = o.flushMs ?? 5;
@@ -57,7 +57,7 @@ export function createStatusBatcher(o: StatusBatcherOptions): StatusBatcher {
         failures = 0;
       } catch (err) {
         const e = ConnectError.from(err);
-        if (TRANSIENT.includes(e.code)) {
+        if (e.code !== Code.NotFound) {
           failures++;
           queue = batch.concat(queue); // keep order; tried again after the back-off
           if (failures === 1 || failures % 20 === 0) {

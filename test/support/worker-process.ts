@@ -58,7 +58,7 @@ export async function spawnWorker(args: string[], env: Record<string, string>, s
       rej(new Error(`worker exited with ${code} before starting:\n${output}`));
     });
   });
-  const port = /metrics_port=(\d+)/.exec(line);
+  const port = /metrics_port(?:=|":)(\d+)/.exec(line); // text or JSON log format
   const metricsPort = port ? Number(port[1]) : undefined;
   return {
     proc,

@@ -1,0 +1,139 @@
+// What a Sentry operator expects of a worker, checked over real sockets with
+// broker and worker processes: fetches name the application (another
+// application's tasks stay untouched), an idle worker keeps its health file
+// fresh, a result the broker cannot take is kept and reported once the broker
+// is back, and every finished task leaves one structured log line.
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { toBinary } from "@bufbuild/protobuf";
+import { statSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { sendWelcome } from "../examples/sdk/tasks.ts";
+import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import { createRpcProducer } from "../src/producer/rpc.ts";
+import type { ActivationProducer } from "../src/sdk/index.ts";
+import { type BrokerProcess, spawnBroker, tempDir } from "./support/broker-process.ts";
+import { parsePrometheusText, sumOf } from "./support/prom-text.ts";
+import { spawnWorker, waitFor, type WorkerProcess } from "./support/worker-process.ts";
+import { hello, slow } from "./worker-tasks.fixture.ts";
+
+setDefaultTimeout(30_000);
+
+const TASKS = join(import.meta.dir, "worker-tasks.fixture.ts");
+const SHOP = resolve(import.meta.dir, "../examples/sdk/tasks.ts");
+const BROKER_ENV = { TASKBROKER_UPKEEP_TASK_INTERVAL_MS: "100", TASKBROKER_ADMIN_ENABLED: "true" };
+const dir = tempDir("worker-parity-");
+const stops: Array<() => Promise<unknown>> = [];
+afterAll(async () => {
+  for (const s of stops.reverse()) await s().catch(() => {});
+});
+
+async function broker(env: Record<string, string> = {}, dbPath?: string): Promise<BrokerProcess> {
+  const b = await spawnBroker({ ...BROKER_ENV, ...env }, dbPath ? { dbPath } : {});
+  stops.push(() => b.stop("SIGKILL"));
+  return b;
+}
+async function worker(b: BrokerProcess, args: string[], env: Record<string, string> = {}): Promise<WorkerProcess> {
+  const w = await spawnWorker(
+    ["--rpc-host-list", b.address, "--max-backoff-ms", "100", "--at-most-once-path", join(dir, "amo.sqlite"), ...args],
+    { WT_OUT: join(dir, "wt.out"), SHOP_OUTBOX: join(dir, "shop.out"), ...env },
+  );
+  stops.push(() => w.stop("SIGKILL"));
+  return w;
+}
+function producer(b: BrokerProcess): ActivationProducer {
+  const p = createRpcProducer({ address: b.address });
+  stops.push(() => p.close());
+  return p;
+}
+async function brokerMetric(b: BrokerProcess, name: string, labels: Record<string, string>): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${b.adminPort}/metrics`);
+  return sumOf(parsePrometheusText(await res.text()), name, labels);
+}
+async function stateOf(b: BrokerProcess, id: string): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${b.adminPort}/api/activations/${id}`);
+  return res.status === 404 ? "gone" : ((await res.json()) as { state: string }).state;
+}
+
+describe("application", () => {
+  test("a worker claims only the applications it loaded, each in turn; another application's task stays pending", async () => {
+    const b = await broker();
+    const p = producer(b);
+    const mine = hello.buildActivation({ args: ["mine"] });
+    // Same namespace and task name, other application: not this worker's to claim.
+    const foreign = hello.buildActivation({ args: ["foreign"] });
+    foreign.activation.application = "someone-else";
+    const foreignBytes = toBinary(TaskActivationSchema, foreign.activation);
+    await p.send("taskworker", mine.activation, mine.bytes);
+    await p.send("taskworker", foreign.activation, foreignBytes);
+    // Two task modules, two applications (wt and shop): both are claimed, in turn.
+    const shop = sendWelcome.buildActivation({ args: [5] });
+    await p.send("taskworker", shop.activation, shop.bytes);
+
+    const w = await worker(b, ["--tasks", `${TASKS},${SHOP}`, "--log-format", "json"]);
+    await waitFor("both applications' tasks ran", async () => (await w.executions({ outcome: "complete" })) === 2);
+    expect(w.logs()).toContain('"applications":"shop,wt"');
+    expect(await stateOf(b, foreign.activation.id)).toBe("pending");
+    expect(await brokerMetric(b, "taskbroker_dispatch_total", {})).toBe(2);
+  });
+});
+
+describe("health file", () => {
+  test("an idle worker keeps touching it from a timer, not only after results", async () => {
+    const b = await broker();
+    const file = join(dir, "healthy");
+    // Fetch back-off of 5 s: between polls, only the timer can move the file.
+    await worker(b, ["--tasks", TASKS, "--health-check-file-path", file, "--health-check-sec-per-touch", "0.2", "--max-backoff-ms", "5000"]);
+    const first = statSync(file).mtimeMs;
+    let seen = first;
+    let moves = 0;
+    await waitFor("the file moved three times with nothing to do", () => {
+      const m = statSync(file).mtimeMs;
+      if (m > seen) (moves++, (seen = m));
+      return moves >= 3;
+    }, 5_000);
+    expect(seen).toBeGreaterThan(first);
+  });
+});
+
+describe("reporting", () => {
+  test("a result the broker cannot take is kept and reported once the broker is back", async () => {
+    const dbPath = join(tempDir("parity-db-"), "inflight.sqlite");
+    const first = await broker({}, dbPath);
+    const port = String(first.port);
+    const p = producer(first);
+    const built = slow.buildActivation({ args: ["kept"] });
+    await p.send("taskworker", built.activation, built.bytes);
+    const out = join(dir, "kept.out");
+    const w = await worker(first, ["--tasks", TASKS, "--metrics-port", "0"], { WT_OUT: out });
+    await waitFor("the slow task started", async () => (await Bun.file(out).exists()) && (await Bun.file(out).text()).includes("slow-start kept"));
+    // The broker dies while the task runs (1.5 s): the report fails, the worker keeps the result.
+    first.kill9();
+    await first.proc.exited;
+    await waitFor("the worker holds the result", async () => {
+      const res = await fetch(`http://127.0.0.1:${w.metricsPort}/metrics`);
+      return sumOf(parsePrometheusText(await res.text()), "taskworker_results_held", {}) === 1;
+    });
+    // Same port and store: the restarted broker takes the held result.
+    const second = await broker({ TASKBROKER_GRPC_PORT: port }, dbPath);
+    await waitFor("the held result was reported", async () => (await brokerMetric(second, "taskbroker_status_total", { status: "complete" })) === 1, 20_000);
+    expect(await stateOf(second, built.activation.id)).not.toBe("processing");
+    expect(w.logs()).toMatch(/result_reported .*id=\w+ .*attempts=\d+/);
+    expect((await Bun.file(out).text()).match(/slow-done kept/g)).toHaveLength(1);
+  });
+});
+
+describe("task log line", () => {
+  test("one JSON line per finished task: task, namespace, attempt, outcome, duration", async () => {
+    const b = await broker();
+    const p = producer(b);
+    const built = hello.buildActivation({ args: ["logged"] });
+    await p.send("taskworker", built.activation, built.bytes);
+    const w = await worker(b, ["--tasks", TASKS, "--log-format", "json"]);
+    await waitFor("the task ran", async () => (await w.executions({ outcome: "complete" })) === 1);
+    await waitFor("its log line", () => w.logs().includes(built.activation.id));
+    const lines = w.logs().split("\n").filter((l) => l.includes('"task_finished"')).map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ level: "info", event: "task_finished", task: "hello", namespace: "wt", attempt: 0, outcome: "complete", id: built.activation.id });
+    expect(typeof lines[0].duration_ms).toBe("number");
+  });
+});
