@@ -35,13 +35,21 @@ export interface StartOptions {
 }
 
 export async function startWorker(config: WorkerConfig, options: StartOptions): Promise<RunningWorker> {
-  const log = options.log;
+  // Like Sentry's worker, every log line and metric names the processing pool (and pod) it comes from.
+  const identity = { processing_pool: config.processingPoolName ?? "unknown", ...(config.podName ? { pod_name: config.podName } : {}) };
+  const log = config.processingPoolName || config.podName ? options.log.child(identity) : options.log;
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(options.env ?? process.env)) if (v !== undefined) env[k] = v;
   // Follow-up dispatches from inside tasks go to our first broker unless configured otherwise.
   env.TASKWORKER_RPC_HOST_LIST ??= config.rpcHostList.join(",");
   if (config.secrets && !env.TASKWORKER_GRPC_SHARED_SECRET) env.TASKWORKER_GRPC_SHARED_SECRET = JSON.stringify(config.secrets);
-  const pool = createTaskPool({ threads: config.threads, log, init: { modules: config.tasks.map((t) => moduleSpecifier(t)), env } });
+  const pool = createTaskPool({
+    threads: config.threads,
+    log,
+    init: { modules: config.tasks.map((t) => moduleSpecifier(t)), env },
+    maxTasksPerThread: config.maxChildTaskCount,
+    minReadyThreads: config.minConcurrency,
+  });
   let tasks;
   try {
     tasks = await pool.ready;
@@ -55,7 +63,7 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
   const applications = config.application ? [config.application] : [...new Set(tasks.map((t) => t.application))].sort();
   const clients = new Map<string, BrokerClient>();
   for (const address of config.rpcHostList) clients.set(address, createBrokerClient({ address, secrets: config.secrets }));
-  const metrics = createWorkerMetrics();
+  const metrics = createWorkerMetrics(identity);
   const server = config.metricsPort !== undefined ? serveMetrics(metrics, config.metricsPort) : undefined;
   const atMostOnce = openAtMostOnceStore(config.atMostOncePath);
   const health = createHealthFile(config.healthCheckFile, config.healthCheckSecPerTouch * 1000);

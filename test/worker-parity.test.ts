@@ -2,7 +2,8 @@
 // broker and worker processes: fetches name the application (another
 // application's tasks stay untouched), an idle worker keeps its health file
 // fresh, a result the broker cannot take is kept and reported once the broker
-// is back, and every finished task leaves one structured log line.
+// is back, every finished task leaves one structured log line naming the
+// processing pool, and task threads are recycled after N tasks.
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { toBinary } from "@bufbuild/protobuf";
 import { statSync } from "node:fs";
@@ -123,17 +124,29 @@ describe("reporting", () => {
 });
 
 describe("task log line", () => {
-  test("one JSON line per finished task: task, namespace, attempt, outcome, duration", async () => {
+  test("one JSON line per finished task: task, namespace, attempt, outcome, duration, processing pool", async () => {
     const b = await broker();
     const p = producer(b);
     const built = hello.buildActivation({ args: ["logged"] });
     await p.send("taskworker", built.activation, built.bytes);
-    const w = await worker(b, ["--tasks", TASKS, "--log-format", "json"]);
-    await waitFor("the task ran", async () => (await w.executions({ outcome: "complete" })) === 1);
+    const w = await worker(b, ["--tasks", TASKS, "--log-format", "json", "--processing-pool-name", "pool-a", "--max-child-task-count", "1", "--threads", "1"]);
+    // The pool name is a label of every worker metric, as in Sentry's worker.
+    await waitFor("the task ran", async () => (await w.executions({ outcome: "complete", processing_pool: "pool-a" })) === 1);
+    // After its one task the thread is recycled (Sentry's --max-child-task-count).
+    await waitFor("the thread was recycled", () => w.logs().includes('"task_thread_recycled"'));
     await waitFor("its log line", () => w.logs().includes(built.activation.id));
     const lines = w.logs().split("\n").filter((l) => l.includes('"task_finished"')).map((l) => JSON.parse(l));
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatchObject({ level: "info", event: "task_finished", task: "hello", namespace: "wt", attempt: 0, outcome: "complete", id: built.activation.id });
+    expect(lines[0]).toMatchObject({
+      level: "info",
+      event: "task_finished",
+      task: "hello",
+      namespace: "wt",
+      attempt: 0,
+      outcome: "complete",
+      id: built.activation.id,
+      processing_pool: "pool-a",
+    });
     expect(typeof lines[0].duration_ms).toBe("number");
   });
 });

@@ -3,6 +3,7 @@
 // side effects. Loaded by the worker (--tasks) and imported by the tests to
 // build activations.
 import { appendFileSync } from "node:fs";
+import { threadId } from "node:worker_threads";
 import { createApp, currentTask, retry, RetryTaskError } from "../src/sdk/index.ts";
 
 const out = (line: string) => appendFileSync(process.env.WT_OUT ?? "/dev/null", line + "\n");
@@ -69,4 +70,10 @@ export const echo = ns.register({
   name: "echo",
   handler: (...args: unknown[]) =>
     out(`echo ${JSON.stringify(args, (_k, v) => (v instanceof Uint8Array ? { bytes: [...v] } : v))}`),
+});
+
+/** Records which task thread ran it (thread recycling). */
+export const whoami = ns.register({
+  name: "whoami",
+  handler: (tag: string) => out(`whoami ${tag} ${threadId}`),
 });

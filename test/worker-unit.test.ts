@@ -5,6 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { OnAttemptsExceeded, RetryStateSchema, TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { silentLogger } from "../src/log.ts";
@@ -149,5 +150,33 @@ describe("task pool", () => {
     const after = await pool.run({ req: req("h", "hello", 5000), atMostOnce: false });
     expect(after.outcome).toBe("complete");
     await pool.close();
+  }, 20_000);
+
+  test("recycling: a thread is replaced after N runs; with min concurrency it works on until the replacement is up", async () => {
+    const out = join(tempDir("recycle-"), "who.out");
+    const logged: string[] = [];
+    const log = { ...silentLogger, info: (event: string) => void logged.push(event), child: () => log };
+    const pool = createTaskPool({ threads: 1, log, init: { modules, env: { WT_OUT: out } }, maxTasksPerThread: 3 });
+    await pool.ready;
+    for (let i = 0; i < 7; i++) {
+      expect((await pool.run({ req: req(`r${i}`, "whoami", 5000), atMostOnce: false })).outcome).toBe("complete");
+      // Without a minimum, the thread due for recycling takes nothing new: runs wait for the replacement.
+      if (i === 2) expect(pool.readyThreads()).toBe(0);
+    }
+    const ids = readFileSync(out, "utf8").trim().split("\n").map((l) => l.split(" ")[2]);
+    expect(ids).toHaveLength(7);
+    expect(new Set(ids.slice(0, 3)).size).toBe(1);
+    expect(new Set(ids.slice(3, 6)).size).toBe(1);
+    expect(new Set([ids[0], ids[3], ids[6]]).size).toBe(3);
+    expect(logged.filter((e) => e === "task_thread_recycled")).toHaveLength(2);
+    await pool.close();
+
+    const kept = createTaskPool({ threads: 1, log: silentLogger, init: { modules, env: { WT_OUT: "/dev/null" } }, maxTasksPerThread: 2, minReadyThreads: 1 });
+    await kept.ready;
+    for (let i = 0; i < 2; i++) await kept.run({ req: req(`k${i}`, "whoami", 5000), atMostOnce: false });
+    // Due for recycling, but the only ready thread: it keeps taking runs while the replacement loads.
+    expect(kept.readyThreads()).toBe(1);
+    expect((await kept.run({ req: req("k2", "whoami", 5000), atMostOnce: false })).outcome).toBe("complete");
+    await kept.close();
   }, 20_000);
 });

@@ -133,23 +133,23 @@ export const workerSchema = z.object({
   max_child_task_count: int(1)
     .optional()
     .describe("Replace a task thread after it ran this many tasks (Sentry's child recycling); unset: never.")
-    .meta({ ...flags("--max-child-task-count"), valueName: "N", ignored: "not implemented yet: task threads are not recycled" }),
+    .meta({ ...flags("--max-child-task-count"), valueName: "N" }),
   min_concurrency: int(0)
     .default(0)
-    .describe("Fewest task slots kept running.")
-    .meta({ ...flags("--min-concurrency"), valueName: "N", ignored: "not implemented yet: all slots always run" }),
+    .describe("Fewest task threads that keep taking runs while threads are recycled; a recycled thread works on until its replacement is up if fewer would.")
+    .meta({ ...flags("--min-concurrency"), valueName: "N" }),
   processing_pool_name: z
     .string()
     .min(1)
     .optional()
-    .describe("Name of the processing pool this worker belongs to, for metrics and logs.")
-    .meta({ ...flags("--processing-pool-name"), valueName: "name", ignored: "not implemented yet: not in metrics or logs" }),
+    .describe("Name of the processing pool this worker belongs to: the processing_pool label of every metric (default unknown) and a field of every log line.")
+    .meta({ ...flags("--processing-pool-name"), valueName: "name" }),
   pod_name: z
     .string()
     .min(1)
     .optional()
-    .describe("Name of the pod this worker runs in, for metrics and logs.")
-    .meta({ ...flags("--pod-name"), valueName: "name", ignored: "not implemented yet: not in metrics or logs" }),
+    .describe("Name of the pod this worker runs in: the pod_name label of every metric and a field of every log line.")
+    .meta({ ...flags("--pod-name"), valueName: "name" }),
   grpc_max_message_size: z.coerce
     .number()
     .int()

@@ -14,8 +14,10 @@ export interface WorkerMetrics {
   resultsHeld: Gauge;
 }
 
-export function createWorkerMetrics(): WorkerMetrics {
+/** `labels` go on every series (processing_pool, pod_name), as Sentry's worker tags its metrics. */
+export function createWorkerMetrics(labels: Record<string, string> = {}): WorkerMetrics {
   const registry = new Registry();
+  registry.setDefaultLabels(labels);
   return {
     registry,
     executions: new Counter({

@@ -3,7 +3,12 @@
 // A run still going at its deadline is stopped by terminating its thread (the
 // only way to stop synchronous code); the thread is replaced, and the other
 // runs it held are started again on a healthy thread (at-most-once runs are
-// not: they end as FAILURE, since they may have had effects).
+// not: they end as FAILURE, since they may have had effects). With
+// maxTasksPerThread a thread is recycled after that many runs (Sentry's
+// --max-child-task-count: leaks in task code do not accumulate): a
+// replacement starts at once, the old thread takes no new runs and ends when
+// its last run finishes; while fewer than minReadyThreads others are ready it
+// keeps taking runs, so capacity does not drop while the replacement loads.
 import type { RunRequest, RunResult } from "../sdk/execute.ts";
 import type { Logger } from "../log.ts";
 import type { FromThread, TaskMeta, ThreadInit, ToThread } from "./protocol.ts";
@@ -17,6 +22,10 @@ export interface PoolOptions {
   deadlineTickMs?: number;
   /** URL of the thread entry; default src/worker/thread.ts next to this file. */
   threadUrl?: string | URL;
+  /** Recycle a thread after it finished this many runs; unset: never. */
+  maxTasksPerThread?: number;
+  /** While threads are recycled, at least this many keep taking runs (Sentry's --min-concurrency). Default 0. */
+  minReadyThreads?: number;
 }
 
 /** A run as the pool sees it; `atMostOnce` runs are never restarted. */
@@ -28,8 +37,12 @@ export interface PoolRun {
 export type PoolOutcome = RunResult | { id: string; outcome: "deadline"; durationMs: number } | { id: string; outcome: "aborted"; durationMs: number };
 
 export interface TaskPool {
-  /** Resolves with the tasks the threads registered; rejects if a task module fails to load. */
+  /** Resolves with the tasks the threads registered once the first thread is up; rejects if a task module fails to load. */
   ready: Promise<TaskMeta[]>;
+  /** Resolves once every thread of the pool has loaded the task modules (warm-up). */
+  allReady: Promise<void>;
+  /** Threads that have loaded the task modules and take runs. */
+  readyThreads(): number;
   run(run: PoolRun): Promise<PoolOutcome>;
   /**
    * As run(), without a promise per run: `done(outcome, ctx)` is called when
@@ -54,10 +67,15 @@ interface Pending {
 
 interface Thread {
   worker: Worker;
-  state: "starting" | "ready" | "dead";
+  /** retiring: recycled, takes no new runs, ends when its last run has finished. */
+  state: "starting" | "ready" | "retiring" | "dead";
   inflight: Map<string, Pending>;
   queued: RunRequest[];
   flushScheduled: boolean;
+  /** Runs finished on this thread. */
+  ran: number;
+  /** Due for recycling; still taking runs until enough other threads are ready. */
+  recycleDue: boolean;
 }
 
 /** The thread entry, from source or inside the compiled binary. */
@@ -79,6 +97,12 @@ export function createTaskPool(options: PoolOptions): TaskPool {
   ready.catch(() => {});
   /** Runs waiting for a thread (none ready yet). */
   const waiting: Pending[] = [];
+  const size = Math.max(1, options.threads);
+  const minReady = Math.min(options.minReadyThreads ?? 0, size);
+  let everReady = 0;
+  let resolveAllReady!: () => void;
+  const allReady = new Promise<void>((r) => (resolveAllReady = r));
+  const readyCount = () => threads.filter((t) => t.state === "ready" && !t.recycleDue).length;
 
   const send = (t: Thread) => {
     t.flushScheduled = false;
@@ -104,9 +128,28 @@ export function createTaskPool(options: PoolOptions): TaskPool {
     }
   };
 
+  /** A recycled thread with nothing left to run ends. */
+  const endIfIdle = (t: Thread) => {
+    if (t.state !== "retiring" || t.inflight.size > 0) return;
+    t.state = "dead";
+    t.worker.terminate();
+    threads.splice(threads.indexOf(t), 1);
+    options.log.info("task_thread_recycled", { ran: t.ran, threads: threads.length });
+  };
+
+  /** Stops giving runs to threads due for recycling, as far as minReady allows. */
+  const retireDue = () => {
+    for (const t of threads) {
+      if (!t.recycleDue || t.state !== "ready") continue;
+      if (readyCount() < minReady) break; // keep it taking runs until a replacement is up
+      t.state = "retiring";
+      endIfIdle(t);
+    }
+  };
+
   const spawn = (): Thread => {
     const worker = new Worker(url, { workerData: options.init } as WorkerOptions);
-    const t: Thread = { worker, state: "starting", inflight: new Map(), queued: [], flushScheduled: false };
+    const t: Thread = { worker, state: "starting", inflight: new Map(), queued: [], flushScheduled: false, ran: 0, recycleDue: false };
     worker.onmessage = (ev: MessageEvent<FromThread>) => {
       const msg = ev.data;
       if (msg.type === "results") {
@@ -114,14 +157,24 @@ export function createTaskPool(options: PoolOptions): TaskPool {
           const p = t.inflight.get(r.id);
           if (!p) continue;
           t.inflight.delete(r.id);
+          t.ran++;
           p.resolve(r, p.ctx);
         }
+        const max = options.maxTasksPerThread;
+        if (max !== undefined && t.ran >= max && t.state === "ready" && !t.recycleDue && !closed) {
+          t.recycleDue = true;
+          spawn(); // the replacement loads while this thread finishes what it holds
+          retireDue();
+        }
+        endIfIdle(t);
       } else if (msg.type === "ready") {
         t.state = "ready";
+        if (++everReady === size) resolveAllReady();
         if (!readyDone) {
           readyDone = true;
           resolveReady(msg.tasks);
         }
+        retireDue();
         for (const p of waiting.splice(0)) assign(p);
       } else {
         options.log.error("task_modules_failed", { error: msg.message });
@@ -150,10 +203,12 @@ export function createTaskPool(options: PoolOptions): TaskPool {
   /** Terminates `t`, starts a replacement, and restarts (or fails) the runs it held. */
   const replace = (t: Thread, why: "deadline" | "crash") => {
     if (t.state === "dead") return;
+    // A thread already due for recycling has its replacement starting.
+    const replaced = t.recycleDue;
     t.state = "dead";
     t.worker.terminate();
     threads.splice(threads.indexOf(t), 1);
-    if (!closed) spawn();
+    if (!closed && !replaced) spawn();
     for (const p of t.inflight.values()) {
       if (p.run.atMostOnce) {
         p.resolve({ id: p.run.req.id, status: 3, outcome: "failure", error: `task thread stopped (${why}) while an at-most-once task ran`, durationMs: performance.now() - p.startedAt }, p.ctx);
@@ -167,7 +222,7 @@ export function createTaskPool(options: PoolOptions): TaskPool {
   const tick = setInterval(() => {
     const now = Date.now();
     for (const t of [...threads]) {
-      if (t.state !== "ready") continue;
+      if (t.state !== "ready" && t.state !== "retiring") continue;
       let expired: Pending[] | undefined;
       for (const p of t.inflight.values()) if (p.run.req.deadlineAtMs <= now) (expired ??= []).push(p);
       if (!expired) continue;
@@ -180,10 +235,12 @@ export function createTaskPool(options: PoolOptions): TaskPool {
     }
   }, options.deadlineTickMs ?? 50);
 
-  for (let i = 0; i < Math.max(1, options.threads); i++) spawn();
+  for (let i = 0; i < size; i++) spawn();
 
   return {
     ready,
+    allReady,
+    readyThreads: () => threads.filter((t) => t.state === "ready").length,
     run(run) {
       return new Promise<PoolOutcome>((resolve) => {
         if (closed) return resolve({ id: run.req.id, outcome: "aborted", durationMs: 0 });
