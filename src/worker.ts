@@ -50,51 +50,59 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
     maxTasksPerThread: config.maxChildTaskCount,
     minReadyThreads: config.minConcurrency,
   });
+  const clients = new Map<string, BrokerClient>();
+  for (const address of config.rpcHostList) clients.set(address, createBrokerClient({ address, secrets: config.secrets }));
+  const metrics = createWorkerMetrics(identity);
+  const health = createHealthFile(config.healthCheckFile, config.healthCheckSecPerTouch * 1000);
+  let server: ReturnType<typeof serveMetrics> | undefined;
+  let atMostOnce: ReturnType<typeof openAtMostOnceStore> | undefined;
+  let push: Awaited<ReturnType<typeof startPushMode>> | null = null;
+  const unwind = async () => {
+    await push?.stop(0);
+    await pool.close();
+    atMostOnce?.close();
+    server?.stop();
+    for (const c of clients.values()) c.close();
+  };
   let tasks;
   try {
+    server = config.metricsPort !== undefined ? serveMetrics(metrics, config.metricsPort) : undefined;
+    atMostOnce = openAtMostOnceStore(config.atMostOncePath);
+    // Push mode: the port (and its health service, NOT_SERVING while the task threads warm up) listens
+    // before the task modules have loaded; brokers deliver there and each result goes back to the pusher.
+    if (config.pushPort !== undefined) {
+      push = await startPushMode({
+        port: config.pushPort,
+        concurrency: config.concurrency,
+        secrets: config.secrets,
+        ...(config.grpcMaxMessageSize > 0 ? { maxMessageBytes: config.grpcMaxMessageSize } : {}),
+        pushTaskTimeoutMs: config.pushTaskTimeoutSec * 1000,
+        warmupTimeoutMs: config.warmupTimeoutSec * 1000,
+        reportTo: clients.get(config.rpcHostList[0]!)!,
+        clientFor: (address) => {
+          let c = clients.get(address);
+          if (!c) clients.set(address, (c = createBrokerClient({ address, secrets: config.secrets })));
+          return c;
+        },
+        pool,
+        atMostOnce,
+        atMostOnceTtlSec: config.atMostOnceTtlSec,
+        metrics,
+        health,
+        log,
+        onResult: options.onResult,
+      });
+      log.info("push_port_listening", { port: push.port, health: "NOT_SERVING until the task threads are up" });
+    }
     tasks = await pool.ready;
   } catch (err) {
-    await pool.close();
+    await unwind();
     throw err;
   }
   log.info("task_modules_loaded", { tasks: tasks.length, threads: config.threads });
   // Like Sentry's worker, every fetch names an application, so this worker never claims tasks of an
   // application it does not run: --application, else each application the task modules define, in turn.
   const applications = config.application ? [config.application] : [...new Set(tasks.map((t) => t.application))].sort();
-  const clients = new Map<string, BrokerClient>();
-  for (const address of config.rpcHostList) clients.set(address, createBrokerClient({ address, secrets: config.secrets }));
-  const metrics = createWorkerMetrics(identity);
-  const server = config.metricsPort !== undefined ? serveMetrics(metrics, config.metricsPort) : undefined;
-  const atMostOnce = openAtMostOnceStore(config.atMostOncePath);
-  const health = createHealthFile(config.healthCheckFile, config.healthCheckSecPerTouch * 1000);
-  // Push mode: brokers deliver to our push port; each result goes back to the broker that pushed it.
-  const push =
-    config.pushPort !== undefined
-      ? await startPushMode({
-          port: config.pushPort,
-          concurrency: config.concurrency,
-          secrets: config.secrets,
-          reportTo: clients.get(config.rpcHostList[0]!)!,
-          clientFor: (address) => {
-            let c = clients.get(address);
-            if (!c) clients.set(address, (c = createBrokerClient({ address, secrets: config.secrets })));
-            return c;
-          },
-          pool,
-          tasks,
-          atMostOnce,
-          atMostOnceTtlSec: config.atMostOnceTtlSec,
-          metrics,
-          health,
-          log,
-          onResult: options.onResult,
-        }).catch(async (err) => {
-          await pool.close();
-          atMostOnce.close();
-          server?.stop();
-          throw err;
-        })
-      : null;
   const loop: Pick<ReturnType<typeof startPull>, "done" | "stop"> =
     push ??
     startPull({
@@ -137,7 +145,7 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
         health.stop();
         await pool.close();
         for (const c of clients.values()) c.close();
-        atMostOnce.close();
+        atMostOnce!.close();
         server?.stop();
       })();
       return stopping;

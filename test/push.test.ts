@@ -121,7 +121,8 @@ test("a full worker answers RESOURCE_EXHAUSTED; the broker delivers the task lat
   const wp = await freePort();
   const b = await pushBroker([wp]);
   const out = join(dir, "busy.out");
-  await pushWorker(b, wp, out, ["--concurrency", "1"]);
+  // No waiting for a slot (the default waits up to 5 s, see test/worker-parity.test.ts): busy at once.
+  await pushWorker(b, wp, out, ["--concurrency", "1", "--push-task-timeout", "0"]);
   for (const tag of ["a", "b", "c"]) await send(b, slow, [tag]);
   await waitFor("all three ran to the end", () => lines(out).filter((l) => l.startsWith("slow-done")).length === 3, 20_000);
   // One slot: never two at once, so each start follows the previous done.

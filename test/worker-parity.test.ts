@@ -3,23 +3,32 @@
 // application's tasks stay untouched), an idle worker keeps its health file
 // fresh, a result the broker cannot take is kept and reported once the broker
 // is back, every finished task leaves one structured log line naming the
-// processing pool, and task threads are recycled after N tasks.
+// processing pool, task threads are recycled after N tasks; a push worker
+// has grpc.health.v1 with warm-up and waits for a slot up to its push timeout.
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { toBinary } from "@bufbuild/protobuf";
-import { statSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { join, resolve } from "node:path";
 import { sendWelcome } from "../examples/sdk/tasks.ts";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import { healthClient } from "../src/connect/client.ts";
+import { createWorkerClient } from "../src/connect/worker-client.ts";
+import { HealthCheckResponse_ServingStatus as Serving } from "../src/gen/grpc/health/v1/health_pb.ts";
 import { createRpcProducer } from "../src/producer/rpc.ts";
 import type { ActivationProducer } from "../src/sdk/index.ts";
 import { type BrokerProcess, spawnBroker, tempDir } from "./support/broker-process.ts";
 import { parsePrometheusText, sumOf } from "./support/prom-text.ts";
 import { spawnWorker, waitFor, type WorkerProcess } from "./support/worker-process.ts";
+import { hello as gatedHello } from "./gated-load.fixture.ts";
+import { hello as ptHello, slow as ptSlow } from "./push-tasks.fixture.ts";
 import { hello, slow } from "./worker-tasks.fixture.ts";
 
 setDefaultTimeout(30_000);
 
 const TASKS = join(import.meta.dir, "worker-tasks.fixture.ts");
+const GATED = join(import.meta.dir, "gated-load.fixture.ts");
+const PUSH_TASKS = join(import.meta.dir, "push-tasks.fixture.ts");
 const SHOP = resolve(import.meta.dir, "../examples/sdk/tasks.ts");
 const BROKER_ENV = { TASKBROKER_UPKEEP_TASK_INTERVAL_MS: "100", TASKBROKER_ADMIN_ENABLED: "true" };
 const dir = tempDir("worker-parity-");
@@ -49,6 +58,15 @@ function producer(b: BrokerProcess): ActivationProducer {
 async function brokerMetric(b: BrokerProcess, name: string, labels: Record<string, string>): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${b.adminPort}/metrics`);
   return sumOf(parsePrometheusText(await res.text()), name, labels);
+}
+/** The gRPC code a call failed with (OK when it did not fail). */
+async function codeOf(call: Promise<unknown>): Promise<Code | "OK"> {
+  try {
+    await call;
+    return "OK";
+  } catch (err) {
+    return ConnectError.from(err).code;
+  }
 }
 async function stateOf(b: BrokerProcess, id: string): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${b.adminPort}/api/activations/${id}`);
@@ -148,5 +166,64 @@ describe("task log line", () => {
       processing_pool: "pool-a",
     });
     expect(typeof lines[0].duration_ms).toBe("number");
+  });
+});
+
+describe("push mode", () => {
+  test("grpc.health.v1 answers NOT_SERVING while the task threads warm up, SERVING after, NOT_SERVING at shutdown", async () => {
+    const b = await broker();
+    const gate = join(dir, "load-gate");
+    const w = await spawnWorker(
+      ["--tasks", GATED, "--rpc-host-list", b.address, "--push-port", "0", "--threads", "2", "--at-most-once-path", join(dir, "amo-push.sqlite")],
+      { LOAD_GATE: gate },
+      20_000,
+      /^.*push_port_listening.*$/m,
+    );
+    stops.push(() => w.stop("SIGKILL"));
+    const port = Number(/port=(\d+)/.exec(w.logs().split("\n").find((l) => l.includes("push_port_listening"))!)![1]);
+    const health = healthClient(`127.0.0.1:${port}`);
+    const watched: number[] = [];
+    const watch = (async () => {
+      for await (const r of health.watch({ service: "" })) watched.push(r.status);
+    })();
+    expect((await health.check({ service: "" })).status).toBe(Serving.NOT_SERVING);
+    expect((await health.check({ service: "sentry_protos.taskbroker.v1.WorkerService" })).status).toBe(Serving.NOT_SERVING);
+    expect(await codeOf(health.check({ service: "nope" }))).toBe(Code.NotFound);
+    // A push during warm-up is turned away (the broker tries elsewhere or later), not queued.
+    const pusher = createWorkerClient({ address: `127.0.0.1:${port}` });
+    stops.push(() => pusher.close());
+    const early = gatedHello.buildActivation();
+    expect(await codeOf(pusher.pushTask(early.bytes, b.address))).toBe(Code.Unavailable);
+
+    writeFileSync(gate, "");
+    await waitFor("SERVING", async () => (await health.check({ service: "" })).status === Serving.SERVING);
+    expect(w.logs()).toMatch(/warmup_complete .*timed_out=false/);
+    await pusher.pushTask(gatedHello.buildActivation().bytes, b.address);
+
+    expect(await w.stop("SIGTERM")).toBe(0);
+    await watch.catch(() => {});
+    expect(watched).toEqual([Serving.NOT_SERVING, Serving.SERVING, Serving.NOT_SERVING]);
+  });
+
+  test("a push finding every slot busy waits up to --push-task-timeout, never past the caller's deadline", async () => {
+    const b = await broker();
+    const w = await spawnWorker(
+      ["--tasks", PUSH_TASKS, "--rpc-host-list", b.address, "--push-port", "0", "--concurrency", "1", "--push-task-timeout", "5", "--at-most-once-path", join(dir, "amo-push2.sqlite")],
+      { PT_OUT: join(dir, "pt.out") },
+    );
+    stops.push(() => w.stop("SIGKILL"));
+    const port = Number(/push_port=(\d+)/.exec(w.logs())![1]);
+    const patient = createWorkerClient({ address: `127.0.0.1:${port}`, deadlineMs: 10_000 });
+    const hurried = createWorkerClient({ address: `127.0.0.1:${port}`, deadlineMs: 300 });
+    stops.push(() => patient.close(), () => hurried.close());
+    await patient.pushTask(ptSlow.buildActivation({ args: ["first"] }).bytes, b.address); // takes the only slot for 800 ms
+    const t0 = Date.now();
+    // Its caller gives up after 300 ms: answered busy before that, so it never runs here behind the caller's back.
+    expect(await codeOf(hurried.pushTask(ptHello.buildActivation({ args: ["hurried"] }).bytes, b.address))).toBe(Code.ResourceExhausted);
+    expect(Date.now() - t0).toBeLessThan(300);
+    // A patient caller is accepted as soon as the slot frees, instead of being turned away.
+    await patient.pushTask(ptHello.buildActivation({ args: ["waited"] }).bytes, b.address);
+    await waitFor("the waiting push ran", () => (Bun.file(join(dir, "pt.out")).size > 0 ? readFileSync(join(dir, "pt.out"), "utf8").includes("hello waited") : false));
+    expect(readFileSync(join(dir, "pt.out"), "utf8")).not.toContain("hurried");
   });
 });

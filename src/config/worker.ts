@@ -155,16 +155,16 @@ export const workerSchema = z.object({
     .int()
     .min(-1)
     .default(-1)
-    .describe("Push mode: largest PushTask message accepted, bytes; -1: no limit of its own.")
-    .meta({ ...flags("--grpc-max-message-size"), valueName: "bytes", ignored: "not implemented yet: the push server's own limit applies" }),
+    .describe("Push mode: largest PushTask message accepted, bytes; -1: the push server's default (16 MiB).")
+    .meta({ ...flags("--grpc-max-message-size"), valueName: "bytes" }),
   push_task_timeout: seconds()
     .default(5)
-    .describe("Push mode: longest a pushed task waits for a free slot before the push is answered busy, seconds.")
-    .meta({ ...flags("--push-task-timeout"), valueName: "seconds", ignored: "not implemented yet: a push with no free slot is answered busy at once" }),
+    .describe("Push mode: longest a pushed task waits for a free slot before the push is answered busy (never past the broker's call deadline), seconds.")
+    .meta({ ...flags("--push-task-timeout"), valueName: "seconds" }),
   warmup_timeout: seconds()
     .default(90)
-    .describe("Push mode: longest the health service waits for task threads to warm up before answering SERVING, seconds.")
-    .meta({ ...flags("--warmup-timeout"), valueName: "seconds", ignored: "not implemented yet: there is no push health service" }),
+    .describe("Push mode: the push port's grpc.health.v1 service answers NOT_SERVING until every task thread is up, or this many seconds passed.")
+    .meta({ ...flags("--warmup-timeout"), valueName: "seconds" }),
   child_tasks_queue_maxsize: int(1)
     .default(5)
     .describe("Python worker: tasks buffered for child processes.")

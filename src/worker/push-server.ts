@@ -3,11 +3,20 @@
 // fast path). Checks the broker's `sentry-signature` when secrets are set
 // (docs/spec/wire-contract.md "Request signing"), decodes the activation and hands it
 // to `accept`, whose answer becomes the gRPC status: OK, RESOURCE_EXHAUSTED
-// ("worker busy") or UNAVAILABLE (stopping). Nothing else is served.
+// ("worker busy") or UNAVAILABLE (warming up, stopping). It also serves
+// grpc.health.v1.Health (Check and Watch, unsigned, as Sentry's worker does
+// for readiness probes) for "" and the WorkerService name, from `health`.
+// Nothing else is served.
 import http2 from "node:http2";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
+import {
+  HealthCheckRequestSchema,
+  HealthCheckResponse_ServingStatus as Serving,
+  HealthCheckResponseSchema,
+} from "../gen/grpc/health/v1/health_pb.ts";
 import { verifySignature, SIGNATURE_HEADER } from "../connect/signing.ts";
-import { OK_TRAILERS, framedEmpty, frameLength, trailersOnlyHeaders } from "../connect/frame.ts";
+import { OK_TRAILERS, framedEmpty, frameLength, frameMessage, trailersOnlyHeaders } from "../connect/frame.ts";
 import { decodePushTaskRequest } from "../protocol/messages.ts";
 import { PATH_PUSH_TASK } from "../connect/worker-client.ts";
 import type { Logger } from "../log.ts";
@@ -16,6 +25,43 @@ import { decodeWireActivation, type WireActivation } from "../activation/wire.ts
 /** null: accepted (OK); otherwise the gRPC status to answer with. */
 export type PushAnswer = null | { code: Code; message: string };
 
+export const WORKER_SERVICE_NAME = "sentry_protos.taskbroker.v1.WorkerService";
+const PATH_HEALTH_CHECK = "/grpc.health.v1.Health/Check";
+const PATH_HEALTH_WATCH = "/grpc.health.v1.Health/Watch";
+
+/** What the health service reports: one status for "" and the WorkerService alike. */
+export interface PushHealth {
+  serving(): boolean;
+  /** Calls `fn` on every change; returns the unsubscribe function. */
+  onChange(fn: () => void): () => void;
+}
+
+/** A settable PushHealth, NOT_SERVING until set(true). */
+export function createPushHealth(): PushHealth & { set(serving: boolean): void } {
+  let serving = false;
+  const listeners = new Set<() => void>();
+  return {
+    serving: () => serving,
+    set(v) {
+      if (v === serving) return;
+      serving = v;
+      for (const fn of [...listeners]) fn();
+    },
+    onChange(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
+  };
+}
+
+/** grpc-timeout header ("8000m", "5S", ...) in ms, or undefined. */
+export function grpcTimeoutMs(value: string | undefined): number | undefined {
+  const m = value ? /^(\d{1,8})([HMSmun])$/.exec(value) : null;
+  if (!m) return undefined;
+  const per = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 }[m[2] as "H"]!;
+  return Number(m[1]) * per;
+}
+
 export interface PushServerOptions {
   port: number;
   host?: string;
@@ -23,10 +69,12 @@ export interface PushServerOptions {
   /** Largest accepted request, bytes. Default 16 MiB. */
   maxMessageBytes?: number;
   /**
-   * Decides on a pushed activation synchronously (a slot free or not).
+   * Decides on a pushed activation: at once, or after waiting for a free slot
+   * (never longer than `waitBudgetMs`, the part of the caller's deadline left to use).
    * `callbackUrl` is the pushing broker's host:port ("" when it sent none).
    */
-  accept(activation: WireActivation, callbackUrl: string): PushAnswer;
+  accept(activation: WireActivation, callbackUrl: string, waitBudgetMs: number | undefined): PushAnswer | Promise<PushAnswer>;
+  health: PushHealth;
   log: Logger;
 }
 
@@ -55,6 +103,7 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
   server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
     stream.on("error", () => {});
     const path = String(headers[":path"] ?? "");
+    if (path === PATH_HEALTH_CHECK || path === PATH_HEALTH_WATCH) return serveHealth(stream, path);
     if (path !== PATH_PUSH_TASK) {
       stream.resume();
       return fail(stream, Code.Unimplemented, `method ${path} is not served by this worker`);
@@ -84,14 +133,66 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
       } catch (err) {
         return fail(stream, Code.InvalidArgument, `undecodable task: ${(err as Error).message}`);
       }
-      const answer = o.accept(activation, callbackUrl);
-      if (answer !== null) return fail(stream, answer.code, answer.message);
-      if (stream.destroyed) return;
-      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-      stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
-      stream.end(framedEmpty());
+      // Answer before the caller's deadline: a push it gave up on must not run here as well.
+      const timeout = grpcTimeoutMs(headers["grpc-timeout"] as string | undefined);
+      const respond = (answer: PushAnswer) => {
+        if (answer !== null) return fail(stream, answer.code, answer.message);
+        if (stream.destroyed) return;
+        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+        stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
+        stream.end(framedEmpty());
+      };
+      const answer = o.accept(activation, callbackUrl, timeout === undefined ? undefined : timeout * 0.8);
+      if (answer instanceof Promise) void answer.then(respond, (err: unknown) => fail(stream, Code.Internal, String(err)));
+      else respond(answer);
     });
   });
+
+  const status = (service: string): Serving | null =>
+    service !== "" && service !== WORKER_SERVICE_NAME ? null : o.health.serving() ? Serving.SERVING : Serving.NOT_SERVING;
+  const framedStatus = (s: Serving) => frameMessage(toBinary(HealthCheckResponseSchema, create(HealthCheckResponseSchema, { status: s })));
+
+  /** Check answers the current status (NOT_FOUND for other services); Watch streams it and every change. */
+  function serveHealth(stream: http2.ServerHttp2Stream, path: string) {
+    const chunks: Buffer[] = [];
+    stream.on("data", (c: Buffer) => {
+      if (chunks.length < 64) chunks.push(c);
+    });
+    stream.on("end", () => {
+      const body = Buffer.concat(chunks);
+      const len = frameLength(body);
+      let service = "";
+      try {
+        if (len > 0) service = fromBinary(HealthCheckRequestSchema, body.subarray(5, 5 + len)).service;
+      } catch {
+        return fail(stream, Code.InvalidArgument, "malformed HealthCheckRequest");
+      }
+      if (stream.destroyed) return;
+      if (path === PATH_HEALTH_CHECK) {
+        const s = status(service);
+        if (s === null) return fail(stream, Code.NotFound, `unknown service ${JSON.stringify(service)}`);
+        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+        stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
+        stream.end(framedStatus(s));
+        return;
+      }
+      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+      stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
+      let last: Serving | -1 = -1;
+      const send = () => {
+        const s = status(service) ?? Serving.SERVICE_UNKNOWN;
+        if (s !== last && !stream.destroyed) stream.write(framedStatus((last = s)));
+      };
+      send();
+      const off = o.health.onChange(send);
+      watches.add(stream);
+      stream.once("close", () => {
+        off();
+        watches.delete(stream);
+      });
+    });
+  }
+  const watches = new Set<http2.ServerHttp2Stream>();
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -106,6 +207,8 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
+        // Watch streams never end on their own: finish them (they saw NOT_SERVING first).
+        for (const w of watches) if (!w.destroyed) w.end();
         // Idle connections would keep close() waiting: ask every session to finish (GOAWAY; open streams complete).
         for (const s of sessions) s.close();
       }),

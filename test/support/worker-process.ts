@@ -19,7 +19,8 @@ export interface WorkerProcess {
   exited: Promise<number>;
 }
 
-export async function spawnWorker(args: string[], env: Record<string, string>, startTimeoutMs = 20_000): Promise<WorkerProcess> {
+/** `startedPattern`: the log line to wait for (default worker_started; push_port_listening comes before the task modules load). */
+export async function spawnWorker(args: string[], env: Record<string, string>, startTimeoutMs = 20_000, startedPattern = /^.*worker_started.*$/m): Promise<WorkerProcess> {
   const baseEnv: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("TASKWORKER_")) baseEnv[k] = v;
   const proc = Bun.spawn([process.execPath, resolve(ROOT, "src/main.ts"), "worker", ...args], {
@@ -46,7 +47,7 @@ export async function spawnWorker(args: string[], env: Record<string, string>, s
       rej(new Error(`worker did not start:\n${output}`));
     }, startTimeoutMs);
     onText = () => {
-      const m = /^.*worker_started.*$/m.exec(output);
+      const m = startedPattern.exec(output);
       if (m) {
         clearTimeout(timer);
         onText = () => {};
