@@ -97,8 +97,8 @@ describe("the packed SDK in a separate application", () => {
     await waitFor("both producers' tasks ran", () => lines().length === 10, 20_000);
     expect(lines().sort()).toEqual(
       [
-        "welcome 42 en",
-        "welcome 7 de",
+        "welcome 42 en tenant=acme",
+        "welcome 7 de tenant=-",
         "digest 42 attempt 1",
         "charge order-1001 2599",
         "inventory sku-7",

@@ -145,6 +145,28 @@ describe("retry policy", () => {
   });
 });
 
+describe("context hooks", () => {
+  test("onDispatch adds headers after the caller's; onExecute hooks nest around the run, the first outermost", async () => {
+    const order: string[] = [];
+    const app = createApp({
+      name: "hookstest",
+      eager: true,
+      contextHooks: [
+        {
+          onDispatch: (h) => void (h["x-a"] = `a(${h["x-caller"] ?? "-"})`),
+          onExecute: async (h, next) => (order.push(`a-in ${h["x-a"]}`), await next().finally(() => order.push("a-out"))),
+        },
+        { onExecute: async (h, next) => (order.push(`b-in ${h["x-caller"]}`), await next().finally(() => order.push("b-out"))) },
+      ],
+    });
+    const t = app.namespace("hooks").register({ name: "hooks.run", handler: () => void order.push("run") });
+    expect(t.buildActivation({ headers: { "x-caller": "c" } }).activation.headers).toMatchObject({ "x-caller": "c", "x-a": "a(c)" });
+    await t.applyAsync({ headers: { "x-caller": "c" } });
+    expect(order).toEqual(["a-in a(c)", "b-in c", "run", "b-out", "a-out"]);
+    await app.close();
+  });
+});
+
 describe("eager mode", () => {
   test("runs through encode/decode with kwargs, context and retries", async () => {
     const app = createApp({ name: "eagertest", eager: true });

@@ -3,10 +3,29 @@
 // A worker runs this module (`taskplatform worker --tasks ./tasks.ts`);
 // produce.ts dispatches to it; eager.ts tests it in-process. The "mail" and
 // "card" calls append a line to an outbox file, standing in for real APIs.
+import { AsyncLocalStorage } from "node:async_hooks";
 import { appendFileSync } from "node:fs";
 import { createApp, currentTask, retry, RetryTaskError } from "taskplatform";
 
-export const app = createApp({ name: "shop" });
+/** The tenant the current request (or task) works for. */
+export const tenant = new AsyncLocalStorage<string>();
+
+export const app = createApp({
+  name: "shop",
+  // A context hook carries the tenant from the code that dispatches into the task's run (header x-tenant).
+  contextHooks: [
+    {
+      onDispatch(headers) {
+        const t = tenant.getStore();
+        if (t) headers["x-tenant"] = t;
+      },
+      onExecute(headers, next) {
+        const t = headers["x-tenant"];
+        return t ? tenant.run(t, next) : next();
+      },
+    },
+  ],
+});
 
 const outbox = process.env.SHOP_OUTBOX ?? "outbox.log";
 const record = (line: string) => appendFileSync(outbox, line + "\n");
@@ -27,7 +46,7 @@ export const sendWelcome = emails.register({
   name: "emails.send_welcome",
   // Positional args first; kwargs (when a producer sends any) arrive as one trailing object.
   handler: (userId: number, options?: { locale?: string }) => {
-    record(`welcome ${userId} ${options?.locale ?? "en"}`);
+    record(`welcome ${userId} ${options?.locale ?? "en"} tenant=${tenant.getStore() ?? "-"}`);
   },
 });
 

@@ -14,6 +14,7 @@ import { type ErrorClass, TaskDefinitionError } from "./errors.ts";
 import { PROPAGATE_TRACES_HEADER, traceHeaders } from "../activation/headers.ts";
 import type { Compression } from "../activation/parameters.ts";
 import type { ActivationProducer, TopicRouter } from "./producer.ts";
+import { type ContextHook, dispatchHeaders } from "./hooks.ts";
 import { NO_RETRY, type Retry } from "./retry.ts";
 
 export const INTERNAL_NAMESPACE = "internal";
@@ -83,11 +84,14 @@ export interface AppOptions {
   eager?: boolean;
   producer?: ActivationProducer;
   router?: TopicRouter;
+  /** Carry context from dispatch into the run through headers (see hooks.ts). Default none. */
+  contextHooks?: ContextHook[];
 }
 
 export interface App {
   readonly name: string;
   eager: boolean;
+  readonly contextHooks: readonly ContextHook[];
   namespace(name: string, defaults?: NamespaceDefaults): Namespace;
   namespaces(): Namespace[];
   lookup(namespace: string, taskname: string): Task | undefined;
@@ -162,7 +166,8 @@ export function createApp(options: AppOptions = {}): App {
           const ctx = currentTask();
           // Scheduled activations turn propagation off; follow-ups start their own trace then.
           const carry = ctx && ctx.headers[PROPAGATE_TRACES_HEADER] !== "False";
-          return buildActivation(template, d, carry ? traceHeaders(ctx.headers) : {});
+          const headers = dispatchHeaders(app.contextHooks, d.headers);
+          return buildActivation(template, headers === d.headers ? d : { ...d, headers }, carry ? traceHeaders(ctx.headers) : {});
         };
         const task: Task<A, R> = {
           app,
@@ -193,6 +198,7 @@ export function createApp(options: AppOptions = {}): App {
   const app: App = {
     name,
     eager: options.eager ?? false,
+    contextHooks: Object.freeze([...(options.contextHooks ?? [])]),
     namespace(nsName, defaults = {}) {
       checkName("namespace", nsName);
       if (nsName === INTERNAL_NAMESPACE) throw new TaskDefinitionError(`namespace "internal" is reserved for the platform`);

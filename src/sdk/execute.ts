@@ -5,6 +5,7 @@
 // outside (the worker stops the whole thread).
 import { CANARY_TASK, findTask, INTERNAL_NAMESPACE, type Task } from "./app.ts";
 import { makeTaskContext, runInTaskContext } from "./context.ts";
+import { executeWithHooks } from "./hooks.ts";
 import { isErrorOf, isRetryRequest, UnknownTaskError } from "./errors.ts";
 import { COMPRESSION_HEADER, decodeLegacyParameters, decodeParameters } from "../activation/parameters.ts";
 import { shouldRetry } from "./retry.ts";
@@ -80,7 +81,8 @@ export async function runActivation(req: RunRequest, signal: AbortSignal): Promi
       deadlineAtMs: req.deadlineAtMs,
       signal,
     });
-    await runInTaskContext(ctx, () => (task.handler as (...a: unknown[]) => unknown)(...args));
+    const call = async () => (task.handler as (...a: unknown[]) => unknown)(...args);
+    await runInTaskContext(ctx, () => executeWithHooks(task.app.contextHooks, req.headers, call));
     return done({ status: STATUS_COMPLETE, outcome: "complete" });
   } catch (err) {
     const expected = task.expectedErrors.some((cls) => isErrorOf(err, cls));

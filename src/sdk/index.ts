@@ -35,6 +35,7 @@ export {
 } from "../activation/build.ts";
 export { newActivationId } from "../activation/ids.ts";
 export { currentTask, type TaskContext } from "./context.ts";
+export type { ContextHook } from "./hooks.ts";
 export { EagerTaskFailed } from "./eager.ts";
 export { ProcessingDeadlineExceeded, RetryTaskError, TaskDefinitionError, UnknownTaskError } from "./errors.ts";
 export { type HeaderValue, PROPAGATE_TRACES_HEADER, stringifyHeaders, TRACE_HEADERS } from "../activation/headers.ts";
