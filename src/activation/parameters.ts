@@ -4,8 +4,12 @@
 // size passes 3,000,000 bytes, flagged by headers["compression-type"]; old
 // producers put JSON in the deprecated `parameters` field instead.
 // Byte-compatible with Sentry's Python client; see the vectors in docs/spec/wire-contract.md "Parameters" and
-// test/sdk.test.ts. Writers: the SDK's builder (build.ts), raw Kafka topics
-// (kafka/raw.ts). Readers: the worker (sdk/execute.ts), the kill switch and the
+// test/sdk.test.ts. 64-bit integers round-trip exactly: a bigint is written as
+// msgpack int64/uint64, and an int64/uint64 outside JavaScript's safe integer
+// range (2^53 - 1) is read as a bigint (inside it, as a number), in msgpack
+// and in legacy JSON alike (test/int64.test.ts, against Python's msgpack).
+// Writers: the SDK's builder (build.ts), raw Kafka topics (kafka/raw.ts).
+// Readers: the worker (sdk/execute.ts), the kill switch and the
 // admin views (activationParameters).
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import { zstd } from "./zstd.ts";
@@ -17,9 +21,14 @@ export const COMPRESSION_HEADER = "compression-type";
 // Shared codec instances: constructing one per call shows up in profiles (all are re-entrant).
 // ignoreUndefined: Python has no undefined; dropping it from maps beats sending nil.
 const encoder = new Encoder({ ignoreUndefined: true });
-// Raw topics' header kwargs carry 64-bit integers as bigint; they are written as msgpack int64.
-const int64Encoder = new Encoder({ ignoreUndefined: true, useBigInt64: true });
+// For parameters holding a bigint: int64 (negative) or uint64, as Python writes such ints. This
+// encoder would write numbers beyond 32 bits as floats, so those are widened to bigint first (widen64).
+const encoder64 = new Encoder({ ignoreUndefined: true, useBigInt64: true });
 const decoder = new Decoder();
+// Reads every int64/uint64 as a bigint; narrowed back to numbers where they are safe (narrow64).
+const decoder64 = new Decoder({ useBigInt64: true });
+const UINT64 = 0xcf;
+const INT64 = 0xd3;
 
 export type Compression = "none" | "zstd" | "auto";
 
@@ -52,19 +61,50 @@ export class UndecodableParameters extends ParameterError {
 
 const detail = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
+function hasBigInt(value: unknown): boolean {
+  if (typeof value === "bigint") return true;
+  if (Array.isArray(value)) return value.some(hasBigInt);
+  if (value && typeof value === "object" && !(value instanceof Uint8Array)) return Object.values(value).some(hasBigInt);
+  return false;
+}
+
+/** A copy where integers beyond 32 bits are bigint, so encoder64 writes them as ints, not floats. */
+function widen64(value: unknown): unknown {
+  if (typeof value === "bigint") {
+    // msgpack holds int64 and uint64; anything wider would be silently cut to 64 bits.
+    if (value < -(2n ** 63n) || value >= 2n ** 64n) throw new ParameterError(`integer ${value} does not fit in 64 bits (msgpack int64/uint64)`);
+    return value;
+  }
+  if (typeof value === "number") return Number.isSafeInteger(value) && (value >= 2 ** 32 || value < -(2 ** 31)) ? BigInt(value) : value;
+  if (Array.isArray(value)) return value.map(widen64);
+  if (value && typeof value === "object" && !(value instanceof Uint8Array) && !(value instanceof Date)) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, widen64(v)]));
+  }
+  return value;
+}
+
+/** The plain encoder; parameters holding a bigint (it refuses those) go through encoder64. */
+function pack(value: TaskParameters): Uint8Array {
+  try {
+    return encoder.encode(value);
+  } catch (err) {
+    if (!hasBigInt(value)) throw err;
+    return encoder64.encode(widen64(value));
+  }
+}
+
 /**
  * msgpack {args, kwargs}, compressed per `compression` (zstd at `level`,
- * default 3). `int64` writes bigint values as msgpack int64 (raw topics);
- * without it a bigint is not serialisable.
+ * default 3); bigint values are written as 64-bit integers.
  */
 export function encodeParameters(
   params: TaskParameters,
   compression: Compression = "auto",
-  options: { int64?: boolean; level?: number } = {},
+  options: { level?: number } = {},
 ): EncodedParameters {
   let raw: Uint8Array;
   try {
-    raw = (options.int64 ? int64Encoder : encoder).encode({ args: params.args, kwargs: params.kwargs });
+    raw = pack({ args: params.args, kwargs: params.kwargs });
   } catch (err) {
     throw new ParameterError(`parameters are not serialisable: ${detail(err)}`, { cause: err });
   }
@@ -73,10 +113,29 @@ export function encodeParameters(
   return { bytes: zstd.compress(raw, options.level ?? 3), compression: "zstd" };
 }
 
+/** bigint values inside the safe integer range become numbers again (recursively); others stay bigint. */
+function narrow64(value: unknown): unknown {
+  if (typeof value === "bigint") {
+    return value <= BigInt(Number.MAX_SAFE_INTEGER) && value >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(value) : value;
+  }
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = narrow64(value[i]);
+    return value;
+  }
+  if (value && typeof value === "object" && !(value instanceof Uint8Array)) {
+    const map = value as Record<string, unknown>;
+    for (const k of Object.keys(map)) map[k] = narrow64(map[k]);
+  }
+  return value;
+}
+
 /** The one msgpack decode of parameters: every reader goes through here. */
 function unpack(raw: Uint8Array): unknown {
   try {
-    return decoder.decode(raw);
+    // Without an int64/uint64 marker byte no value can lie outside the safe range: the plain, faster decode.
+    // (A marker byte may also be data, e.g. inside a string; the 64-bit decode is then merely slower.)
+    if (raw.indexOf(UINT64) < 0 && raw.indexOf(INT64) < 0) return decoder.decode(raw);
+    return narrow64(decoder64.decode(raw));
   } catch (err) {
     throw new UndecodableParameters(`parameters_bytes is not valid msgpack: ${detail(err)}`, { cause: err });
   }
@@ -113,11 +172,19 @@ export function decodeParameters(bytes: Uint8Array, compressionHeader: string | 
   return shape(unpack(raw), "parameters");
 }
 
+/** JSON.parse reviver: an integer literal outside the safe range becomes a bigint (needs the reviver's source text: Bun, Node 22+). */
+function exactIntegers(this: unknown, _key: string, value: unknown, context?: { source?: string }): unknown {
+  if (typeof value === "number" && !Number.isSafeInteger(value) && context?.source && /^-?\d+$/.test(context.source)) {
+    return BigInt(context.source);
+  }
+  return value;
+}
+
 /** Old producers send JSON in the deprecated `parameters` field; the worker accepts it leniently. */
 export function decodeLegacyParameters(json: string): TaskParameters {
   let value: unknown;
   try {
-    value = JSON.parse(json);
+    value = JSON.parse(json, exactIntegers as (this: unknown, key: string, value: unknown) => unknown);
   } catch (err) {
     throw new UndecodableParameters("parameters is not valid JSON", { cause: err });
   }
@@ -144,7 +211,7 @@ export function activationParameters(activation: {
   if (activation.parameters !== "") {
     let value: unknown;
     try {
-      value = JSON.parse(activation.parameters);
+      value = JSON.parse(activation.parameters, exactIntegers as (this: unknown, key: string, value: unknown) => unknown);
     } catch (err) {
       throw new UndecodableParameters(`parameters is not valid JSON: ${detail(err)}`, { cause: err });
     }

@@ -68,7 +68,7 @@ export function rawActivation(msg: RawMessage, spec: RawTopicSpec, nowMs: number
     application: spec.application,
     namespace: spec.namespace,
     taskname: spec.taskname,
-    parametersBytes: encodeParameters({ args, kwargs }, level === COMPRESSION_DISABLED ? "none" : "zstd", { int64: true, level }).bytes,
+    parametersBytes: encodeParameters({ args, kwargs }, level === COMPRESSION_DISABLED ? "none" : "zstd", { level }).bytes,
     headers: level === COMPRESSION_DISABLED ? {} : { "compression-type": "zstd" },
     receivedAt: timestampFromMs(msg.timestampMs > 0 ? msg.timestampMs : nowMs),
     processingDeadlineDuration: BigInt(spec.processing_deadline_duration),
