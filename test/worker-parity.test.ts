@@ -115,15 +115,16 @@ describe("health file", () => {
 });
 
 describe("reporting", () => {
-  test("a result the broker cannot take is kept and reported once the broker is back", async () => {
+  // Both pull paths: the v1 calls (what a worker meets with Sentry's broker) and the delivery stream.
+  test.each(["unary", "stream"])("a result the broker cannot take is kept and reported once the broker is back (--delivery %s)", async (delivery) => {
     const dbPath = join(tempDir("parity-db-"), "inflight.sqlite");
     const first = await broker({}, dbPath);
     const port = String(first.port);
     const p = producer(first);
     const built = slow.buildActivation({ args: ["kept"] });
     await p.send("taskworker", built.activation, built.bytes);
-    const out = join(dir, "kept.out");
-    const w = await worker(first, ["--tasks", TASKS, "--metrics-port", "0"], { WT_OUT: out });
+    const out = join(dir, `kept-${delivery}.out`);
+    const w = await worker(first, ["--tasks", TASKS, "--metrics-port", "0", "--delivery", delivery], { WT_OUT: out });
     await waitFor("the slow task started", async () => (await Bun.file(out).exists()) && (await Bun.file(out).text()).includes("slow-start kept"));
     // The broker dies while the task runs (1.5 s): the report fails, the worker keeps the result.
     first.kill9();
@@ -136,8 +137,12 @@ describe("reporting", () => {
     const second = await broker({ TASKBROKER_GRPC_PORT: port }, dbPath);
     await waitFor("the held result was reported", async () => (await brokerMetric(second, "taskbroker_status_total", { status: "complete" })) === 1, 20_000);
     expect(await stateOf(second, built.activation.id)).not.toBe("processing");
+    await waitFor("the worker holds nothing any more", async () => {
+      const res = await fetch(`http://127.0.0.1:${w.metricsPort}/metrics`);
+      return sumOf(parsePrometheusText(await res.text()), "taskworker_results_held", {}) === 0;
+    });
     // Logged once the broker's answer is back (the broker counts it before answering).
-    await waitFor("the worker logged the late report", () => /result_reported .*id=\w+ .*attempts=\d+/.test(w.logs()));
+    if (delivery === "unary") await waitFor("the worker logged the late report", () => /result_reported .*id=\w+ .*attempts=\d+/.test(w.logs()));
     expect((await Bun.file(out).text()).match(/slow-done kept/g)).toHaveLength(1);
   });
 });

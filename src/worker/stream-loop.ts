@@ -132,6 +132,9 @@ export function startStreamLoop(o: StreamLoopOptions): StreamLoop {
     setImmediate(flushAll);
   };
 
+  /** taskworker_results_held: results of brokers whose stream failed since it last opened (kept, sent again on the next one). */
+  const setHeld = () => o.metrics.resultsHeld.set(channels.reduce((n, c) => n + (c.failures > 0 ? c.held() : 0), 0));
+
   /** Sends each channel's results, grant and revoke as one message per channel. */
   function flushAll(): void {
     flushScheduled = false;
@@ -154,6 +157,7 @@ export function startStreamLoop(o: StreamLoopOptions): StreamLoop {
       c.revoke = 0; // the broker's `revoked` answer lowers `unused`
     }
     o.health.progress();
+    setHeld();
   }
 
   /** Hands free credit to streams: first to those that used all of theirs, then up to an even share. */
@@ -265,6 +269,7 @@ export function startStreamLoop(o: StreamLoopOptions): StreamLoop {
       () => {
         accepted = true;
         c.failures = 0;
+        setHeld();
         o.balancer.succeeded(c.address);
         o.log.debug("delivery_stream_open", { broker: c.address, application: c.filter.application, credit });
         distribute();
@@ -289,6 +294,7 @@ export function startStreamLoop(o: StreamLoopOptions): StreamLoop {
       }
     }
     const delay = err?.code === Code.Unimplemented ? o.maxBackoffMs : Math.min(o.maxBackoffMs, 10 * 2 ** Math.min(c.failures++, 10));
+    setHeld();
     c.retryTimer = setTimeout(() => connect(c), stopping ? Math.min(delay, 200) : delay);
     distribute();
   }
