@@ -212,6 +212,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
             log: log.child({ component: "admin" }),
             upkeepLastCompletedAtMs: () => upkeep.lastCompletedAtMs(),
             upkeepUnhealthyAfterMs: config.health_check_killswitched ? Infinity : config.upkeep_unhealthy_interval_ms,
+            rateSampleMs: config.admin_rate_sample_ms,
             kafkaReady: kafka ? () => kafka.status().ready : undefined,
             kafkaDetail: kafka ? () => kafka.status().detail : undefined,
           })

@@ -140,7 +140,7 @@ describe("admin server, no token", () => {
     await consumer.getTask({ application: "tests", namespace: `empty-${uniqueId()}` }).catch(() => {});
     const m4 = await scrape(broker);
     expect(delta(m3, m4, "taskbroker_rpc_requests_total", { method: "GetTask", code: "NOT_FOUND" })).toBe(1);
-  });
+  }, 20_000); // two background recounts (2 s apart) are waited for; more under load
 
   test("JSON API: overview, one activation decoded, dead letters with replay and discard", async () => {
     const { ingest, consumer } = brokerClients(broker.port);

@@ -1,8 +1,13 @@
 // The dashboard in a real browser (Debian chromium driven by playwright-core)
 // against a broker process with known contents: sign in with the admin token,
 // read the depths and the dead letter shown, replay the dead letter with a
-// click and see it dispatched again over GetTask. Saves docs/dashboard.png.
+// click and see it dispatched again over GetTask; then a worker process runs
+// tasks and the page shows the work in progress (processing, per-namespace
+// and chart rates whose legend matches the lines) and, after the run, the
+// totals since start; an activation is looked up by id. The screenshot goes
+// to a temp file, or to docs/dashboard.png with UPDATE_SCREENSHOT=1.
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { encode } from "@msgpack/msgpack";
@@ -10,6 +15,9 @@ import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { TaskActivationSchema, TaskActivationStatus } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { spawnBroker, tempDir, type BrokerProcess } from "./support/broker-process.ts";
 import { activation, brokerClients } from "./support/activations.ts";
+import { createRpcProducer } from "../src/producer/rpc.ts";
+import { spawnWorker } from "./support/worker-process.ts";
+import { gated } from "./worker-tasks.fixture.ts";
 
 const TOKEN = "dash-" + crypto.randomUUID();
 let broker: BrokerProcess;
@@ -21,6 +29,7 @@ beforeAll(async () => {
     TASKBROKER_ADMIN_HOST: "127.0.0.1",
     TASKBROKER_ADMIN_TOKEN: TOKEN,
     TASKBROKER_UPKEEP_TASK_INTERVAL_MS: "100",
+    TASKBROKER_ADMIN_RATE_SAMPLE_MS: "500",
   });
   context = await chromium.launchPersistentContext(tempDir("chromium-profile-"), {
     executablePath: "/usr/bin/chromium",
@@ -93,9 +102,8 @@ test("shows the broker's contents and replays a dead letter with a click", async
   expect(await text(page, `#deadletters tr[data-id="${doomed.id}"] .attempts`)).toBe("0");
   expect(await text(page, `#deadletters tr[data-id="${doomed.id}"] .params`)).toBe('{"args":[4711],"kwargs":{"customer":"ada"}}');
 
-  // The rate chart needs two samples (5 s apart); wait for it so the screenshot shows one.
+  // The rate chart needs two samples; wait for it.
   await page.waitForSelector('#chart polyline[data-series="dispatched"]', { timeout: 20_000 });
-  await page.screenshot({ path: join(resolve(import.meta.dir, ".."), "docs", "dashboard.png"), fullPage: true });
 
   await row.locator("button.replay").click();
   await until("status line", async () => (await text(page, "#status")).startsWith("replayed"));
@@ -108,4 +116,70 @@ test("shows the broker's contents and replays a dead letter with a click", async
   expect(again.task!.id).toBe(newId);
   expect(again.task!.taskname).toBe("shop.charge_card");
   expect(again.task!.parametersBytes).toEqual(doomed.parametersBytes);
+}, 90_000);
+
+test("during and after a run: work in progress, rates whose legend matches the lines, totals since start, lookup by id", async () => {
+  const page = await context.newPage();
+  await page.goto(`http://127.0.0.1:${broker.adminPort}/`);
+  await page.waitForSelector('body[data-loaded="true"]');
+  const before = Number(await text(page, "#since-completed"));
+
+  const dir = tempDir("dash-run-");
+  const gate = join(dir, "gate");
+  const producer = createRpcProducer({ address: broker.address });
+  const ids: string[] = [];
+  for (let i = 0; i < 40; i++) {
+    const built = gated.buildActivation({ args: [`r${i}`] });
+    await producer.send("taskworker", built.activation, built.bytes);
+    ids.push(built.activation.id);
+  }
+  await producer.close();
+  const worker = await spawnWorker(
+    ["--tasks", join(import.meta.dir, "worker-tasks.fixture.ts"), "--rpc-host-list", broker.address, "--concurrency", "4", "--at-most-once-path", join(dir, "amo.sqlite")],
+    { WT_OUT: join(dir, "out"), WT_GATE: gate },
+  );
+  try {
+    // During: four running (the gate is shut), the rest pending; the namespace shows its dispatch rate.
+    // (The first test left rows of its own: read this run's namespace.)
+    await until("4 processing on the page", async () => (await text(page, '#depths tr[data-namespace="wt"] td[data-state="processing"]')) === "4", 20_000);
+    expect(await text(page, '#depths tr[data-namespace="wt"] td[data-state="pending"]')).toBe("36");
+    await until("a dispatch rate for the namespace", async () => (await text(page, '#depths tr[data-namespace="wt"] td[data-rate="dispatched"]')) !== "0.0/s");
+    // The table says how old its count is, and it is recent.
+    expect(Number(await page.locator("#ns-as-of").getAttribute("data-lag-seconds"))).toBeLessThan(3);
+
+    // A pending activation, looked up by id.
+    await page.fill("#lookup-id", ids[39]!);
+    await page.click("#lookup-go");
+    await until("lookup answered", async () => (await page.locator("#lookup-result").getAttribute("data-state")) === "pending");
+    expect(await text(page, '#lookup-result dd[data-field="task"]')).toBe("gated");
+    expect(await text(page, '#lookup-result dd[data-field="parameters"]')).toBe('{"args":["r39"],"kwargs":{}}');
+
+    // After: every task done; depths are zero, and the counters since start show the 40 that ran.
+    writeFileSync(gate, "");
+    await until("40 more completed since start", async () => Number(await text(page, "#since-completed")) === before + 40, 20_000);
+    const wt = (state: string) => text(page, `#depths tr[data-namespace="wt"] td[data-state="${state}"]`);
+    await until("nothing of the run left in flight", async () => (await wt("processing")) === "0" && (await wt("pending")) === "0");
+    expect(Number(await text(page, "#since-ingested"))).toBeGreaterThanOrEqual(40);
+
+    // The chart: its legend is the newest point of each line, and it spans the panel.
+    await until("completions on the chart", async () => (await page.locator('#chart polyline[data-series="completed"]').count()) === 1);
+    for (const series of ["completed", "dispatched", "ingested"]) {
+      const legend = await text(page, `#rates-now span[data-series="${series}"]`);
+      const line = await page.locator(`#chart polyline[data-series="${series}"]`).getAttribute("data-last");
+      expect(legend).toBe(`${series} ${line}`);
+    }
+    const chart = await page.locator("#chart").boundingBox();
+    const panel = await page.locator("#chart").locator("xpath=..").boundingBox();
+    expect(chart!.width).toBeGreaterThan(panel!.width - 40);
+
+    // A finished activation is gone from the store, and the lookup says so.
+    await page.fill("#lookup-id", ids[0]!);
+    await page.click("#lookup-go");
+    await until("lookup answered", async () => (await page.locator("#lookup-result").getAttribute("data-state")) === "absent");
+
+    const shot = process.env.UPDATE_SCREENSHOT === "1" ? join(resolve(import.meta.dir, ".."), "docs", "dashboard.png") : join(dir, "dashboard.png");
+    await page.screenshot({ path: shot, fullPage: true });
+  } finally {
+    await worker.stop("SIGKILL");
+  }
 }, 90_000);

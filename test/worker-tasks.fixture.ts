@@ -2,7 +2,7 @@
 // as one line in the file named by WT_OUT, so tests observe execution through
 // side effects. Loaded by the worker (--tasks) and imported by the tests to
 // build activations.
-import { appendFileSync } from "node:fs";
+import { appendFileSync, existsSync } from "node:fs";
 import { threadId } from "node:worker_threads";
 import { createApp, currentTask, retry, RetryTaskError } from "../src/sdk/index.ts";
 
@@ -76,4 +76,15 @@ export const echo = ns.register({
 export const whoami = ns.register({
   name: "whoami",
   handler: (tag: string) => out(`whoami ${tag} ${threadId}`),
+});
+
+/** Runs until the file named by WT_GATE exists (tests watch work in progress, then let it finish). */
+export const gated = ns.register({
+  name: "gated",
+  processingDeadlineS: 60,
+  handler: async (tag: string) => {
+    const gate = process.env.WT_GATE;
+    while (gate && !existsSync(gate)) await new Promise((r) => setTimeout(r, 20));
+    out(`gated ${tag}`);
+  },
 });

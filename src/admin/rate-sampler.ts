@@ -1,5 +1,7 @@
 // Feeds the dashboard's rate history from the broker's own Prometheus
-// counters (src/metrics.ts), so the chart and /metrics can never disagree.
+// counters (src/metrics.ts), so the chart and /metrics can never disagree;
+// the same totals are the dashboard's "since start" numbers. Per-namespace
+// dispatches are series "dispatched:<namespace>".
 import type { Counter } from "prom-client";
 import {
   completionTotal,
@@ -19,7 +21,20 @@ async function sum(counter: Counter<string>, match: Record<string, string> = {})
   return total;
 }
 
-/** Current totals of the series the dashboard charts. */
+/** The series the chart draws (the rest are per-namespace). */
+export const CHART_SERIES = ["ingested", "dispatched", "completed", "retried", "failed", "deadlettered", "expired", "killed"] as const;
+
+/** Activations handed out per namespace since start, as "dispatched:<namespace>" totals. */
+async function dispatchedByNamespace(): Promise<CounterTotals> {
+  const out: CounterTotals = {};
+  for (const v of (await dispatchTotal.get()).values) {
+    const key = `dispatched:${v.labels.namespace ?? ""}`;
+    out[key] = (out[key] ?? 0) + v.value;
+  }
+  return out;
+}
+
+/** Current totals of the series the dashboard charts, and of dispatches per namespace. */
 export async function readCounterTotals(): Promise<CounterTotals> {
   const [ingested, dispatched, completed, retried, failed, deadlettered, expiredStored, expiredIngest, killed] =
     await Promise.all([
@@ -33,7 +48,7 @@ export async function readCounterTotals(): Promise<CounterTotals> {
       sum(ingestTotal, { result: "expired" }),
       sum(runtimeKillTotal, { decision: "killed" }),
     ]);
-  return { ingested, dispatched, completed, retried, failed, deadlettered, expired: expiredStored + expiredIngest, killed };
+  return { ingested, dispatched, completed, retried, failed, deadlettered, expired: expiredStored + expiredIngest, killed, ...(await dispatchedByNamespace()) };
 }
 
 /** Samples every `intervalMs` until stopped (first sample immediately). */

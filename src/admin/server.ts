@@ -11,7 +11,7 @@ import { STATE_CODE, type ActivationState } from "../store/types.ts";
 import { deadLetterRow, describeActivation } from "./activation-view.ts";
 import { isAuthorized, isCorrectToken, SESSION_COOKIE, sessionValue } from "./auth.ts";
 import { dashboardHtml, loginHtml } from "./dashboard-page.ts";
-import { startRateSampler } from "./rate-sampler.ts";
+import { CHART_SERIES, readCounterTotals, startRateSampler } from "./rate-sampler.ts";
 import { createRateHistory } from "./rates.ts";
 import { createDepthCache, type AdminStore, type DepthSnapshot } from "./store-view.ts";
 
@@ -114,9 +114,23 @@ export function createAdminApp(options: AdminServerOptions) {
     const s = await depths.get({ fresh: true });
     return c.json({ totals: s.totals, byNamespace: s.byNamespace, oldestPendingAgeSeconds: s.oldestPendingAgeSeconds, atMs: s.atMs });
   });
-  app.get("/api/rates", (c) => c.json({ lastMinute: rates.recent(60_000), series: rates.series() }));
+  const sampleMs = options.rateSampleMs ?? 5000;
+  /**
+   * latest: the last sample interval (the right end of the chart's lines); lastMinute: averages over a
+   * minute; byNamespace: dispatches/s per namespace over the last minute (steadier than one sample).
+   */
+  const rateView = () => {
+    const latest = rates.latest();
+    const minute = rates.recent(60_000);
+    const byNamespace: Record<string, number> = {};
+    for (const [k, v] of Object.entries(minute)) if (k.startsWith("dispatched:")) byNamespace[k.slice("dispatched:".length)] = v;
+    const pick = (r: Record<string, number>) => Object.fromEntries(CHART_SERIES.map((n) => [n, r[n] ?? 0]));
+    const lastMinuteSpanMs = rates.recentSpanMs(60_000);
+    return { sampleMs, latest: pick(latest), lastMinute: pick(minute), lastMinuteSpanMs, byNamespace, series: rates.series(CHART_SERIES) };
+  };
+  app.get("/api/rates", (c) => c.json(rateView()));
   app.get("/api/overview", async (c) => {
-    const s = await depths.get();
+    const [s, counted] = await Promise.all([depths.get({ waitForStale: true }), readCounterTotals()]);
     return c.json({
       generatedAtMs: Date.now(),
       depthsAtMs: s.atMs,
@@ -125,7 +139,12 @@ export function createAdminApp(options: AdminServerOptions) {
       byNamespace: s.byNamespace,
       oldestPendingAgeSeconds: s.oldestPendingAgeSeconds,
       sizeBytes: s.sizeBytes,
-      rates: { lastMinute: rates.recent(60_000), series: rates.series() },
+      // Finished work leaves the store (completed rows are deleted): these counters show it ran.
+      sinceStart: {
+        startedAtMs: Math.round(performance.timeOrigin),
+        ...Object.fromEntries(["ingested", "completed", "retried", "failed", "deadlettered", "expired"].map((n) => [n, counted[n] ?? 0])),
+      },
+      rates: rateView(),
     });
   });
 

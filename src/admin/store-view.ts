@@ -5,7 +5,10 @@
 // the background (a worker thread with its own read-only connection when the
 // store is a file) at most every `depthCacheMs`, and requests serve the latest
 // result. A page load therefore never waits for a scan (right after start-up
-// it shows totals while the first count runs).
+// it shows totals while the first count runs). A request finding the count
+// older than `depthCacheMs` waits (up to `maxWaitMs`) for a new one, so the
+// dashboard's table is seldom more than one count behind its cards, and the
+// snapshot says when the count began (byNamespaceAtMs): the age the page shows.
 import type { Logger } from "../log.ts";
 import { STATE_CODE, type ActivationState, type DeadLetter, type KafkaOrigin, type StateCounts } from "../store/types.ts";
 import { threadEntry } from "../thread-entry.ts";
@@ -35,7 +38,7 @@ export interface DepthSnapshot {
   atMs: number;
   totals: StateCounts;
   byNamespace: NamespaceDepths;
-  /** When byNamespace was counted (it may lag totals by up to depthCacheMs plus one count); 0: not yet. */
+  /** When the count behind byNamespace began (its rows are at least this recent); 0: not yet counted. */
   byNamespaceAtMs: number;
   oldestPendingAgeSeconds: number;
   sizeBytes: { db: number; wal: number };
@@ -93,6 +96,8 @@ export interface DepthCacheOptions {
   dbPath?: string;
   /** Recount per-namespace depths when the last count is older than this, ms. */
   depthCacheMs: number;
+  /** Longest a request waits for a recount of a stale byNamespace, ms. Default 1000. */
+  maxWaitMs?: number;
   log: Logger;
   now?: () => number;
 }
@@ -112,12 +117,14 @@ export function createDepthCache(store: AdminStore, options: DepthCacheOptions) 
   let inFlight: Promise<void> | null = null;
 
   const recount = (): Promise<void> => {
-    inFlight ??= counter
+    if (inFlight !== null) return inFlight;
+    const startedAt = now();
+    inFlight = counter
       .count()
       .then(
         (d) => {
           byNamespace = d;
-          byNamespaceAtMs = now();
+          byNamespaceAtMs = startedAt;
         },
         (err: unknown) => {
           options.log.warn("namespace_depths_failed", { error: err });
@@ -135,32 +142,44 @@ export function createDepthCache(store: AdminStore, options: DepthCacheOptions) 
   // Count once at start-up, so the first page load usually has namespaces already.
   void recount();
 
+  /** Totals, oldest pending and sizes read now; byNamespace from the latest count. */
+  const snapshot = (): DepthSnapshot => {
+    const at = now();
+    const oldest = store.oldestPendingReceivedAtMs();
+    return {
+      atMs: at,
+      totals: store.counts(),
+      byNamespace: byNamespace ?? [],
+      byNamespaceAtMs,
+      oldestPendingAgeSeconds: oldest === null ? 0 : Math.max(0, (at - oldest) / 1000),
+      sizeBytes: store.sizeBytes(),
+    };
+  };
+
   return {
     /**
      * Totals, oldest pending and sizes fresh; byNamespace from the latest
      * background count, or (fresh) from a count that starts after this call
      * began — it still runs off the event loop, only this caller waits.
      */
-    async get(opts: { fresh?: boolean } = {}): Promise<DepthSnapshot> {
+    async get(opts: { fresh?: boolean; waitForStale?: boolean } = {}): Promise<DepthSnapshot> {
       if (opts.fresh) {
         // A count already running may have started before the caller's last change: let it finish, count again.
         if (inFlight !== null) await inFlight;
         await recount();
       } else if (byNamespace === null || now() - byNamespaceAtMs >= options.depthCacheMs) {
-        // Never wait here: until the first count lands (a cold 1M-row count can
-        // take a second), byNamespace is empty and byNamespaceAtMs 0.
-        void recount();
+        // /metrics never waits (a scrape stays fast); the dashboard waits a little for a new count (it runs
+        // off the event loop; only this request waits), past maxWaitMs it serves what there is
+        // (until the very first count lands: nothing, byNamespaceAtMs 0).
+        if (!opts.waitForStale) {
+          void recount();
+          return snapshot();
+        }
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([recount(), new Promise<void>((r) => (timer = setTimeout(r, options.maxWaitMs ?? 1000)))]);
+        clearTimeout(timer);
       }
-      const at = now();
-      const oldest = store.oldestPendingReceivedAtMs();
-      return {
-        atMs: at,
-        totals: store.counts(),
-        byNamespace: byNamespace ?? [],
-        byNamespaceAtMs,
-        oldestPendingAgeSeconds: oldest === null ? 0 : Math.max(0, (at - oldest) / 1000),
-        sizeBytes: store.sizeBytes(),
-      };
+      return snapshot();
     },
     /** Recount soon (after replay/discard, so the page shows the change on its next refresh). */
     invalidate(): void {

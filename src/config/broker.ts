@@ -175,6 +175,7 @@ export const brokerConfigSchema = z.object({
   admin_token: z.string().optional().describe("Bearer token required by the admin HTTP port."),
   admin_host: z.string().default("0.0.0.0").describe("Address the admin HTTP port listens on."),
   admin_enabled: bool.default(false).describe("Serve admin HTTP even with admin_port 0 (then on a free port)."),
+  admin_rate_sample_ms: duration(1).default(5000).describe("Dashboard: how often the rate chart samples the broker's counters (one point per sample), ms."),
   delivery_mode: z.enum(["pull", "push"]).default("pull").describe("pull: workers call GetTask; push: the broker calls WorkerService.PushTask."),
   worker_map: stringMap
     .optional()
