@@ -67,7 +67,7 @@ class Channel {
   grant = 0;
   /** Activations received since the last rebalance tick. */
   activity = 0;
-  /** At the last tick: got work and had no credit left (the broker has more for us). */
+  /** Got work until all its credit was in use, and still has none spare (its broker likely has more). */
   saturated = false;
   failures = 0;
   retryTimer: ReturnType<typeof setTimeout> | null = null;
@@ -187,7 +187,9 @@ export function startStreamLoop(o: StreamLoopOptions): StreamLoop {
   /** Several streams: one whose broker had nothing since the last tick keeps one credit, the rest moves to busy ones. */
   function rebalance(): void {
     const open = live();
-    for (const c of channels) c.saturated = c.activity > 0 && c.unused === 0;
+    // Saturated: all its credit is in use and it got work since it last had some spare (a stream without
+    // credit gets nothing, so one tick of quiet does not mean its broker ran dry).
+    for (const c of channels) c.saturated = c.unused + c.grant === 0 && c.running > 0 && (c.activity > 0 || c.saturated);
     if (open.some((c) => c.saturated)) {
       for (const c of open) if (c.activity === 0 && c.unused > 1) c.revoke = c.unused - 1;
       scheduleFlush(true);
