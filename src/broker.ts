@@ -54,6 +54,9 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
     groupCommitWindowMs: config.store.group_commit_window_ms,
     processingDeadlineGraceSec: config.store.processing_deadline_grace_sec,
     maxDelaySec: config.max_delayed_task_allowed_sec,
+    walMaxBytes: config.store.wal_max_bytes,
+    minFreeBytes: config.store.min_free_bytes,
+    idempotencyWindowMs: config.idempotency_window_sec * 1000,
     log: log.child({ component: "store" }),
   });
   // Everything opened so far is closed again if a later part fails to start.

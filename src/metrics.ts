@@ -276,6 +276,18 @@ export const storeSizeBytes = new Gauge({
   registers: [registry],
 });
 
+export const storeDiskFreeBytes = new Gauge({
+  name: "taskbroker_store_disk_free_bytes",
+  help: "Free bytes on the filesystem holding the inflight store (ingest pauses below store.min_free_bytes)",
+  registers: [registry],
+});
+
+export const storeWritable = new Gauge({
+  name: "taskbroker_store_writable",
+  help: "1 while the inflight store commits, 0 while its commits fail on the disk (health reports NOT_SERVING)",
+  registers: [registry],
+});
+
 export const kafkaLag = new Gauge({
   name: "taskbroker_kafka_consumer_lag",
   help: "Messages between the committed offset and the high watermark, by topic and partition",

@@ -168,7 +168,7 @@ describe("produce", () => {
     const ingest = ingestFor();
     const a = activationBytes();
     const expired = activationBytes({ receivedAt: timestampFromMs(Date.now() - 60_000), expires: 10n });
-    expect(ingest.produce([a, activationBytes(), expired], "rpc")).toEqual({ accepted: 2, duplicates: 0, expired: 1, killed: 0 });
+    expect(ingest.produce([a, activationBytes(), expired], "rpc")).toEqual({ accepted: 2, duplicates: 0, keyDuplicates: 0, expired: 1, killed: 0 });
     expect(ingest.produce([a], "kafka", [{ topic: "x", partition: 0, offset: "1" }])).toMatchObject({ accepted: 0, duplicates: 1 });
     const store = await t.reopen();
     expect(store.counts().pending).toBe(2);
@@ -215,6 +215,7 @@ describe("wire scan (fast path) agrees with the full decoder", () => {
       delay: a.delay === undefined ? undefined : Number(a.delay),
       atMostOnce: a.retryState?.atMostOnce ?? false,
       onAttemptsExceeded: a.retryState?.onAttemptsExceeded ?? 0,
+      idempotencyKey: a.headers["taskplatform-idempotency-key"],
     };
   }
 
@@ -230,6 +231,9 @@ describe("wire scan (fast path) agrees with the full decoder", () => {
       processingDeadlineDuration: 123456n,
       application: "",
     }),
+    activationBytes({ headers: { "sentry-trace": "abc", "taskplatform-idempotency-key": "order-42/ü", z: "" } }),
+    activationBytes({ headers: { "taskplatform-idempotency-key": "" } }),
+    activationBytes({ headers: { "taskplatform-idempotency-ke": "near miss", "taskplatform-idempotency-keys": "x" } }),
   ];
 
   test("same fields for varied activations", () => {

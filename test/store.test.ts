@@ -97,8 +97,8 @@ describe("inserts", () => {
   test("duplicate ids are ignored and counted", () => {
     t = tempStore();
     const r = row();
-    expect(t.store.insert([r, row()])).toEqual({ accepted: 2, duplicates: 0 });
-    expect(t.store.insert([r])).toEqual({ accepted: 0, duplicates: 1 });
+    expect(t.store.insert([r, row()])).toEqual({ accepted: 2, duplicates: 0, keyDuplicates: 0 });
+    expect(t.store.insert([r])).toEqual({ accepted: 0, duplicates: 1, keyDuplicates: 0 });
     expect(t.store.counts().pending).toBe(2);
   });
 

@@ -8,6 +8,12 @@ export const TRACE_HEADERS = ["sentry-trace", "baggage", "traceparent", "tracest
 /** Header set to "False" on activations whose trace must not continue into the task or its follow-ups (scheduled ones). */
 export const PROPAGATE_TRACES_HEADER = "sentry-propagate-traces";
 
+/**
+ * Our extension (docs/spec/idempotency.md): an activation carrying this header
+ * is stored once per key and application within the broker's idempotency window.
+ */
+export const IDEMPOTENCY_HEADER = "taskplatform-idempotency-key";
+
 export type HeaderValue = string | number | boolean | bigint | null | undefined;
 
 export function headerString(key: string, value: HeaderValue): string {

@@ -6,6 +6,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { RetryStateSchema, TaskActivationSchema } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { decodeActivation } from "./decode.ts";
+import { IDEMPOTENCY_HEADER } from "./headers.ts";
 import { derivedActivationId, newActivationId } from "./ids.ts";
 
 /**
@@ -20,10 +21,13 @@ export function retryActivationId(id: string, attempt: number): string {
 /**
  * The activation a Retry row re-publishes: new id, received_at = now,
  * retry_state.attempts + 1, delay = delay_on_retry when set (otherwise no
- * delay: the producer's original countdown is not served twice).
+ * delay: the producer's original countdown is not served twice), and no
+ * idempotency key: a retry is the same enqueue running again, it must not
+ * meet its own key.
  */
 export function buildRetryActivation(stored: Uint8Array, nowMs: number): { id: string; bytes: Uint8Array } {
   const a = decodeActivation(stored);
+  delete a.headers[IDEMPOTENCY_HEADER];
   const retry = a.retryState ?? create(RetryStateSchema);
   retry.attempts += 1;
   a.retryState = retry;
@@ -33,9 +37,14 @@ export function buildRetryActivation(stored: Uint8Array, nowMs: number): { id: s
   return { id: a.id, bytes: toBinary(TaskActivationSchema, a) };
 }
 
-/** A dead letter re-queued by an operator: new random id, attempts 0, received_at = now. */
+/**
+ * A dead letter re-queued by an operator: new random id, attempts 0,
+ * received_at = now, no idempotency key (the replay is deliberate; the
+ * original still holds the key).
+ */
 export function buildReplayActivation(stored: Uint8Array, nowMs: number): { id: string; bytes: Uint8Array } {
   const a = decodeActivation(stored);
+  delete a.headers[IDEMPOTENCY_HEADER];
   a.id = newActivationId();
   a.receivedAt = timestampFromMs(nowMs);
   if (a.retryState) a.retryState.attempts = 0;

@@ -9,6 +9,7 @@
 // test/kafka-operating.test.ts.
 
 import { MalformedMessage, WIRE_LEN, WIRE_VARINT, WireReader } from "../protocol/wire-reader.ts";
+import { IDEMPOTENCY_HEADER } from "./headers.ts";
 
 // ---- Ingest: the indexed fields ----
 // The ingest hot path's scan of a TaskActivation: it pulls the
@@ -32,6 +33,17 @@ export interface ActivationFields {
   delay: number | undefined;
   atMostOnce: boolean;
   onAttemptsExceeded: number;
+  /** The idempotency key header's value; undefined when absent. */
+  idempotencyKey: string | undefined;
+}
+
+const KEY_NAME = new TextEncoder().encode(IDEMPOTENCY_HEADER);
+
+/** Whether buf[s, e) holds exactly the key header's name (length first: most headers differ there). */
+function isKeyName(buf: Uint8Array, s: number, e: number): boolean {
+  if (e - s !== KEY_NAME.byteLength) return false;
+  for (let i = 0; i < KEY_NAME.byteLength; i++) if (buf[s + i] !== KEY_NAME[i]) return false;
+  return true;
 }
 
 /** A number field ingest relies on must be exact; beyond 2^53 the full decoder decides. */
@@ -49,13 +61,35 @@ function readTimestamp(r: WireReader, prev: { seconds: number; nanos: number }) 
   }
 }
 
-/** A headers map entry (key 1, value 2, both strings) is only checked, not kept. */
-function checkHeaderEntry(r: WireReader) {
+/**
+ * A headers map entry (key 1, value 2, both strings) is only checked, not
+ * kept, except the idempotency key's value. An entry with its value before
+ * its key (legal, never written by protobuf encoders) goes to the full decoder.
+ */
+function checkHeaderEntry(r: WireReader, out: ActivationFields) {
+  let isKey = false;
+  let sawValue = false;
   while (!r.done()) {
     const [field, wt] = r.tag();
-    if (field === 1 || field === 2) (r.expect(field, wt, WIRE_LEN), r.checkString());
-    else r.skip(wt);
+    if (field === 1) {
+      r.expect(field, wt, WIRE_LEN);
+      if (sawValue) throw new MalformedMessage("map entry value before key");
+      const at = r.pos;
+      const [s, e] = r.span();
+      isKey = isKeyName(r.buf, s, e);
+      if (!isKey) {
+        r.pos = at;
+        r.checkString();
+      }
+    } else if (field === 2) {
+      r.expect(field, wt, WIRE_LEN);
+      sawValue = true;
+      if (isKey) out.idempotencyKey = r.string();
+      else r.checkString();
+    } else r.skip(wt);
   }
+  // The key without a value: the map holds "" for it (proto3 default).
+  if (isKey && !sawValue) out.idempotencyKey = "";
 }
 
 function readRetryState(r: WireReader, out: ActivationFields) {
@@ -80,6 +114,7 @@ export function scanActivation(buf: Uint8Array): ActivationFields | null {
     delay: undefined,
     atMostOnce: false,
     onAttemptsExceeded: 0,
+    idempotencyKey: undefined,
   };
   const ts = { seconds: 0, nanos: 0 };
   const r = new WireReader(buf);
@@ -92,7 +127,7 @@ export function scanActivation(buf: Uint8Array): ActivationFields | null {
         case 2: r.expect(field, wt, WIRE_LEN); out.namespace = r.string(); break;
         case 3: r.expect(field, wt, WIRE_LEN); out.taskname = r.string(); break;
         case 4: r.expect(field, wt, WIRE_LEN); r.checkString(); break;
-        case 5: r.expect(field, wt, WIRE_LEN); checkHeaderEntry(r.sub()); break;
+        case 5: r.expect(field, wt, WIRE_LEN); checkHeaderEntry(r.sub(), out); break;
         case 6: r.expect(field, wt, WIRE_LEN); readTimestamp(r.sub(), ts); break;
         case 7: r.expect(field, wt, WIRE_LEN); readRetryState(r.sub(), out); break;
         case 8: r.expect(field, wt, WIRE_VARINT); out.processingDeadlineDuration = exact(r.varint()); break;

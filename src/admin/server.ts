@@ -6,7 +6,15 @@
 import { Hono } from "hono";
 import { getCookie, setCookie } from "hono/cookie";
 import type { Logger } from "../log.ts";
-import { oldestPendingAge, registry, storeDepth, storeDepthByNamespace, storeSizeBytes } from "../metrics.ts";
+import {
+  oldestPendingAge,
+  registry,
+  storeDepth,
+  storeDepthByNamespace,
+  storeDiskFreeBytes,
+  storeSizeBytes,
+  storeWritable,
+} from "../metrics.ts";
 import { STATE_CODE, type ActivationState } from "../store/types.ts";
 import { deadLetterRow, describeActivation } from "./activation-view.ts";
 import { isAuthorized, isCorrectToken, SESSION_COOKIE, sessionValue } from "./auth.ts";
@@ -47,7 +55,10 @@ export interface AdminServer {
   stop(): Promise<void>;
 }
 
-function refreshStoreGauges(s: DepthSnapshot): void {
+function refreshStoreGauges(s: DepthSnapshot, store: AdminStore): void {
+  const w = store.writeHealth();
+  storeWritable.set(w.ok ? 1 : 0);
+  if (Number.isFinite(w.freeBytes)) storeDiskFreeBytes.set(w.freeBytes);
   for (const state of Object.keys(STATE_CODE) as ActivationState[]) storeDepth.set({ state }, s.totals[state] ?? 0);
   // reset() so a namespace that emptied out disappears instead of showing its last value.
   storeDepthByNamespace.reset();
@@ -72,12 +83,14 @@ export function createAdminApp(options: AdminServerOptions) {
   app.get("/health", (c) => c.text("ok\n"));
   app.get("/ready", (c) => {
     const checks: Record<string, { ok: boolean; detail?: string }> = {};
-    try {
-      store.counts();
-      checks.store = { ok: true };
-    } catch (err) {
-      checks.store = { ok: false, detail: (err as Error).message };
-    }
+    // The store is ready while it commits. A disk too full for new activations
+    // only pauses ingest (shown in the detail): the broker must stay reachable
+    // so workers can drain it, which is what frees space again.
+    const w = store.writeHealth();
+    const free = Number.isFinite(w.freeBytes) ? `; ${w.freeBytes} bytes free` : "";
+    checks.store = w.ok
+      ? { ok: true, detail: w.ingestError !== null ? `ingest failing: ${w.ingestError}${free}` : `writable${free}` }
+      : { ok: false, detail: `commits failing since ${new Date(w.sinceMs ?? 0).toISOString()}: ${w.error}${free}` };
     const upkeepAgeMs = Date.now() - options.upkeepLastCompletedAtMs();
     checks.upkeep = { ok: upkeepAgeMs < options.upkeepUnhealthyAfterMs, detail: `last pass ${upkeepAgeMs} ms ago` };
     if (options.kafkaReady) checks.kafka = { ok: options.kafkaReady(), detail: options.kafkaDetail?.() ?? "consumers assigned" };
@@ -103,7 +116,7 @@ export function createAdminApp(options: AdminServerOptions) {
   });
 
   app.get("/metrics", async (c) => {
-    refreshStoreGauges(await depths.get());
+    refreshStoreGauges(await depths.get(), store);
     return c.body(await registry.metrics(), 200, { "content-type": registry.contentType });
   });
 
@@ -193,9 +206,9 @@ export function createAdminApp(options: AdminServerOptions) {
 
   return {
     app,
-    stop: () => {
+    stop: async () => {
       sampler.stop();
-      depths.close();
+      await depths.close();
     },
   };
 }
@@ -208,7 +221,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
   return {
     port,
     async stop() {
-      stop();
+      await stop();
       await server.stop(true);
     },
   };

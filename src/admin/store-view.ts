@@ -10,6 +10,7 @@
 // dashboard's table is seldom more than one count behind its cards, and the
 // snapshot says when the count began (byNamespaceAtMs): the age the page shows.
 import type { Logger } from "../log.ts";
+import type { WriteHealth } from "../store/disk.ts";
 import { STATE_CODE, type ActivationState, type DeadLetter, type KafkaOrigin, type StateCounts } from "../store/types.ts";
 import { threadEntry } from "../thread-entry.ts";
 
@@ -19,6 +20,8 @@ export interface AdminStore {
   depthsByNamespace(): Array<{ namespace: string; state: ActivationState; count: number }>;
   oldestPendingReceivedAtMs(): number | null;
   sizeBytes(): { db: number; wal: number };
+  /** Whether commits are failing on the disk, and the free space left. */
+  writeHealth(): WriteHealth;
   getActivation(id: string): {
     activation: Uint8Array;
     state: ActivationState;
@@ -49,11 +52,11 @@ const STATE_BY_CODE = Object.fromEntries(Object.entries(STATE_CODE).map(([k, v])
 /** Counts per namespace somewhere other than the request path. */
 interface NamespaceCounter {
   count(): Promise<NamespaceDepths>;
-  close(): void;
+  close(): Promise<void>;
 }
 
 function inlineCounter(store: AdminStore): NamespaceCounter {
-  return { count: async () => store.depthsByNamespace(), close() {} };
+  return { count: async () => store.depthsByNamespace(), close: async () => {} };
 }
 
 function threadCounter(dbPath: string, log: Logger): NamespaceCounter {
@@ -61,7 +64,9 @@ function threadCounter(dbPath: string, log: Logger): NamespaceCounter {
   worker.unref();
   worker.postMessage({ path: dbPath });
   const waiting: Array<{ resolve: (d: NamespaceDepths) => void; reject: (e: Error) => void }> = [];
+  let closed: (() => void) | null = null;
   worker.onmessage = (event: MessageEvent) => {
+    if (event.data === "closed") return closed?.();
     const msg = event.data as { rows?: Array<{ state: number; namespace: string; n: number }>; ms?: number; error?: string };
     const w = waiting.shift();
     if (!w) return;
@@ -87,7 +92,17 @@ function threadCounter(dbPath: string, log: Logger): NamespaceCounter {
         waiting.push({ resolve, reject });
         worker.postMessage("count");
       }),
-    close: () => worker.terminate(),
+    async close() {
+      // Close the thread's connection before ending the thread (bounded: a thread that never answers is ended anyway).
+      if (!failed) {
+        await new Promise<void>((resolve) => {
+          closed = resolve;
+          setTimeout(resolve, 500);
+          worker.postMessage("close");
+        });
+      }
+      worker.terminate();
+    },
   };
 }
 
@@ -129,7 +144,7 @@ export function createDepthCache(store: AdminStore, options: DepthCacheOptions) 
         (err: unknown) => {
           options.log.warn("namespace_depths_failed", { error: err });
           // Keep serving the previous result; fall back to counting inline next time.
-          counter.close();
+          void counter.close();
           counter = inlineCounter(store);
         },
       )
@@ -185,8 +200,8 @@ export function createDepthCache(store: AdminStore, options: DepthCacheOptions) 
     invalidate(): void {
       void recount();
     },
-    close(): void {
-      counter.close();
+    close(): Promise<void> {
+      return counter.close();
     },
   };
 }

@@ -8,6 +8,7 @@ import { InvalidActivation } from "../activation/decode.ts";
 import { Backpressure } from "../ingest/ingest.ts";
 import type { Logger } from "../log.ts";
 import { completionTotal } from "../metrics.ts";
+import { storageFaultOf } from "../store/disk.ts";
 import type { ClaimFilter, ClaimedActivation, InflightStore, StatusUpdate, TerminalStatus } from "../store/types.ts";
 import type { DecodedStatusUpdate, TaskFilter } from "../protocol/messages.ts";
 
@@ -74,14 +75,33 @@ export function statusUpdateOf(u: DecodedStatusUpdate): StatusUpdate {
   return out;
 }
 
+/**
+ * A store error as an RPC error. A full disk, failing I/O or a database
+ * locked past busy_timeout is UNAVAILABLE, which clients retry (Sentry's
+ * worker also moves to another broker after a few); anything else is
+ * INTERNAL naming the operation (wire contract "Storage failures").
+ */
 function storageFailure(operation: string, err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
   const detail = err instanceof Error ? err.message : String(err);
+  const fault = storageFaultOf(err);
+  if (fault !== null) {
+    const what = fault === "full" ? "disk full" : fault === "io" ? "disk I/O failing" : "database busy";
+    return new ConnectError(`storage unavailable during ${operation} (${what}): ${detail}; retry later`, Code.Unavailable, undefined, undefined, err);
+  }
   return new ConnectError(`storage failure during ${operation}: ${detail}`, Code.Internal, undefined, undefined, err);
 }
 
 /** What ConsumerService asks of the store: claims and status updates. */
 export type DispatchStore = Pick<InflightStore, "claim" | "setStatus" | "setStatuses">;
+/**
+ * A storage error worth a log line per call. Disk faults are not: the store
+ * logs when commits start and stop failing, and thousands of calls a second
+ * would each log the same line meanwhile.
+ */
+function logFailure(log: Logger, operation: string, err: unknown): void {
+  if (storageFaultOf(err) === null) log.error("rpc_storage_failure", { operation, error: err });
+}
 
 export function createConsumerCore(deps: {
   config: Pick<BrokerConfig, "delivery_mode">;
@@ -102,7 +122,7 @@ export function createConsumerCore(deps: {
     try {
       await store.setStatuses(valid);
     } catch (err) {
-      log.error("rpc_storage_failure", { operation: "set_statuses", error: err });
+      logFailure(log, "set_statuses", err);
       throw storageFailure(operation, err);
     }
     for (const u of valid) outcomes[u.status].inc();
@@ -115,7 +135,7 @@ export function createConsumerCore(deps: {
       const claim = claimFilterOf(filter);
       if (claim === null) return Promise.resolve(null);
       return store.claim(claim).then(undefined, (err: unknown) => {
-        log.error("rpc_storage_failure", { operation: "claim", error: err });
+        logFailure(log, "claim", err);
         throw storageFailure("GetTask (claim)", err);
       });
     },
@@ -135,7 +155,7 @@ export function createConsumerCore(deps: {
           return claimed;
         },
         (err: unknown) => {
-          log.error("rpc_storage_failure", { operation: "set_status", error: err });
+          logFailure(log, "set_status", err);
           throw storageFailure("SetTaskStatus", err);
         },
       );
@@ -164,7 +184,12 @@ export function createConsumerCore(deps: {
   };
 }
 
-/** Ingest's refusals as RPC errors: invalid activation, backpressure, or storage failure. */
+/**
+ * Ingest's refusals as RPC errors: invalid activation (INVALID_ARGUMENT),
+ * backpressure, a filling or full disk included (RESOURCE_EXHAUSTED: retry
+ * later), or storage failure. The one place Produce's codes are decided, for
+ * every transport.
+ */
 function produceError(err: unknown, log: Logger): ConnectError {
   if (err instanceof ConnectError) return err;
   if (err instanceof InvalidActivation) {
@@ -175,6 +200,6 @@ function produceError(err: unknown, log: Logger): ConnectError {
   if (err instanceof Backpressure) {
     return new ConnectError(`broker is not accepting work right now: ${err.message}`, Code.ResourceExhausted);
   }
-  log.error("rpc_storage_failure", { operation: "produce", error: err });
+  logFailure(log, "produce", err);
   return storageFailure("Produce (insert)", err);
 }

@@ -1,5 +1,6 @@
-// grpc.health.v1.Health: "" reports the process, the named ConsumerService
-// reports whether upkeep is alive (docs/spec/broker.md "Health"). Watch polls the
+// grpc.health.v1.Health: "" reports the process (NOT_SERVING while its store
+// cannot commit: a full or failing disk), the named ConsumerService also
+// whether upkeep is alive (docs/spec/broker.md "Health"). Watch polls the
 // health source and streams each change; it ends when the client goes away,
 // or after reporting NOT_SERVING once the broker is shutting down.
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -13,6 +14,8 @@ export interface HealthSource {
   isHealthy(): boolean;
   /** True once shutdown began: everything reports NOT_SERVING. */
   isClosing(): boolean;
+  /** False while the store's commits fail on the disk: everything reports NOT_SERVING. Absent: always writable. */
+  isStoreWritable?(): boolean;
   /** How often Watch re-checks. */
   watchIntervalMs: number;
 }
@@ -21,6 +24,7 @@ export interface HealthSource {
 export function servingStatus(service: string, src: HealthSource): Serving | null {
   if (service !== "" && service !== CONSUMER_SERVICE_NAME) return null;
   if (src.isClosing()) return Serving.NOT_SERVING;
+  if (src.isStoreWritable && !src.isStoreWritable()) return Serving.NOT_SERVING;
   if (service === "") return Serving.SERVING;
   return src.isHealthy() ? Serving.SERVING : Serving.NOT_SERVING;
 }

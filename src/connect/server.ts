@@ -28,6 +28,7 @@ import { AdminService } from "../gen/taskplatform/v1/admin_pb.ts";
 import { IngestService } from "../gen/taskplatform/v1/ingest_pb.ts";
 import type { BrokerConfig } from "../config/broker.ts";
 import type { Logger } from "../log.ts";
+import type { InflightStore } from "../store/types.ts";
 import { type AdminStore, adminServiceImpl } from "./admin.ts";
 import { type DispatchStore, type ProduceTarget, createConsumerCore } from "./consumer.ts";
 import { DELIVER_PATH, type DeliveryStore, createDeliveryServer } from "./delivery.ts";
@@ -50,7 +51,7 @@ export interface RpcServer {
 export interface RpcServerOptions {
   config: Pick<BrokerConfig, "grpc_addr" | "grpc_port" | "grpc_max_message_bytes" | "grpc_shared_secret" | "delivery_mode">;
   /** Everything the port's services ask of the store. */
-  store: DispatchStore & AdminStore & DeliveryStore;
+  store: DispatchStore & AdminStore & DeliveryStore & Pick<InflightStore, "writeHealth">;
   ingest: ProduceTarget;
   /** False while upkeep is stalled: the named health service reports NOT_SERVING. */
   isHealthy: () => boolean;
@@ -79,7 +80,8 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   router.service(ConsumerService, consumerServiceImpl(core));
   router.service(IngestService, ingestServiceImpl(core));
   router.service(AdminService, adminServiceImpl(store));
-  router.service(Health, healthServiceImpl({ isHealthy, isClosing, watchIntervalMs: HEALTH_WATCH_INTERVAL_MS }));
+  const isStoreWritable = () => store.writeHealth().ok;
+  router.service(Health, healthServiceImpl({ isHealthy, isClosing, isStoreWritable, watchIntervalMs: HEALTH_WATCH_INTERVAL_MS }));
   const universal = createUniversalDispatcher({ router, secrets, maxMessageBytes, isClosing });
   const fast = { core, secrets, maxMessageBytes };
   const delivery = createDeliveryServer({ core, store, secrets, maxMessageBytes, isClosing, log });

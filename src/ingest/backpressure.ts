@@ -1,6 +1,7 @@
-// The ingest admission decision of docs/spec/broker.md "Backpressure": exactly four
-// rules, pure, so the Kafka consumer (pause/resume) and the ingest RPC
-// (RESOURCE_EXHAUSTED) decide identically.
+// The ingest admission decision of docs/spec/broker.md "Backpressure": the four
+// upstream rules plus free disk space (store.min_free_bytes), pure, so the
+// Kafka consumer (pause/resume) and the ingest RPC (RESOURCE_EXHAUSTED) decide
+// identically.
 import type { NewRow, StateCounts } from "../store/types.ts";
 
 export interface BackpressureLimits {
@@ -12,13 +13,19 @@ export interface BackpressureLimits {
   maxDelayCount: number;
   /** Database bytes at which ingest stops (TASKBROKER_STORE__MAX_SIZE). */
   maxSizeBytes: number;
+  /** Free bytes on the store's filesystem below which ingest stops (TASKBROKER_STORE__MIN_FREE_BYTES); 0: never. */
+  minFreeBytes?: number;
+  /** WAL content above which ingest waits for the checkpointer to restart it; absent: no limit. */
+  maxWalBytes?: number;
 }
 
 export type Admission = { ok: true } | { ok: false; reason: string };
 
 /**
- * `sizeBytes` is the database file's size. A row counts as Delay when its
- * delay_until is in the future at `nowMs` (the state the store will give it).
+ * `sizeBytes` is the database file's size, `freeBytes` the free space on its
+ * filesystem less the WAL file (whose pages may still be copied into the
+ * database file), `walBytes` the WAL's content since its last restart. A row counts as Delay when its delay_until is in the future at
+ * `nowMs` (the state the store will give it).
  */
 export function admit(
   counts: StateCounts,
@@ -26,6 +33,8 @@ export function admit(
   limits: BackpressureLimits,
   sizeBytes: number,
   nowMs: number = Date.now(),
+  freeBytes: number = Infinity,
+  walBytes: number = 0,
 ): Admission {
   const busy = counts.processing + counts.claimed;
   if (busy >= limits.maxProcessingCount) {
@@ -42,6 +51,15 @@ export function admit(
   if (sizeBytes >= limits.maxSizeBytes) {
     return { ok: false, reason: `database size ${sizeBytes} >= max_size ${limits.maxSizeBytes}` };
   }
+  // Below the floor, the room left is kept for the WAL and for claims and
+  // completions, which is how workers drain the store and free space again.
+  if (freeBytes < (limits.minFreeBytes ?? 0)) {
+    return { ok: false, reason: `free disk space ${freeBytes} (less the WAL) < min_free_bytes ${limits.minFreeBytes}` };
+  }
+  // Only ingest grows the WAL fast; waiting here (~one checkpoint interval) keeps it bounded.
+  if (limits.maxWalBytes !== undefined && walBytes > limits.maxWalBytes) {
+    return { ok: false, reason: `WAL ${walBytes} bytes > store.wal_max_bytes ${limits.maxWalBytes}: waiting for the checkpointer` };
+  }
   return { ok: true };
 }
 
@@ -50,11 +68,13 @@ export function limitsFromConfig(store: {
   max_pending_count: number;
   max_delay_count: number;
   max_size: number;
+  min_free_bytes?: number;
 }): BackpressureLimits {
   return {
     maxProcessingCount: store.max_processing_count,
     maxPendingCount: store.max_pending_count,
     maxDelayCount: store.max_delay_count,
     maxSizeBytes: store.max_size,
+    minFreeBytes: store.min_free_bytes ?? 0,
   };
 }

@@ -1,12 +1,15 @@
 // Ingest: the one path by which activations enter the inflight store (the
 // ingest RPC and the Kafka consumer both call produce). Validates the whole
 // batch before storing any of it, drops already-expired and killed rows,
-// applies backpressure, and returns only once the batch is committed.
+// applies backpressure (a filling disk included), drops activations whose
+// idempotency key is already claimed (in the store's insert transaction), and
+// returns only once the batch is committed.
 import type { BrokerConfig } from "../config/broker.ts";
 import type { Logger } from "../log.ts";
 import { ingestTotal } from "../metrics.ts";
 import type { InflightStore, KafkaOrigin, NewRow } from "../store/types.ts";
 import { InvalidActivation } from "../activation/decode.ts";
+import { storageFaultOf } from "../store/disk.ts";
 import { activationToRow } from "../store/row.ts";
 import { admit, limitsFromConfig } from "./backpressure.ts";
 
@@ -23,8 +26,10 @@ export class Backpressure extends Error {
 export interface ProduceResult {
   /** Rows newly stored. */
   accepted: number;
-  /** Ids already held; ignored. */
+  /** Ids already held, or idempotency keys already claimed; ignored. */
   duplicates: number;
+  /** Of `duplicates`, those dropped for their idempotency key. */
+  keyDuplicates: number;
   /** Already past expiry at ingest; dropped. */
   expired: number;
   /** Dropped by the runtime kill switch. */
@@ -42,7 +47,7 @@ export interface Ingest {
 }
 
 /** What ingest asks of the store: inserts, and the depths and size backpressure decides on. */
-export type IngestStore = Pick<InflightStore, "insert" | "counts" | "sizeBytes">;
+export type IngestStore = Pick<InflightStore, "insert" | "counts" | "sizeBytes" | "walContentBytes" | "diskFreeBytes">;
 
 /** The settings ingest reads. */
 export type IngestConfig = Pick<BrokerConfig, "store" | "max_delayed_task_allowed_sec">;
@@ -57,6 +62,8 @@ export interface IngestOptions {
 
 export function createIngest({ store, config, log, drop }: IngestOptions): Ingest {
   const limits = limitsFromConfig(config.store);
+  // Past this the checkpointer is behind (commits that never pause): ingest waits for it (backpressure.ts).
+  limits.maxWalBytes = config.store.wal_max_bytes;
   const rowOpts = { maxDelaySec: config.max_delayed_task_allowed_sec };
 
   function validate(activations: Uint8Array[], nowMs: number, source: IngestSource, origins?: (KafkaOrigin | null)[]) {
@@ -90,18 +97,37 @@ export function createIngest({ store, config, log, drop }: IngestOptions): Inges
         return true;
       });
       if (keep.length > 0) {
-        const decision = admit(store.counts(), keep, limits, store.sizeBytes().db, nowMs);
+        const size = store.sizeBytes();
+        // Pages in the WAL may still be copied into the database file: count the WAL file's size (which bounds them) as used.
+        // The WAL's growth: its file when it grew past its reused size, else what the checkpointer last saw in it.
+        const content = store.walContentBytes();
+        const wal = content > 0 && size.wal > 1.5 * limits.maxWalBytes! ? size.wal : content;
+        const decision = admit(store.counts(), keep, limits, size.db, nowMs, store.diskFreeBytes() - size.wal, wal);
         if (!decision.ok) {
           ingestTotal.inc({ source, result: "rejected" }, keep.length);
           throw new Backpressure(decision.reason);
         }
       }
-      const { accepted, duplicates } = store.insert(keep);
+      let inserted;
+      try {
+        inserted = store.insert(keep);
+      } catch (err) {
+        // A full disk, failing I/O or a lock held too long: nothing was stored and
+        // trying again later may work, so it is backpressure (RPC: retryable
+        // RESOURCE_EXHAUSTED; Kafka: pause and retry), not a failure.
+        const fault = storageFaultOf(err);
+        if (fault === null) throw err;
+        ingestTotal.inc({ source, result: "rejected" }, keep.length);
+        const what = fault === "full" ? "disk full" : fault === "io" ? "disk I/O failing" : "database busy";
+        throw new Backpressure(`${what} (${err instanceof Error ? err.message : String(err)})`);
+      }
+      const { accepted, duplicates, keyDuplicates } = inserted;
       if (accepted) ingestTotal.inc({ source, result: "accepted" }, accepted);
       if (duplicates) ingestTotal.inc({ source, result: "duplicate" }, duplicates);
+      if (keyDuplicates) ingestTotal.inc({ source, result: "duplicate_key" }, keyDuplicates);
       if (expired) ingestTotal.inc({ source, result: "expired" }, expired);
       if (killed) ingestTotal.inc({ source, result: "killed" }, killed);
-      return { accepted, duplicates, expired, killed };
+      return { accepted, duplicates: duplicates + keyDuplicates, keyDuplicates, expired, killed };
     },
   };
 }

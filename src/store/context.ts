@@ -2,8 +2,10 @@
 // database handle and the in-memory state counters, plus the one way to write,
 // `transaction`, which applies counter deltas only once the transaction has
 // committed, so a rolled-back write never skews counts(), and then tells the
-// pending watcher (streaming delivery) that rows became claimable.
+// pending watcher (streaming delivery) that rows became claimable, and the
+// disk guard (disk.ts) whether commits are failing on the disk.
 import type { Database } from "bun:sqlite";
+import { storageFaultOf, type DiskGuard } from "./disk.ts";
 import { STATE_CODE, pendingKey, type ActivationState, type PendingListener, type StateCounts } from "./types.ts";
 
 export const STATES = Object.keys(STATE_CODE) as ActivationState[];
@@ -22,13 +24,17 @@ export class Delta {
   pendingIn = 0;
   /** Of those, the ones whose application/namespace is known, by pendingKey(); the rest wake every watcher. */
   pendingByKey: Map<string, number> | null = null;
+  /** True once a row changed state: the commit wrote something (the disk guard's evidence of recovery). */
+  wrote = false;
   add(state: ActivationState, n: number): void {
     this.byState[state] += n;
+    if (n !== 0) this.wrote = true;
     if (state === "pending" && n > 0) this.pendingIn += n;
   }
   move(from: ActivationState, to: ActivationState, n: number): void {
     this.byState[from] -= n;
     this.byState[to] += n;
+    if (n !== 0) this.wrote = true;
     if (to === "pending" && n > 0) this.pendingIn += n;
   }
   /** Names the application/namespace of `n` rows counted in pendingIn (lets a watcher wake only matching streams). */
@@ -39,12 +45,15 @@ export class Delta {
   }
 }
 
+/** What a transaction writes: "ingest" adds rows (grows the file), "write" changes existing ones. */
+export type WriteKind = "ingest" | "write";
+
 export interface StoreContext {
   db: Database;
   /** Live counters; read via counts(). */
   counters: StateCounts;
   /** Runs fn in one IMMEDIATE transaction; fn's Delta is applied to counters after commit. */
-  transaction<T>(fn: (delta: Delta) => T): T;
+  transaction<T>(fn: (delta: Delta) => T, kind?: WriteKind): T;
   /** Added to every processing deadline, ms. */
   graceMs: number;
   maxDelaySec: number;
@@ -52,7 +61,7 @@ export interface StoreContext {
   onPending: PendingListener | null;
 }
 
-export function createContext(db: Database, graceMs: number, maxDelaySec: number): StoreContext {
+export function createContext(db: Database, graceMs: number, maxDelaySec: number, disk?: DiskGuard): StoreContext {
   const counters = emptyCounts();
   const ctx: StoreContext = {
     db,
@@ -60,9 +69,17 @@ export function createContext(db: Database, graceMs: number, maxDelaySec: number
     graceMs,
     maxDelaySec,
     onPending: null,
-    transaction<T>(fn: (delta: Delta) => T): T {
+    transaction<T>(fn: (delta: Delta) => T, kind: WriteKind = "write"): T {
       const delta = new Delta();
-      const result = db.transaction(() => fn(delta)).immediate();
+      let result: T;
+      try {
+        result = db.transaction(() => fn(delta)).immediate();
+      } catch (err) {
+        const fault = storageFaultOf(err);
+        if (fault !== null) disk?.failed(kind, fault, err);
+        throw err;
+      }
+      if (delta.wrote) disk?.succeeded(kind);
       for (const s of STATES) counters[s] += delta.byState[s];
       if (delta.pendingIn > 0 && ctx.onPending !== null) {
         try {

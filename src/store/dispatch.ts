@@ -12,6 +12,7 @@ import { completionTotal, dispatchTotal } from "../metrics.ts";
 import { rewriteRetryState } from "../activation/rewrite.ts";
 import type { Logger } from "../log.ts";
 import { STATE_BY_CODE, type Delta, type StoreContext } from "./context.ts";
+import { storageFaultOf } from "./disk.ts";
 import { STATE_CODE, type ClaimedActivation, type ClaimedRow, type ClaimFilter, type StatusUpdate } from "./types.ts";
 
 interface QueuedClaim {
@@ -266,7 +267,8 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
         for (const g of groups.values()) claimGroup(g, nowMs, delta);
       });
     } catch (err) {
-      log.error("store_flush_failed", { claims: cs.length, status_updates: ss.length, error: err });
+      // Disk faults are logged once per fault by the disk guard (disk.ts), not once per flush.
+      if (storageFaultOf(err) === null) log.error("store_flush_failed", { claims: cs.length, status_updates: ss.length, error: err });
       for (const s of ss) s.reject(err);
       for (const c of cs) c.reject(err);
       return;

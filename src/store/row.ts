@@ -5,6 +5,7 @@ import type { TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbrok
 import type { KafkaOrigin, NewRow } from "./types.ts";
 import { decodeActivation, InvalidActivation } from "../activation/decode.ts";
 import { scanActivation, type ActivationFields } from "../activation/wire.ts";
+import { IDEMPOTENCY_HEADER } from "../activation/headers.ts";
 
 /** The indexed fields from a fully decoded activation (the slow path). */
 function fieldsOf(a: TaskActivation): ActivationFields {
@@ -21,7 +22,21 @@ function fieldsOf(a: TaskActivation): ActivationFields {
     delay: a.delay !== undefined ? Number(a.delay) : undefined,
     atMostOnce: a.retryState?.atMostOnce ?? false,
     onAttemptsExceeded: a.retryState?.onAttemptsExceeded ?? 0,
+    idempotencyKey: a.headers[IDEMPOTENCY_HEADER],
   };
+}
+
+/** Keys longer than this are stored as their SHA-256, so a producer cannot make the key table's rows arbitrarily large. */
+const MAX_STORED_KEY_CHARS = 200;
+
+/**
+ * The stored form of an activation's idempotency key: scoped to its
+ * application (keys are the producers' own strings), null when it has none.
+ */
+export function scopedIdempotencyKey(application: string, key: string | undefined): string | null {
+  if (key === undefined || key === "") return null;
+  const k = key.length <= MAX_STORED_KEY_CHARS ? key : `sha256:${new Bun.CryptoHasher("sha256").update(key).digest("hex")}`;
+  return `${application}\u0000${k}`;
 }
 
 /**
@@ -59,5 +74,6 @@ export function activationToRow(
     onAttemptsExceeded: a.onAttemptsExceeded,
     activation: bytes,
     origin,
+    idempotencyKey: scopedIdempotencyKey(a.application, a.idempotencyKey),
   };
 }

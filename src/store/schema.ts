@@ -4,6 +4,9 @@
 import type { Database } from "bun:sqlite";
 import { KAFKA_PARTITIONS_DDL } from "./kafka-offsets.ts";
 
+/** The WAL bound when none is configured (config store.wal_max_bytes). */
+export const DEFAULT_WAL_MAX_BYTES = 8 * 1024 * 1024;
+
 /** Bump when the DDL below changes incompatibly. */
 export const SCHEMA_VERSION = 1;
 
@@ -44,6 +47,22 @@ CREATE INDEX IF NOT EXISTS inflight_delay ON inflight(delay_until_ms) WHERE stat
 CREATE INDEX IF NOT EXISTS inflight_processing ON inflight(processing_deadline_ms) WHERE state = 3;
 CREATE INDEX IF NOT EXISTS inflight_claimed ON inflight(claim_expires_ms) WHERE state = 4;
 
+-- Idempotency keys of stored activations (ingest/idempotency.ts): a second
+-- activation with a live key is dropped at ingest, even after the first one's
+-- row is gone. Keys expire after store.idempotency_window_sec; upkeep sweeps them.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+  key TEXT PRIMARY KEY,               -- application + NUL + the producer's key
+  expires_at_ms INTEGER NOT NULL,
+  activation_id TEXT NOT NULL         -- the activation that claimed the key
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys(expires_at_ms);
+
+-- Small facts about the store itself (the disk guard's write probe).
+CREATE TABLE IF NOT EXISTS store_meta (
+  key TEXT PRIMARY KEY,
+  value
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS dead_letters (
   id TEXT PRIMARY KEY,
   namespace TEXT NOT NULL,
@@ -58,19 +77,20 @@ CREATE TABLE IF NOT EXISTS dead_letters (
  * Connection settings, then the schema. auto_vacuum must be chosen before the
  * first table exists, so it is set first (a no-op on an existing file).
  */
-export function prepareDatabase(db: Database, synchronous: "normal" | "full"): void {
+export function prepareDatabase(db: Database, synchronous: "normal" | "full", walMaxBytes: number = DEFAULT_WAL_MAX_BYTES): void {
   db.run("PRAGMA auto_vacuum = INCREMENTAL");
   db.run("PRAGMA journal_mode = WAL");
   db.run(`PRAGMA synchronous = ${synchronous === "full" ? "FULL" : "NORMAL"}`);
   db.run("PRAGMA busy_timeout = 5000");
   db.run("PRAGMA temp_store = MEMORY");
   db.run("PRAGMA cache_size = -65536"); // 64 MB: keeps the claim indexes hot
-  // Checkpoints normally happen off the event loop (checkpointer.ts); this
-  // inline auto-checkpoint at ~80 MB of WAL is only the fallback should that
-  // thread fall behind. The size limit keeps a reset WAL's file allocated, so
-  // rewriting it from the start allocates no new blocks.
-  db.run("PRAGMA wal_autocheckpoint = 20000");
-  db.run("PRAGMA journal_size_limit = 67108864");
+  // Checkpoints normally happen off the event loop (checkpointer.ts), which
+  // keeps the WAL near walMaxBytes; this inline auto-checkpoint at twice that
+  // is only the fallback should that thread fall behind. The size limit keeps
+  // a reset WAL's file allocated up to the bound, so rewriting it from the
+  // start allocates no new blocks (and needs no free space: disk.ts).
+  db.run(`PRAGMA wal_autocheckpoint = ${Math.max(1000, Math.ceil((2 * walMaxBytes) / 4096))}`);
+  db.run(`PRAGMA journal_size_limit = ${Math.max(1 << 20, Math.floor(walMaxBytes))}`);
   db.exec(DDL);
   db.exec(KAFKA_PARTITIONS_DDL);
   const version = (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;

@@ -1,7 +1,8 @@
 // The SQLite (bun:sqlite) inflight store: opens the database, inserts rows,
 // answers counts and admin queries, and composes the parts that live in their
 // own files: dispatch.ts (group-committed claims and status updates),
-// upkeep-steps.ts, dead-letters.ts. The contract is InflightStore in types.ts.
+// upkeep-steps.ts, dead-letters.ts, idempotency-keys.ts, and disk.ts with
+// checkpointer.ts (bounded WAL, a full disk). The contract is InflightStore in types.ts.
 import { Database } from "bun:sqlite";
 import { statSync } from "node:fs";
 import { silentLogger, type Logger } from "../log.ts";
@@ -9,10 +10,12 @@ import { createContext, emptyCounts, STATE_BY_CODE, type Delta } from "./context
 import { createDeadLetters } from "./dead-letters.ts";
 import { createDispatcher } from "./dispatch.ts";
 import { createForwarding } from "./forwarding.ts";
-import { prepareDatabase } from "./schema.ts";
+import { DEFAULT_WAL_MAX_BYTES, prepareDatabase } from "./schema.ts";
 import { migrateUpstreamStore } from "./upstream-migration.ts";
 import { COUNT_BY_STATE_SQL, DEPTH_BY_NAMESPACE_SQL, mergeDepthRows, type DepthRow } from "./depth.ts";
 import { startCheckpointer } from "./checkpointer.ts";
+import { createDiskGuard, freeBytesAt, releaseReserveFile, storageFaultOf } from "./disk.ts";
+import { createIdempotencyKeys } from "./idempotency-keys.ts";
 import { createUpkeepSteps } from "./upkeep-steps.ts";
 import { createKafkaOffsets } from "./kafka-offsets.ts";
 import {
@@ -38,26 +41,101 @@ export interface StoreOptions {
   processingDeadlineGraceSec: number;
   /** Cap on an activation's delay when a dead letter is replayed, seconds. Default 3600. */
   maxDelaySec?: number;
-  /** How often the background thread checkpoints the WAL (checkpointer.ts), ms. Default 200. */
+  /** How often the background thread checkpoints the WAL (checkpointer.ts), ms. Default 50. */
   checkpointIntervalMs?: number;
+  /** WAL bytes past which the checkpointer restarts the WAL; also the size of the reserve file (disk.ts). Default 8 MiB. */
+  walMaxBytes?: number;
+  /** Free bytes on the store's filesystem below which the reserve is not rewritten (ingest pauses there: ingest.ts). Default 0. */
+  minFreeBytes?: number;
+  /** How long an idempotency key stays claimed after its activation arrived, ms. Default 1 h. */
+  idempotencyWindowMs?: number;
   log?: Logger;
 }
 
+/** While commits fail on the disk, a tiny write is tried this often to notice recovery; the reserve is tended at the same pace. */
+const WRITE_PROBE_MS = 500;
+
 const S = STATE_CODE;
+
+/** Room opening needs: the WAL index (32 KiB) and the WAL's first frames. */
+const OPEN_ROOM_BYTES = 1 << 20;
+
+/**
+ * Opens and prepares the database. Opening needs a little room (the WAL
+ * index, the WAL's first frames): on a full disk the reserve file (disk.ts)
+ * is given up for it; without one the error says what to do. Checked before
+ * SQLite maps a WAL index left by a crash: mapping one on a full disk can
+ * kill the process with SIGBUS instead of returning an error.
+ */
+function openDatabase(opts: StoreOptions, walMaxBytes: number, log: Logger): Database {
+  const full = () =>
+    new Error(
+      `cannot open the inflight store ${opts.path}: the disk is full (${freeBytesAt(opts.path)} bytes free); free some space and start again`,
+    );
+  if (opts.path !== ":memory:" && freeBytesAt(opts.path) < OPEN_ROOM_BYTES) {
+    releaseReserveFile(opts.path, log);
+    if (freeBytesAt(opts.path) < OPEN_ROOM_BYTES) throw full();
+  }
+  for (let attempt = 0; ; attempt++) {
+    let db: Database | undefined;
+    try {
+      db = new Database(opts.path, { create: true });
+      prepareDatabase(db, opts.synchronous, walMaxBytes);
+      // A file the reference broker wrote: its rows move in here before anything is served.
+      migrateUpstreamStore(db, { log });
+      return db;
+    } catch (err) {
+      db?.close();
+      if (storageFaultOf(err) !== "full") throw err;
+      if (attempt === 0 && releaseReserveFile(opts.path, log)) continue;
+      throw full();
+    }
+  }
+}
 
 export function openStore(opts: StoreOptions): InflightStore {
   const log = opts.log ?? silentLogger;
-  const db = new Database(opts.path, { create: true });
-  prepareDatabase(db, opts.synchronous);
-  // A file the reference broker wrote: its rows move in here before anything is served.
-  try {
-    migrateUpstreamStore(db, { log });
-  } catch (err) {
-    db.close();
-    throw err;
-  }
-  const ctx = createContext(db, opts.processingDeadlineGraceSec * 1000, opts.maxDelaySec ?? 3600);
-  const checkpointer = opts.path === ":memory:" ? null : startCheckpointer(opts.path, opts.checkpointIntervalMs ?? 200, log);
+  const walMaxBytes = opts.walMaxBytes ?? DEFAULT_WAL_MAX_BYTES;
+  const db = openDatabase(opts, walMaxBytes, log);
+  let checkpointNow = () => {};
+  const disk = createDiskGuard({
+    path: opts.path,
+    // Ingest waits for the checkpointer past the bound (ingest.ts); the WAL's new pages may lag it by one pass.
+    reserveBytes: 2 * walMaxBytes,
+    minFreeBytes: opts.minFreeBytes ?? 0,
+    onReserveReleased: () => checkpointNow(),
+    log,
+  });
+  const ctx = createContext(db, opts.processingDeadlineGraceSec * 1000, opts.maxDelaySec ?? 3600, disk);
+  const checkpointer =
+    opts.path === ":memory:"
+      ? null
+      : startCheckpointer(opts.path, {
+          intervalMs: opts.checkpointIntervalMs ?? 50,
+          walMaxBytes,
+          log,
+          // A checkpoint that cannot grow the database file: give it the reserve.
+          onError: (code, message) => code === "SQLITE_FULL" && disk.failed("write", "full", new Error(message)),
+        });
+  if (checkpointer) checkpointNow = () => checkpointer.now();
+  disk.tendReserve();
+  const keys = createIdempotencyKeys(ctx, opts.idempotencyWindowMs ?? 3_600_000);
+  const probeWrite = db.query("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('write_probe', ?)");
+  // While commits fail on the disk: probe, so health recovers even with no traffic; otherwise tend the reserve.
+  const probe = setInterval(() => {
+    const h = disk.health();
+    if (!h.ok) {
+      try {
+        ctx.transaction((d) => {
+          probeWrite.run(Date.now());
+          d.wrote = true;
+        });
+      } catch {
+        // Still failing; counted by the guard.
+      }
+    } else if (h.reserveBytes === 0) disk.tendReserve();
+  }, WRITE_PROBE_MS);
+  probe.unref();
 
   const insertRow = db.query(
     `INSERT OR IGNORE INTO inflight (id, state, namespace, taskname, application, received_at_ms, expires_at_ms,
@@ -70,7 +148,13 @@ export function openStore(opts: StoreOptions): InflightStore {
     const nowMs = Date.now();
     kafkaOffsets.noteStored(rows);
     let accepted = 0;
+    let keyDuplicates = 0;
     for (const r of rows) {
+      // Rows without a key (the common case) pay one property check.
+      if (r.idempotencyKey != null && !keys.claim(r.idempotencyKey, r.id, nowMs)) {
+        keyDuplicates++;
+        continue;
+      }
       const delayed = r.delayUntilMs !== null && r.delayUntilMs > nowMs;
       const o = r.origin;
       const changes = insertRow.run(
@@ -84,7 +168,7 @@ export function openStore(opts: StoreOptions): InflightStore {
         if (!delayed) delta.pendingKey(r.application, r.namespace);
       }
     }
-    return { accepted, duplicates: rows.length - accepted };
+    return { accepted, duplicates: rows.length - accepted - keyDuplicates, keyDuplicates };
   }
 
   const dispatcher = createDispatcher(ctx, opts.groupCommitWindowMs, log);
@@ -136,7 +220,16 @@ export function openStore(opts: StoreOptions): InflightStore {
 
   let closed = false;
   const store: InflightStore = {
-    insert: (rows) => (rows.length === 0 ? { accepted: 0, duplicates: 0 } : ctx.transaction((d) => insertInto(rows, d))),
+    insert: (rows) =>
+      rows.length === 0 ? { accepted: 0, duplicates: 0, keyDuplicates: 0 } : ctx.transaction((d) => insertInto(rows, d), "ingest"),
+    removeExpiredKeys: (nowMs, limit) => keys.removeExpired(nowMs, limit),
+    idempotencyKeyCount: () => keys.count(),
+    writeHealth: () => disk.health(),
+    diskFreeBytes() {
+      // Ingest asks on every batch: the moment to write the reserve when the disk runs low, before it is full.
+      disk.tendReserve();
+      return disk.freeBytes();
+    },
     claim: (filter) => dispatcher.claim(filter),
     claimMany: (filter, max) => dispatcher.claimMany(filter, max),
     releaseUnsent: (rows) => dispatcher.releaseUnsent(rows),
@@ -199,6 +292,7 @@ export function openStore(opts: StoreOptions): InflightStore {
       }
       return { db: pages * pageSize, wal };
     },
+    walContentBytes: () => checkpointer?.walBytes() ?? 0,
     getActivation(id): StoredActivation | null {
       const r = byId.get(id);
       if (!r) return null;
@@ -289,6 +383,7 @@ export function openStore(opts: StoreOptions): InflightStore {
     async close() {
       if (closed) return;
       closed = true;
+      clearInterval(probe);
       dispatcher.flush();
       await checkpointer?.stop();
       // A clean checkpoint leaves a small file behind; failure here is harmless (WAL replays on open).
@@ -298,6 +393,7 @@ export function openStore(opts: StoreOptions): InflightStore {
         log.warn("store_checkpoint_failed", { error: err });
       }
       db.close();
+      disk.close();
     },
   };
   return store;

@@ -2,6 +2,8 @@
 // it. The SQLite implementation is sqlite.ts; the state machine it enforces is
 // in docs/spec/broker.md ("States", "Upkeep").
 
+import type { WriteHealth } from "./disk.ts";
+
 /** Row states of docs/spec/broker.md. Stored as small integers (see STATE_CODE). */
 export type ActivationState = "pending" | "delay" | "processing" | "claimed" | "retry" | "failure" | "complete";
 
@@ -46,6 +48,11 @@ export interface NewRow {
   /** The original TaskActivation protobuf bytes, served back unchanged. */
   activation: Uint8Array;
   origin: KafkaOrigin | null;
+  /**
+   * Scoped idempotency key (application, NUL, the activation's
+   * `taskplatform-idempotency-key` header); null or absent when it has none.
+   */
+  idempotencyKey?: string | null;
 }
 
 /** A row handed to a worker: its id and original bytes. */
@@ -90,7 +97,10 @@ export interface StatusUpdate {
 
 export interface InsertResult {
   accepted: number;
+  /** Ids already held; ignored. */
   duplicates: number;
+  /** Idempotency keys already claimed within the window; not stored. */
+  keyDuplicates: number;
 }
 
 export type StateCounts = Record<ActivationState, number>;
@@ -227,6 +237,15 @@ export interface InflightStore extends UpkeepSteps, Forwarding {
   /** Push mode: Claimed -> Pending (the push failed). */
   releaseClaim(id: string): boolean;
 
+  /** Deletes at most `limit` idempotency keys past their window; returns how many (upkeep). */
+  removeExpiredKeys(nowMs: number, limit: number): number;
+  /** Idempotency keys still within their window. */
+  idempotencyKeyCount(): number;
+  /** Whether commits are failing on the disk, and the free space left (disk.ts). */
+  writeHealth(): WriteHealth;
+  /** Free bytes on the store's filesystem, at most ~20 ms old (Infinity for :memory:). */
+  diskFreeBytes(): number;
+
   /** O(1): in-memory counters kept in step with every transition. */
   counts(): StateCounts;
   /** Re-derives counts() from the database (self-healing; upkeep calls it). */
@@ -235,6 +254,8 @@ export interface InflightStore extends UpkeepSteps, Forwarding {
   /** received_at of the oldest pending row by arrival; null when none is pending. */
   oldestPendingReceivedAtMs(): number | null;
   sizeBytes(): { db: number; wal: number };
+  /** Bytes of WAL written since its last restart, as the checkpointer last saw them (the file may be larger: it is reused). */
+  walContentBytes(): number;
   getActivation(id: string): StoredActivation | null;
 
   // Local dead letters (no Kafka).

@@ -6,6 +6,7 @@ import type { BrokerConfig } from "../config/broker.ts";
 import { buildRetryActivation } from "../activation/rewrite.ts";
 import type { Logger } from "../log.ts";
 import { oldestPendingAge, storeDepth, storeSizeBytes, upkeepDuration, upkeepTotal } from "../metrics.ts";
+import { storageFaultOf } from "../store/disk.ts";
 import type { InflightStore, UpkeepRow, UpkeepSteps } from "../store/types.ts";
 import type { UpkeepPublisher } from "./publisher.ts";
 
@@ -22,6 +23,8 @@ export interface UpkeepReport {
   /** Retry or dead-letter publishes that failed; those rows wait for the next pass. */
   publishFailed: number;
   deleted: number;
+  /** Idempotency keys past their window, deleted. */
+  keysExpired: number;
   reclaimedPages: number;
   /** True while inside the start-up window (steps 2 and 3 skipped). */
   startupSkip: boolean;
@@ -36,7 +39,7 @@ export interface Upkeep {
 }
 
 /** What upkeep asks of the store: its steps, and the gauges it reports. */
-export type UpkeepStore = UpkeepSteps & Pick<InflightStore, "counts" | "recount" | "oldestPendingReceivedAtMs" | "sizeBytes">;
+export type UpkeepStore = UpkeepSteps & Pick<InflightStore, "counts" | "recount" | "oldestPendingReceivedAtMs" | "sizeBytes" | "removeExpiredKeys">;
 
 /** The settings upkeep reads. */
 export type UpkeepConfig = Pick<
@@ -88,7 +91,7 @@ async function inChunks(step: (limit: number) => number): Promise<number> {
 function emptyReport(startupSkip: boolean): UpkeepReport {
   return {
     retried: 0, deadlineReset: 0, deadlineFailed: 0, claimExpired: 0, attemptsExceeded: 0, expired: 0,
-    undelayed: 0, discarded: 0, deadlettered: 0, publishFailed: 0, deleted: 0, reclaimedPages: 0, startupSkip,
+    undelayed: 0, discarded: 0, deadlettered: 0, publishFailed: 0, deleted: 0, keysExpired: 0, reclaimedPages: 0, startupSkip,
   };
 }
 
@@ -186,9 +189,10 @@ export function startUpkeep({ store, config, publisher, log, startedAtMs }: Upke
     r.publishFailed += res.failed;
   }
 
-  // Step 8.
-  async function cleanup(r: UpkeepReport) {
+  // Step 8, and the idempotency keys whose window has passed.
+  async function cleanup(r: UpkeepReport, nowMs: number) {
     r.deleted = await inChunks((limit) => store.deleteComplete(limit));
+    r.keysExpired = await inChunks((limit) => store.removeExpiredKeys(nowMs, limit));
   }
 
   // Step 9: space and gauges. recount() also heals any drift of the O(1) counters.
@@ -230,7 +234,7 @@ export function startUpkeep({ store, config, publisher, log, startedAtMs }: Upke
     await expiry(r, nowMs);
     delays(r, nowMs);
     await failures(r);
-    await cleanup(r);
+    await cleanup(r, nowMs);
     reclaimAndGauges(r, nowMs);
     passes++;
     count(r);
@@ -244,7 +248,7 @@ export function startUpkeep({ store, config, publisher, log, startedAtMs }: Upke
       ["retried", r.retried], ["deadline_reset", r.deadlineReset], ["deadline_failed", r.deadlineFailed],
       ["claim_expired", r.claimExpired], ["attempts_exceeded", r.attemptsExceeded], ["expired", r.expired],
       ["undelayed", r.undelayed], ["discarded", r.discarded], ["deadlettered", r.deadlettered],
-      ["deleted", r.deleted],
+      ["deleted", r.deleted], ["idempotency_key_expired", r.keysExpired],
     ];
     for (const [action, n] of actions) if (n > 0) upkeepTotal.inc({ action }, n);
     if (actions.some(([, n]) => n > 0) || r.publishFailed > 0) log.debug("upkeep_pass", { ...r });
@@ -264,7 +268,8 @@ export function startUpkeep({ store, config, publisher, log, startedAtMs }: Upke
     if (stopped) return;
     timer = setTimeout(() => {
       runOnce()
-        .catch((err: unknown) => log.error("upkeep_failed", { error: err }))
+        // A disk fault is logged once by the store when it starts and ends, not once per pass.
+        .catch((err: unknown) => (storageFaultOf(err) === null ? log.error : log.debug)("upkeep_failed", { error: err }))
         .finally(() => schedule(config.upkeep_task_interval_ms));
     }, delayMs);
   }
