@@ -131,7 +131,7 @@ const firstCount: number[] = [];
     metrics.push(performance.now() - t0);
   }
   results["/metrics, steady state"] = stats(metrics);
-  steady.stop();
+  await steady.stop();
 }
 // Right after start-up (first count still running in the thread): served without waiting.
 {
@@ -142,7 +142,7 @@ const firstCount: number[] = [];
     const t0 = performance.now();
     await fresh.app.fetch(new Request("http://bench/api/depths"));
     firstCount.push(performance.now() - t0);
-    fresh.stop();
+    await fresh.stop();
   }
   results["first page load after start (count still running)"] = stats(ms);
   results["/api/depths right after start (waits for counts)"] = stats(firstCount);

@@ -210,6 +210,8 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
             host: config.admin_host,
             port: config.admin_port,
             token: config.admin_token,
+            allowedHosts: config.admin_allowed_hosts,
+            sessionTtlMs: config.admin_session_ttl_sec * 1000,
             store,
             dbPath: config.store.sqlite.path, // ADMIN: per-namespace depths counted off the event loop
             log: log.child({ component: "admin" }),

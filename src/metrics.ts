@@ -276,6 +276,19 @@ export const storeSizeBytes = new Gauge({
   registers: [registry],
 });
 
+export const rpcConnections = new Gauge({
+  name: "taskbroker_rpc_connections",
+  help: "Open connections on the RPC port",
+  registers: [registry],
+});
+
+export const rpcRefusedTotal = new Counter({
+  name: "taskbroker_rpc_refused_total",
+  help: "Connections and RPCs the RPC port refused or cut, by reason (per_client, total, evicted_unestablished, handshake_timeout, inflight_rpcs, health_watchers, request_read_timeout)",
+  labelNames: ["reason"] as const,
+  registers: [registry],
+});
+
 export const storeDiskFreeBytes = new Gauge({
   name: "taskbroker_store_disk_free_bytes",
   help: "Free bytes on the filesystem holding the inflight store (ingest pauses below store.min_free_bytes)",

@@ -1,7 +1,7 @@
 // Pure parts of the admin server: the rate ring buffer, statsd line building,
 // the admin token check, and the Prometheus text parser the other tests use.
 import { describe, expect, test } from "bun:test";
-import { isAuthorized, isCorrectToken, sessionValue } from "../src/admin/auth.ts";
+import { adminRpcRefusal, createAdminAuth, isAllowedHost, isSameOrigin } from "../src/admin/auth.ts";
 import { createRateHistory } from "../src/admin/rates.ts";
 import { formatStatsdLine, formatStatsdNumber } from "../src/admin/statsd.ts";
 import { parsePrometheusText, sumOf, valueOf } from "./support/prom-text.ts";
@@ -41,17 +41,65 @@ describe("statsd lines", () => {
   });
 });
 
-describe("admin token", () => {
-  test("bearer or session cookie, never the raw token as cookie", () => {
-    expect(isAuthorized("t0k", "Bearer t0k", undefined)).toBe(true);
-    expect(isAuthorized("t0k", "bearer t0k", undefined)).toBe(true);
-    expect(isAuthorized("t0k", "Bearer t0", undefined)).toBe(false);
-    expect(isAuthorized("t0k", "Basic t0k", undefined)).toBe(false);
-    expect(isAuthorized("t0k", undefined, sessionValue("t0k"))).toBe(true);
-    expect(isAuthorized("t0k", undefined, "t0k")).toBe(false);
-    expect(isAuthorized("t0k", undefined, sessionValue("other"))).toBe(false);
-    expect(isCorrectToken("t0k", "t0k")).toBe(true);
-    expect(isCorrectToken("t0k", "")).toBe(false);
+describe("admin authentication (auth.ts)", () => {
+  test("Bearer token or a live session; the cookie is random, never derived from the token", () => {
+    let t = 1_000_000;
+    const auth = createAdminAuth({ token: "t0k", sessionTtlMs: 60_000, now: () => t });
+    expect(auth.authenticated("Bearer t0k", undefined)).toBe(true);
+    expect(auth.authenticated("bearer t0k", undefined)).toBe(true);
+    expect(auth.authenticated("Bearer t0", undefined)).toBe(false);
+    expect(auth.authenticated("Basic t0k", undefined)).toBe(false);
+    expect(auth.authenticated(undefined, "t0k")).toBe(false);
+    const a = auth.login("t0k", "10.0.0.1");
+    const b = auth.login("t0k", "10.0.0.1");
+    expect(a.ok && b.ok).toBe(true);
+    expect(a.session).not.toBe(b.session);
+    expect(a.session).not.toContain("t0k");
+    expect(auth.authenticated(undefined, a.session)).toBe(true);
+    t += 60_001; // expired
+    expect(auth.authenticated(undefined, a.session)).toBe(false);
+    const c = auth.login("t0k", "10.0.0.1");
+    auth.logout(c.session);
+    expect(auth.authenticated(undefined, c.session)).toBe(false);
+  });
+
+  test("failed logins are throttled per client address and overall", () => {
+    let t = 0;
+    const auth = createAdminAuth({ token: "right", sessionTtlMs: 60_000, now: () => t, loginBurst: 3, loginRefillMs: 10_000, loginGlobalPerSec: 5 });
+    for (let i = 0; i < 3; i++) expect(auth.login("wrong", "10.0.0.1")).toEqual({ ok: false });
+    const throttled = auth.login("right", "10.0.0.1"); // even the right token waits
+    expect(throttled.ok).toBe(false);
+    expect(throttled.retryAfterSec).toBeGreaterThan(0);
+    expect(auth.login("right", "10.0.0.2").ok).toBe(true); // another client is not affected
+    t += 10_000;
+    expect(auth.login("right", "10.0.0.1").ok).toBe(true); // one attempt refilled
+    // A guesser spread over many addresses meets the overall limit.
+    let refused = 0;
+    for (let i = 0; i < 50; i++) if (auth.login("wrong", `10.1.0.${i}`).retryAfterSec !== undefined) refused++;
+    expect(refused).toBeGreaterThanOrEqual(45);
+  });
+
+  test("without a token AdminService serves loopback peers only; with one, only the Bearer token", () => {
+    expect(adminRpcRefusal(undefined, undefined, "127.0.0.1")).toBeNull();
+    expect(adminRpcRefusal(undefined, undefined, "::ffff:127.0.0.1")).toBeNull();
+    expect(adminRpcRefusal(undefined, undefined, "::1")).toBeNull();
+    expect(adminRpcRefusal(undefined, undefined, "10.0.0.7")?.code).toBe("permission_denied");
+    expect(adminRpcRefusal("s3", undefined, "127.0.0.1")?.code).toBe("unauthenticated");
+    expect(adminRpcRefusal("s3", "Bearer s3", "10.0.0.7")).toBeNull();
+  });
+
+  test("Host check: IP literals, localhost and configured names; CSRF: foreign Origin or Sec-Fetch-Site", () => {
+    for (const h of ["127.0.0.1:9090", "[::1]:9090", "localhost:9090", "10.2.3.4", "app.localhost"]) expect(isAllowedHost(h, [])).toBe(true);
+    expect(isAllowedHost("evil.example:9090", [])).toBe(false);
+    expect(isAllowedHost(undefined, [])).toBe(false);
+    expect(isAllowedHost("Broker.Internal:9090", ["broker.internal"])).toBe(true);
+    expect(isAllowedHost("anything", ["*"])).toBe(true);
+    expect(isSameOrigin("GET", "h:1", "http://evil", "cross-site")).toBe(true);
+    expect(isSameOrigin("POST", "127.0.0.1:9090", "http://127.0.0.1:9090", "same-origin")).toBe(true);
+    expect(isSameOrigin("POST", "127.0.0.1:9090", undefined, undefined)).toBe(true); // curl, the CLI
+    expect(isSameOrigin("POST", "127.0.0.1:9090", "http://evil.example", undefined)).toBe(false);
+    expect(isSameOrigin("POST", "127.0.0.1:9090", undefined, "cross-site")).toBe(false);
+    expect(isSameOrigin("POST", "127.0.0.1:9090", "null", undefined)).toBe(false);
   });
 });
 

@@ -1,6 +1,7 @@
 // `taskplatform inspect` as a user runs it (a child process of the real CLI)
 // against a running broker, over both transports: AdminService on the RPC
-// port (signed, since the broker has a shared secret) and the admin HTTP API
+// port (signed, since the broker has a shared secret, and with the admin
+// token, which AdminService requires like admin HTTP) and the admin HTTP API
 // (with the admin token). Tables for people, --json for scripts.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
@@ -32,7 +33,7 @@ function inspect(args: string[], env: Record<string, string> = {}) {
 }
 
 const viaRpc = () => ["--broker", broker.address];
-const rpcEnv = () => ({ TASKBROKER_GRPC_SHARED_SECRET: JSON.stringify([SECRET]) });
+const rpcEnv = () => ({ TASKBROKER_GRPC_SHARED_SECRET: JSON.stringify([SECRET]), TASKBROKER_ADMIN_TOKEN: TOKEN });
 const viaHttp = () => ["--admin", `http://127.0.0.1:${broker.adminPort}`, "--token", TOKEN];
 
 test("depths, get, deadletters, replay, discard over both transports", async () => {

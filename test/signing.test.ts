@@ -1,10 +1,18 @@
 // Request signing (docs/spec/wire-contract.md "Request signing"): the known-answer
 // vectors, then a broker process with secrets configured, called by grpc-js,
-// raw HTTP/2, Connect (JSON and binary) and gRPC-Web.
+// raw HTTP/2, Connect (JSON and binary) and gRPC-Web; then our timestamped
+// signature (docs/spec/signing.md): the window, and a broker that requires it.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ConsumerService, GetTaskRequestSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
-import { signRequest, signedMessageBytes, verifySignature } from "../src/connect/signing.ts";
+import {
+  TIMESTAMP_HEADER,
+  signRequest,
+  signatureHeaders,
+  signedMessageBytes,
+  verifyRequestSignature,
+  verifySignature,
+} from "../src/connect/signing.ts";
 import { createBrokerClient } from "../src/connect/client.ts";
 import { spawnBroker, type BrokerProcess } from "./support/broker-process.ts";
 import {
@@ -163,5 +171,60 @@ describe("broker with TASKBROKER_GRPC_SHARED_SECRET", () => {
     const got = await client.getTask({ application: "sentry" });
     expect(got?.id).toBe("0f1e2d3c4b5a69788796a5b4c3d2e1f0");
     await client.close();
+  });
+});
+
+describe("timestamped signatures (our extension)", () => {
+  const policy = { secrets: ["k1", "k0"], maxAgeSec: 60, requireTimestamp: false };
+  const msg = Buffer.from("120673656e747279", "hex");
+  const headersOf = (h: Record<string, string>) => (n: string) => h[n];
+
+  test("inside the window accepted, outside or tampered refused; Sentry's header alone still accepted unless required", () => {
+    const now = 1_700_000_000_000;
+    const h = signatureHeaders("k1", GET_TASK, msg, now);
+    expect(h[TIMESTAMP_HEADER]).toBe("1700000000");
+    expect(h["sentry-signature"]).toBe(signRequest("k1", GET_TASK, msg));
+    expect(verifyRequestSignature(policy, GET_TASK, msg, headersOf(h), now + 59_000)).toBe(true);
+    expect(verifyRequestSignature(policy, GET_TASK, msg, headersOf(h), now + 61_000)).toBe(false);
+    expect(verifyRequestSignature(policy, GET_TASK, msg, headersOf(h), now - 61_000)).toBe(false);
+    // A new timestamp on a captured signature does not verify: the timestamp is signed.
+    expect(verifyRequestSignature(policy, GET_TASK, msg, headersOf({ ...h, [TIMESTAMP_HEADER]: "1700000050" }), now + 61_000)).toBe(false);
+    expect(verifyRequestSignature(policy, GET_TASK, Buffer.from("other"), headersOf(h), now)).toBe(false);
+    expect(verifyRequestSignature(policy, GET_TASK, msg, headersOf({ ...h, [TIMESTAMP_HEADER]: "soon" }), now)).toBe(false);
+    const sentryOnly = { "sentry-signature": h["sentry-signature"]! };
+    expect(verifyRequestSignature(policy, GET_TASK, msg, headersOf(sentryOnly), now + 999_000)).toBe(true);
+    expect(verifyRequestSignature({ ...policy, requireTimestamp: true }, GET_TASK, msg, headersOf(sentryOnly), now)).toBe(false);
+    expect(verifyRequestSignature({ ...policy, requireTimestamp: true }, GET_TASK, msg, headersOf(h), now)).toBe(true);
+    // Rotation: the second secret verifies too.
+    expect(verifyRequestSignature(policy, GET_TASK, msg, headersOf(signatureHeaders("k0", GET_TASK, msg, now)), now)).toBe(true);
+  });
+});
+
+describe("broker requiring timestamped signatures, window 2 s", () => {
+  let broker: BrokerProcess;
+  beforeAll(async () => {
+    broker = await spawnBroker({
+      TASKBROKER_GRPC_SHARED_SECRET: JSON.stringify(["ts-secret"]),
+      TASKBROKER_GRPC_SIGNATURE_REQUIRE_TIMESTAMP: "true",
+      TASKBROKER_GRPC_SIGNATURE_MAX_AGE_SEC: "2",
+    });
+  });
+  afterAll(async () => {
+    await broker?.stop();
+  });
+
+  test("our client works; a Sentry-style signature alone is refused; a captured request replayed after the window is refused", async () => {
+    const ours = createBrokerClient({ address: broker.address, secrets: ["ts-secret"] });
+    expect(await ours.getTask({})).toBeNull(); // NOT_FOUND means authenticated and empty
+    await ours.close();
+    const client = grpcJsClient(broker.address);
+    const body = encode(GetTaskRequestSchema, { application: "app" });
+    expect((await unary(client, GET_TASK, body, signed("ts-secret", GET_TASK, body))).code).toBe(Code.Unauthenticated);
+    const captured = signatureHeaders("ts-secret", GET_TASK, body);
+    expect((await unary(client, GET_TASK, body, captured)).code).toBe(Code.NotFound);
+    // Replayed later, word for word: the window has passed.
+    const stale = signatureHeaders("ts-secret", GET_TASK, body, Date.now() - 3000);
+    expect((await unary(client, GET_TASK, body, stale)).code).toBe(Code.Unauthenticated);
+    client.close();
   });
 });

@@ -44,8 +44,8 @@ export interface InspectSource {
 const notFound = (err: unknown) => err instanceof ConnectError && err.code === Code.NotFound;
 
 /** AdminService over gRPC on the broker's RPC port (signed when secrets are given). */
-export function rpcSource(address: string, secrets: readonly string[]): InspectSource {
-  const client = adminClient(address, [...secrets]);
+export function rpcSource(address: string, secrets: readonly string[], adminToken?: string): InspectSource {
+  const client = adminClient(address, [...secrets], adminToken);
   return {
     endpoint: `broker ${address}`,
     async depths() {

@@ -1,10 +1,15 @@
 // The admin HTTP server (hono on Bun.serve, its own port): liveness and
 // readiness, Prometheus /metrics, the dashboard page and the JSON API it and
 // `taskplatform inspect --admin` use (depths, rates, dead letters, replay,
-// discard, one activation decoded). Protected by the admin token when set;
-// /health and /ready stay open so orchestrators can probe without it.
-import { Hono } from "hono";
-import { getCookie, setCookie } from "hono/cookie";
+// discard, one activation decoded). Protected by the admin token when set
+// (auth.ts: Bearer token or an expiring login session, throttled logins);
+// /health and /ready stay open so orchestrators can probe without it. Every
+// other request must name an allowed Host (no DNS rebinding) unless it
+// carries the Bearer token, and state-changing ones must come from this
+// port's own pages or from no browser at all (no cross-site POSTs).
+import { Hono, type Context } from "hono";
+import { getConnInfo } from "hono/bun";
+import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { Logger } from "../log.ts";
 import {
   oldestPendingAge,
@@ -17,7 +22,7 @@ import {
 } from "../metrics.ts";
 import { STATE_CODE, type ActivationState } from "../store/types.ts";
 import { deadLetterRow, describeActivation } from "./activation-view.ts";
-import { isAuthorized, isCorrectToken, SESSION_COOKIE, sessionValue } from "./auth.ts";
+import { createAdminAuth, hasBearer, isAllowedHost, isSameOrigin, SESSION_COOKIE } from "./auth.ts";
 import { dashboardHtml, loginHtml } from "./dashboard-page.ts";
 import { CHART_SERIES, readCounterTotals, startRateSampler } from "./rate-sampler.ts";
 import { createRateHistory } from "./rates.ts";
@@ -30,6 +35,10 @@ export interface AdminServerOptions {
   port: number;
   /** When set, required as Bearer token or login cookie (config admin_token). */
   token?: string;
+  /** Host names (besides IP addresses and localhost) requests may name; "*" any (config admin_allowed_hosts). */
+  allowedHosts?: readonly string[];
+  /** How long a login session lasts, ms (config admin_session_ttl_sec). Default 12 h. */
+  sessionTtlMs?: number;
   store: AdminStore;
   log: Logger;
   /** Unix ms of the last completed upkeep pass (readiness). */
@@ -47,6 +56,11 @@ export interface AdminServerOptions {
   /** Rate sampling period, ms, and samples kept. Defaults 5000 and 180 (15 min). */
   rateSampleMs?: number;
   rateSamples?: number;
+}
+
+/** Whether a listen address is loopback-only. */
+function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\./.test(host);
 }
 
 export interface AdminServer {
@@ -78,7 +92,30 @@ export function createAdminApp(options: AdminServerOptions) {
   });
   const rates = createRateHistory(options.rateSamples ?? 180);
   const sampler = startRateSampler(rates, options.rateSampleMs ?? 5000);
+  const auth = createAdminAuth({ token, sessionTtlMs: options.sessionTtlMs ?? 12 * 3_600_000 });
+  const allowedHosts = options.allowedHosts ?? [];
   const app = new Hono();
+
+  const clientAddress = (c: Context): string => {
+    try {
+      return getConnInfo(c).remote.address ?? "?";
+    } catch {
+      return "?"; // in-process use (benches): no socket
+    }
+  };
+
+  // Host and origin checks come before everything but the probes.
+  app.use("*", async (c, next) => {
+    if (c.req.path === "/health" || c.req.path === "/ready") return next();
+    const host = c.req.header("host");
+    if (!(token !== undefined && hasBearer(token, c.req.header("authorization"))) && !isAllowedHost(host, allowedHosts)) {
+      return c.json({ error: `Host ${JSON.stringify(host ?? "")} is not allowed here; add it to TASKBROKER_ADMIN_ALLOWED_HOSTS` }, 403);
+    }
+    if (!isSameOrigin(c.req.method, host, c.req.header("origin"), c.req.header("sec-fetch-site"))) {
+      return c.json({ error: "cross-site request refused" }, 403);
+    }
+    return next();
+  });
 
   app.get("/health", (c) => c.text("ok\n"));
   app.get("/ready", (c) => {
@@ -103,13 +140,28 @@ export function createAdminApp(options: AdminServerOptions) {
     if (!token) return c.redirect("/", 303);
     const form = await c.req.parseBody();
     const typed = typeof form.token === "string" ? form.token : "";
-    if (!isCorrectToken(token, typed)) return c.html(loginHtml(true), 401);
-    setCookie(c, SESSION_COOKIE, sessionValue(token), { httpOnly: true, sameSite: "Strict", path: "/" });
+    const result = auth.login(typed, clientAddress(c));
+    if (result.retryAfterSec !== undefined) {
+      log.warn("admin_login_throttled", { client: clientAddress(c) });
+      return c.html(loginHtml(true), 429, { "retry-after": String(result.retryAfterSec) });
+    }
+    if (!result.ok || result.session === undefined) return c.html(loginHtml(true), 401);
+    setCookie(c, SESSION_COOKIE, result.session, {
+      httpOnly: true,
+      sameSite: "Strict",
+      path: "/",
+      maxAge: Math.floor((options.sessionTtlMs ?? 12 * 3_600_000) / 1000),
+    });
     return c.redirect("/", 303);
+  });
+  app.post("/logout", (c) => {
+    auth.logout(getCookie(c, SESSION_COOKIE));
+    deleteCookie(c, SESSION_COOKIE, { path: "/" });
+    return c.redirect("/login", 303);
   });
 
   app.use("*", async (c, next) => {
-    if (!token || isAuthorized(token, c.req.header("authorization"), getCookie(c, SESSION_COOKIE))) return next();
+    if (auth.authenticated(c.req.header("authorization"), getCookie(c, SESSION_COOKIE))) return next();
     const wantsHtml = c.req.method === "GET" && (c.req.header("accept") ?? "").includes("text/html");
     if (wantsHtml) return c.redirect("/login", 303);
     return c.json({ error: "admin token required (Authorization: Bearer <token>)" }, 401);
@@ -218,6 +270,13 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
   const server = Bun.serve({ hostname: options.host, port: options.port, fetch: app.fetch });
   const port = server.port ?? options.port;
   options.log.info("admin_listening", { host: options.host, port, auth: options.token ? "token" : "none" });
+  if (!options.token && !isLoopbackHost(options.host)) {
+    options.log.warn("admin_unauthenticated", {
+      host: options.host,
+      port,
+      detail: "TASKBROKER_ADMIN_TOKEN is not set: anyone who can reach this port can read activations and replay or discard dead letters",
+    });
+  }
   return {
     port,
     async stop() {

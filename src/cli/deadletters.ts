@@ -146,16 +146,18 @@ export async function deadlettersCommand(argv: string[], env: Record<string, str
     const configPath = args.config;
     let address: string;
     let secrets: string[];
+    let adminToken = env.TASKBROKER_ADMIN_TOKEN;
     if (configPath) {
-      // The broker's own config file (and env): same port and secrets as the broker it describes.
+      // The broker's own config file (and env): same port, secrets and admin token as the broker it describes.
       const config = resolveBrokerConfig(env, configPath).config;
       address = args.broker ?? `127.0.0.1:${config.grpc_port}`;
       secrets = config.grpc_shared_secret;
+      adminToken = config.admin_token;
     } else {
       address = brokerAddress(args.broker, env);
       secrets = secretsFrom(env);
     }
-    client = { address, rpc: adminClient(address, secrets) };
+    client = { address, rpc: adminClient(address, secrets, adminToken) };
     return await run(client.rpc, args.positional[0] ?? "", args, args.json);
   } catch (err) {
     if (err instanceof ConfigError) {

@@ -145,12 +145,12 @@ function chooseSource(args: Options, env: Record<string, string | undefined>): I
   const configPath = args.config;
   if (configPath) {
     const config = resolveBrokerConfig(env, configPath).config;
-    return rpcSource(args.broker ?? `127.0.0.1:${config.grpc_port}`, config.grpc_shared_secret);
+    return rpcSource(args.broker ?? `127.0.0.1:${config.grpc_port}`, config.grpc_shared_secret, args.token ?? config.admin_token);
   }
   const port = env.TASKBROKER_GRPC_PORT && env.TASKBROKER_GRPC_PORT !== "0" ? env.TASKBROKER_GRPC_PORT : "50051";
   const secrets = brokerConfigSchema.shape.grpc_shared_secret.safeParse(env.TASKBROKER_GRPC_SHARED_SECRET);
   if (!secrets.success) throw new ConfigError("TASKBROKER_GRPC_SHARED_SECRET=*** is invalid: expected a JSON array of strings");
-  return rpcSource(args.broker ?? `127.0.0.1:${port}`, secrets.data);
+  return rpcSource(args.broker ?? `127.0.0.1:${port}`, secrets.data, args.token ?? env.TASKBROKER_ADMIN_TOKEN);
 }
 
 export async function inspectCommand(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {

@@ -15,7 +15,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { TaskActivationSchema, type TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { Health } from "../gen/grpc/health/v1/health_pb.ts";
 import { AdminService } from "../gen/taskplatform/v1/admin_pb.ts";
-import { SIGNATURE_HEADER, isSigningExempt, signRequest } from "./signing.ts";
+import { isSigningExempt, signatureHeaders } from "./signing.ts";
 import {
   type DecodedStatusUpdate,
   decodeProduceResponse,
@@ -135,7 +135,7 @@ export function createUnaryChannel(opts: BrokerClientOptions): UnaryChannel {
         te: "trailers",
         "grpc-timeout": `${deadlineMs}m`,
       };
-      if (secret !== undefined && !isSigningExempt(path)) headers[SIGNATURE_HEADER] = signRequest(secret, path, message);
+      if (secret !== undefined && !isSigningExempt(path)) Object.assign(headers, signatureHeaders(secret, path, message));
       let stream: http2.ClientHttp2Stream;
       try {
         stream = currentSession().request(headers);
@@ -250,22 +250,33 @@ export function signingInterceptor(secret: string): Interceptor {
   return (next) => async (req) => {
     const path = new URL(req.url).pathname;
     if (!req.stream && !isSigningExempt(path)) {
-      req.header.set(SIGNATURE_HEADER, signRequest(secret, path, toBinary(req.method.input, req.message)));
+      for (const [k, v] of Object.entries(signatureHeaders(secret, path, toBinary(req.method.input, req.message)))) req.header.set(k, v);
     }
     return next(req);
   };
 }
 
-function grpcTransport(address: string, secrets?: string[]) {
-  return createGrpcTransport({
-    baseUrl: `http://${address}`,
-    interceptors: secrets?.[0] !== undefined ? [signingInterceptor(secrets[0])] : [],
-  });
+/** Sends the admin token as gRPC metadata `authorization: Bearer <token>` (AdminService's authentication). */
+function adminTokenInterceptor(token: string): Interceptor {
+  return (next) => async (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
 }
 
-/** AdminService over gRPC (connect-node): depths, activations, dead letters. */
-export function adminClient(address: string, secrets?: string[]): Client<typeof AdminService> {
-  return createClient(AdminService, grpcTransport(address, secrets));
+function grpcTransport(address: string, secrets?: string[], adminToken?: string) {
+  const interceptors: Interceptor[] = [];
+  if (secrets?.[0] !== undefined) interceptors.push(signingInterceptor(secrets[0]));
+  if (adminToken) interceptors.push(adminTokenInterceptor(adminToken));
+  return createGrpcTransport({ baseUrl: `http://${address}`, interceptors });
+}
+
+/**
+ * AdminService over gRPC (connect-node): depths, activations, dead letters.
+ * `adminToken`: the broker's TASKBROKER_ADMIN_TOKEN, required when it has one.
+ */
+export function adminClient(address: string, secrets?: string[], adminToken?: string): Client<typeof AdminService> {
+  return createClient(AdminService, grpcTransport(address, secrets, adminToken));
 }
 
 /** grpc.health.v1.Health over gRPC (connect-node). */

@@ -10,7 +10,7 @@ import http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type DecodedBrokerMessage, type DeliveryOpenFields, decodeBrokerMessage, encodeWorkerMessage, type WorkerMessageFields } from "../protocol/delivery-messages.ts";
 import { FrameReader, frameMessage, percentDecodeGrpcMessage } from "./frame.ts";
-import { SIGNATURE_HEADER, signRequest } from "./signing.ts";
+import { signatureHeaders } from "./signing.ts";
 import { DELIVER_PATH } from "./delivery.ts";
 
 export interface DeliveryStreamOptions {
@@ -67,7 +67,7 @@ export function openDeliveryStream(o: DeliveryStreamOptions): DeliveryStream {
     te: "trailers",
   };
   const secret = o.secrets?.[0];
-  if (secret !== undefined) headers[SIGNATURE_HEADER] = signRequest(secret, DELIVER_PATH, first);
+  if (secret !== undefined) Object.assign(headers, signatureHeaders(secret, DELIVER_PATH, first));
 
   let resolveOpened!: () => void;
   let rejectOpened!: (err: ConnectError) => void;

@@ -17,7 +17,7 @@ import type { ClaimedRow, ClaimFilter, InflightStore, StatusUpdate } from "../st
 import { type ConsumerCore, claimFilterOf, statusUpdateOf } from "./consumer.ts";
 import { FrameReader, frameMessage, grpcStatusFields, trailersOnlyHeaders } from "./frame.ts";
 import { CODE_NAME } from "./rpc-metrics.ts";
-import { SIGNATURE_HEADER, verifySignature } from "./signing.ts";
+import { type SignaturePolicy, verifyRequestSignature } from "./signing.ts";
 
 export const DELIVER_PATH = "/taskplatform.v1.DeliveryService/Deliver";
 
@@ -37,8 +37,8 @@ export type DeliveryStore = Pick<InflightStore, "claimMany" | "releaseUnsent" | 
 export interface DeliveryOptions {
   core: ConsumerCore;
   store: DeliveryStore;
-  /** Empty: signing off. */
-  secrets: readonly string[];
+  /** How the first message's signature is checked (signing.ts; no secrets: off). */
+  signing: SignaturePolicy;
   maxMessageBytes: number;
   /** True once the RPC server began closing: new streams are refused with UNAVAILABLE. */
   isClosing: () => boolean;
@@ -193,7 +193,7 @@ class Session {
 
   private onMessage(bytes: Buffer): void {
     const { opts } = this.shared;
-    if (!this.opened && opts.secrets.length > 0 && !verifySignature(opts.secrets, DELIVER_PATH, bytes, this.headers[SIGNATURE_HEADER])) {
+    if (!this.opened && !verifyRequestSignature(opts.signing, DELIVER_PATH, bytes, (n) => this.headers[n])) {
       return this.fail(Code.Unauthenticated, "Authentication failed");
     }
     let msg: DecodedWorkerMessage;

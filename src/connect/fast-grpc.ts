@@ -4,12 +4,13 @@
 // (universal.ts). Measured under Bun 1.4.5 with h2load c=8 m=16 (see
 // server.ts for the numbers): this path runs within a few percent of a bare
 // constant-response stream handler; connect-node's adapter is ~6x slower.
-import type { ServerHttp2Stream, IncomingHttpHeaders } from "node:http2";
+import http2, { type ServerHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import { rpcRefusedTotal } from "../metrics.ts";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ConsumerCore } from "./consumer.ts";
 import { NO_PENDING } from "./consumer.ts";
 import { recordRpc } from "./rpc-metrics.ts";
-import { SIGNATURE_HEADER, verifySignature } from "./signing.ts";
+import { type SignaturePolicy, verifyRequestSignature } from "./signing.ts";
 import {
   MalformedMessage,
   decodeGetTaskRequest,
@@ -67,9 +68,11 @@ export function isFastGrpc(path: string | undefined, contentType: string | undef
 
 export interface FastGrpcOptions {
   core: ConsumerCore;
-  /** Empty: signing off. */
-  secrets: readonly string[];
+  /** How signatures are checked (no secrets: off). */
+  signing: SignaturePolicy;
   maxMessageBytes: number;
+  /** The whole request must arrive within this long of its headers, ms (0: no limit). */
+  readTimeoutMs: number;
 }
 
 const OK_HEADERS = { ":status": 200, "content-type": "application/grpc" };
@@ -130,7 +133,21 @@ export function serveFastGrpc(stream: ServerHttp2Stream, headers: IncomingHttpHe
   };
   stream.on("data", onData);
   stream.on("error", () => {}); // resets by the peer surface here; the stream is gone, nothing to answer
+  // A body that trickles in holds a stream and its buffers: it has readTimeoutMs to arrive.
+  const readTimer =
+    opts.readTimeoutMs > 0
+      ? setTimeout(() => {
+          if (rejected) return;
+          rejected = true;
+          stream.off("data", onData);
+          rpcRefusedTotal.inc({ reason: "request_read_timeout" });
+          fail(Code.DeadlineExceeded, `request not received within ${opts.readTimeoutMs} ms (TASKBROKER_GRPC_REQUEST_READ_TIMEOUT_MS)`);
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+        }, opts.readTimeoutMs)
+      : null;
+  stream.once("close", () => readTimer !== null && clearTimeout(readTimer));
   stream.once("end", () => {
+    if (readTimer !== null) clearTimeout(readTimer);
     if (rejected) return;
     const body: Buffer = chunks !== null ? Buffer.concat(chunks, received) : (first ?? Buffer.alloc(0));
     run(body);
@@ -138,9 +155,9 @@ export function serveFastGrpc(stream: ServerHttp2Stream, headers: IncomingHttpHe
 
   function run(body: Buffer): void {
     const len = frameLength(body);
-    if (opts.secrets.length > 0) {
+    if (opts.signing.secrets.length > 0) {
       const message = len >= 0 && 5 + len <= body.byteLength ? body.subarray(5, 5 + len) : null;
-      if (message === null || !verifySignature(opts.secrets, path, message, headers[SIGNATURE_HEADER])) {
+      if (message === null || !verifyRequestSignature(opts.signing, path, message, (n) => headers[n])) {
         return fail(Code.Unauthenticated, "Authentication failed");
       }
     }

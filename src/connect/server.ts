@@ -18,6 +18,10 @@
 // HTTP/2 frames back), so the listener is a plain net.Server that sniffs the
 // HTTP/2 connection preface and hands the socket to an http2 or an http
 // server; sniffing costs nothing measurable (~44k req/s bare through it).
+// Every connection and RPC passes the port's limits first (limits.ts:
+// connections in total and per client, handshake and idle timeouts, RPCs in
+// flight; Health/Watch streams in total and per connection), whatever the
+// service, so a service added to this port is covered without doing anything.
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -33,10 +37,14 @@ import { type AdminStore, adminServiceImpl } from "./admin.ts";
 import { type DispatchStore, type ProduceTarget, createConsumerCore } from "./consumer.ts";
 import { DELIVER_PATH, type DeliveryStore, createDeliveryServer } from "./delivery.ts";
 import { isFastGrpc, respondGrpcError, serveFastGrpc } from "./fast-grpc.ts";
-import { healthServiceImpl } from "./health.ts";
+import { createHealthTicker, healthServiceImpl } from "./health.ts";
+import { HEALTH_WATCH_PATH, serveHealthWatch } from "./health-watch.ts";
+import { createConnectionGuard } from "./limits.ts";
+import { rpcRefusedTotal } from "../metrics.ts";
 import { consumerServiceImpl, ingestServiceImpl } from "./services.ts";
 import { createUniversalDispatcher } from "./universal.ts";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { adminRpcRefusal } from "../admin/auth.ts";
 
 export interface RpcServer {
   /** The port actually bound (config.grpc_port 0 = ephemeral). */
@@ -49,7 +57,25 @@ export interface RpcServer {
 }
 
 export interface RpcServerOptions {
-  config: Pick<BrokerConfig, "grpc_addr" | "grpc_port" | "grpc_max_message_bytes" | "grpc_shared_secret" | "delivery_mode">;
+  config: Pick<
+    BrokerConfig,
+    | "grpc_addr"
+    | "grpc_port"
+    | "grpc_max_message_bytes"
+    | "grpc_shared_secret"
+    | "delivery_mode"
+    | "grpc_signature_max_age_sec"
+    | "grpc_signature_require_timestamp"
+    | "grpc_request_read_timeout_ms"
+    | "grpc_max_connections"
+    | "grpc_max_connections_per_client"
+    | "grpc_handshake_timeout_ms"
+    | "grpc_idle_timeout_ms"
+    | "grpc_max_inflight_rpcs"
+    | "grpc_max_concurrent_streams"
+    | "grpc_max_health_watchers"
+    | "admin_token"
+  >;
   /** Everything the port's services ask of the store. */
   store: DispatchStore & AdminStore & DeliveryStore & Pick<InflightStore, "writeHealth">;
   ingest: ProduceTarget;
@@ -66,7 +92,10 @@ function isHttp2Preface(head: Buffer): boolean {
 /** A stream window large enough that a 1000-activation Produce is not throttled by WINDOW_UPDATEs. */
 const STREAM_WINDOW_BYTES = 1 << 20;
 const HEALTH_WATCH_INTERVAL_MS = 250;
-const SNIFF_TIMEOUT_MS = 10_000;
+/** Health/Watch streams one connection may hold (a client watches a service or two). */
+const WATCHERS_PER_CONNECTION = 8;
+
+const isGrpc = (contentType: string | undefined) => contentType === "application/grpc" || contentType === "application/grpc+proto";
 
 export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer> {
   const { config, store, ingest, isHealthy, log } = opts;
@@ -81,10 +110,30 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   router.service(IngestService, ingestServiceImpl(core));
   router.service(AdminService, adminServiceImpl(store));
   const isStoreWritable = () => store.writeHealth().ok;
-  router.service(Health, healthServiceImpl({ isHealthy, isClosing, isStoreWritable, watchIntervalMs: HEALTH_WATCH_INTERVAL_MS }));
-  const universal = createUniversalDispatcher({ router, secrets, maxMessageBytes, isClosing });
-  const fast = { core, secrets, maxMessageBytes };
-  const delivery = createDeliveryServer({ core, store, secrets, maxMessageBytes, isClosing, log });
+  const healthSource = { isHealthy, isClosing, isStoreWritable, watchIntervalMs: HEALTH_WATCH_INTERVAL_MS };
+  const healthTicker = createHealthTicker(healthSource);
+  router.service(Health, healthServiceImpl(healthSource, healthTicker));
+  const signing = {
+    secrets,
+    maxAgeSec: config.grpc_signature_max_age_sec,
+    requireTimestamp: config.grpc_signature_require_timestamp,
+  };
+  const readTimeoutMs = config.grpc_request_read_timeout_ms;
+  const universal = createUniversalDispatcher({
+    router,
+    signing,
+    maxMessageBytes,
+    readTimeoutMs,
+    isClosing,
+    produce: (activations) => core.produce(activations),
+    authorizeAdmin: (header, remoteAddress) => {
+      const refusal = adminRpcRefusal(config.admin_token, header("authorization"), remoteAddress);
+      if (refusal === null) return null;
+      return new ConnectError(refusal.message, refusal.code === "unauthenticated" ? Code.Unauthenticated : Code.PermissionDenied);
+    },
+  });
+  const fast = { core, signing, maxMessageBytes, readTimeoutMs };
+  const delivery = createDeliveryServer({ core, store, signing, maxMessageBytes, isClosing, log });
 
   // In-flight RPCs, counted so close() can wait for them.
   let inflight = 0;
@@ -94,8 +143,22 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     if (inflight === 0 && drained) drained();
   };
 
+  const guard = createConnectionGuard(
+    {
+      maxConnections: config.grpc_max_connections,
+      maxConnectionsPerClient: config.grpc_max_connections_per_client,
+      handshakeTimeoutMs: config.grpc_handshake_timeout_ms,
+      idleTimeoutMs: config.grpc_idle_timeout_ms,
+      maxInflightRpcs: config.grpc_max_inflight_rpcs,
+    },
+    log,
+  );
+  // Health/Watch streams: in total and per connection (each is long-lived).
+  let watchers = 0;
+  const watchersBySession = new WeakMap<object, number>();
+
   const h2 = http2.createServer({
-    settings: { initialWindowSize: STREAM_WINDOW_BYTES, maxConcurrentStreams: 1000 },
+    settings: { initialWindowSize: STREAM_WINDOW_BYTES, maxConcurrentStreams: config.grpc_max_concurrent_streams },
     maxSessionMemory: 64,
   });
   const sessions = new Set<http2.ServerHttp2Session>();
@@ -103,15 +166,48 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
     session.on("error", () => {}); // a broken connection must never take the process down
+    // The client preface ends with its SETTINGS: the connection speaks HTTP/2.
+    const socket = session.socket as net.Socket;
+    session.once("remoteSettings", () => guard.established(socket, () => session.close()));
     // Not session.setLocalWindowSize(): under Bun 1.4.5 it stalls every body larger than the
     // stream window (test/rpc.test.ts "messages of 10 MiB").
   });
   h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+    const socket = stream.session?.socket as net.Socket | undefined;
+    if (!guard.rpcStarted(socket)) {
+      stream.on("error", () => {});
+      stream.resume();
+      respondGrpcError(stream, Code.ResourceExhausted, "too many RPCs in flight on this broker; retry later");
+      return;
+    }
     inflight++;
-    stream.once("close", done);
+    stream.once("close", () => {
+      guard.rpcEnded(socket);
+      done();
+    });
     const path = headers[":path"];
     const contentType = headers["content-type"];
-    if (path === DELIVER_PATH && (contentType === "application/grpc" || contentType === "application/grpc+proto")) {
+    if (path === HEALTH_WATCH_PATH) {
+      const session = stream.session as object;
+      const mine = watchersBySession.get(session) ?? 0;
+      if (watchers >= config.grpc_max_health_watchers || mine >= WATCHERS_PER_CONNECTION) {
+        rpcRefusedTotal.inc({ reason: "health_watchers" });
+        stream.on("error", () => {});
+        stream.resume();
+        const why = mine >= WATCHERS_PER_CONNECTION ? `${WATCHERS_PER_CONNECTION} on this connection` : `${watchers} on this broker`;
+        respondGrpcError(stream, Code.ResourceExhausted, `too many Health/Watch streams (${why}); use Check or fewer watchers`);
+        return;
+      }
+      watchers++;
+      watchersBySession.set(session, mine + 1);
+      stream.once("close", () => {
+        watchers--;
+        watchersBySession.set(session, (watchersBySession.get(session) ?? 1) - 1);
+      });
+      if (isGrpc(contentType) && !closing) return serveHealthWatch(stream, healthSource, healthTicker);
+      return universal.serveHttp2(stream, headers);
+    }
+    if (path === DELIVER_PATH && isGrpc(contentType)) {
       delivery.serve(stream, headers);
     } else if (isFastGrpc(path, contentType)) {
       if (closing) {
@@ -126,27 +222,40 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   });
 
   const h1 = http.createServer((req, res) => {
+    const socket = req.socket as net.Socket;
+    // A complete request head: the connection speaks HTTP/1.1. Idle keep-alive connections are closed.
+    guard.established(socket, () => socket.destroy());
+    if (!guard.rpcStarted(socket)) {
+      res.writeHead(429, { "content-type": "application/json", "retry-after": "1" });
+      res.end(JSON.stringify({ code: "resource_exhausted", message: "too many RPCs in flight on this broker; retry later" }));
+      return;
+    }
     inflight++;
-    res.once("close", done);
+    res.once("close", () => {
+      guard.rpcEnded(socket);
+      done();
+    });
     universal.serveHttp1(req, res);
   });
   h1.on("clientError", (_err, socket) => socket.destroy());
 
   const sockets = new Set<net.Socket>();
   const listener = net.createServer((socket) => {
+    socket.on("error", () => {});
+    if (closing || !guard.admit(socket)) {
+      socket.destroy();
+      return;
+    }
     sockets.add(socket);
     // Small writes (headers, message, trailers) must not wait for the peer's
     // delayed ACK: with Nagle on, ~1% of calls stalled 10-40 ms at 500 calls/s.
     socket.setNoDelay(true);
     socket.once("close", () => sockets.delete(socket));
-    socket.on("error", () => {});
     let head: Buffer = Buffer.alloc(0);
-    // A connection that never says which protocol it speaks is not kept forever.
-    socket.setTimeout(SNIFF_TIMEOUT_MS, () => socket.destroy());
+    // A connection that never says which protocol it speaks is cut by the guard's handshake timeout.
     const sniff = (chunk: Buffer) => {
       head = head.byteLength === 0 ? chunk : Buffer.concat([head, chunk]);
       if (head.byteLength < 3) return;
-      socket.setTimeout(0);
       socket.off("data", sniff);
       socket.pause();
       socket.unshift(head);
@@ -165,7 +274,22 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   });
   const address = listener.address();
   const port = typeof address === "object" && address !== null ? address.port : config.grpc_port;
-  log.info("rpc_listening", { host: config.grpc_addr, port, signing: secrets.length > 0 });
+  log.info("rpc_listening", {
+    host: config.grpc_addr,
+    port,
+    signing: secrets.length > 0,
+    max_connections: guard.limits.maxConnections,
+    max_connections_per_client: guard.limits.maxConnectionsPerClient,
+  });
+  if (secrets.length === 0) {
+    // Upstream's default, kept for drop-in (workers in other containers connect here), but said out loud.
+    log.warn("rpc_unsigned", {
+      host: config.grpc_addr,
+      port,
+      detail:
+        "TASKBROKER_GRPC_SHARED_SECRET is not set: anyone who can reach this port can produce, claim and complete activations and read their parameters",
+    });
+  }
 
   let closed: Promise<void> | null = null;
   return {
@@ -186,6 +310,7 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
           });
         }
         if (inflight > 0) log.warn("rpc_drain_timeout", { inflight, drain_ms: drainMs });
+        guard.stop();
         for (const s of sessions) s.close();
         // Give GOAWAY a moment to reach clients, then cut whatever is left.
         await new Promise((r) => setTimeout(r, 50));
