@@ -15,6 +15,7 @@ import { canaryActivations } from "./ingest/canaries.ts";
 import { createIngest } from "./ingest/ingest.ts";
 import type { Logger } from "./log.ts";
 import { openStore } from "./store/sqlite.ts";
+import { setNamespaceLabelCap } from "./metrics.ts";
 import { createLocalPublisher } from "./upkeep/publisher.ts";
 import { startUpkeep } from "./upkeep/loop.ts";
 import { startKafka } from "./kafka/index.ts";
@@ -48,6 +49,7 @@ export function defaultCallbackAddress(grpcHost: string, port: number): string {
 
 export async function startBroker(config: BrokerConfig, log: Logger): Promise<Broker> {
   const startedAtMs = Date.now();
+  setNamespaceLabelCap(config.metrics_max_namespaces);
   const store = openStore({
     path: config.store.sqlite.path,
     synchronous: config.store.sqlite.synchronous,

@@ -74,7 +74,13 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
       push = await startPushMode({
         port: config.pushPort,
         concurrency: config.concurrency,
-        secrets: config.secrets,
+        signing: {
+          secrets: config.secrets ?? [],
+          maxAgeSec: config.signatureMaxAgeSec,
+          requireTimestamp: config.signatureRequireTimestamp,
+        },
+        allowUnsigned: config.pushAllowUnsigned,
+        knownBrokers: [...config.rpcHostList, ...config.pushCallbackHosts],
         ...(config.grpcMaxMessageSize > 0 ? { maxMessageBytes: config.grpcMaxMessageSize } : {}),
         pushTaskTimeoutMs: config.pushTaskTimeoutSec * 1000,
         warmupTimeoutMs: config.warmupTimeoutSec * 1000,

@@ -55,8 +55,10 @@ async function pushBroker(workerPorts: number[], extra: Record<string, string> =
   return b;
 }
 async function pushWorker(b: BrokerProcess, pushPort: number, out: string, args: string[] = [], env: Record<string, string> = {}): Promise<WorkerProcess> {
+  // A push port without a secret must be told to serve unsigned pushes (tested below).
+  const unsigned = env.TASKWORKER_GRPC_SHARED_SECRET === undefined ? ["--push-allow-unsigned"] : [];
   const w = await spawnWorker(
-    ["--tasks", TASKS, "--rpc-host-list", `127.0.0.1:${b.port}`, "--push-port", String(pushPort), "--at-most-once-path", join(dir, `amo-${pushPort}.sqlite`), ...args],
+    ["--tasks", TASKS, "--rpc-host-list", `127.0.0.1:${b.port}`, "--push-port", String(pushPort), "--at-most-once-path", join(dir, `amo-${pushPort}.sqlite`), ...unsigned, ...args],
     { PT_OUT: out, ...env },
   );
   children.push(w);
@@ -100,14 +102,15 @@ test("produced tasks are pushed to the worker, run once each and completed; GetT
 
 test("one worker serving two pushing brokers reports each result to the broker that pushed it (callback_url)", async () => {
   const wp = await freePort();
-  const a = await pushBroker([wp]);
-  const b = await pushBroker([wp]);
+  const secret = { TASKBROKER_GRPC_SHARED_SECRET: JSON.stringify(["pool secret"]) };
+  const a = await pushBroker([wp], secret);
+  const b = await pushBroker([wp], secret);
   const out = join(dir, "two-brokers.out");
-  // The worker is configured with broker A only; B's results must still reach B.
-  await pushWorker(a, wp, out, ["--concurrency", "4"]);
+  // The worker is configured with broker A only; B's signed pushes name B, so B's results still reach B.
+  await pushWorker(a, wp, out, ["--concurrency", "4"], { TASKWORKER_GRPC_SHARED_SECRET: JSON.stringify(["pool secret"]) });
   await Promise.all([
-    ...Array.from({ length: 10 }, (_, i) => send(a, hello, [`a${i}`])),
-    ...Array.from({ length: 10 }, (_, i) => send(b, hello, [`b${i}`])),
+    ...Array.from({ length: 10 }, (_, i) => send(a, hello, [`a${i}`], ["pool secret"])),
+    ...Array.from({ length: 10 }, (_, i) => send(b, hello, [`b${i}`], ["pool secret"])),
   ]);
   await waitFor("20 tasks ran", () => lines(out).length >= 20);
   for (const broker of [a, b]) {
@@ -228,4 +231,40 @@ test("without push_worker_addresses the broker pushes by worker_map, each applic
   const stderr = (await new Response(proc.stderr).text()).trim();
   expect(stderr.split("\n")).toHaveLength(1);
   expect(stderr).toContain("TASKBROKER_WORKER_MAP: pt=\"https://w:1\" is invalid");
+});
+
+test("a push port without a secret does not start unless told to serve unsigned pushes", async () => {
+  const proc = Bun.spawn(
+    [process.execPath, resolve(import.meta.dir, "../src/main.ts"), "worker", "--tasks", TASKS, "--rpc-host-list", "127.0.0.1:1", "--push-port", "0"],
+    { env: { PATH: process.env.PATH ?? "" }, stdout: "pipe", stderr: "pipe" },
+  );
+  expect(await proc.exited).toBe(2);
+  const stderr = await new Response(proc.stderr).text();
+  expect(stderr).toContain("signed pushes only");
+  expect(stderr).toContain("--push-allow-unsigned");
+});
+
+test("an unsigned push cannot send the worker anywhere: callback_url to an unknown address is not followed (SSRF)", async () => {
+  const wp = await freePort();
+  const b = await pushBroker([wp]);
+  const out = join(dir, "ssrf.out");
+  const w = await pushWorker(b, wp, out, ["--concurrency", "1"]);
+  // Something the attacker wants the worker to connect to (and keep retrying).
+  let connections = 0;
+  const target = createServer((s) => {
+    connections++;
+    s.destroy();
+  });
+  await new Promise<void>((r) => target.listen(0, "127.0.0.1", r));
+  const targetPort = (target.address() as { port: number }).port;
+  const built = hello.buildActivation({ args: ["ssrf"] });
+  const c = createWorkerClient({ address: `127.0.0.1:${wp}` });
+  await c.pushTask(built.bytes, `127.0.0.1:${targetPort}`);
+  await c.close();
+  await waitFor("the pushed task ran", () => lines(out).includes("hello ssrf"));
+  await waitFor("the refusal logged", () => w.logs().includes("push_callback_refused"));
+  // Its result went to the configured broker instead (which does not hold the id: an unknown-id no-op).
+  await waitFor("the configured broker got the report", async () => (await metric(b, "taskbroker_status_total", { status: "unknown_id" })) >= 1);
+  expect(connections).toBe(0);
+  target.close();
 });

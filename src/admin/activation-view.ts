@@ -88,17 +88,41 @@ export interface DeadLetterRow {
   attempts: number;
   parameters: unknown;
   parametersError?: string;
+  /** Set when the activation was too large to decode for a list; its size, bytes. */
+  parametersOmittedBytes?: number;
 }
 
-export function deadLetterRow(d: {
+export function deadLetterRow(
+  d: {
   id: string;
   namespace: string;
   taskname: string;
   application: string;
   deadLetteredAtMs: number;
   activation: Uint8Array;
-}): DeadLetterRow {
+  },
+  opts: { maxParameterBytes?: number } = {},
+): DeadLetterRow {
   let view: ActivationView | null = null;
+  const omitted = opts.maxParameterBytes !== undefined && d.activation.byteLength > opts.maxParameterBytes;
+  if (omitted) {
+    try {
+      // The cheap fields only: no parameters decoded (a 12 MiB one decodes to far more as JSON).
+      const a = fromBinary(TaskActivationSchema, d.activation);
+      return {
+        id: d.id,
+        namespace: d.namespace,
+        taskname: d.taskname,
+        application: d.application,
+        deadLetteredAtMs: d.deadLetteredAtMs,
+        attempts: a.retryState?.attempts ?? 0,
+        parameters: null,
+        parametersOmittedBytes: d.activation.byteLength,
+      };
+    } catch {
+      // Undecodable: shown below like any other.
+    }
+  }
   try {
     view = describeActivation(d.activation);
   } catch {

@@ -12,6 +12,7 @@ import { getConnInfo } from "hono/bun";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { Logger } from "../log.ts";
 import {
+  namespaceLabel,
   oldestPendingAge,
   registry,
   storeDepth,
@@ -58,6 +59,11 @@ export interface AdminServerOptions {
   rateSamples?: number;
 }
 
+/** Activation bytes one /api/deadletters page reads. */
+const DEAD_LETTER_PAGE_BYTES = 2 * 1024 * 1024;
+/** Activations larger than this show no decoded parameters in the list (GET /api/activations/<id> or inspect get has them). */
+const LIST_PARAMETER_BYTES = 64 * 1024;
+
 /** Whether a listen address is loopback-only. */
 function isLoopbackHost(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\./.test(host);
@@ -76,7 +82,16 @@ function refreshStoreGauges(s: DepthSnapshot, store: AdminStore): void {
   for (const state of Object.keys(STATE_CODE) as ActivationState[]) storeDepth.set({ state }, s.totals[state] ?? 0);
   // reset() so a namespace that emptied out disappears instead of showing its last value.
   storeDepthByNamespace.reset();
-  for (const d of s.byNamespace) storeDepthByNamespace.set({ namespace: d.namespace, state: d.state }, d.count);
+  // Namespaces past the label cap are summed under "_other" (metrics.ts).
+  const byLabel = new Map<string, { namespace: string; state: string; count: number }>();
+  for (const d of s.byNamespace) {
+    const namespace = namespaceLabel(d.namespace);
+    const key = `${namespace}\u0000${d.state}`;
+    const e = byLabel.get(key);
+    if (e) e.count += d.count;
+    else byLabel.set(key, { namespace, state: d.state, count: d.count });
+  }
+  for (const d of byLabel.values()) storeDepthByNamespace.set({ namespace: d.namespace, state: d.state }, d.count);
   oldestPendingAge.set(s.oldestPendingAgeSeconds);
   storeSizeBytes.set({ file: "db" }, s.sizeBytes.db);
   storeSizeBytes.set({ file: "wal" }, s.sizeBytes.wal);
@@ -216,10 +231,10 @@ export function createAdminApp(options: AdminServerOptions) {
   app.get("/api/deadletters", (c) => {
     const limit = Math.min(500, Math.max(1, Number(c.req.query("limit") ?? 50) || 50));
     const after = c.req.query("after") || undefined;
-    const page = store.listDeadLetters({ limit, ...(after !== undefined ? { afterId: after } : {}) });
-    const items = page.items.map(deadLetterRow);
-    const nextAfter = items.length === limit ? items[items.length - 1]!.id : null;
-    return c.json({ items, total: page.total, nextAfter });
+    // Bounded by bytes too (the dashboard polls this every 5 s); big parameters are not decoded for the list.
+    const page = store.listDeadLetters({ limit, maxBytes: DEAD_LETTER_PAGE_BYTES, ...(after !== undefined ? { afterId: after } : {}) });
+    const items = page.items.map((d) => deadLetterRow(d, { maxParameterBytes: LIST_PARAMETER_BYTES }));
+    return c.json({ items, total: page.total, nextAfter: page.nextAfter });
   });
 
   app.post("/api/deadletters/:id/replay", async (c) => {

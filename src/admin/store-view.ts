@@ -11,7 +11,7 @@
 // snapshot says when the count began (byNamespaceAtMs): the age the page shows.
 import type { Logger } from "../log.ts";
 import type { WriteHealth } from "../store/disk.ts";
-import { STATE_CODE, type ActivationState, type DeadLetter, type KafkaOrigin, type StateCounts } from "../store/types.ts";
+import { STATE_CODE, type ActivationState, type DeadLetterPage, type DeadLetterPageOptions, type KafkaOrigin, type StateCounts } from "../store/types.ts";
 import { threadEntry } from "../thread-entry.ts";
 
 /** The store methods the admin server uses (src/store/sqlite.ts implements them). */
@@ -29,7 +29,7 @@ export interface AdminStore {
     processingDeadlineMs: number | null;
     origin: KafkaOrigin | null;
   } | null;
-  listDeadLetters(opts: { limit: number; afterId?: string }): { items: DeadLetter[]; total: number };
+  listDeadLetters(opts: DeadLetterPageOptions): DeadLetterPage;
   /** The new activation id, or null when `id` is not a dead letter. */
   replayDeadLetter(id: string): string | null | Promise<string | null>;
   discardDeadLetter(id: string): boolean | Promise<boolean>;

@@ -160,6 +160,7 @@ export const brokerConfigSchema = z.object({
     .describe("host:port receiving metrics over UDP statsd.")
     .meta({ expect: "host:port" }),
   statsd_prefix: z.string().default("taskbroker").describe("Prefix of statsd metric names."),
+  metrics_max_namespaces: count.default(1000).describe('Distinct namespaces that get their own metric label value (Prometheus and statsd); later ones are counted as namespace="_other".'),
   statsd_interval_ms: duration(1).default(10_000).describe("How often metrics are flushed to statsd."),
   default_metrics_tags: stringMap
     .default({})

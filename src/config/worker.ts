@@ -58,6 +58,14 @@ export interface WorkerConfig {
   /** Push mode: longest the health service waits for the task threads to warm up before SERVING, seconds. */
   warmupTimeoutSec: number;
   secrets?: string[];
+  /** Push mode: serve unsigned pushes when no secret is set (anyone who reaches the port may push). */
+  pushAllowUnsigned: boolean;
+  /** Push mode: brokers (host:port) besides rpcHostList that an unsigned push's callback_url may name. */
+  pushCallbackHosts: string[];
+  /** Timestamped signatures (ours) are accepted within this many seconds. */
+  signatureMaxAgeSec: number;
+  /** Refuse signed pushes without our timestamped signature. */
+  signatureRequireTimestamp: boolean;
   logFormat: "text" | "json";
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
 }
@@ -197,6 +205,22 @@ export const workerSchema = z.object({
   grpc_shared_secret: secretList
     .optional()
     .describe('Request-signing secrets: a JSON array ["new","old"] (the first signs, all verify) or one secret.'),
+  grpc_signature_max_age_sec: int(1)
+    .default(300)
+    .describe("Pushes carrying our timestamped signature (sent by our brokers) are accepted only within this many seconds of this worker's clock.")
+    .meta({ ...flags("--grpc-signature-max-age-sec"), valueName: "seconds" }),
+  grpc_signature_require_timestamp: bool
+    .default(false)
+    .describe("Push mode: refuse signed pushes without our timestamped signature (no replayed pushes; Sentry's brokers do not send it).")
+    .meta({ ...flags("--grpc-signature-require-timestamp") }),
+  push_allow_unsigned: bool
+    .default(false)
+    .describe("Push mode without a secret: serve unsigned pushes anyway (anyone who can reach the push port can run tasks on this worker). Without it such a worker does not start.")
+    .meta({ ...flags("--push-allow-unsigned") }),
+  push_callback_hosts: commaList
+    .optional()
+    .describe("Push mode: brokers (host:port, comma separated) besides --rpc-host-list that an unsigned push's callback_url may send results to; others get the first configured broker.")
+    .meta({ ...flags("--push-callback-hosts"), valueName: "host:port,..." }),
   produce_address: z
     .string()
     .min(1)
@@ -260,6 +284,10 @@ export function toWorkerConfig(s: WorkerSettings): WorkerConfig {
     pushTaskTimeoutSec: s.push_task_timeout,
     warmupTimeoutSec: s.warmup_timeout,
     secrets: s.grpc_shared_secret?.length ? s.grpc_shared_secret : undefined,
+    pushAllowUnsigned: s.push_allow_unsigned,
+    pushCallbackHosts: s.push_callback_hosts ?? [],
+    signatureMaxAgeSec: s.grpc_signature_max_age_sec,
+    signatureRequireTimestamp: s.grpc_signature_require_timestamp,
     logFormat: s.log_format,
     logLevel: s.log_filter,
   };
@@ -279,5 +307,11 @@ export function resolveWorkerConfig(argv: readonly string[], env: Record<string,
       `--min-concurrency=${loaded.config.min_concurrency} is invalid: expected at most --concurrency (${loaded.config.concurrency})`,
     );
   }
-  return { help: false, config: toWorkerConfig(loaded.config), ignored: loaded.ignored };
+  const config = toWorkerConfig(loaded.config);
+  if (config.pushPort !== undefined && config.secrets === undefined && !config.pushAllowUnsigned) {
+    throw new ConfigError(
+      "the push port serves signed pushes only: set TASKWORKER_GRPC_SHARED_SECRET to the brokers' secret, or pass --push-allow-unsigned to accept pushes from anyone who can reach the port",
+    );
+  }
+  return { help: false, config, ignored: loaded.ignored };
 }

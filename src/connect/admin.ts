@@ -7,6 +7,8 @@ import type { DeadLetter, InflightStore } from "../store/types.ts";
 
 const DEFAULT_LIST_LIMIT = 100;
 const MAX_LIST_LIMIT = 10_000;
+/** Activation bytes per ListDeadLetters answer: under the 4 MiB default receive limit of gRPC clients. */
+const PAGE_BYTES = 3 * 1024 * 1024;
 
 function deadLetterOut(d: DeadLetter) {
   return {
@@ -70,10 +72,11 @@ export function adminServiceImpl(store: AdminStore, now: () => number = Date.now
     },
     async listDeadLetters(req) {
       const limit = Math.min(req.limit === 0 ? DEFAULT_LIST_LIMIT : req.limit, MAX_LIST_LIMIT);
+      // Bounded by bytes as well as rows: 30 dead letters of 12 MiB were 2.6 GB of RSS as one answer.
       const page = storageCall("ListDeadLetters", () =>
-        store.listDeadLetters(req.afterId ? { limit, afterId: req.afterId } : { limit }),
+        store.listDeadLetters({ limit, maxBytes: PAGE_BYTES, ...(req.afterId ? { afterId: req.afterId } : {}) }),
       );
-      return { deadLetters: page.items.map(deadLetterOut), total: BigInt(page.total) };
+      return { deadLetters: page.items.map(deadLetterOut), total: BigInt(page.total), nextAfterId: page.nextAfter ?? "" };
     },
     async replayDeadLetter(req) {
       const newId = storageCall("ReplayDeadLetter", () => store.replayDeadLetter(req.id));

@@ -40,6 +40,7 @@ export interface ConsumerCore {
 }
 
 export const NO_PENDING = "No pending activations";
+const BRIEF_BACKPRESSURE_WAIT_MS = 1000;
 
 const TERMINAL: Record<number, TerminalStatus> = { 3: "failure", 4: "retry", 5: "complete" };
 
@@ -174,11 +175,19 @@ export function createConsumerCore(deps: {
     push,
     async produce(activations) {
       if (activations.length === 0) return { accepted: 0, duplicates: 0, expired: 0 };
-      try {
-        const r = await ingest.produce(activations, "rpc");
-        return { accepted: r.accepted, duplicates: r.duplicates, expired: r.expired };
-      } catch (err) {
-        throw produceError(err, log);
+      // A brief refusal (the WAL checkpointer behind a burst) is waited out here, up to a second, rather than answered.
+      const until = Date.now() + BRIEF_BACKPRESSURE_WAIT_MS;
+      for (;;) {
+        try {
+          const r = await ingest.produce(activations, "rpc");
+          return { accepted: r.accepted, duplicates: r.duplicates, expired: r.expired };
+        } catch (err) {
+          if (err instanceof Backpressure && err.brief && Date.now() < until) {
+            await new Promise((r) => setTimeout(r, 10));
+            continue;
+          }
+          throw produceError(err, log);
+        }
       }
     },
   };

@@ -4,10 +4,12 @@
 // it must prove it speaks (an HTTP/2 SETTINGS frame, or a complete HTTP/1.1
 // request head) within the handshake timeout, and is closed once it has had
 // no RPC in flight for the idle timeout (HTTP/2 GOAWAY, which clients
-// reconnect from transparently). When the port is full, the oldest
-// connection that has not proven itself yet is dropped to make room, so
-// trickling connections cannot lock well-behaved clients out; established
-// connections are never dropped for a newcomer. RPCs in flight are bounded
+// reconnect from transparently). When the port is full, a connection that
+// has not proven itself yet is dropped to make room: the oldest one of the
+// client address holding the most such connections, so trickling
+// connections cannot lock well-behaved clients out (however fast they
+// reconnect, they only displace each other); established connections are
+// never dropped for a newcomer. RPCs in flight are bounded
 // in total too (HTTP/2 also bounds them per connection: SETTINGS).
 import { readFileSync } from "node:fs";
 import type { Socket } from "node:net";
@@ -47,7 +49,35 @@ export function clientKey(address: string | undefined): string {
   return address.startsWith("::ffff:") ? address.slice(7) : address;
 }
 
-interface Tracked {
+/**
+ * Where a socket's record hangs. Looked up through the socket rather than in
+ * a map keyed by it: Bun hands out a proxy of the net.Socket as
+ * `session.socket`, which is not the same object but forwards property reads.
+ */
+const TRACKED = Symbol("taskplatform.connection");
+
+function trackedOf(socket: Socket | null | undefined): Tracked | undefined {
+  if (!socket) return undefined;
+  try {
+    return (socket as unknown as Record<symbol, Tracked | undefined>)[TRACKED] ?? undefined;
+  } catch {
+    return undefined; // the proxy of a session already closed throws on every read
+  }
+}
+
+/** An HTTP/2 session's socket, or undefined once the session let go of it (reading it then throws in Bun). */
+export function sessionSocket(session: { socket: unknown } | undefined | null): Socket | undefined {
+  try {
+    return (session?.socket as Socket | undefined) ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What rpcStarted hands out and rpcEnded takes back (resolved once, while the socket is readable). */
+export type RpcTicket = { readonly tracked: Tracked | undefined };
+
+export interface Tracked {
   socket: Socket;
   client: string;
   established: boolean;
@@ -64,10 +94,15 @@ export interface ConnectionGuard {
   admit(socket: Socket): boolean;
   /** The socket proved its protocol; `closeIdle` ends it gracefully when idle. */
   established(socket: Socket, closeIdle: () => void): void;
-  /** An RPC started on the socket: false (refuse it, RESOURCE_EXHAUSTED) when the port has too many in flight. */
-  rpcStarted(socket: Socket | null | undefined): boolean;
+  /**
+   * An RPC started on the socket: false (refuse it, RESOURCE_EXHAUSTED) when
+   * the port has too many in flight. A request proves the protocol too:
+   * `closeIdle` is how to end the connection once idle, if it was not
+   * established yet.
+   */
+  rpcStarted(socket: Socket | null | undefined, closeIdle?: () => void): RpcTicket | null;
   /** An RPC admitted by rpcStarted ended. */
-  rpcEnded(socket: Socket | null | undefined): void;
+  rpcEnded(ticket: RpcTicket): void;
   connections(): number;
   /** Stops every timer (shutdown). */
   stop(): void;
@@ -75,8 +110,16 @@ export interface ConnectionGuard {
 
 export function createConnectionGuard(config: ConnectionLimitsConfig, log: Logger): ConnectionGuard {
   const limits = { ...config, maxConnections: effectiveMaxConnections(config.maxConnections, openFileLimit()) };
-  const bySocket = new Map<Socket, Tracked>();
+  const bySocket = new Set<Tracked>();
   const perClient = new Map<string, number>();
+  /** Connections still in their handshake, by client, oldest first. */
+  const unproven = new Map<string, Set<Tracked>>();
+  const proven = (t: Tracked) => {
+    const set = unproven.get(t.client);
+    if (!set) return;
+    set.delete(t);
+    if (set.size === 0) unproven.delete(t.client);
+  };
   let inflight = 0;
   // Refusals are logged at most every 10 s, with what was refused meanwhile.
   const refusedSince: Record<string, number> = {};
@@ -105,26 +148,26 @@ export function createConnectionGuard(config: ConnectionLimitsConfig, log: Logge
     }, limits.idleTimeoutMs);
     t.timer.unref?.();
   };
-  const forget = (socket: Socket) => {
-    const t = bySocket.get(socket);
-    if (!t) return;
+  const forget = (t: Tracked) => {
+    if (!bySocket.has(t)) return;
     clearTimer(t);
-    bySocket.delete(socket);
+    proven(t);
+    bySocket.delete(t);
     const n = (perClient.get(t.client) ?? 1) - 1;
     if (n <= 0) perClient.delete(t.client);
     else perClient.set(t.client, n);
     rpcConnections.set(bySocket.size);
   };
-  /** The oldest connection still in its handshake, dropped to make room. */
+  /** Drops the oldest connection in its handshake of the client holding the most of them; false when there is none. */
   const evictUnproven = (): boolean => {
-    for (const t of bySocket.values()) {
-      if (t.established) continue;
-      refused("evicted_unestablished", t.client);
-      t.socket.destroy();
-      forget(t.socket);
-      return true;
-    }
-    return false;
+    let victim: Set<Tracked> | undefined;
+    for (const set of unproven.values()) if (victim === undefined || set.size > victim.size) victim = set;
+    const t = victim?.values().next().value;
+    if (t === undefined) return false;
+    refused("evicted_unestablished", t.client);
+    t.socket.destroy();
+    forget(t);
+    return true;
   };
 
   return {
@@ -142,10 +185,14 @@ export function createConnectionGuard(config: ConnectionLimitsConfig, log: Logge
         return false;
       }
       const t: Tracked = { socket, client, established: false, active: 0, timer: null, closeIdle: null };
-      bySocket.set(socket, t);
+      (socket as unknown as Record<symbol, Tracked>)[TRACKED] = t;
+      bySocket.add(t);
+      let set = unproven.get(client);
+      if (!set) unproven.set(client, (set = new Set()));
+      set.add(t);
       perClient.set(client, (perClient.get(client) ?? 0) + 1);
       rpcConnections.set(bySocket.size);
-      socket.once("close", () => forget(socket));
+      socket.once("close", () => forget(t));
       if (limits.handshakeTimeoutMs > 0) {
         t.timer = setTimeout(() => {
           t.timer = null;
@@ -159,37 +206,42 @@ export function createConnectionGuard(config: ConnectionLimitsConfig, log: Logge
       return true;
     },
     established(socket, closeIdle) {
-      const t = bySocket.get(socket);
+      const t = trackedOf(socket);
       if (!t || t.established) return;
       t.established = true;
+      proven(t);
       t.closeIdle = closeIdle;
       if (t.active === 0) armIdle(t);
       else clearTimer(t);
     },
-    rpcStarted(socket) {
+    rpcStarted(socket, closeIdle) {
+      const t = trackedOf(socket);
       if (inflight >= limits.maxInflightRpcs) {
-        refused("inflight_rpcs", clientKey(socket?.remoteAddress));
-        return false;
+        refused("inflight_rpcs", t?.client ?? "?");
+        return null;
       }
       inflight++;
-      const t = socket ? bySocket.get(socket) : undefined;
       if (t) {
-        // A request proves the protocol too (an HTTP/1.1 head; an HTTP/2 stream before SETTINGS was seen).
         t.active++;
-        if (t.established) clearTimer(t);
+        if (!t.established) {
+          t.established = true;
+          proven(t);
+          t.closeIdle = closeIdle ?? (() => t.socket.destroy());
+        }
+        clearTimer(t);
       }
-      return true;
+      return { tracked: t };
     },
-    rpcEnded(socket) {
+    rpcEnded(ticket) {
       inflight--;
-      const t = socket ? bySocket.get(socket) : undefined;
+      const t = ticket.tracked;
       if (!t) return;
       t.active = Math.max(0, t.active - 1);
       if (t.active === 0 && t.established) armIdle(t);
     },
     connections: () => bySocket.size,
     stop() {
-      for (const t of bySocket.values()) clearTimer(t);
+      for (const t of bySocket) clearTimer(t);
     },
   };
 }

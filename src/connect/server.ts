@@ -39,7 +39,7 @@ import { DELIVER_PATH, type DeliveryStore, createDeliveryServer } from "./delive
 import { isFastGrpc, respondGrpcError, serveFastGrpc } from "./fast-grpc.ts";
 import { createHealthTicker, healthServiceImpl } from "./health.ts";
 import { HEALTH_WATCH_PATH, serveHealthWatch } from "./health-watch.ts";
-import { createConnectionGuard } from "./limits.ts";
+import { createConnectionGuard, sessionSocket } from "./limits.ts";
 import { rpcRefusedTotal } from "../metrics.ts";
 import { consumerServiceImpl, ingestServiceImpl } from "./services.ts";
 import { createUniversalDispatcher } from "./universal.ts";
@@ -173,8 +173,9 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     // stream window (test/rpc.test.ts "messages of 10 MiB").
   });
   h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
-    const socket = stream.session?.socket as net.Socket | undefined;
-    if (!guard.rpcStarted(socket)) {
+    const session = stream.session;
+    const ticket = guard.rpcStarted(sessionSocket(session), () => session?.close());
+    if (ticket === null) {
       stream.on("error", () => {});
       stream.resume();
       respondGrpcError(stream, Code.ResourceExhausted, "too many RPCs in flight on this broker; retry later");
@@ -182,13 +183,12 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     }
     inflight++;
     stream.once("close", () => {
-      guard.rpcEnded(socket);
+      guard.rpcEnded(ticket);
       done();
     });
     const path = headers[":path"];
     const contentType = headers["content-type"];
-    if (path === HEALTH_WATCH_PATH) {
-      const session = stream.session as object;
+    if (path === HEALTH_WATCH_PATH && session) {
       const mine = watchersBySession.get(session) ?? 0;
       if (watchers >= config.grpc_max_health_watchers || mine >= WATCHERS_PER_CONNECTION) {
         rpcRefusedTotal.inc({ reason: "health_watchers" });
@@ -225,14 +225,15 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     const socket = req.socket as net.Socket;
     // A complete request head: the connection speaks HTTP/1.1. Idle keep-alive connections are closed.
     guard.established(socket, () => socket.destroy());
-    if (!guard.rpcStarted(socket)) {
+    const ticket = guard.rpcStarted(socket, () => socket.destroy());
+    if (ticket === null) {
       res.writeHead(429, { "content-type": "application/json", "retry-after": "1" });
       res.end(JSON.stringify({ code: "resource_exhausted", message: "too many RPCs in flight on this broker; retry later" }));
       return;
     }
     inflight++;
     res.once("close", () => {
-      guard.rpcEnded(socket);
+      guard.rpcEnded(ticket);
       done();
     });
     universal.serveHttp1(req, res);

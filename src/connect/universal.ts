@@ -21,6 +21,7 @@ import { rpcRefusedTotal } from "../metrics.ts";
 import { MalformedMessage } from "../protocol/wire-reader.ts";
 import { decodeProduceRequest, encodeProduceResponse } from "../protocol/messages.ts";
 import type { ProduceCounts } from "./consumer.ts";
+import { sessionSocket } from "./limits.ts";
 import { methodName, recordRpc } from "./rpc-metrics.ts";
 import { type SignaturePolicy, isSigningExempt, signedMessageBytes, verifyRequestSignature } from "./signing.ts";
 import { frameMessage, grpcStatusFields } from "./frame.ts";
@@ -214,7 +215,7 @@ export function createUniversalDispatcher(opts: UniversalOptions): UniversalDisp
           path,
           contentType,
           (n) => headers[n] as string | undefined,
-          stream.session?.socket?.remoteAddress,
+          sessionSocket(stream.session)?.remoteAddress,
           () => readLimited(stream, limit, opts.readTimeoutMs),
         );
         if ("error" in admitted) {

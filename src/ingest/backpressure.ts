@@ -19,7 +19,8 @@ export interface BackpressureLimits {
   maxWalBytes?: number;
 }
 
-export type Admission = { ok: true } | { ok: false; reason: string };
+/** `brief`: lifts by itself within a checkpointer pass (tens of ms), so a caller may wait instead of refusing. */
+export type Admission = { ok: true } | { ok: false; reason: string; brief?: boolean };
 
 /**
  * `sizeBytes` is the database file's size, `freeBytes` the free space on its
@@ -58,7 +59,7 @@ export function admit(
   }
   // Only ingest grows the WAL fast; waiting here (~one checkpoint interval) keeps it bounded.
   if (limits.maxWalBytes !== undefined && walBytes > limits.maxWalBytes) {
-    return { ok: false, reason: `WAL ${walBytes} bytes > store.wal_max_bytes ${limits.maxWalBytes}: waiting for the checkpointer` };
+    return { ok: false, brief: true, reason: `WAL ${walBytes} bytes > store.wal_max_bytes ${limits.maxWalBytes}: waiting for the checkpointer` };
   }
   return { ok: true };
 }

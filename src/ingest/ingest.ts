@@ -16,10 +16,13 @@ import { admit, limitsFromConfig } from "./backpressure.ts";
 /** Ingest refused the batch for now; retry later (RPC: RESOURCE_EXHAUSTED; Kafka: pause). */
 export class Backpressure extends Error {
   readonly reason: string;
-  constructor(reason: string) {
+  /** Lifts by itself within tens of milliseconds (the WAL checkpointer catching up): worth waiting for. */
+  readonly brief: boolean;
+  constructor(reason: string, brief = false) {
     super(`backpressure: ${reason}`);
     this.name = "Backpressure";
     this.reason = reason;
+    this.brief = brief;
   }
 }
 
@@ -105,7 +108,7 @@ export function createIngest({ store, config, log, drop }: IngestOptions): Inges
         const decision = admit(store.counts(), keep, limits, size.db, nowMs, store.diskFreeBytes() - size.wal, wal);
         if (!decision.ok) {
           ingestTotal.inc({ source, result: "rejected" }, keep.length);
-          throw new Backpressure(decision.reason);
+          throw new Backpressure(decision.reason, decision.brief === true);
         }
       }
       let inserted;

@@ -8,7 +8,7 @@
 // n adds up what every caller asked for (one row for GetTask, up to a
 // stream's credit for streaming delivery), and the rows are handed out in
 // arrival order: the oldest to the earliest caller.
-import { completionTotal, dispatchTotal } from "../metrics.ts";
+import { OTHER_NAMESPACE, completionTotal, dispatchTotal, namespaceLabel } from "../metrics.ts";
 import { rewriteRetryState } from "../activation/rewrite.ts";
 import type { Logger } from "../log.ts";
 import { STATE_BY_CODE, type Delta, type StoreContext } from "./context.ts";
@@ -83,11 +83,17 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
   const rewriteRow = db.query("UPDATE inflight SET activation = ? WHERE seq = ?");
 
   const unknownIds = completionTotal.labels("unknown_id");
-  // Label lookups cost more than the increment; namespaces are few.
+  // Label lookups cost more than the increment. Keyed by namespace up to the
+  // label cap (metrics.ts); past it every other namespace shares "_other".
   const dispatched = new Map<string, { inc(): void }>();
+  const other = dispatchTotal.labels(OTHER_NAMESPACE);
   const countDispatch = (namespace: string) => {
     let c = dispatched.get(namespace);
-    if (!c) dispatched.set(namespace, (c = dispatchTotal.labels(namespace)));
+    if (!c) {
+      const label = namespaceLabel(namespace);
+      if (label === OTHER_NAMESPACE) return other.inc();
+      dispatched.set(namespace, (c = dispatchTotal.labels(label)));
+    }
     c.inc();
   };
 

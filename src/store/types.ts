@@ -116,6 +116,21 @@ export interface DeadLetter {
   activation: Uint8Array;
 }
 
+/** A page of dead letters: at most `limit` rows and about `maxBytes` of activation bytes (at least one row). */
+export interface DeadLetterPageOptions {
+  limit: number;
+  afterId?: string;
+  /** Activation bytes a page may hold; the first row is always included. Default 4 MiB. */
+  maxBytes?: number;
+}
+
+export interface DeadLetterPage {
+  items: DeadLetter[];
+  total: number;
+  /** The cursor of the next page (the last id here) when more dead letters follow; null on the last page. */
+  nextAfter: string | null;
+}
+
 /** A row as the admin API sees it (GetActivation). */
 export interface StoredActivation {
   id: string;
@@ -260,7 +275,8 @@ export interface InflightStore extends UpkeepSteps, Forwarding {
 
   // Local dead letters (no Kafka).
   addDeadLetter(row: UpkeepRow, nowMs: number): void;
-  listDeadLetters(opts: { limit: number; afterId?: string }): { items: DeadLetter[]; total: number };
+  /** A page bounded by rows and activation bytes (dead-letters.ts). */
+  listDeadLetters(opts: DeadLetterPageOptions): DeadLetterPage;
   getDeadLetter(id: string): DeadLetter | null;
   /** Re-queues as a new activation (new id, attempts 0, received now); returns the new id, null if unknown. */
   replayDeadLetter(id: string): string | null;

@@ -7,7 +7,11 @@
 // same execution path as pull mode (expiry, at-most-once, deadlines, retry
 // statuses) and results are reported in batches with SetBatchActivationStatus
 // (status-batcher.ts) to the broker that pushed: the one named by the push's
-// callback_url, else the first configured broker.
+// callback_url, else the first configured broker. callback_url makes the
+// worker connect where the push says, so it is followed only when the push
+// was signed (by a broker holding the shared secret) or names a configured
+// broker (--rpc-host-list, --push-callback-hosts); otherwise the result goes
+// to the first configured broker.
 //
 // Like Sentry's push worker, the port serves grpc.health.v1.Health from the
 // moment it listens: NOT_SERVING (and pushes answered UNAVAILABLE) while the
@@ -21,13 +25,19 @@ import type { WireActivation } from "../activation/wire.ts";
 import type { BrokerClient } from "./broker-client.ts";
 import { createExecutor, type Execution, type ExecutorOptions } from "./execution.ts";
 import type { HealthFile } from "./health.ts";
+import type { SignaturePolicy } from "../connect/signing.ts";
 import { createPushHealth, type PushAnswer, startPushServer } from "./push-server.ts";
 import { createStatusBatcher, type StatusBatcher } from "./status-batcher.ts";
 
 export interface PushModeOptions extends Omit<ExecutorOptions, "tasks"> {
   port: number;
   concurrency: number;
-  secrets?: string[];
+  /** How pushes are authenticated (connect/signing.ts). */
+  signing: SignaturePolicy;
+  /** Serve unsigned pushes when no secret is configured. */
+  allowUnsigned?: boolean;
+  /** Brokers (host:port) an unsigned push's callback_url may name: the configured ones. */
+  knownBrokers: readonly string[];
   /** Largest PushTask request accepted, bytes; undefined: the server's default. */
   maxMessageBytes?: number;
   /** Longest a push waits for a free slot before it is answered busy, ms. */
@@ -65,6 +75,23 @@ export async function startPushMode(o: PushModeOptions): Promise<PushMode> {
       batchers.set(address, (b = createStatusBatcher({ client, log: o.log })));
     }
     return b;
+  };
+  const known = new Set(o.knownBrokers.map((a) => a.toLowerCase()));
+  const refusedCallbacks = new Set<string>();
+  /** Where a push's result goes: its callback_url when that may be trusted, else the first configured broker. */
+  const reportAddress = (callbackUrl: string, signed: boolean): string => {
+    const named = callbackUrl.replace(/^https?:\/\//, "").replace(/\/+$/, "");
+    if (named === "") return o.reportTo.address;
+    if (signed || known.has(named.toLowerCase())) return named;
+    if (!refusedCallbacks.has(named) && refusedCallbacks.size < 100) {
+      refusedCallbacks.add(named);
+      o.log.warn("push_callback_refused", {
+        callback_url: callbackUrl,
+        reporting_to: o.reportTo.address,
+        detail: "an unsigned push named a broker that is not configured (--rpc-host-list, --push-callback-hosts)",
+      });
+    }
+    return o.reportTo.address;
   };
   const running = new Set<Promise<void>>();
   /** Pushes waiting for a slot, first come first served. */
@@ -132,18 +159,20 @@ export async function startPushMode(o: PushModeOptions): Promise<PushMode> {
 
   const server = await startPushServer({
     port: o.port,
-    secrets: o.secrets,
+    signing: o.signing,
+    allowUnsigned: o.allowUnsigned,
     ...(o.maxMessageBytes !== undefined ? { maxMessageBytes: o.maxMessageBytes } : {}),
     log: o.log,
     health: healthState,
-    accept: (a, callbackUrl, budgetMs) => {
+    accept: (a, callbackUrl, budgetMs, signed) => {
+      const reportTo = reportAddress(callbackUrl, signed);
       // The common case (a slot free) answers without a promise.
       if (!stopping && execute !== null && running.size < o.concurrency && waiting.length === 0) {
         o.health.progress();
-        start(a, callbackUrl);
+        start(a, reportTo);
         return null;
       }
-      return accept(a, callbackUrl, budgetMs);
+      return accept(a, reportTo, budgetMs);
     },
   });
 

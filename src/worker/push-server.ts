@@ -1,8 +1,10 @@
 // The worker's push port: WorkerService.PushTask served as plain gRPC over
 // h2c (node:http2, prior knowledge, hand-written framing like the broker's
-// fast path). Checks the broker's `sentry-signature` when secrets are set
-// (docs/spec/wire-contract.md "Request signing"), decodes the activation and hands it
-// to `accept`, whose answer becomes the gRPC status: OK, RESOURCE_EXHAUSTED
+// fast path). Checks the broker's signature (docs/spec/wire-contract.md
+// "Request signing", and our timestamp window when the broker sends one);
+// without secrets it serves only when explicitly allowed to run unsigned.
+// Decodes the activation and hands it to `accept` with whether the push was
+// signed; the answer becomes the gRPC status: OK, RESOURCE_EXHAUSTED
 // ("worker busy") or UNAVAILABLE (warming up, stopping). It also serves
 // grpc.health.v1.Health (Check and Watch, unsigned, as Sentry's worker does
 // for readiness probes) for "" and the WorkerService name, from `health`.
@@ -15,7 +17,7 @@ import {
   HealthCheckResponse_ServingStatus as Serving,
   HealthCheckResponseSchema,
 } from "../gen/grpc/health/v1/health_pb.ts";
-import { verifySignature, SIGNATURE_HEADER } from "../connect/signing.ts";
+import { type SignaturePolicy, verifyRequestSignature } from "../connect/signing.ts";
 import { OK_TRAILERS, framedEmpty, frameLength, frameMessage, trailersOnlyHeaders } from "../connect/frame.ts";
 import { decodePushTaskRequest } from "../protocol/messages.ts";
 import { PATH_PUSH_TASK } from "../connect/worker-client.ts";
@@ -65,15 +67,19 @@ export function grpcTimeoutMs(value: string | undefined): number | undefined {
 export interface PushServerOptions {
   port: number;
   host?: string;
-  secrets?: string[];
+  /** How pushes are authenticated; no secrets means unsigned, refused unless allowUnsigned. */
+  signing: SignaturePolicy;
+  /** Serve unsigned pushes when no secret is configured (anyone who reaches the port may push). */
+  allowUnsigned?: boolean;
   /** Largest accepted request, bytes. Default 16 MiB. */
   maxMessageBytes?: number;
   /**
    * Decides on a pushed activation: at once, or after waiting for a free slot
    * (never longer than `waitBudgetMs`, the part of the caller's deadline left to use).
-   * `callbackUrl` is the pushing broker's host:port ("" when it sent none).
+   * `callbackUrl` is the pushing broker's host:port ("" when it sent none);
+   * `signed` whether the push carried a valid signature.
    */
-  accept(activation: WireActivation, callbackUrl: string, waitBudgetMs: number | undefined): PushAnswer | Promise<PushAnswer>;
+  accept(activation: WireActivation, callbackUrl: string, waitBudgetMs: number | undefined, signed: boolean): PushAnswer | Promise<PushAnswer>;
   health: PushHealth;
   log: Logger;
 }
@@ -86,7 +92,10 @@ export interface PushServer {
 
 export async function startPushServer(o: PushServerOptions): Promise<PushServer> {
   const maxBytes = o.maxMessageBytes ?? 16 * 1024 * 1024;
-  const secrets = o.secrets ?? [];
+  const signed = o.signing.secrets.length > 0;
+  if (!signed && !o.allowUnsigned) {
+    throw new Error("the push port serves signed pushes only: set TASKWORKER_GRPC_SHARED_SECRET (the brokers' secret), or --push-allow-unsigned");
+  }
   const server = http2.createServer();
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (s) => {
@@ -120,7 +129,7 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
       const len = frameLength(body);
       if (len < 0 || 5 + len > body.byteLength) return fail(stream, Code.Internal, "malformed request: missing or truncated message frame");
       const message = body.subarray(5, 5 + len);
-      if (secrets.length > 0 && !verifySignature(secrets, path, message, headers[SIGNATURE_HEADER] as string | undefined)) {
+      if (signed && !verifyRequestSignature(o.signing, path, message, (n) => headers[n] as string | undefined)) {
         return fail(stream, Code.Unauthenticated, "Authentication failed");
       }
       let activation: WireActivation;
@@ -142,7 +151,7 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
         stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
         stream.end(framedEmpty());
       };
-      const answer = o.accept(activation, callbackUrl, timeout === undefined ? undefined : timeout * 0.8);
+      const answer = o.accept(activation, callbackUrl, timeout === undefined ? undefined : timeout * 0.8, signed);
       if (answer instanceof Promise) void answer.then(respond, (err: unknown) => fail(stream, Code.Internal, String(err)));
       else respond(answer);
     });
@@ -202,6 +211,12 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
     });
   });
   const port = (server.address() as { port: number }).port;
+  if (!signed) {
+    o.log.warn("push_unsigned", {
+      port,
+      detail: "no TASKWORKER_GRPC_SHARED_SECRET and --push-allow-unsigned: anyone who can reach this port can run tasks here",
+    });
+  }
   return {
     port,
     close: () =>

@@ -21,6 +21,8 @@ export interface SpawnBrokerOptions {
   echo?: boolean;
   /** Bun options before the script (benches: --cpu-prof-md, ...). */
   bunArgs?: string[];
+  /** A command the broker runs under, e.g. ["prlimit", "--nofile=1024:1024", "--"] (it must exec the broker). */
+  command?: string[];
 }
 
 export interface BrokerProcess {
@@ -63,7 +65,7 @@ export async function spawnBroker(env: Record<string, string> = {}, opts: SpawnB
     TASKBROKER_LOG_FORMAT: "text",
     ...env,
   };
-  const proc = Bun.spawn([BUN, ...(opts.bunArgs ?? []), "src/main.ts", "broker", ...(opts.args ?? [])], {
+  const proc = Bun.spawn([...(opts.command ?? []), BUN, ...(opts.bunArgs ?? []), "src/main.ts", "broker", ...(opts.args ?? [])], {
     cwd: ROOT,
     env: childEnv,
     stdin: "ignore",
