@@ -158,3 +158,15 @@ describe("over the RPC port (broker process, grpc-js client)", () => {
     expect((await unary(client, GET_TASK, Buffer.alloc(0))).code).toBe(5); // NOT_FOUND: nothing to run twice
   });
 });
+
+describe("the SDK", () => {
+  test("applyAsync/buildActivation options carry the key in the header the broker reads", async () => {
+    const { createApp } = await import("../src/sdk/index.ts");
+    const app = createApp({ name: "idem" });
+    const task = app.namespace("ns").register({ name: "idem.task", handler: () => {} });
+    const built = task.buildActivation({ args: [], idempotencyKey: "order-42" });
+    expect(built.activation.headers[KEY]).toBe("order-42");
+    expect(fromBinary(TaskActivationSchema, built.bytes).headers[KEY]).toBe("order-42");
+    expect(task.buildActivation({ args: [] }).activation.headers[KEY]).toBeUndefined();
+  });
+});

@@ -9,7 +9,7 @@ import {
   type TaskActivation,
   TaskActivationSchema,
 } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
-import { type HeaderValue, stringifyHeaders } from "./headers.ts";
+import { type HeaderValue, IDEMPOTENCY_HEADER, stringifyHeaders } from "./headers.ts";
 import { newActivationId } from "./ids.ts";
 import { COMPRESSION_HEADER, type Compression, encodeParameters } from "./parameters.ts";
 
@@ -46,6 +46,12 @@ export interface DispatchOptions {
   /** Seconds after dispatch after which it must not start; overrides the task's default. */
   expires?: number;
   headers?: Record<string, HeaderValue>;
+  /**
+   * Our extension: the broker stores this activation once per key (and
+   * application) within its idempotency window, however often it is sent
+   * (the taskplatform-idempotency-key header; docs/spec/idempotency.md).
+   */
+  idempotencyKey?: string;
 }
 
 export interface BuiltActivation {
@@ -68,6 +74,7 @@ export function buildActivation(
   const params = encodeParameters({ args: options.args ?? [], kwargs: options.kwargs ?? {} }, template.compression);
   const headers: Record<string, string> = { ...inherited, ...stringifyHeaders(options.headers) };
   if (params.compression) headers[COMPRESSION_HEADER] = params.compression;
+  if (options.idempotencyKey !== undefined) headers[IDEMPOTENCY_HEADER] = options.idempotencyKey;
   const policy = template.retry;
   // at-most-once means no retries: the broker must never hand it out twice.
   const retries = !template.atMostOnce && policy.times > 1;

@@ -102,10 +102,7 @@ export function createIngest({ store, config, log, drop }: IngestOptions): Inges
       if (keep.length > 0) {
         const size = store.sizeBytes();
         // Pages in the WAL may still be copied into the database file: count the WAL file's size (which bounds them) as used.
-        // The WAL's growth: its file when it grew past its reused size, else what the checkpointer last saw in it.
-        const content = store.walContentBytes();
-        const wal = content > 0 && size.wal > 1.5 * limits.maxWalBytes! ? size.wal : content;
-        const decision = admit(store.counts(), keep, limits, size.db, nowMs, store.diskFreeBytes() - size.wal, wal);
+        const decision = admit(store.counts(), keep, limits, size.db, nowMs, store.diskFreeBytes() - size.wal, store.walContentBytes());
         if (!decision.ok) {
           ingestTotal.inc({ source, result: "rejected" }, keep.length);
           throw new Backpressure(decision.reason, decision.brief === true);

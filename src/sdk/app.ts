@@ -59,7 +59,7 @@ export interface Task<A extends unknown[] = unknown[], R = unknown> {
   readonly template: ActivationTemplate;
   /** Dispatch with positional args; resolves to the activation id once the activation is accepted. */
   delay(...args: A): Promise<string>;
-  /** Dispatch with kwargs, countdown (s), expires (s) and headers. */
+  /** Dispatch with kwargs, countdown (s), expires (s), headers and an idempotency key. */
   applyAsync(options?: DispatchOptions & { args?: A }): Promise<string>;
   /** The activation a dispatch would send, without sending it (scheduler, tests). */
   buildActivation(options?: DispatchOptions & { args?: A }): BuiltActivation;

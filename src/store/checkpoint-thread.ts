@@ -3,9 +3,7 @@
 // why. Protocol: receives { path, intervalMs, walMaxBytes } once, then "now"
 // (checkpoint at once: the disk guard just made room) any number of times,
 // and "stop"; posts { error, code } when a checkpoint fails (the main thread
-// logs it), { restarted: frames } after a restart that bounded the WAL, and
-// { walBytes } whenever the WAL's content (frames x page size, 0 once
-// restarted) changed: the main thread's measure of how far behind it is.
+// logs it) and { restarted: frames } after a restart that bounded the WAL.
 import { Database } from "bun:sqlite";
 
 declare const self: Worker;
@@ -45,12 +43,6 @@ self.onmessage = (ev: MessageEvent<{ path: string; intervalMs: number; walMaxByt
   const maxFrames = Math.max(16, Math.floor(msg.walMaxBytes / 2 / pageSize));
   const passive = conn.query<CheckpointResult, []>("PRAGMA wal_checkpoint(PASSIVE)");
   const restart = conn.query<CheckpointResult, []>("PRAGMA wal_checkpoint(RESTART)");
-  let reported = -1;
-  const report = (frames: number) => {
-    if (frames === reported) return;
-    reported = frames;
-    self.postMessage({ walBytes: frames * pageSize });
-  };
   // Returns whether the WAL is still large, so the next pass comes sooner.
   const pass = (): boolean => {
     try {
@@ -61,15 +53,10 @@ self.onmessage = (ev: MessageEvent<{ path: string; intervalMs: number; walMaxByt
       // copies the little PASSIVE left, and makes the next commit start the
       // WAL over (journal_size_limit trims the file back to the bound).
       if (r === null) return false;
-      // Told before the restart, which may wait for the writer: ingest holds back meanwhile.
-      report(r.log);
       if (r.log > maxFrames) {
         const after = restart.get();
         const done = after !== null && after.busy === 0;
-        if (done) {
-          self.postMessage({ restarted: r.log });
-          report(0);
-        }
+        if (done) self.postMessage({ restarted: r.log });
         return !done;
       }
       return r.log > maxFrames / 2;

@@ -19,8 +19,6 @@ import { threadEntry } from "../thread-entry.ts";
 export interface Checkpointer {
   /** Checkpoint now rather than at the next interval (the disk guard freed room). */
   now(): void;
-  /** Bytes of WAL not yet restarted, as of the thread's last pass (0 before the first). */
-  walBytes(): number;
   stop(): Promise<void>;
 }
 
@@ -39,14 +37,9 @@ export function startCheckpointer(path: string, o: CheckpointerOptions): Checkpo
   const worker = new Worker(url);
   worker.unref();
   let lastError = "";
-  let walBytes = 0;
-  worker.onmessage = (ev: MessageEvent<{ error: string; code: string } | { restarted: number } | { walBytes: number } | "stopped">) => {
+  worker.onmessage = (ev: MessageEvent<{ error: string; code: string } | { restarted: number } | "stopped">) => {
     const msg = ev.data;
     if (msg === "stopped") return;
-    if ("walBytes" in msg) {
-      walBytes = msg.walBytes;
-      return;
-    }
     if ("restarted" in msg) {
       log.debug("wal_restarted", { frames: msg.restarted });
       return;
@@ -61,7 +54,6 @@ export function startCheckpointer(path: string, o: CheckpointerOptions): Checkpo
   worker.postMessage({ path, intervalMs: o.intervalMs, walMaxBytes: o.walMaxBytes });
   return {
     now: () => worker.postMessage("now"),
-    walBytes: () => walBytes,
     async stop() {
       // The thread is unref'd while running; during stop it must keep the
       // process alive, or an exiting broker would skip closing its store.

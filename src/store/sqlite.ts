@@ -16,6 +16,7 @@ import { COUNT_BY_STATE_SQL, DEPTH_BY_NAMESPACE_SQL, mergeDepthRows, type DepthR
 import { startCheckpointer } from "./checkpointer.ts";
 import { createDiskGuard, freeBytesAt, releaseReserveFile, storageFaultOf } from "./disk.ts";
 import { createIdempotencyKeys } from "./idempotency-keys.ts";
+import { openWalIndex } from "./wal-index.ts";
 import { createUpkeepSteps } from "./upkeep-steps.ts";
 import { createKafkaOffsets } from "./kafka-offsets.ts";
 import {
@@ -120,6 +121,8 @@ export function openStore(opts: StoreOptions): InflightStore {
   if (checkpointer) checkpointNow = () => checkpointer.now();
   disk.tendReserve();
   const keys = createIdempotencyKeys(ctx, opts.idempotencyWindowMs ?? 3_600_000);
+  const walIndex = opts.path === ":memory:" ? null : openWalIndex(opts.path);
+  const pageSize = (db.query("PRAGMA page_size").get() as { page_size: number }).page_size;
   const probeWrite = db.query("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('write_probe', ?)");
   // While commits fail on the disk: probe, so health recovers even with no traffic; otherwise tend the reserve.
   const probe = setInterval(() => {
@@ -292,7 +295,7 @@ export function openStore(opts: StoreOptions): InflightStore {
       }
       return { db: pages * pageSize, wal };
     },
-    walContentBytes: () => checkpointer?.walBytes() ?? 0,
+    walContentBytes: () => walIndex?.contentBytes(pageSize) ?? 0,
     getActivation(id): StoredActivation | null {
       const r = byId.get(id);
       if (!r) return null;
@@ -393,6 +396,7 @@ export function openStore(opts: StoreOptions): InflightStore {
         log.warn("store_checkpoint_failed", { error: err });
       }
       db.close();
+      walIndex?.close();
       disk.close();
     },
   };

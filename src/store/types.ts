@@ -269,7 +269,7 @@ export interface InflightStore extends UpkeepSteps, Forwarding {
   /** received_at of the oldest pending row by arrival; null when none is pending. */
   oldestPendingReceivedAtMs(): number | null;
   sizeBytes(): { db: number; wal: number };
-  /** Bytes of WAL written since its last restart, as the checkpointer last saw them (the file may be larger: it is reused). */
+  /** Bytes of WAL written since its last restart, from the WAL index (wal-index.ts); 0 when the next commit restarts it. */
   walContentBytes(): number;
   getActivation(id: string): StoredActivation | null;
 
