@@ -180,7 +180,7 @@ describe("push mode", () => {
     const b = await broker();
     const gate = join(dir, "load-gate");
     const w = await spawnWorker(
-      ["--tasks", GATED, "--rpc-host-list", b.address, "--push-port", "0", "--threads", "2", "--at-most-once-path", join(dir, "amo-push.sqlite")],
+      ["--tasks", GATED, "--rpc-host-list", b.address, "--push-port", "0", "--push-allow-unsigned", "--threads", "2", "--at-most-once-path", join(dir, "amo-push.sqlite")],
       { LOAD_GATE: gate },
       20_000,
       /^.*push_port_listening.*$/m,
@@ -214,7 +214,7 @@ describe("push mode", () => {
   test("a push finding every slot busy waits up to --push-task-timeout, never past the caller's deadline", async () => {
     const b = await broker();
     const w = await spawnWorker(
-      ["--tasks", PUSH_TASKS, "--rpc-host-list", b.address, "--push-port", "0", "--concurrency", "1", "--push-task-timeout", "5", "--at-most-once-path", join(dir, "amo-push2.sqlite")],
+      ["--tasks", PUSH_TASKS, "--rpc-host-list", b.address, "--push-port", "0", "--push-allow-unsigned", "--concurrency", "1", "--push-task-timeout", "5", "--at-most-once-path", join(dir, "amo-push2.sqlite")],
       { PT_OUT: join(dir, "pt.out") },
     );
     stops.push(() => w.stop("SIGKILL"));
