@@ -85,6 +85,25 @@ describe("streaming delivery", () => {
     await w2.stop();
   });
 
+  test("prefetched activations wait for a slot: never more running than --concurrency", async () => {
+    const b = await broker();
+    const out = join(dir, "concurrency.out");
+    const w = await worker([b.address], out, ["--delivery", "stream", "--concurrency", "2"]);
+    // Many quick tasks first (they earn the worker a prefetch), then slow ones.
+    await produce(b.address, activations(hello, Array.from({ length: 200 }, (_, i) => `q${i}`)));
+    await waitFor("the quick tasks", () => lines(out).length === 200);
+    await produce(b.address, activations(slow, ["c1", "c2", "c3"]));
+    await waitFor("the slow tasks", () => lines(out).filter((l) => l.startsWith("slow-done")).length === 3, 20_000);
+    let running = 0;
+    let most = 0;
+    for (const l of lines(out)) {
+      if (l.startsWith("slow-start")) most = Math.max(most, ++running);
+      if (l.startsWith("slow-done")) running--;
+    }
+    expect(most).toBe(2);
+    await w.stop();
+  });
+
   test("with two brokers, a worker's capacity moves to the one that has work", async () => {
     const [b1, b2] = [await broker(), await broker()];
     const out = join(dir, "balance.out");

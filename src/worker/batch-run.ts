@@ -4,7 +4,9 @@
 // without a promise per task: the whole batch is checked and handed to the
 // pool in one pass (the pool posts it to its threads as one message per
 // thread), and one function takes every outcome as the threads post them
-// back in batches.
+// back in batches. At most `concurrency` run at once; activations delivered
+// beyond that (the stream loop's prefetch) wait here, oldest first, and are
+// checked (expiry, at-most-once) when they start.
 import type { WireActivation } from "../activation/wire.ts";
 import type { ReportStatus } from "../sdk/execute.ts";
 import { createExecutionSteps, type Execution, type ExecutorOptions } from "./execution.ts";
@@ -15,8 +17,11 @@ import type { PoolOutcome } from "./pool.ts";
 export type RunDone = (a: WireActivation, status: ReportStatus | null, delayOnRetry: number | undefined, tag: unknown) => void;
 
 export interface BatchRunner {
-  /** Starts every activation of the batch; `done` is called once per activation as it finishes. */
+  /** Starts every activation of the batch (or queues it behind `concurrency` running ones); `done` is called once per activation as it finishes. */
   start(batch: WireActivation[], tag: unknown, done: RunDone): void;
+  /** Runs going now, and activations waiting for a slot. */
+  running(): number;
+  queued(): number;
   /** Stops the task threads; runs still going end with nothing to report. */
   abort(): Promise<void>;
 }
@@ -27,25 +32,63 @@ interface Running {
   batch: { tag: unknown; done: RunDone };
 }
 
-export function createBatchRunner(o: ExecutorOptions & { onResult?: LoopOptions["onResult"] }): BatchRunner {
+export function createBatchRunner(o: ExecutorOptions & { concurrency: number; onResult?: LoopOptions["onResult"] }): BatchRunner {
   const steps = createExecutionSteps(o);
+  let running = 0;
+  // Waiting for a slot, oldest first (a ring would save the shift; batches are a few hundred at most).
+  let waiting: Running[] = [];
+  let head = 0;
   const finish = (a: WireActivation, e: Execution, batch: Running["batch"]) => {
     o.onResult?.(a, e.outcome, e.status, e.error);
     batch.done(a, e.status, e.delayOnRetry, batch.tag);
   };
-  const onOutcome = (out: PoolOutcome, r: Running) => finish(r.a, steps.end(r.a, out), r.batch);
+  /** Starts waiting activations while slots are free; true when any went to the pool. */
+  const fill = (now: number): boolean => {
+    let submitted = false;
+    while (running < o.concurrency && head < waiting.length) {
+      const r = waiting[head++]!;
+      const run = steps.begin(r.a, now);
+      if ("req" in run) {
+        running++;
+        o.pool.submit(run, r, onOutcome);
+        submitted = true;
+      } else finish(r.a, run, r.batch);
+    }
+    if (head === waiting.length) {
+      waiting = [];
+      head = 0;
+    }
+    return submitted;
+  };
+  let refill = false;
+  const onOutcome = (out: PoolOutcome, r: Running) => {
+    running--;
+    finish(r.a, steps.end(r.a, out), r.batch);
+    // Outcomes arrive in batches from a thread: refill once they are all in.
+    if (head < waiting.length && !refill) {
+      refill = true;
+      queueMicrotask(() => {
+        refill = false;
+        if (fill(Date.now())) o.pool.flush();
+      });
+    }
+  };
   return {
     start(list, tag, done) {
-      const now = Date.now();
       const batch = { tag, done };
-      for (const a of list) {
-        const run = steps.begin(a, now);
-        if ("req" in run) o.pool.submit(run, { a, batch }, onOutcome);
-        else finish(a, run, batch);
-      }
-      // The whole batch goes to the threads now, one message per thread.
-      o.pool.flush();
+      for (const a of list) waiting.push({ a, batch });
+      // What fits goes to the threads now, one message per thread.
+      if (fill(Date.now())) o.pool.flush();
     },
-    abort: () => o.pool.close(),
+    running: () => running,
+    queued: () => waiting.length - head,
+    abort: () => {
+      // Not started: nothing to report (the broker's deadline hands them out again).
+      const left = waiting.slice(head);
+      waiting = [];
+      head = 0;
+      for (const r of left) finish(r.a, { status: null, outcome: "aborted" as Execution["outcome"] }, r.batch);
+      return o.pool.close();
+    },
   };
 }
