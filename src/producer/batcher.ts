@@ -67,10 +67,12 @@ export function createBatcher<T>(options: BatcherOptions<T>): Batcher<T> {
     add(item) {
       return new Promise<void>((resolve, reject) => {
         queue.push({ item, resolve, reject });
-        // Wait one macrotask so every dispatch of the current tick joins the batch.
+        // Wait for the end of the current task (a microtask, not a turn of the event
+        // loop): every dispatch made in it joins the batch, and a lone dispatch is
+        // not held back behind the loop's I/O (enqueue -> start latency).
         if (!scheduled && inFlight < concurrency) {
           scheduled = true;
-          setImmediate(pump);
+          queueMicrotask(pump);
         }
       });
     },
