@@ -264,7 +264,7 @@ export const brokerConfigSchema = z.object({
       insert_batch_max_time_ms: duration(1).default(1000).describe("Kafka ingest batch: longest a batch waits to fill, ms."),
       max_size: count.default(3_000_000_000).describe("Backpressure: database size in bytes at which ingest pauses."),
       min_free_bytes: z.coerce.number().int().min(0).default(16 * 1024 * 1024).describe("Backpressure: ingest pauses while the filesystem holding the store has less free space than this (beyond the WAL), bytes; claims and completions keep working, so workers can drain it; 0 disables."),
-      wal_max_bytes: z.coerce.number().int().min(1 << 20).default(8 * 1024 * 1024).describe("Bound on the WAL, bytes: the checkpointer restarts the WAL past half of it (writes wait for one checkpoint) and ingest waits past it; the <db>-reserve file written when the disk runs low is twice it."),
+      wal_max_bytes: z.coerce.number().int().min(1 << 20).default(64 * 1024 * 1024).describe("Bound on the WAL, bytes: the checkpointer restarts the WAL past half of it (writes wait for one checkpoint) and ingest waits past it; the <db>-reserve file written when the disk runs low is 1.25x it. Lower it on small volumes (8 MiB on 100 MiB): a smaller bound costs ingest throughput."),
       max_pending_count: count.default(2048).describe("Backpressure: most Pending rows before ingest pauses."),
       max_delay_count: count.default(8192).describe("Backpressure: most Delay rows before ingest pauses."),
       max_processing_count: count.default(2048).describe("Backpressure: most Processing+Claimed rows before ingest pauses."),

@@ -5,7 +5,7 @@ import type { Database } from "bun:sqlite";
 import { KAFKA_PARTITIONS_DDL } from "./kafka-offsets.ts";
 
 /** The WAL bound when none is configured (config store.wal_max_bytes). */
-export const DEFAULT_WAL_MAX_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_WAL_MAX_BYTES = 64 * 1024 * 1024;
 
 /** Bump when the DDL below changes incompatibly. */
 export const SCHEMA_VERSION = 1;

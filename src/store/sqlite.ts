@@ -42,9 +42,9 @@ export interface StoreOptions {
   processingDeadlineGraceSec: number;
   /** Cap on an activation's delay when a dead letter is replayed, seconds. Default 3600. */
   maxDelaySec?: number;
-  /** How often the background thread checkpoints the WAL (checkpointer.ts), ms. Default 50. */
+  /** How often the background thread checkpoints the WAL (checkpointer.ts), ms; every 20 ms during bursts. Default 200. */
   checkpointIntervalMs?: number;
-  /** WAL bytes past which the checkpointer restarts the WAL; also the size of the reserve file (disk.ts). Default 8 MiB. */
+  /** The WAL bound: restarted past half of it, ingest waits past it; the reserve file (disk.ts) is 1.25x it. Default 64 MiB. */
   walMaxBytes?: number;
   /** Free bytes on the store's filesystem below which the reserve is not rewritten (ingest pauses there: ingest.ts). Default 0. */
   minFreeBytes?: number;
@@ -101,8 +101,8 @@ export function openStore(opts: StoreOptions): InflightStore {
   let checkpointNow = () => {};
   const disk = createDiskGuard({
     path: opts.path,
-    // Ingest waits for the checkpointer past the bound (ingest.ts); the WAL's new pages may lag it by one pass.
-    reserveBytes: 2 * walMaxBytes,
+    // Ingest waits past the bound (ingest.ts, exact from the WAL index): the WAL holds at most the bound and one batch.
+    reserveBytes: Math.ceil(1.25 * walMaxBytes),
     minFreeBytes: opts.minFreeBytes ?? 0,
     onReserveReleased: () => checkpointNow(),
     log,
@@ -112,7 +112,7 @@ export function openStore(opts: StoreOptions): InflightStore {
     opts.path === ":memory:"
       ? null
       : startCheckpointer(opts.path, {
-          intervalMs: opts.checkpointIntervalMs ?? 50,
+          intervalMs: opts.checkpointIntervalMs ?? 200,
           walMaxBytes,
           log,
           // A checkpoint that cannot grow the database file: give it the reserve.
