@@ -5,10 +5,12 @@
 // embedded), each in its own process, one after another, same scenarios:
 // drain N queued no-op jobs at concurrency 64, and latency (enqueue -> job
 // runs) at a steady offered rate. Prints one markdown table and the ratios the
-// throughput goal is judged by. Installs the peers (npm ci --prefix bench)
-// when they are missing; needs Debian's redis-server for the BullMQ rows.
+// throughput goal is judged by, then runs bench/scale.ts (one broker serving 8,
+// 100 and 500 worker connections; skip with --no-scale). Installs the peers
+// (npm ci --prefix bench) when they are missing; needs Debian's redis-server
+// for the BullMQ rows. About 3.5 minutes on the project's 2-core machine.
 //
-//   bun bench/compare.ts [--jobs 50000] [--rate 500] [--seconds 10] [--max-drain-seconds 40]
+//   bun bench/compare.ts [--jobs 50000] [--rate 500] [--seconds 10] [--max-drain-seconds 40] [--no-scale]
 import { existsSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { join } from "node:path";
@@ -122,4 +124,14 @@ console.log("");
 console.log(`stream drain / BullMQ AOF drain: ${ratio(stream.drain, aof.drain)} (goal >= 2.00)`);
 console.log(`stream latency p50 ${fmt(stream.p50, 2)} ms vs BullMQ AOF ${fmt(aof.p50, 2)} ms; p99 ${fmt(stream.p99, 2)} ms vs ${fmt(aof.p99, 2)} ms (goal: below at both)`);
 console.log(`unary drain / BullMQ AOF drain: ${ratio(unary.drain, aof.drain)}; stream / unary: ${ratio(stream.drain, unary.drain)}`);
+
+if (!argv.includes("--no-scale")) {
+  try {
+    const out = await run([process.execPath, "bench/scale.ts"]);
+    console.log(out.slice(out.indexOf("\nScale-out")).trimEnd());
+  } catch (err) {
+    console.log(`\nscale-out bench failed: ${(err as Error).message.split("\n")[0]}`);
+  }
+}
+console.log(`\n${((performance.now() - t0) / 60_000).toFixed(1)} min in all`);
 process.exit(0);

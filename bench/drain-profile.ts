@@ -2,7 +2,8 @@
 // process runs only the worker and drains them, so `bun --cpu-prof` on this
 // script profiles the worker's run path alone (and TASKBROKER_PROFILE_DIR set
 // profiles the broker too). Prints the drain rate and the CPU per task of each
-// process. Usage: bun [--cpu-prof-md] bench/drain-profile.ts [--delivery stream|unary] [--tasks 100000]
+// process (ECHO=1 echoes the broker log, BROKER_ENV adds broker settings).
+// Usage: bun [--cpu-prof-md] bench/drain-profile.ts [--delivery stream|unary] [--tasks 100000]
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

@@ -122,6 +122,8 @@ async function measure(label: string, connections: number, start: (b: BrokerProc
   const broker = await spawnBroker({
     TASKBROKER_ADMIN_ENABLED: "true",
     TASKBROKER_ADMIN_HOST: "127.0.0.1",
+    // Every simulated worker connects from 127.0.0.1; in a deployment they come from many hosts.
+    TASKBROKER_GRPC_MAX_CONNECTIONS_PER_CLIENT: "2048",
     TASKBROKER_STORE__MAX_PENDING_COUNT: String(TASKS * 2),
     TASKBROKER_STORE__MAX_PROCESSING_COUNT: String(TASKS * 2),
   });
