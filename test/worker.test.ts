@@ -156,6 +156,8 @@ test("an activation that expired while queued is never started", async () => {
   await waitFor("expiry passed", () => Date.now() > received + 1000);
   const w = await worker(b, out, ["--concurrency", "1"]);
   await waitFor("marker ran", () => lines(out).some((l) => l.startsWith("hello after-expired")));
+  // The task prints before its run is counted; wait for the count, then check nothing else ran.
+  await waitFor("the marker's run counted", async () => (await w.executions({ taskname: "hello", outcome: "complete" })) >= 1);
   expect(lines(out).some((l) => l.startsWith("hello expired"))).toBe(false);
   expect(await w.executions({ taskname: "hello", outcome: "complete" })).toBe(1);
 });
