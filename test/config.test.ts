@@ -168,7 +168,20 @@ kafka_topics:
 
   test("an unknown key in the file is an error, not silently dropped", () => {
     const path = yamlFile("store:\n  max_pending_cont: 5\n");
-    expect(errorOf({}, path)).toBe(`unknown setting store.max_pending_cont in ${path}`);
+    expect(errorOf({}, path)).toBe(
+      `unknown setting store.max_pending_cont in ${path} (did you mean store.max_pending_count?)`,
+    );
+  });
+
+  test("an unknown key in the file suggests the setting it is closest to, at any depth, and nothing when none is close", () => {
+    const top = yamlFile("kafka_topcs:\n  taskworker:\n    cluster: default\n");
+    expect(errorOf({}, top)).toBe(`unknown setting kafka_topcs in ${top} (did you mean kafka_topics?)`);
+    const inMap = yamlFile("kafka_topics:\n  taskworker:\n    consumer_grup: tw\n");
+    expect(errorOf({}, inMap)).toBe(
+      `unknown setting kafka_topics.taskworker.consumer_grup in ${inMap} (did you mean kafka_topics.taskworker.consumer_group?)`,
+    );
+    const far = yamlFile("completely_unrelated_name: 1\n");
+    expect(errorOf({}, far)).toBe(`unknown setting completely_unrelated_name in ${far}`);
   });
 
   test("a missing file and invalid YAML are one-line errors", () => {

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
 import { parseInlineDict } from "./types.ts";
-import { expectation, kindOf, SECRET_NAME, schemaAt, settings, unwrap } from "./walk.ts";
+import { expectation, kindOf, objectShape, SECRET_NAME, schemaAt, settings, unwrap } from "./walk.ts";
 
 /** A configuration problem; the message is one line meant for the operator. */
 export class ConfigError extends Error {
@@ -175,7 +175,8 @@ export function yamlLayer(
         layer.origins.set(dotted, { label: `${dotted} in ${file}`, raw: value, secret: isSecretPath(path) });
         return;
       }
-      throw new ConfigError(`unknown setting ${dotted} in ${file}`);
+      const hint = siblingHint(schema, path);
+      throw new ConfigError(`unknown setting ${dotted} in ${file}${hint ? ` (did you mean ${hint}?)` : ""}`);
     }
     const kind = kindOf(unwrap(target).core);
     if (kind !== "leaf" && isPlainObject(value)) {
@@ -186,6 +187,19 @@ export function yamlLayer(
   };
   for (const [k, v] of Object.entries(doc)) visit(v, [k]);
   return layer;
+}
+
+/**
+ * The setting an unknown file key was probably meant to be: the closest name
+ * among the keys its parent mapping accepts, as a dotted path.
+ */
+function siblingHint(schema: z.ZodType, path: readonly string[]): string | undefined {
+  const parent = path.length === 1 ? schema : schemaAt(schema, path.slice(0, -1));
+  if (!parent) return undefined;
+  const core = unwrap(parent).core;
+  if (kindOf(core) !== "object") return undefined;
+  const best = suggest(path[path.length - 1]!, Object.keys(objectShape(core)));
+  return best === undefined ? undefined : [...path.slice(0, -1), best].join(".");
 }
 
 /** Parses the merged tree; the first problem becomes a one-line ConfigError. */
