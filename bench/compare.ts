@@ -49,7 +49,20 @@ async function ours(delivery: "stream" | "unary"): Promise<Row> {
       ? "taskplatform, stream delivery (broker process + worker, SQLite WAL, durable)"
       : "taskplatform, v1 unary delivery (broker process + worker, SQLite WAL, durable)";
   try {
-    const out = await run([process.execPath, "bench/e2e.ts", "--delivery", delivery, "--tasks", String(JOBS), "--concurrency", "64", "--rate", String(RATE), "--seconds", String(SECONDS)]);
+    const out = await run([
+      process.execPath,
+      "bench/e2e.ts",
+      "--delivery",
+      delivery,
+      "--tasks",
+      String(JOBS),
+      "--concurrency",
+      "64",
+      "--rate",
+      String(RATE),
+      "--seconds",
+      String(SECONDS),
+    ]);
     const drain = /= (\d+) tasks\/s/.exec(out);
     const lat = /p50 ([\d.]+) ms.*p99 ([\d.]+) ms/.exec(out);
     const cpu = /cpu per task: worker process ([\d.]+) us, broker ([\d.]+) us/.exec(out);
@@ -69,13 +82,31 @@ async function ours(delivery: "stream" | "unary"): Promise<Row> {
 async function peer(name: string, label: string): Promise<Row> {
   try {
     const out = await run([
-      process.execPath, "bench/peers.ts", name, "--jobs", String(JOBS), "--rate", String(RATE), "--seconds", String(SECONDS),
-      "--max-drain-seconds", String(MAX_DRAIN_SECONDS),
+      process.execPath,
+      "bench/peers.ts",
+      name,
+      "--jobs",
+      String(JOBS),
+      "--rate",
+      String(RATE),
+      "--seconds",
+      String(SECONDS),
+      "--max-drain-seconds",
+      String(MAX_DRAIN_SECONDS),
     ]);
     const line = out.trim().split("\n").pop()!;
-    const r = JSON.parse(line) as { skipped?: string; drained?: number; drain_jobs_per_s?: number; p50_ms?: number; p99_ms?: number };
+    const r = JSON.parse(line) as {
+      skipped?: string;
+      drained?: number;
+      drain_jobs_per_s?: number;
+      p50_ms?: number;
+      p99_ms?: number;
+    };
     if (r.skipped) return { key: name, system: label, note: r.skipped };
-    const partial = r.drained !== undefined && r.drained < JOBS ? `drain cut at ${MAX_DRAIN_SECONDS} s: ${r.drained} of ${JOBS} jobs` : undefined;
+    const partial =
+      r.drained !== undefined && r.drained < JOBS
+        ? `drain cut at ${MAX_DRAIN_SECONDS} s: ${r.drained} of ${JOBS} jobs`
+        : undefined;
     return { key: name, system: label, drain: r.drain_jobs_per_s, p50: r.p50_ms, p99: r.p99_ms, note: partial };
   } catch (err) {
     return { key: name, system: label, note: `failed: ${(err as Error).message.split("\n")[0]}` };
@@ -103,15 +134,21 @@ const minutes = (performance.now() - t0) / 60_000;
 const byKey = new Map(rows.map((r) => [r.key, r]));
 const stream = byKey.get("stream")!;
 const fmt = (n: number | undefined, digits = 0) =>
-  n === undefined || Number.isNaN(n) ? "n/a" : n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+  n === undefined || Number.isNaN(n)
+    ? "n/a"
+    : n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
 const ratio = (a: number | undefined, b: number | undefined) => (a && b ? (a / b).toFixed(2) : "n/a");
 
-console.log(`\nEnd-to-end, ${JOBS.toLocaleString("en-US")} no-op jobs drained at concurrency 64; latency enqueue -> job at ${RATE}/s for ${SECONDS} s.`);
+console.log(
+  `\nEnd-to-end, ${JOBS.toLocaleString("en-US")} no-op jobs drained at concurrency 64; latency enqueue -> job at ${RATE}/s for ${SECONDS} s.`,
+);
 console.log(
   `${startedAt.toISOString()}, ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), ${Math.round(totalmem() / 2 ** 30)} GiB, Bun ${Bun.version}, ` +
     `load average ${load0.toFixed(2)} at start, ${loadavg()[0]!.toFixed(2)} at end, ${minutes.toFixed(1)} min\n`,
 );
-console.log("| system | drain (jobs/s) | stream / system | latency p50 (ms) | latency p99 (ms) | CPU us/task broker / worker |");
+console.log(
+  "| system | drain (jobs/s) | stream / system | latency p50 (ms) | latency p99 (ms) | CPU us/task broker / worker |",
+);
 console.log("|---|---:|---:|---:|---:|---:|");
 for (const r of rows) {
   console.log(
@@ -122,8 +159,12 @@ const aof = byKey.get("bullmq-aof")!;
 const unary = byKey.get("unary")!;
 console.log("");
 console.log(`stream drain / BullMQ AOF drain: ${ratio(stream.drain, aof.drain)} (goal >= 2.00)`);
-console.log(`stream latency p50 ${fmt(stream.p50, 2)} ms vs BullMQ AOF ${fmt(aof.p50, 2)} ms; p99 ${fmt(stream.p99, 2)} ms vs ${fmt(aof.p99, 2)} ms (goal: below at both)`);
-console.log(`unary drain / BullMQ AOF drain: ${ratio(unary.drain, aof.drain)}; stream / unary: ${ratio(stream.drain, unary.drain)}`);
+console.log(
+  `stream latency p50 ${fmt(stream.p50, 2)} ms vs BullMQ AOF ${fmt(aof.p50, 2)} ms; p99 ${fmt(stream.p99, 2)} ms vs ${fmt(aof.p99, 2)} ms (goal: below at both)`,
+);
+console.log(
+  `unary drain / BullMQ AOF drain: ${ratio(unary.drain, aof.drain)}; stream / unary: ${ratio(stream.drain, unary.drain)}`,
+);
 
 if (!argv.includes("--no-scale")) {
   try {

@@ -39,7 +39,10 @@ function activationBytes(id: string, namespace: string, taskname: string): Uint8
       receivedAt: { seconds: BigInt(Math.floor(Date.now() / 1000)), nanos: 0 },
       processingDeadlineDuration: 60n,
       retryState: { attempts: 2, maxAttempts: 3, onAttemptsExceeded: OnAttemptsExceeded.DEADLETTER },
-      parametersBytes: encode({ args: [id.length, "some text argument"], kwargs: { organization_id: 1234, flag: true } }),
+      parametersBytes: encode({
+        args: [id.length, "some text argument"],
+        kwargs: { organization_id: 1234, flag: true },
+      }),
     }),
   );
 }
@@ -59,10 +62,18 @@ async function build(): Promise<void> {
       // 8k delayed (max_delay_count's default), the rest pending.
       const delayed = i % 125 === 124;
       rows.push({
-        id, namespace, taskname, application: "bench",
-        receivedAtMs: now - (ROWS - i), expiresAtMs: null, delayUntilMs: delayed ? now + 3_600_000 : null,
-        processingDeadlineDurationS: 60, atMostOnce: false, onAttemptsExceeded: 2,
-        activation: activationBytes(id, namespace, taskname), origin: null,
+        id,
+        namespace,
+        taskname,
+        application: "bench",
+        receivedAtMs: now - (ROWS - i),
+        expiresAtMs: null,
+        delayUntilMs: delayed ? now + 3_600_000 : null,
+        processingDeadlineDurationS: 60,
+        atMostOnce: false,
+        onAttemptsExceeded: 2,
+        activation: activationBytes(id, namespace, taskname),
+        origin: null,
       });
     }
     store.insert(rows);
@@ -73,8 +84,14 @@ async function build(): Promise<void> {
   for (let i = 0; i < DEAD_LETTERS; i++) {
     const id = `dead${i.toString(16).padStart(28, "0")}`;
     store.addDeadLetter(
-      { id, namespace: `ns-${i % NAMESPACES}`, taskname: "bench.doomed", application: "bench", onAttemptsExceeded: 2,
-        activation: activationBytes(id, `ns-${i % NAMESPACES}`, "bench.doomed") },
+      {
+        id,
+        namespace: `ns-${i % NAMESPACES}`,
+        taskname: "bench.doomed",
+        application: "bench",
+        onAttemptsExceeded: 2,
+        activation: activationBytes(id, `ns-${i % NAMESPACES}`, "bench.doomed"),
+      },
       now,
     );
   }
@@ -106,8 +123,13 @@ async function pageLoad(app: { fetch: (r: Request) => Response | Promise<Respons
 }
 
 const common = {
-  host: "127.0.0.1", port: 0, store, log: silentLogger,
-  upkeepLastCompletedAtMs: () => Date.now(), upkeepUnhealthyAfterMs: 5000, rateSampleMs: 60_000,
+  host: "127.0.0.1",
+  port: 0,
+  store,
+  log: silentLogger,
+  upkeepLastCompletedAtMs: () => Date.now(),
+  upkeepUnhealthyAfterMs: 5000,
+  rateSampleMs: 60_000,
 };
 const results: Record<string, ReturnType<typeof stats>> = {};
 const firstCount: number[] = [];
@@ -148,7 +170,12 @@ const firstCount: number[] = [];
   results["/api/depths right after start (waits for counts)"] = stats(firstCount);
 }
 {
-  const parts: Record<string, number[]> = { "counts()": [], "depthsByNamespace()": [], "oldestPendingReceivedAtMs()": [], "listDeadLetters(50)": [] };
+  const parts: Record<string, number[]> = {
+    "counts()": [],
+    "depthsByNamespace()": [],
+    "oldestPendingReceivedAtMs()": [],
+    "listDeadLetters(50)": [],
+  };
   for (let i = 0; i < ITERATIONS; i++) {
     let t = performance.now();
     store.counts();

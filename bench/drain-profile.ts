@@ -15,14 +15,17 @@ import { createLogger } from "../src/log.ts";
 import { startWorker } from "../src/worker.ts";
 import { spawnBroker } from "../test/support/broker-process.ts";
 
-const arg = (name: string, dflt: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1]! : dflt);
+const arg = (name: string, dflt: string) =>
+  process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1]! : dflt;
 const TASKS = Number(arg("tasks", "100000"));
 const DELIVERY = arg("delivery", "stream");
 const CONCURRENCY = arg("concurrency", "64");
 const profileDir = process.env.TASKBROKER_PROFILE_DIR;
 if (process.argv.includes("--fill")) {
   const producer = createBrokerClient({ address: arg("fill", "") });
-  const params = new Uint8Array([0x82, 0xa4, 0x61, 0x72, 0x67, 0x73, 0x90, 0xa6, 0x6b, 0x77, 0x61, 0x72, 0x67, 0x73, 0x80]);
+  const params = new Uint8Array([
+    0x82, 0xa4, 0x61, 0x72, 0x67, 0x73, 0x90, 0xa6, 0x6b, 0x77, 0x61, 0x72, 0x67, 0x73, 0x80,
+  ]);
   for (let i = 0; i < TASKS; i += 1000) {
     const batch = Array.from({ length: Math.min(1000, TASKS - i) }, () =>
       toBinary(
@@ -54,7 +57,10 @@ const broker = await spawnBroker(
   profileDir ? { bunArgs: ["--cpu-prof-md", `--cpu-prof-dir=${profileDir}`] } : { echo: !!process.env.ECHO },
 );
 // Filled from a child process, so a profile of this one shows the worker alone.
-const fill = Bun.spawn([process.execPath, import.meta.path, "--fill", broker.address, "--tasks", String(TASKS)], { stdout: "inherit", stderr: "inherit" });
+const fill = Bun.spawn([process.execPath, import.meta.path, "--fill", broker.address, "--tasks", String(TASKS)], {
+  stdout: "inherit",
+  stderr: "inherit",
+});
 if ((await fill.exited) !== 0) throw new Error("filling the broker failed");
 const cpuMs = (pid: number) => {
   const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
@@ -62,7 +68,20 @@ const cpuMs = (pid: number) => {
 };
 const dir = mkdtempSync(join(tmpdir(), "drain-profile-"));
 const parsed = resolveWorkerConfig(
-  ["--tasks", join(import.meta.dir, "e2e-tasks.ts"), "--rpc-host-list", broker.address, "--concurrency", CONCURRENCY, "--delivery", DELIVERY, "--at-most-once-path", join(dir, "amo.sqlite"), "--max-backoff-ms", "100"],
+  [
+    "--tasks",
+    join(import.meta.dir, "e2e-tasks.ts"),
+    "--rpc-host-list",
+    broker.address,
+    "--concurrency",
+    CONCURRENCY,
+    "--delivery",
+    DELIVERY,
+    "--at-most-once-path",
+    join(dir, "amo.sqlite"),
+    "--max-backoff-ms",
+    "100",
+  ],
   {},
 );
 if (parsed.help) throw new Error("unreachable");
@@ -96,9 +115,13 @@ const b0 = cpuMs(broker.proc.pid);
 await all;
 const s = (performance.now() - start) / 1000;
 const c = process.cpuUsage(c0);
-console.log(`drain (${DELIVERY}) ${TASKS} tasks: ${Math.round(TASKS / s)}/s; cpu per task: worker process ${((c.user + c.system) / TASKS).toFixed(1)} us, broker ${(((cpuMs(broker.proc.pid) - b0) * 1000) / TASKS).toFixed(1)} us`);
+console.log(
+  `drain (${DELIVERY}) ${TASKS} tasks: ${Math.round(TASKS / s)}/s; cpu per task: worker process ${((c.user + c.system) / TASKS).toFixed(1)} us, broker ${(((cpuMs(broker.proc.pid) - b0) * 1000) / TASKS).toFixed(1)} us`,
+);
 const t1cpu = threadCpu();
-const perThread = [...t1cpu].map(([k, v]) => [k, ((v - (t0cpu.get(k) ?? 0)) * 1000) / TASKS] as const).filter(([, v]) => v >= 0.5);
+const perThread = [...t1cpu]
+  .map(([k, v]) => [k, ((v - (t0cpu.get(k) ?? 0)) * 1000) / TASKS] as const)
+  .filter(([, v]) => v >= 0.5);
 console.log("per thread, us/task:", perThread.map(([k, v]) => `${k} ${v.toFixed(1)}`).join(", "));
 await worker.stop(5000);
 await broker.stop();

@@ -47,7 +47,20 @@ const producer = createRpcProducer({ address, concurrency: 4 });
 noop.app.setProducer(producer);
 
 function workerConfig() {
-  const args = ["--tasks", join(import.meta.dir, "e2e-tasks.ts"), "--rpc-host-list", address, "--concurrency", String(CONCURRENCY), "--at-most-once-path", join(dir, "amo.sqlite"), "--max-backoff-ms", "100", "--delivery", DELIVERY];
+  const args = [
+    "--tasks",
+    join(import.meta.dir, "e2e-tasks.ts"),
+    "--rpc-host-list",
+    address,
+    "--concurrency",
+    String(CONCURRENCY),
+    "--at-most-once-path",
+    join(dir, "amo.sqlite"),
+    "--max-backoff-ms",
+    "100",
+    "--delivery",
+    DELIVERY,
+  ];
   if (THREADS > 0) args.push("--threads", String(THREADS));
   const parsed = resolveWorkerConfig(args, {});
   if (parsed.help) throw new Error("unreachable");
@@ -67,7 +80,10 @@ function brokerCpuMs(): number {
 // ---- drain ----
 {
   const t0 = performance.now();
-  const fill = Bun.spawn([process.execPath, import.meta.path, "--fill", address, "--tasks", String(TOTAL)], { stdout: "inherit", stderr: "inherit" });
+  const fill = Bun.spawn([process.execPath, import.meta.path, "--fill", address, "--tasks", String(TOTAL)], {
+    stdout: "inherit",
+    stderr: "inherit",
+  });
   if ((await fill.exited) !== 0) throw new Error("queueing the tasks failed");
   const produceS = (performance.now() - t0) / 1000;
   console.log(`produced ${TOTAL} in ${produceS.toFixed(2)} s (${Math.round(TOTAL / produceS)}/s)`);
@@ -87,8 +103,12 @@ function brokerCpuMs(): number {
   await all;
   const cpu = process.cpuUsage(cpu0);
   const s = (performance.now() - start) / 1000;
-  console.log(`cpu per task: worker process ${((cpu.user + cpu.system) / TOTAL).toFixed(1)} us, broker ${((brokerCpuMs() - bcpu0) * 1000 / TOTAL).toFixed(1)} us`);
-  console.log(`drain (${DELIVERY}): ${TOTAL} no-op tasks, concurrency ${CONCURRENCY}: ${s.toFixed(2)} s = ${Math.round(TOTAL / s)} tasks/s`);
+  console.log(
+    `cpu per task: worker process ${((cpu.user + cpu.system) / TOTAL).toFixed(1)} us, broker ${(((brokerCpuMs() - bcpu0) * 1000) / TOTAL).toFixed(1)} us`,
+  );
+  console.log(
+    `drain (${DELIVERY}): ${TOTAL} no-op tasks, concurrency ${CONCURRENCY}: ${s.toFixed(2)} s = ${Math.round(TOTAL / s)} tasks/s`,
+  );
   await worker.stop(5000);
 }
 
@@ -115,7 +135,9 @@ function brokerCpuMs(): number {
   channel.close();
   latencies.sort((a, b) => a - b);
   const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
-  console.log(`latency at ${RATE}/s for ${SECONDS}s (${latencies.length}/${n} seen): p50 ${q(0.5).toFixed(2)} ms, p90 ${q(0.9).toFixed(2)} ms, p95 ${q(0.95).toFixed(2)} ms, p99 ${q(0.99).toFixed(2)} ms, max ${q(1).toFixed(2)} ms`);
+  console.log(
+    `latency at ${RATE}/s for ${SECONDS}s (${latencies.length}/${n} seen): p50 ${q(0.5).toFixed(2)} ms, p90 ${q(0.9).toFixed(2)} ms, p95 ${q(0.95).toFixed(2)} ms, p99 ${q(0.99).toFixed(2)} ms, max ${q(1).toFixed(2)} ms`,
+  );
   await worker.stop(5000);
 }
 

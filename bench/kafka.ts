@@ -53,12 +53,22 @@ async function ingestRate(batchRows: number): Promise<void> {
   await mock.createTopic(topic, PARTITIONS);
   const avgBytes = await produceNoops(topic, INGEST);
   const config = brokerConfigSchema.parse({
-    store: { sqlite: { path: join(dir, `${topic}.sqlite`) }, max_pending_count: INGEST * 2, insert_batch_max_length: batchRows, insert_batch_max_time_ms: "100ms" },
+    store: {
+      sqlite: { path: join(dir, `${topic}.sqlite`) },
+      max_pending_count: INGEST * 2,
+      insert_batch_max_length: batchRows,
+      insert_batch_max_time_ms: "100ms",
+    },
     kafka_clusters: { default: { address: mock.bootstrap } },
     kafka_topics: { [topic]: { session_timeout_ms: "6s" } },
     kafka_auto_offset_reset: "earliest",
   });
-  const store = openStore({ path: config.store.sqlite.path, synchronous: "normal", groupCommitWindowMs: 0, processingDeadlineGraceSec: 3 });
+  const store = openStore({
+    path: config.store.sqlite.path,
+    synchronous: "normal",
+    groupCommitWindowMs: 0,
+    processingDeadlineGraceSec: 3,
+  });
   const ingest = createIngest({ store, config, log: silentLogger });
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
@@ -93,8 +103,18 @@ async function endToEnd(): Promise<void> {
     TASKBROKER_KAFKA_BATCH_MAX_ROWS: "1000",
   });
   const parsed = resolveWorkerConfig(
-    ["--tasks", join(import.meta.dir, "e2e-tasks.ts"), "--rpc-host-list", broker.address, "--concurrency", "64",
-     "--at-most-once-path", join(dir, "amo.sqlite"), "--max-backoff-ms", "100"],
+    [
+      "--tasks",
+      join(import.meta.dir, "e2e-tasks.ts"),
+      "--rpc-host-list",
+      broker.address,
+      "--concurrency",
+      "64",
+      "--at-most-once-path",
+      join(dir, "amo.sqlite"),
+      "--max-backoff-ms",
+      "100",
+    ],
     {},
   );
   if (parsed.help) throw new Error("unreachable");
@@ -111,7 +131,9 @@ async function endToEnd(): Promise<void> {
   });
   await all;
   const s = (performance.now() - start) / 1000;
-  rows.push(`| Kafka -> broker process -> worker (64 slots), no-op tasks | ${E2E} | | ${s.toFixed(2)} s | **${Math.round(E2E / s).toLocaleString("en")}/s** | broker consumes while the worker drains |`);
+  rows.push(
+    `| Kafka -> broker process -> worker (64 slots), no-op tasks | ${E2E} | | ${s.toFixed(2)} s | **${Math.round(E2E / s).toLocaleString("en")}/s** | broker consumes while the worker drains |`,
+  );
   await worker.stop(5000);
   await broker.stop();
 }

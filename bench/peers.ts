@@ -109,9 +109,13 @@ async function bullmq(aof: boolean): Promise<Scenario & { proc: ChildProcess }> 
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "bench-redis-"));
   const persistence = aof ? ["--appendonly", "yes", "--appendfsync", "everysec"] : ["--appendonly", "no"];
-  const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", ...persistence, "--dir", dir], {
-    stdio: "ignore",
-  });
+  const proc = spawn(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", ...persistence, "--dir", dir],
+    {
+      stdio: "ignore",
+    },
+  );
   await waitForPort(port);
   const { Queue, Worker } = await import("bullmq");
   const connection = { host: "127.0.0.1", port };
@@ -121,12 +125,20 @@ async function bullmq(aof: boolean): Promise<Scenario & { proc: ChildProcess }> 
     proc,
     async fill(n) {
       for (let i = 0; i < n; i += 1000) {
-        const batch = Array.from({ length: Math.min(1000, n - i) }, () => ({ name: "noop", data: { t: 0 }, opts: { removeOnComplete: true } }));
+        const batch = Array.from({ length: Math.min(1000, n - i) }, () => ({
+          name: "noop",
+          data: { t: 0 },
+          opts: { removeOnComplete: true },
+        }));
         await queue.addBulk(batch);
       }
     },
     async consume(onJob) {
-      const worker = new Worker(name, async (job) => onJob(job.data), { connection, concurrency: CONCURRENCY, removeOnComplete: { count: 0 } });
+      const worker = new Worker(name, async (job) => onJob(job.data), {
+        connection,
+        concurrency: CONCURRENCY,
+        removeOnComplete: { count: 0 },
+      });
       await worker.waitUntilReady();
       return async () => worker.close();
     },
@@ -154,9 +166,24 @@ async function bunqueue(mode: "embedded" | "tcp"): Promise<Scenario> {
   if (mode === "tcp") {
     const tcp = await freePort();
     const http = await freePort();
-    server = spawn(process.execPath, [join(import.meta.dir, "node_modules/bunqueue/dist/cli/index.js"), "start", "--tcp-port", String(tcp), "--http-port", String(http), "--host", "127.0.0.1", "--data-path", dataPath], {
-      stdio: "ignore",
-    });
+    server = spawn(
+      process.execPath,
+      [
+        join(import.meta.dir, "node_modules/bunqueue/dist/cli/index.js"),
+        "start",
+        "--tcp-port",
+        String(tcp),
+        "--http-port",
+        String(http),
+        "--host",
+        "127.0.0.1",
+        "--data-path",
+        dataPath,
+      ],
+      {
+        stdio: "ignore",
+      },
+    );
     await waitForPort(tcp);
     opts = { connection: { host: "127.0.0.1", port: tcp } };
   } else {
@@ -173,7 +200,10 @@ async function bunqueue(mode: "embedded" | "tcp"): Promise<Scenario> {
       }
     },
     async consume(onJob) {
-      const worker = new Worker(name, async (job: { data: { t: number } }) => onJob(job.data), { ...opts, concurrency: CONCURRENCY } as never);
+      const worker = new Worker(name, async (job: { data: { t: number } }) => onJob(job.data), {
+        ...opts,
+        concurrency: CONCURRENCY,
+      } as never);
       return async () => {
         await (worker as unknown as { close(): Promise<void> }).close();
       };
@@ -189,9 +219,20 @@ async function bunqueue(mode: "embedded" | "tcp"): Promise<Scenario> {
 }
 
 async function main(): Promise<void> {
-  const make = system === "bullmq" ? () => bullmq(false) : system === "bullmq-aof" ? () => bullmq(true) : system === "bunqueue-embedded" ? () => bunqueue("embedded") : system === "bunqueue-tcp" ? () => bunqueue("tcp") : null;
+  const make =
+    system === "bullmq"
+      ? () => bullmq(false)
+      : system === "bullmq-aof"
+        ? () => bullmq(true)
+        : system === "bunqueue-embedded"
+          ? () => bunqueue("embedded")
+          : system === "bunqueue-tcp"
+            ? () => bunqueue("tcp")
+            : null;
   if (!make) {
-    console.error("usage: bun bench/peers.ts <bullmq|bullmq-aof|bunqueue-embedded|bunqueue-tcp> [--jobs N] [--rate R] [--seconds S] [--max-drain-seconds S]");
+    console.error(
+      "usage: bun bench/peers.ts <bullmq|bullmq-aof|bunqueue-embedded|bunqueue-tcp> [--jobs N] [--rate R] [--seconds S] [--max-drain-seconds S]",
+    );
     process.exit(2);
   }
   if (system.startsWith("bullmq") && !Bun.which("redis-server")) {

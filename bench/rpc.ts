@@ -63,7 +63,10 @@ function writeBody(name: string, message: Uint8Array): string {
   return path;
 }
 
-const GET_BODY = writeBody("get.bin", toBinary(GetTaskRequestSchema, create(GetTaskRequestSchema, { application: APP })));
+const GET_BODY = writeBody(
+  "get.bin",
+  toBinary(GetTaskRequestSchema, create(GetTaskRequestSchema, { application: APP })),
+);
 // h2load sends one body for every request, so this id is held only once: every
 // call after the first is a no-op status update plus a real fetch_next claim.
 const SET_BODY = writeBody(
@@ -96,8 +99,21 @@ async function h2load(
   const log = join(dir, `h2load-${Date.now()}.log`);
   const proc = Bun.spawn(
     [
-      "h2load", "-n", String(n), "-c", String(clients), "-m", String(streams), "-d", body,
-      "-H", "content-type: application/grpc", "-H", "te: trailers", `--log-file=${log}`, ...extra,
+      "h2load",
+      "-n",
+      String(n),
+      "-c",
+      String(clients),
+      "-m",
+      String(streams),
+      "-d",
+      body,
+      "-H",
+      "content-type: application/grpc",
+      "-H",
+      "te: trailers",
+      `--log-file=${log}`,
+      ...extra,
       `http://127.0.0.1:${port}/sentry_protos.taskbroker.v1.ConsumerService/${method}`,
     ],
     { stdout: "pipe", stderr: "pipe" },
@@ -169,9 +185,12 @@ const ratio = (a: number, b: number) => (Number.isFinite(a / b) ? (a / b).toFixe
 // ROUNDS times and keeps the best of each, so a burst of load from other
 // processes on the machine does not decide the ratio.
 const sample = activation();
-const bare = Bun.spawn([process.execPath, join(import.meta.dir, "rpc-bare-server.ts"), Buffer.from(sample).toString("hex")], {
-  stdout: "pipe",
-});
+const bare = Bun.spawn(
+  [process.execPath, join(import.meta.dir, "rpc-bare-server.ts"), Buffer.from(sample).toString("hex")],
+  {
+    stdout: "pipe",
+  },
+);
 const barePort = await (async () => {
   const reader = (bare.stdout as ReadableStream<Uint8Array>).getReader();
   let text = "";
@@ -186,7 +205,17 @@ const broker: BrokerProcess = await spawnBroker({
 });
 const client = createBrokerClient({ address: broker.address, deadlineMs: 60_000 });
 
-const best = { bareGetH2: 0, bareSetH2: 0, bareGetClient: 0, bareSetClient: 0, getH2: 0, getClient: 0, setH2: 0, setClient: 0, ingest: 0 };
+const best = {
+  bareGetH2: 0,
+  bareSetH2: 0,
+  bareGetClient: 0,
+  bareSetClient: 0,
+  getH2: 0,
+  getClient: 0,
+  setH2: 0,
+  setClient: 0,
+  ingest: 0,
+};
 let claimedByH2 = 0;
 let chainCalls = 0;
 for (let round = 0; round < ROUNDS; round++) {
@@ -196,9 +225,15 @@ for (let round = 0; round < ROUNDS; round++) {
   best.getH2 = Math.max(best.getH2, (await h2load(broker.port, "GetTask", GET_BODY, N)).rps);
   claimedByH2 += (await processing(broker.address)) - before;
 
-  best.bareGetClient = Math.max(best.bareGetClient, await drive(CLIENT_CONCURRENCY, N, () => bareClient.getTaskBytes({ application: APP })));
+  best.bareGetClient = Math.max(
+    best.bareGetClient,
+    await drive(CLIENT_CONCURRENCY, N, () => bareClient.getTaskBytes({ application: APP })),
+  );
   await fill(client, N);
-  best.getClient = Math.max(best.getClient, await drive(CLIENT_CONCURRENCY, N, () => client.getTaskBytes({ application: APP })));
+  best.getClient = Math.max(
+    best.getClient,
+    await drive(CLIENT_CONCURRENCY, N, () => client.getTaskBytes({ application: APP })),
+  );
 
   best.bareSetH2 = Math.max(best.bareSetH2, (await h2load(barePort, "SetTaskStatus", SET_BODY, N)).rps);
   await fill(client, N);
@@ -206,7 +241,9 @@ for (let round = 0; round < ROUNDS; round++) {
 
   best.bareSetClient = Math.max(
     best.bareSetClient,
-    await drive(CLIENT_CONCURRENCY, N, () => bareClient.setTaskStatusBytes({ id: "x", status: 5, fetchNext: { application: APP } })),
+    await drive(CLIENT_CONCURRENCY, N, () =>
+      bareClient.setTaskStatusBytes({ id: "x", status: 5, fetchNext: { application: APP } }),
+    ),
   );
   await fill(client, N);
   const chains = await statusChains(client, CLIENT_CONCURRENCY);
@@ -252,7 +289,9 @@ const rows: string[] = [
   `| Produce activations/s (batches of 1000, durable on answer) | ${fmt(best.ingest)} | | |`,
   `| GetTask latency at ${fmt(halfRate)} calls/s (half max), p50 / p99 ms | ${percentile(latMs, 50)} / ${percentile(latMs, 99)} (achieved ${fmt(lat.rps)}/s) | | |`,
 ];
-console.log(`\nRPC bench: N=${N} calls per phase, best of ${ROUNDS} rounds, ${new Date().toISOString()}, ${navigator.hardwareConcurrency} cores, Bun ${Bun.version}\n`);
+console.log(
+  `\nRPC bench: N=${N} calls per phase, best of ${ROUNDS} rounds, ${new Date().toISOString()}, ${navigator.hardwareConcurrency} cores, Bun ${Bun.version}\n`,
+);
 console.log(rows.join("\n"));
 console.log(
   `\nchecks: h2load GetTask left ${claimedByH2}/${N * ROUNDS} rows Processing (every call a real claim); ` +

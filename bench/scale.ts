@@ -94,8 +94,19 @@ async function realWorkers(broker: BrokerProcess, count: number): Promise<Worker
   const children = Array.from({ length: count }, (_, i) =>
     Bun.spawn(
       [
-        process.execPath, "src/main.ts", "worker", "--tasks", "bench/e2e-tasks.ts", "--rpc-host-list", broker.address,
-        "--concurrency", String(CREDIT), "--delivery", "stream", "--at-most-once-path", join(dir, `amo-${i}.sqlite`),
+        process.execPath,
+        "src/main.ts",
+        "worker",
+        "--tasks",
+        "bench/e2e-tasks.ts",
+        "--rpc-host-list",
+        broker.address,
+        "--concurrency",
+        String(CREDIT),
+        "--delivery",
+        "stream",
+        "--at-most-once-path",
+        join(dir, `amo-${i}.sqlite`),
       ],
       { cwd: ROOT, stdout: "ignore", stderr: "pipe", env: { ...process.env, TASKWORKER_LOG_FILTER: "warn" } },
     ),
@@ -118,7 +129,11 @@ interface Row {
   note?: string;
 }
 
-async function measure(label: string, connections: number, start: (b: BrokerProcess) => Promise<Workers>): Promise<Row> {
+async function measure(
+  label: string,
+  connections: number,
+  start: (b: BrokerProcess) => Promise<Workers>,
+): Promise<Row> {
   const broker = await spawnBroker({
     TASKBROKER_ADMIN_ENABLED: "true",
     TASKBROKER_ADMIN_HOST: "127.0.0.1",
@@ -139,19 +154,25 @@ async function measure(label: string, connections: number, start: (b: BrokerProc
 
     const producer = createBrokerClient({ address: broker.address });
     const template = (i: number) =>
-      toBinary(TaskActivationSchema, create(TaskActivationSchema, {
-        id: `${crypto.randomUUID().replaceAll("-", "")}`,
-        namespace: "bench",
-        taskname: "bench.noop",
-        application: APP,
-        receivedAt: { seconds: BigInt(Math.floor(Date.now() / 1000)), nanos: 0 },
-        processingDeadlineDuration: 60n,
-        retryState: { attempts: 0, maxAttempts: 1, onAttemptsExceeded: 1 },
-        parametersBytes: new Uint8Array([0x82, 0xa4, 0x61, 0x72, 0x67, 0x73, 0x90, 0xa6, 0x6b, 0x77, 0x61, 0x72, 0x67, 0x73, 0x80]),
-        headers: { n: String(i) },
-      }));
+      toBinary(
+        TaskActivationSchema,
+        create(TaskActivationSchema, {
+          id: `${crypto.randomUUID().replaceAll("-", "")}`,
+          namespace: "bench",
+          taskname: "bench.noop",
+          application: APP,
+          receivedAt: { seconds: BigInt(Math.floor(Date.now() / 1000)), nanos: 0 },
+          processingDeadlineDuration: 60n,
+          retryState: { attempts: 0, maxAttempts: 1, onAttemptsExceeded: 1 },
+          parametersBytes: new Uint8Array([
+            0x82, 0xa4, 0x61, 0x72, 0x67, 0x73, 0x90, 0xa6, 0x6b, 0x77, 0x61, 0x72, 0x67, 0x73, 0x80,
+          ]),
+          headers: { n: String(i) },
+        }),
+      );
     const batches: Uint8Array[][] = [];
-    for (let i = 0; i < TASKS; i += 1000) batches.push(Array.from({ length: Math.min(1000, TASKS - i) }, (_, k) => template(i + k)));
+    for (let i = 0; i < TASKS; i += 1000)
+      batches.push(Array.from({ length: Math.min(1000, TASKS - i) }, (_, k) => template(i + k)));
     const done0 = await metric(broker, COMPLETED);
     const cpu0 = cpuMs(broker.proc.pid);
     const p0 = performance.now();
@@ -177,16 +198,24 @@ async function measure(label: string, connections: number, start: (b: BrokerProc
 const rows: Row[] = [];
 const startedAt = new Date();
 rows.push(await measure("8 worker processes (--concurrency 16, stream)", 8, (b) => realWorkers(b, 8)));
-for (const n of COUNTS) rows.push(await measure(`${n} simulated stream workers (credit ${CREDIT})`, n, (b) => simulated(b, n)));
+for (const n of COUNTS)
+  rows.push(await measure(`${n} simulated stream workers (credit ${CREDIT})`, n, (b) => simulated(b, n)));
 
 const base = rows.find((r) => r.connections === 8 && r.label.includes("simulated"))?.rate;
-const fmt = (n: number | undefined, d = 0) => (n === undefined ? "n/a" : n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }));
-console.log(`\nScale-out: one broker, ${TASKS.toLocaleString("en-US")} no-op tasks produced in bulk and drained over streaming delivery.`);
+const fmt = (n: number | undefined, d = 0) =>
+  n === undefined ? "n/a" : n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
+console.log(
+  `\nScale-out: one broker, ${TASKS.toLocaleString("en-US")} no-op tasks produced in bulk and drained over streaming delivery.`,
+);
 console.log(`${startedAt.toISOString()}, ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), Bun ${Bun.version}\n`);
-console.log("| workers | connections | tasks/s | vs 8 simulated | broker CPU us/task | idle broker CPU (% of a core) |");
+console.log(
+  "| workers | connections | tasks/s | vs 8 simulated | broker CPU us/task | idle broker CPU (% of a core) |",
+);
 console.log("|---|---:|---:|---:|---:|---:|");
 for (const r of rows) {
   const vs = base && r.rate ? (r.rate / base).toFixed(2) : "n/a";
-  console.log(`| ${r.label} | ${r.connections} | ${fmt(r.rate)} | ${vs} | ${fmt(r.brokerUsPerTask, 1)} | ${fmt(r.idleCorePct, 2)} |${r.note ? ` ${r.note}` : ""}`);
+  console.log(
+    `| ${r.label} | ${r.connections} | ${fmt(r.rate)} | ${vs} | ${fmt(r.brokerUsPerTask, 1)} | ${fmt(r.idleCorePct, 2)} |${r.note ? ` ${r.note}` : ""}`,
+  );
 }
 process.exit(0);

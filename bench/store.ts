@@ -43,16 +43,27 @@ function rate(label: string, n: number, t0: number, cpu0: NodeJS.CpuUsage): void
   const wall = (performance.now() - t0) / 1000;
   const c = process.cpuUsage(cpu0);
   const cpu = (c.user + c.system) / 1e6;
-  console.log(`${label.padEnd(38)} ${(n / wall).toFixed(0).padStart(8)} /s wall   ${(n / cpu).toFixed(0).padStart(8)} /cpu-s`);
+  console.log(
+    `${label.padEnd(38)} ${(n / wall).toFixed(0).padStart(8)} /s wall   ${(n / cpu).toFixed(0).padStart(8)} /cpu-s`,
+  );
 }
 
 const dir = mkdtempSync(join(tmpdir(), "tp-bench-store-"));
-const store = openStore({ path: join(dir, "bench.sqlite"), synchronous: SYNC, groupCommitWindowMs: 0, processingDeadlineGraceSec: 3 });
+const store = openStore({
+  path: join(dir, "bench.sqlite"),
+  synchronous: SYNC,
+  groupCommitWindowMs: 0,
+  processingDeadlineGraceSec: 3,
+});
 
 const now = Date.now();
 const batches: NewRow[][] = [];
 for (let i = 0; i < ROWS; i += BATCH) {
-  batches.push(Array.from({ length: Math.min(BATCH, ROWS - i) }, () => activationToRow(activation(), now, { maxDelaySec: 3600 }, null)));
+  batches.push(
+    Array.from({ length: Math.min(BATCH, ROWS - i) }, () =>
+      activationToRow(activation(), now, { maxDelaySec: 3600 }, null),
+    ),
+  );
 }
 console.log(`activation size ${batches[0]![0]!.activation.byteLength} bytes, ${ROWS} rows, synchronous=${SYNC}`);
 
@@ -126,7 +137,9 @@ rate(`upkeep deleteComplete (${deleted} rows)`, deleted, t0, cpu0);
 
 t0 = performance.now();
 const counts = store.recount();
-console.log(`recount over ${Object.values(counts).reduce((a, b) => a + b, 0)} rows: ${(performance.now() - t0).toFixed(1)} ms`);
+console.log(
+  `recount over ${Object.values(counts).reduce((a, b) => a + b, 0)} rows: ${(performance.now() - t0).toFixed(1)} ms`,
+);
 t0 = performance.now();
 store.depthsByNamespace();
 console.log(`depthsByNamespace: ${(performance.now() - t0).toFixed(1)} ms`);

@@ -42,7 +42,8 @@ for (const file of files(out).filter((f) => f.endsWith(".js"))) {
 }
 const dependencies: Record<string, string> = {};
 for (const name of [...used].sort()) {
-  if (!rootPkg.dependencies?.[name]) throw new Error(`the SDK imports ${name}, which is not a dependency in package.json`);
+  if (!rootPkg.dependencies?.[name])
+    throw new Error(`the SDK imports ${name}, which is not a dependency in package.json`);
   // The exact version this repository tested with (and `npm ci` put in the local cache).
   dependencies[name] = lock.packages[`node_modules/${name}`].version;
 }
@@ -65,6 +66,9 @@ const guide = join(root, "docs", "sdk.md");
 writeFileSync(join(out, "README.md"), existsSync(guide) ? readFileSync(guide, "utf8") : "# taskplatform SDK\n");
 
 const npm = process.platform === "win32" ? "npm.cmd" : "npm";
-const packed = execFileSync(npm, ["pack", "--json", "--pack-destination", join(root, "dist")], { cwd: out, encoding: "utf8" });
+const packed = execFileSync(npm, ["pack", "--json", "--pack-destination", join(root, "dist")], {
+  cwd: out,
+  encoding: "utf8",
+});
 const [{ filename }] = JSON.parse(packed) as Array<{ filename: string }>;
 console.log(join(root, "dist", filename));

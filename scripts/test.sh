@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (`npm test`): installs the Debian test
 # prerequisites when missing, checks that src/gen matches proto/, type-checks,
-# lints (Biome), runs the whole bun test suite, and ends with one line `N passed, N failed`.
+# lints and format-checks (Biome), runs the whole bun test suite, and ends with one line `N passed, N failed`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh || { echo "could not install test prerequisites"; echo "0 passed, 1 failed"; exit 1; }
@@ -15,9 +15,16 @@ if ! node_modules/.bin/tsc --noEmit -p .; then
   echo "0 passed, 1 failed"
   exit 1
 fi
-# Lint, including the import-cycle and floating-promise rules (biome.jsonc); about a second.
+# Lint, including the import-cycle and floating-promise rules (biome.jsonc), and the
+# formatter's check (`npm run format` fixes what it reports); about a second each.
 if ! npm run -s lint; then
   echo "lint failed"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+if ! node_modules/.bin/biome format >/dev/null 2>&1; then
+  node_modules/.bin/biome format 2>&1 | tail -20
+  echo "format check failed: run npm run format"
   echo "0 passed, 1 failed"
   exit 1
 fi

@@ -121,7 +121,10 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
       const workers =
         config.push_worker_addresses.length > 0
           ? config.push_worker_addresses.map((address) => ({ address }))
-          : Object.entries(config.worker_map ?? {}).map(([application, url]) => ({ application, address: workerEndpoint(url)! }));
+          : Object.entries(config.worker_map ?? {}).map(([application, url]) => ({
+              application,
+              address: workerEndpoint(url)!,
+            }));
       const p = startPusher({
         store,
         workers,

@@ -57,14 +57,21 @@ export function parseLogFilter(text: string): LogFilter | { problem: string } {
     if (directive === "") continue;
     const eq = directive.lastIndexOf("=");
     const targetPart = (eq >= 0 ? directive.slice(0, eq) : directive).replace(/\[.*\]$/, "").trim();
-    const levelPart = eq >= 0 ? directive.slice(eq + 1).trim().toLowerCase() : "";
+    const levelPart =
+      eq >= 0
+        ? directive
+            .slice(eq + 1)
+            .trim()
+            .toLowerCase()
+        : "";
     if (eq < 0 && LEVEL_NAMES.has(targetPart.toLowerCase())) {
       out.level = levelOf(targetPart.toLowerCase());
       sawDefault = true;
       continue;
     }
     if (eq >= 0 && !LEVEL_NAMES.has(levelPart)) return { problem: `"${levelPart}" in "${directive}" is not a level` };
-    if (targetPart === "" || !/^[A-Za-z0-9_:.-]+$/.test(targetPart)) return { problem: `"${directive}" is not a directive` };
+    if (targetPart === "" || !/^[A-Za-z0-9_:.-]+$/.test(targetPart))
+      return { problem: `"${directive}" is not a directive` };
     const level = eq >= 0 ? levelOf(levelPart) : "trace";
     if (targetPart === "taskbroker" || targetPart === "taskplatform") {
       out.level = level;
@@ -147,7 +154,9 @@ export function createLogger(options: LogOptions, bound: Record<string, unknown>
   const filter = options.level;
   const component = typeof bound.component === "string" ? bound.component : undefined;
   const min =
-    typeof filter === "string" ? RANK[filter] : RANK[(component !== undefined ? filter.targets[component] : undefined) ?? filter.level];
+    typeof filter === "string"
+      ? RANK[filter]
+      : RANK[(component !== undefined ? filter.targets[component] : undefined) ?? filter.level];
   const write = options.write ?? writeStderr;
   const emit = (level: Level, event: string, fields?: Record<string, unknown>) => {
     if (RANK[level] < min) return;

@@ -46,17 +46,23 @@ async function main(argv: string[]): Promise<number> {
   // The reference broker's command line: `taskbroker [-r broker|migrations] [-c file]`.
   if (command === undefined && (split.config !== undefined || split.run !== undefined)) {
     if (split.run === "migrations") {
-      process.stderr.write("taskplatform: no standalone migrations with the SQLite store; the broker migrates its file at start-up\n");
+      process.stderr.write(
+        "taskplatform: no standalone migrations with the SQLite store; the broker migrates its file at start-up\n",
+      );
       return 0;
     }
     if (split.run !== undefined && split.run !== "broker") {
-      process.stderr.write(`taskplatform: --run=${JSON.stringify(split.run)} is invalid: expected broker or migrations\n`);
+      process.stderr.write(
+        `taskplatform: --run=${JSON.stringify(split.run)} is invalid: expected broker or migrations\n`,
+      );
       return 2;
     }
     command = "broker";
     rest = split.config !== undefined ? ["--config", split.config] : [];
   } else if (split.run !== undefined) {
-    process.stderr.write(`taskplatform: --run names the command of the reference broker's command line; give either it or "${command}"\n`);
+    process.stderr.write(
+      `taskplatform: --run names the command of the reference broker's command line; give either it or "${command}"\n`,
+    );
     return 2;
   }
   if (command === undefined) {

@@ -83,7 +83,10 @@ export function twinCounter<T extends string>(counter: Counter<T>, plan: TwinPla
   const base = counter.inc.bind(counter) as (labels?: unknown, value?: number) => void;
   const seriesOf = resolver("c", plan);
   // prom-client's labels() binds `this.inc` when called, so children take this one too.
-  (counter as unknown as { inc: (labels?: unknown, value?: number) => void }).inc = (labels?: unknown, value?: number) => {
+  (counter as unknown as { inc: (labels?: unknown, value?: number) => void }).inc = (
+    labels?: unknown,
+    value?: number,
+  ) => {
     base(labels, value);
     if (sink === null) return;
     const withLabels = typeof labels === "object" && labels !== null;
@@ -226,7 +229,13 @@ export const completionTotal = twinCounter(
   }),
   ({ status }) => {
     if (status === "unknown_id") return [["grpc_server.set_status", [["result", "not_found"]]]];
-    const ok = ["grpc_server.set_status", [["result", "ok"], ["status", STATUS_NAME[String(status)] ?? String(status)]]] as const;
+    const ok = [
+      "grpc_server.set_status",
+      [
+        ["result", "ok"],
+        ["status", STATUS_NAME[String(status)] ?? String(status)],
+      ],
+    ] as const;
     return status === "failure" ? [["grpc_server.set_status.failure", []], ok] : [ok];
   },
 );

@@ -19,10 +19,14 @@ const TOPIC = /^[A-Za-z0-9._-]{1,249}$/;
 
 export function validateTopic(topic: string, declared: ReadonlySet<string> | null, where: string): string {
   if (!TOPIC.test(topic) || topic === "." || topic === "..") {
-    throw new RoutingError(`${where}: topic ${JSON.stringify(topic)} is not a valid Kafka topic name (1-249 of [A-Za-z0-9._-])`);
+    throw new RoutingError(
+      `${where}: topic ${JSON.stringify(topic)} is not a valid Kafka topic name (1-249 of [A-Za-z0-9._-])`,
+    );
   }
   if (declared && !declared.has(topic)) {
-    throw new RoutingError(`${where}: topic ${JSON.stringify(topic)} is not one of the declared topics (${[...declared].join(", ")})`);
+    throw new RoutingError(
+      `${where}: topic ${JSON.stringify(topic)} is not one of the declared topics (${[...declared].join(", ")})`,
+    );
   }
   return topic;
 }
@@ -41,7 +45,8 @@ export function parseRoutes(json: string | undefined, source = "TASKWORKER_ROUTE
   }
   const out: Record<string, string> = {};
   for (const [ns, topic] of Object.entries(value)) {
-    if (typeof topic !== "string") throw new RoutingError(`${source}: topic for namespace ${JSON.stringify(ns)} must be a string`);
+    if (typeof topic !== "string")
+      throw new RoutingError(`${source}: topic for namespace ${JSON.stringify(ns)} must be a string`);
     out[ns] = topic;
   }
   return out;
@@ -69,7 +74,8 @@ export function createRouter(options: RouterOptions = {}): Router {
   const declared = options.declaredTopics && options.declaredTopics.length > 0 ? new Set(options.declaredTopics) : null;
   const defaultTopic = validateTopic(options.defaultTopic ?? DEFAULT_TOPIC, declared, "default topic");
   const configured = new Map<string, string>();
-  for (const [ns, topic] of Object.entries(options.routes ?? {})) configured.set(ns, validateTopic(topic, declared, `route ${ns}`));
+  for (const [ns, topic] of Object.entries(options.routes ?? {}))
+    configured.set(ns, validateTopic(topic, declared, `route ${ns}`));
   const overrides = new Map<string, string>();
   return {
     defaultTopic,
@@ -86,7 +92,10 @@ export function createRouter(options: RouterOptions = {}): Router {
 
 /** TASKWORKER_ROUTES (JSON), TASKWORKER_DEFAULT_TOPIC, TASKWORKER_TOPICS (comma-separated declared topics). */
 export function routerFromEnv(env: Record<string, string | undefined>): Router {
-  const declared = (env.TASKWORKER_TOPICS ?? "").split(",").map((t) => t.trim()).filter(Boolean);
+  const declared = (env.TASKWORKER_TOPICS ?? "")
+    .split(",")
+    .map((t) => t.trim())
+    .filter(Boolean);
   return createRouter({
     defaultTopic: env.TASKWORKER_DEFAULT_TOPIC || undefined,
     routes: parseRoutes(env.TASKWORKER_ROUTES),

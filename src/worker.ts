@@ -36,13 +36,17 @@ export interface StartOptions {
 
 export async function startWorker(config: WorkerConfig, options: StartOptions): Promise<RunningWorker> {
   // Like Sentry's worker, every log line and metric names the processing pool (and pod) it comes from.
-  const identity = { processing_pool: config.processingPoolName ?? "unknown", ...(config.podName ? { pod_name: config.podName } : {}) };
+  const identity = {
+    processing_pool: config.processingPoolName ?? "unknown",
+    ...(config.podName ? { pod_name: config.podName } : {}),
+  };
   const log = config.processingPoolName || config.podName ? options.log.child(identity) : options.log;
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(options.env ?? process.env)) if (v !== undefined) env[k] = v;
   // Follow-up dispatches from inside tasks go to our first broker unless configured otherwise.
   env.TASKWORKER_RPC_HOST_LIST ??= config.rpcHostList.join(",");
-  if (config.secrets && !env.TASKWORKER_GRPC_SHARED_SECRET) env.TASKWORKER_GRPC_SHARED_SECRET = JSON.stringify(config.secrets);
+  if (config.secrets && !env.TASKWORKER_GRPC_SHARED_SECRET)
+    env.TASKWORKER_GRPC_SHARED_SECRET = JSON.stringify(config.secrets);
   const pool = createTaskPool({
     threads: config.threads,
     log,
@@ -51,7 +55,8 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
     minReadyThreads: config.minConcurrency,
   });
   const clients = new Map<string, BrokerClient>();
-  for (const address of config.rpcHostList) clients.set(address, createBrokerClient({ address, secrets: config.secrets }));
+  for (const address of config.rpcHostList)
+    clients.set(address, createBrokerClient({ address, secrets: config.secrets }));
   const metrics = createWorkerMetrics(identity);
   const health = createHealthFile(config.healthCheckFile, config.healthCheckSecPerTouch * 1000);
   let server: ReturnType<typeof serveMetrics> | undefined;
@@ -109,26 +114,25 @@ export async function startWorker(config: WorkerConfig, options: StartOptions): 
   // Like Sentry's worker, every fetch names an application, so this worker never claims tasks of an
   // application it does not run: --application, else each application the task modules define, in turn.
   const applications = config.application ? [config.application] : [...new Set(tasks.map((t) => t.application))].sort();
-  const loop: Pick<ReturnType<typeof startPull>, "done" | "stop"> =
-    push ??
-    startPull({
-      delivery: config.delivery,
-      brokers: config.rpcHostList,
-      secrets: config.secrets,
-      concurrency: config.concurrency,
-      filters: applications.map((application) => ({ application, namespace: config.namespace })),
-      pool,
-      tasks,
-      clients,
-      balancer: createBalancer({ brokers: config.rpcHostList, rebalanceAfter: config.rebalanceAfter }),
-      atMostOnce,
-      atMostOnceTtlSec: config.atMostOnceTtlSec,
-      health,
-      metrics,
-      log,
-      maxBackoffMs: config.maxBackoffMs,
-      onResult: options.onResult,
-    });
+  const loop: Pick<ReturnType<typeof startPull>, "done" | "stop"> = push ??
+  startPull({
+    delivery: config.delivery,
+    brokers: config.rpcHostList,
+    secrets: config.secrets,
+    concurrency: config.concurrency,
+    filters: applications.map((application) => ({ application, namespace: config.namespace })),
+    pool,
+    tasks,
+    clients,
+    balancer: createBalancer({ brokers: config.rpcHostList, rebalanceAfter: config.rebalanceAfter }),
+    atMostOnce,
+    atMostOnceTtlSec: config.atMostOnceTtlSec,
+    health,
+    metrics,
+    log,
+    maxBackoffMs: config.maxBackoffMs,
+    onResult: options.onResult,
+  });
   health.start();
   log.info("worker_started", {
     brokers: config.rpcHostList.join(","),

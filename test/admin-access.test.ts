@@ -12,7 +12,10 @@ import {
   ListDeadLettersResponseSchema,
   ReplayDeadLetterRequestSchema,
 } from "../src/gen/taskplatform/v1/admin_pb.ts";
-import { GetTaskResponseSchema, SetTaskStatusRequestSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import {
+  GetTaskResponseSchema,
+  SetTaskStatusRequestSchema,
+} from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { spawnBroker, type BrokerProcess } from "./support/broker-process.ts";
 import { GET_TASK, PRODUCE, SET_STATUS, activation, encode, grpcJsClient, unary } from "./support/rpc-clients.ts";
 
@@ -28,7 +31,9 @@ async function makeDeadLetter(client: grpc.Client, id: string, admin: () => Prom
   expect((await unary(client, PRODUCE, Buffer.concat([Buffer.from([0x0a, a.byteLength]), a]))).code).toBe(0);
   const got = await unary(client, GET_TASK, Buffer.alloc(0));
   const claimed = fromBinary(GetTaskResponseSchema, got.response!).task!.id;
-  expect((await unary(client, SET_STATUS, encode(SetTaskStatusRequestSchema, { id: claimed, status: 3 }))).code).toBe(0);
+  expect((await unary(client, SET_STATUS, encode(SetTaskStatusRequestSchema, { id: claimed, status: 3 }))).code).toBe(
+    0,
+  );
   for (let i = 0; (await admin()) === 0; i++) {
     if (i > 300) throw new Error("no dead letter appeared");
     await Bun.sleep(20);
@@ -57,7 +62,9 @@ describe("with an admin token", () => {
     client = grpcJsClient(broker.address);
     admin = `http://127.0.0.1:${broker.adminPort}`;
     const total = async () => {
-      const r = await unary(client, LIST, encode(ListDeadLettersRequestSchema, {}), { authorization: `Bearer ${TOKEN}` });
+      const r = await unary(client, LIST, encode(ListDeadLettersRequestSchema, {}), {
+        authorization: `Bearer ${TOKEN}`,
+      });
       return r.code === 0 ? Number(fromBinary(ListDeadLettersResponseSchema, r.response!).total) : 0;
     };
     await makeDeadLetter(client, "adm0000000000000000000000000000a1", total);
@@ -107,12 +114,19 @@ describe("with an admin token", () => {
     const still = await fetch(`${admin}/api/deadletters`, { headers: { cookie } });
     expect(((await still.json()) as { total: number }).total).toBe(1);
     // The dashboard's own same-origin POST works.
-    const same = await fetch(url, { method: "POST", headers: { cookie, origin: admin, "sec-fetch-site": "same-origin" } });
+    const same = await fetch(url, {
+      method: "POST",
+      headers: { cookie, origin: admin, "sec-fetch-site": "same-origin" },
+    });
     expect(same.status).toBe(200);
   });
 
   test("a login session is a random id that expires (TASKBROKER_ADMIN_SESSION_TTL_SEC=1 here)", async () => {
-    const login = await fetch(`${admin}/login`, { method: "POST", body: new URLSearchParams({ token: TOKEN }), redirect: "manual" });
+    const login = await fetch(`${admin}/login`, {
+      method: "POST",
+      body: new URLSearchParams({ token: TOKEN }),
+      redirect: "manual",
+    });
     expect(login.status).toBe(303);
     const cookie = login.headers.get("set-cookie")!.split(";")[0]!;
     expect((await fetch(`${admin}/api/depths`, { headers: { cookie } })).status).toBe(200);
@@ -123,13 +137,21 @@ describe("with an admin token", () => {
   test("failed logins are throttled: 40 guesses in a row, at most 10 even checked", async () => {
     const statuses: number[] = [];
     for (let i = 0; i < 40; i++) {
-      const r = await fetch(`${admin}/login`, { method: "POST", body: new URLSearchParams({ token: `guess-${i}` }), redirect: "manual" });
+      const r = await fetch(`${admin}/login`, {
+        method: "POST",
+        body: new URLSearchParams({ token: `guess-${i}` }),
+        redirect: "manual",
+      });
       statuses.push(r.status);
     }
     expect(statuses.filter((s) => s === 401).length).toBeLessThanOrEqual(10);
     expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(30);
     // Throttled means throttled: the right token waits too.
-    const right = await fetch(`${admin}/login`, { method: "POST", body: new URLSearchParams({ token: TOKEN }), redirect: "manual" });
+    const right = await fetch(`${admin}/login`, {
+      method: "POST",
+      body: new URLSearchParams({ token: TOKEN }),
+      redirect: "manual",
+    });
     expect(right.status).toBe(429);
     expect(Number(right.headers.get("retry-after"))).toBeGreaterThan(0);
   });

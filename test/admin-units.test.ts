@@ -27,9 +27,25 @@ describe("rate history", () => {
 
 describe("statsd lines", () => {
   test("the reference broker's format: prefix, type, default tags first, then the metric's own", () => {
-    expect(formatStatsdLine("taskbroker", "grpc.request", 1, "c", [], [["path", "/a.B/C"]])).toBe("taskbroker.grpc.request:1|c|#path:/a.B/C");
-    expect(formatStatsdLine("taskbroker", "upkeep.duration", 0.0125, "h", [["env", "prod"]])).toBe("taskbroker.upkeep.duration:0.0125|h|#env:prod");
-    expect(formatStatsdLine("taskbroker", "x", 3, "g", [["a", "1"], ["z", "2"]], [["k", "v"]])).toBe("taskbroker.x:3|g|#a:1,z:2,k:v");
+    expect(formatStatsdLine("taskbroker", "grpc.request", 1, "c", [], [["path", "/a.B/C"]])).toBe(
+      "taskbroker.grpc.request:1|c|#path:/a.B/C",
+    );
+    expect(formatStatsdLine("taskbroker", "upkeep.duration", 0.0125, "h", [["env", "prod"]])).toBe(
+      "taskbroker.upkeep.duration:0.0125|h|#env:prod",
+    );
+    expect(
+      formatStatsdLine(
+        "taskbroker",
+        "x",
+        3,
+        "g",
+        [
+          ["a", "1"],
+          ["z", "2"],
+        ],
+        [["k", "v"]],
+      ),
+    ).toBe("taskbroker.x:3|g|#a:1,z:2,k:v");
     expect(formatStatsdLine("", "x", 1, "c", [], [["bad|key", "v,a:l#"]])).toBe("x:1|c|#bad_key:v_a_l_");
   });
   test("numbers in plain decimal, never in exponent form", () => {
@@ -65,7 +81,14 @@ describe("admin authentication (auth.ts)", () => {
 
   test("failed logins are throttled per client address and overall", () => {
     let t = 0;
-    const auth = createAdminAuth({ token: "right", sessionTtlMs: 60_000, now: () => t, loginBurst: 3, loginRefillMs: 10_000, loginGlobalPerSec: 5 });
+    const auth = createAdminAuth({
+      token: "right",
+      sessionTtlMs: 60_000,
+      now: () => t,
+      loginBurst: 3,
+      loginRefillMs: 10_000,
+      loginGlobalPerSec: 5,
+    });
     for (let i = 0; i < 3; i++) expect(auth.login("wrong", "10.0.0.1")).toEqual({ ok: false });
     const throttled = auth.login("right", "10.0.0.1"); // even the right token waits
     expect(throttled.ok).toBe(false);
@@ -89,7 +112,8 @@ describe("admin authentication (auth.ts)", () => {
   });
 
   test("Host check: IP literals, localhost and configured names; CSRF: foreign Origin or Sec-Fetch-Site", () => {
-    for (const h of ["127.0.0.1:9090", "[::1]:9090", "localhost:9090", "10.2.3.4", "app.localhost"]) expect(isAllowedHost(h, [])).toBe(true);
+    for (const h of ["127.0.0.1:9090", "[::1]:9090", "localhost:9090", "10.2.3.4", "app.localhost"])
+      expect(isAllowedHost(h, [])).toBe(true);
     expect(isAllowedHost("evil.example:9090", [])).toBe(false);
     expect(isAllowedHost(undefined, [])).toBe(false);
     expect(isAllowedHost("Broker.Internal:9090", ["broker.internal"])).toBe(true);
@@ -110,7 +134,7 @@ describe("Prometheus text parser", () => {
         "# HELP a_total Things.",
         "# TYPE a_total counter",
         'a_total{x="1",y="q\\"uote\\\\ and\\nnewline"} 3',
-        "a_total{x=\"2\"} 4 1700000000000",
+        'a_total{x="2"} 4 1700000000000',
         "# TYPE h histogram",
         'h_bucket{le="+Inf"} 5',
         "g NaN",

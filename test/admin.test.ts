@@ -61,7 +61,9 @@ describe("admin server, no token", () => {
     expect(health.status).toBe(200);
     const ready = await until("ready", async () => {
       const r = await fetch(`${base(broker)}/ready`);
-      return r.status === 200 ? ((await r.json()) as { ready: boolean; checks: Record<string, { ok: boolean }> }) : undefined;
+      return r.status === 200
+        ? ((await r.json()) as { ready: boolean; checks: Record<string, { ok: boolean }> })
+        : undefined;
     });
     expect(ready.ready).toBe(true);
     expect(ready.checks.store!.ok).toBe(true);
@@ -131,7 +133,9 @@ describe("admin server, no token", () => {
         : undefined;
     });
     expect(valueOf(m3, "taskbroker_store_namespace_depth", { namespace: nsB, state: "pending" })).toBe(4);
-    expect(sumOf(m3, "taskbroker_upkeep_duration_seconds_count")).toBeGreaterThan(sumOf(m0, "taskbroker_upkeep_duration_seconds_count"));
+    expect(sumOf(m3, "taskbroker_upkeep_duration_seconds_count")).toBeGreaterThan(
+      sumOf(m0, "taskbroker_upkeep_duration_seconds_count"),
+    );
     expect(valueOf(m3, "taskbroker_store_oldest_pending_age_seconds")).toBeGreaterThanOrEqual(0);
     expect(valueOf(m3, "taskbroker_store_size_bytes", { file: "db" })).toBeGreaterThan(0);
     expect(valueOf(m3, "taskbroker_store_size_bytes", { file: "wal" })).toBeGreaterThanOrEqual(0);
@@ -148,11 +152,16 @@ describe("admin server, no token", () => {
     const withParams = create(TaskActivationSchema, {
       ...activation({ namespace: ns, taskname: "tests.params" }),
       headers: { "compression-type": "zstd" },
-      parametersBytes: Bun.zstdCompressSync(encode({ args: [42, "x"], kwargs: { org: "acme", blob: new Uint8Array([0xff]) } })),
+      parametersBytes: Bun.zstdCompressSync(
+        encode({ args: [42, "x"], kwargs: { org: "acme", blob: new Uint8Array([0xff]) } }),
+      ),
     });
     await ingest.produce({ activations: [withParams] });
 
-    const act = (await (await fetch(`${base(broker)}/api/activations/${withParams.id}`)).json()) as Record<string, unknown>;
+    const act = (await (await fetch(`${base(broker)}/api/activations/${withParams.id}`)).json()) as Record<
+      string,
+      unknown
+    >;
     expect(act).toMatchObject({
       id: withParams.id,
       namespace: ns,
@@ -169,10 +178,15 @@ describe("admin server, no token", () => {
     for (;;) {
       const r = await consumer.getTask({ application: "tests", namespace: ns }).catch(() => null);
       if (!r?.task) break;
-      if (r.task.taskname === "tests.doomed") await consumer.setTaskStatus({ id: r.task.id, status: TaskActivationStatus.FAILURE });
+      if (r.task.taskname === "tests.doomed")
+        await consumer.setTaskStatus({ id: r.task.id, status: TaskActivationStatus.FAILURE });
       else await consumer.setTaskStatus({ id: r.task.id, status: TaskActivationStatus.COMPLETE });
     }
-    type Page = { items: Array<{ id: string; taskname: string; namespace: string; attempts: number }>; total: number; nextAfter: string | null };
+    type Page = {
+      items: Array<{ id: string; taskname: string; namespace: string; attempts: number }>;
+      total: number;
+      nextAfter: string | null;
+    };
     const mine = (p: Page) => p.items.filter((d) => d.namespace === ns);
     const page = await until("two dead letters", async () => {
       const p = (await (await fetch(`${base(broker)}/api/deadletters?limit=500`)).json()) as Page;
@@ -182,7 +196,9 @@ describe("admin server, no token", () => {
     const first = (await (await fetch(`${base(broker)}/api/deadletters?limit=1`)).json()) as Page;
     expect(first.items.length).toBe(1);
     expect(first.nextAfter).toBe(first.items[0]!.id);
-    const second = (await (await fetch(`${base(broker)}/api/deadletters?limit=1&after=${first.nextAfter}`)).json()) as Page;
+    const second = (await (
+      await fetch(`${base(broker)}/api/deadletters?limit=1&after=${first.nextAfter}`)
+    ).json()) as Page;
     expect(second.items[0]!.id > first.items[0]!.id).toBe(true);
 
     const [replayMe, discardMe] = mine(page).map((d) => d.id);
@@ -202,7 +218,15 @@ describe("admin server, no token", () => {
       byNamespace: Array<{ namespace: string; state: string; count: number }>;
       rates: { lastMinute: Record<string, number>; series: unknown[] };
     };
-    expect(Object.keys(overview.totals).sort()).toEqual(["claimed", "complete", "delay", "failure", "pending", "processing", "retry"]);
+    expect(Object.keys(overview.totals).sort()).toEqual([
+      "claimed",
+      "complete",
+      "delay",
+      "failure",
+      "pending",
+      "processing",
+      "retry",
+    ]);
     expect(overview.rates.lastMinute).toHaveProperty("dispatched");
     const html = await fetch(`${base(broker)}/`);
     expect(html.headers.get("content-type")).toContain("text/html");
@@ -239,15 +263,27 @@ describe("admin server with a token; logs", () => {
     expect((await fetch(`${base(broker)}/health`)).status).toBe(200);
     expect((await fetch(`${base(broker)}/metrics`)).status).toBe(401);
     expect((await fetch(`${base(broker)}/api/overview`)).status).toBe(401);
-    expect((await fetch(`${base(broker)}/api/overview`, { headers: { authorization: "Bearer wrong" } })).status).toBe(401);
+    expect((await fetch(`${base(broker)}/api/overview`, { headers: { authorization: "Bearer wrong" } })).status).toBe(
+      401,
+    );
     const page = await fetch(`${base(broker)}/`, { headers: { accept: "text/html" }, redirect: "manual" });
     expect(page.status).toBe(303);
     expect(page.headers.get("location")).toBe("/login");
-    expect((await fetch(`${base(broker)}/metrics`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
+    expect((await fetch(`${base(broker)}/metrics`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(
+      200,
+    );
 
-    const bad = await fetch(`${base(broker)}/login`, { method: "POST", body: new URLSearchParams({ token: "nope" }), redirect: "manual" });
+    const bad = await fetch(`${base(broker)}/login`, {
+      method: "POST",
+      body: new URLSearchParams({ token: "nope" }),
+      redirect: "manual",
+    });
     expect(bad.status).toBe(401);
-    const login = await fetch(`${base(broker)}/login`, { method: "POST", body: new URLSearchParams({ token }), redirect: "manual" });
+    const login = await fetch(`${base(broker)}/login`, {
+      method: "POST",
+      body: new URLSearchParams({ token }),
+      redirect: "manual",
+    });
     expect(login.status).toBe(303);
     const cookie = login.headers.get("set-cookie")!;
     expect(cookie).toContain("HttpOnly");
@@ -257,7 +293,10 @@ describe("admin server with a token; logs", () => {
   });
 
   test("effective config logged at start-up with secrets redacted", async () => {
-    const config = broker.logs().split("\n").find((l) => / INFO  config /.test(l))!;
+    const config = broker
+      .logs()
+      .split("\n")
+      .find((l) => / INFO  config /.test(l))!;
     expect(config).toContain("admin_token=***");
     expect(config).toContain("grpc_shared_secret=");
     expect(broker.logs()).not.toContain(token);
@@ -266,7 +305,10 @@ describe("admin server with a token; logs", () => {
 
   test("statsd receives the reference broker's store gauges (names in docs/metrics.md)", async () => {
     const line = await until("a statsd datagram with the pending depth", async () =>
-      datagrams.join("\n").split("\n").find((l) => /^taskbroker\.upkeep\.current_pending_tasks:\d+\|g$/.test(l)),
+      datagrams
+        .join("\n")
+        .split("\n")
+        .find((l) => /^taskbroker\.upkeep\.current_pending_tasks:\d+\|g$/.test(l)),
     );
     expect(line).toBeDefined();
   });
@@ -276,12 +318,21 @@ test("TASKBROKER_LOG_FORMAT=json: every line one JSON object; TASKBROKER_LOG_FIL
   const { tempDir } = await import("./support/broker-process.ts");
   const run = async (env: Record<string, string>) => {
     const adminPort = await freePort();
-    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("TASKBROKER_"))) as Record<string, string>;
+    const clean = Object.fromEntries(
+      Object.entries(process.env).filter(([k]) => !k.startsWith("TASKBROKER_")),
+    ) as Record<string, string>;
     const proc = Bun.spawn([process.execPath, "src/main.ts", "broker"], {
       cwd: `${import.meta.dir}/..`,
-      env: { ...clean, TASKBROKER_GRPC_PORT: "0", TASKBROKER_GRPC_HOST: "127.0.0.1", TASKBROKER_ADMIN_TOKEN: "hush-hush",
-        TASKBROKER_ADMIN_HOST: "127.0.0.1", TASKBROKER_ADMIN_PORT: String(adminPort),
-        TASKBROKER_STORE__SQLITE__PATH: `${tempDir()}/db.sqlite`, ...env },
+      env: {
+        ...clean,
+        TASKBROKER_GRPC_PORT: "0",
+        TASKBROKER_GRPC_HOST: "127.0.0.1",
+        TASKBROKER_ADMIN_TOKEN: "hush-hush",
+        TASKBROKER_ADMIN_HOST: "127.0.0.1",
+        TASKBROKER_ADMIN_PORT: String(adminPort),
+        TASKBROKER_STORE__SQLITE__PATH: `${tempDir()}/db.sqlite`,
+        ...env,
+      },
       stdout: "pipe",
       stderr: "pipe",
     });

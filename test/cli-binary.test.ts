@@ -19,7 +19,10 @@ const ENV = { PATH: "/usr/bin:/bin", HOME: dir };
 beforeAll(() => {
   const pkg = (require(join(ROOT, "package.json")) as { scripts: { build: string } }).scripts.build;
   // The package's own build command, pointed at the temp dir.
-  const args = pkg.split(/\s+/).slice(1).map((a, i, all) => (all[i - 1] === "--outfile" ? binary : a));
+  const args = pkg
+    .split(/\s+/)
+    .slice(1)
+    .map((a, i, all) => (all[i - 1] === "--outfile" ? binary : a));
   const r = Bun.spawnSync([process.execPath, ...args], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
   if (r.exitCode !== 0) throw new Error(`build failed: ${r.stderr.toString()}`);
 }, 120_000);
@@ -34,13 +37,20 @@ describe("compiled binary without bun", () => {
     expect(version.stdout.toString()).toMatch(/^taskplatform \d+\.\d+\.\d+\n$/);
     const bad = Bun.spawnSync([binary, "broker"], { cwd: dir, env: { ...ENV, TASKBROKER_STORE__MAX_SIZE: "big" } });
     expect(bad.exitCode).toBe(2);
-    expect(bad.stderr.toString()).toBe('taskplatform broker: TASKBROKER_STORE__MAX_SIZE="big" is invalid: expected an integer >= 1\n');
+    expect(bad.stderr.toString()).toBe(
+      'taskplatform broker: TASKBROKER_STORE__MAX_SIZE="big" is invalid: expected an integer >= 1\n',
+    );
   });
 
   test("runs a broker that answers health checks and exits 0 on SIGTERM", async () => {
     const proc = Bun.spawn([binary, "broker"], {
       cwd: dir,
-      env: { ...ENV, TASKBROKER_GRPC_PORT: "0", TASKBROKER_GRPC_HOST: "127.0.0.1", TASKBROKER_STORE__SQLITE__PATH: join(dir, "db.sqlite") },
+      env: {
+        ...ENV,
+        TASKBROKER_GRPC_PORT: "0",
+        TASKBROKER_GRPC_HOST: "127.0.0.1",
+        TASKBROKER_STORE__SQLITE__PATH: join(dir, "db.sqlite"),
+      },
       stdout: "ignore",
       stderr: "pipe",
     });

@@ -24,7 +24,10 @@ afterAll(async () => {
 });
 
 /** Runs the CLI as its own process (async, so this test process keeps serving its event loop). */
-function cli(args: string[], env: Record<string, string> = { TASKBROKER_GRPC_SHARED_SECRET: JSON.stringify([SECRET]) }) {
+function cli(
+  args: string[],
+  env: Record<string, string> = { TASKBROKER_GRPC_SHARED_SECRET: JSON.stringify([SECRET]) },
+) {
   return runCli(["deadletters", ...args], env);
 }
 
@@ -76,7 +79,8 @@ describe("deadletters", () => {
     expect(table.code).toBe(0);
     const lines = table.stdout.trimEnd().split("\n");
     expect(lines[0]).toMatch(/^ID\s+APPLICATION\s+NAMESPACE\s+TASKNAME\s+ATTEMPTS\s+DEAD-LETTERED AT$/);
-    for (const id of ids) expect(table.stdout).toMatch(new RegExp(`${id}\\s+shop\\s+billing\\s+billing\\.charge\\s+0/1\\s+\\d{4}-`));
+    for (const id of ids)
+      expect(table.stdout).toMatch(new RegExp(`${id}\\s+shop\\s+billing\\s+billing\\.charge\\s+0/1\\s+\\d{4}-`));
     expect(lines.at(-1)).toBe("(3 total)");
   });
 
@@ -111,7 +115,9 @@ describe("deadletters", () => {
   });
 
   test("a wrong secret is rejected by the broker; a dead broker and bad usage are clear errors", async () => {
-    const wrong = await cli(["list", "--broker", broker.address], { TASKBROKER_GRPC_SHARED_SECRET: '["not-the-secret"]' });
+    const wrong = await cli(["list", "--broker", broker.address], {
+      TASKBROKER_GRPC_SHARED_SECRET: '["not-the-secret"]',
+    });
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toContain("Unauthenticated");
     expect(wrong.stderr).not.toContain("not-the-secret");

@@ -39,7 +39,9 @@ describe("help", () => {
     expect(r.code).toBe(0);
     for (const s of settings(brokerConfigSchema)) {
       const dflt = showDefault(s);
-      expect(r.stdout).toContain(`  ${envName("TASKBROKER_", s.path)}  default: ${s.inMap && dflt === "(required)" ? "(required in each entry)" : dflt}\n`);
+      expect(r.stdout).toContain(
+        `  ${envName("TASKBROKER_", s.path)}  default: ${s.inMap && dflt === "(required)" ? "(required in each entry)" : dflt}\n`,
+      );
     }
     // Spot checks against docs/spec/broker.md, independent of the schema walk.
     expect(r.stdout).toContain("  TASKBROKER_GRPC_PORT  default: 50051\n");
@@ -72,7 +74,9 @@ describe("help of the other commands, generated from the same kind of schema", (
     const r = runCli([command, "--help"]);
     expect(r.code).toBe(0);
     for (const s of settings(schema)) {
-      const line = r.stdout.split("\n").find((l) => l.includes(`  ${envName(prefix, s.path)}  default: ${showDefault(s)}`));
+      const line = r.stdout
+        .split("\n")
+        .find((l) => l.includes(`  ${envName(prefix, s.path)}  default: ${showDefault(s)}`));
       expect(line).toBeDefined();
       for (const flag of s.info.flags ?? []) expect(line).toContain(flag);
       const next = r.stdout.split("\n")[r.stdout.split("\n").indexOf(line!) + 1]!;
@@ -93,9 +97,18 @@ describe("help of the other commands, generated from the same kind of schema", (
 
 describe("configuration mistakes stop start-up: exit 2, one line", () => {
   test.each([
-    [["worker", "--tasks", "t.ts", "--concurrency", "x"], 'taskplatform worker: --concurrency="x" is invalid: expected an integer >= 1\n'],
-    [["worker"], "taskplatform worker: no task module given: expected --tasks <module> (or TASKWORKER_TASKS), e.g. --tasks ./tasks.ts\n"],
-    [["scheduler", "--schedules", "s.yaml", "--grace-ms", "later"], 'taskplatform scheduler: --grace-ms="later" is invalid: expected a duration such as "250ms", "5s", "2m" or a number\n'],
+    [
+      ["worker", "--tasks", "t.ts", "--concurrency", "x"],
+      'taskplatform worker: --concurrency="x" is invalid: expected an integer >= 1\n',
+    ],
+    [
+      ["worker"],
+      "taskplatform worker: no task module given: expected --tasks <module> (or TASKWORKER_TASKS), e.g. --tasks ./tasks.ts\n",
+    ],
+    [
+      ["scheduler", "--schedules", "s.yaml", "--grace-ms", "later"],
+      'taskplatform scheduler: --grace-ms="later" is invalid: expected a duration such as "250ms", "5s", "2m" or a number\n',
+    ],
     [["demo", "--seconds", "soon"], 'taskplatform demo: --seconds="soon" is invalid: expected a number > 0\n'],
   ])("%p", (args, line) => {
     const r = runCli(args);
@@ -104,7 +117,10 @@ describe("configuration mistakes stop start-up: exit 2, one line", () => {
   });
 
   test.each([
-    [{ TASKBROKER_GRPC_PORT: "abc" }, 'taskplatform broker: TASKBROKER_GRPC_PORT="abc" is invalid: expected an integer from 0 to 65535\n'],
+    [
+      { TASKBROKER_GRPC_PORT: "abc" },
+      'taskplatform broker: TASKBROKER_GRPC_PORT="abc" is invalid: expected an integer from 0 to 65535\n',
+    ],
     [
       { TASKBROKER_UPKEEP_TASK_INTERVAL_MS: "soon" },
       'taskplatform broker: TASKBROKER_UPKEEP_TASK_INTERVAL_MS="soon" is invalid: expected a duration such as "250ms", "5s", "2m" or a number\n',
@@ -135,16 +151,23 @@ describe("configuration mistakes stop start-up: exit 2, one line", () => {
     writeFileSync(file, "grpc_port: -1\n");
     const r = runCli(["-c", file, "broker"]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe(`taskplatform broker: grpc_port in ${file}=-1 is invalid: expected an integer from 0 to 65535\n`);
+    expect(r.stderr).toBe(
+      `taskplatform broker: grpc_port in ${file}=-1 is invalid: expected an integer from 0 to 65535\n`,
+    );
   });
 
   test("the reference broker's command line: -c file alone (or --run broker) runs the broker; --run migrations has nothing to do", () => {
     const file = join(dir, "ref.yaml");
     writeFileSync(file, "grpc_port: 99999\n");
-    for (const args of [["-c", file], ["--run", "broker", "--config", file]]) {
+    for (const args of [
+      ["-c", file],
+      ["--run", "broker", "--config", file],
+    ]) {
       const r = runCli(args);
       expect(r.code).toBe(2);
-      expect(r.stderr).toBe(`taskplatform broker: grpc_port in ${file}=99999 is invalid: expected an integer from 0 to 65535\n`);
+      expect(r.stderr).toBe(
+        `taskplatform broker: grpc_port in ${file}=99999 is invalid: expected an integer from 0 to 65535\n`,
+      );
     }
     const m = runCli(["-r", "migrations", "-c", file]);
     expect(m.code).toBe(0);

@@ -63,7 +63,11 @@ describe("SQLite maintenance settings", () => {
     t = s.t;
     const before = s.pages().free;
     expect(before).toBeGreaterThan(100);
-    const limited = await manualUpkeep(s.t, { maintenance_task_interval_ms: 0, full_vacuum_on_upkeep: false, store: { sqlite: { vacuum_page_count: 7 } } });
+    const limited = await manualUpkeep(s.t, {
+      maintenance_task_interval_ms: 0,
+      full_vacuum_on_upkeep: false,
+      store: { sqlite: { vacuum_page_count: 7 } },
+    });
     expect((await limited.runOnce()).reclaimedPages).toBe(7);
     expect(s.pages().free).toBe(before - 7);
     const all = await manualUpkeep(s.t, { maintenance_task_interval_ms: 0, full_vacuum_on_upkeep: false });
@@ -83,7 +87,13 @@ describe("SQLite maintenance settings", () => {
     const s = storeWithFreePages();
     t = s.t;
     const before = s.pages();
-    await (await manualUpkeep(s.t, { maintenance_task_interval_ms: 3_600_000, full_vacuum_on_upkeep: false, vacuum_interval_ms: 0 })).runOnce();
+    await (
+      await manualUpkeep(s.t, {
+        maintenance_task_interval_ms: 3_600_000,
+        full_vacuum_on_upkeep: false,
+        vacuum_interval_ms: 0,
+      })
+    ).runOnce();
     expect(s.pages()).toEqual(before);
     await (await manualUpkeep(s.t, { maintenance_task_interval_ms: 3_600_000, vacuum_interval_ms: 0 })).runOnce();
     expect(s.pages().free).toBe(0);
@@ -92,13 +102,18 @@ describe("SQLite maintenance settings", () => {
 });
 
 test("canary_tasks: the broker starts with that many internal canary tasks per worker_map application", async () => {
-  const b = await spawnBroker({ TASKBROKER_CANARY_TASKS: "2", TASKBROKER_WORKER_MAP: "{alpha=http://127.0.0.1:1,beta=http://127.0.0.1:2}" });
+  const b = await spawnBroker({
+    TASKBROKER_CANARY_TASKS: "2",
+    TASKBROKER_WORKER_MAP: "{alpha=http://127.0.0.1:1,beta=http://127.0.0.1:2}",
+  });
   try {
     const { consumer } = brokerClients(b.port);
     const seen: string[] = [];
     for (;;) {
       // NOT_FOUND once nothing is pending (the wire contract).
-      const res = await consumer.getTask({}).catch((err: unknown) => (ConnectError.from(err).code === Code.NotFound ? null : Promise.reject(err)));
+      const res = await consumer
+        .getTask({})
+        .catch((err: unknown) => (ConnectError.from(err).code === Code.NotFound ? null : Promise.reject(err)));
       if (!res?.task) break;
       seen.push(`${res.task.application}/${res.task.namespace}:${res.task.taskname}`);
     }

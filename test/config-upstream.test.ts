@@ -215,7 +215,12 @@ const LEGACY_KAFKA: Array<[string, string]> = [
   ["raw_mode", "false"],
 ];
 
-const env = (path: string) => "TASKBROKER_" + path.split(".").map((s) => s.toUpperCase()).join("__");
+const env = (path: string) =>
+  "TASKBROKER_" +
+  path
+    .split(".")
+    .map((s) => s.toUpperCase())
+    .join("__");
 const nest = (path: string, value: unknown): Record<string, unknown> => {
   const out: Record<string, unknown> = {};
   let node = out;
@@ -224,12 +229,17 @@ const nest = (path: string, value: unknown): Record<string, unknown> => {
   node[parts[parts.length - 1]!] = value;
   return out;
 };
-const KAFKA_ENV = { TASKBROKER_KAFKA_CLUSTERS__DEFAULT__ADDRESS: "k:9092", TASKBROKER_KAFKA_TOPICS__TASKS__CLUSTER: "default" };
+const KAFKA_ENV = {
+  TASKBROKER_KAFKA_CLUSTERS__DEFAULT__ADDRESS: "k:9092",
+  TASKBROKER_KAFKA_TOPICS__TASKS__CLUSTER: "default",
+};
 
 describe("every setting of the reference broker", () => {
   test("each current name has the reference's default", () => {
     const c = loadBrokerConfig({});
-    const differ = UPSTREAM.filter(([path, , dflt]) => JSON.stringify(getPath(c, path.split("."))) !== JSON.stringify(dflt));
+    const differ = UPSTREAM.filter(
+      ([path, , dflt]) => JSON.stringify(getPath(c, path.split("."))) !== JSON.stringify(dflt),
+    );
     expect(differ.map(([path]) => path)).toEqual([]);
     // Maps: worker_map defaults to the reference's {sentry: ...}; no metric tags.
     expect(c.worker_map).toEqual({ sentry: "http://127.0.0.1:50052" });
@@ -257,9 +267,16 @@ describe("every setting of the reference broker", () => {
     const raw = field.startsWith("raw.")
       ? { namespace: "ns", application: "sentry", taskname: "t", ...nest(field.slice(4), value) }
       : undefined;
-    const topic: Record<string, unknown> = raw ? { cluster: "default", raw } : { cluster: "default", ...nest(field, value) };
-    const retry = raw ? { kafka_retry_topic: "retries", kafka_topics: { tasks: topic, retries: { produce_only: true } } } : { kafka_topics: { tasks: topic } };
-    const file = resolveBrokerConfig({}, yamlFile({ kafka_clusters: { default: { address: "k:9092" } }, ...retry })).config;
+    const topic: Record<string, unknown> = raw
+      ? { cluster: "default", raw }
+      : { cluster: "default", ...nest(field, value) };
+    const retry = raw
+      ? { kafka_retry_topic: "retries", kafka_topics: { tasks: topic, retries: { produce_only: true } } }
+      : { kafka_topics: { tasks: topic } };
+    const file = resolveBrokerConfig(
+      {},
+      yamlFile({ kafka_clusters: { default: { address: "k:9092" } }, ...retry }),
+    ).config;
     const envVars: Record<string, string> = { ...KAFKA_ENV, [env(`kafka_topics.tasks.${field}`)]: value };
     if (raw) {
       Object.assign(envVars, {
@@ -277,16 +294,22 @@ describe("every setting of the reference broker", () => {
     expect(getPath(fromEnv, at)).toBeDefined();
   });
 
-  test.each(UPSTREAM_CLUSTER)("kafka_clusters.<cluster>.%s from the environment and the file, librdkafka's spelling", (field, value) => {
-    const fromEnv = resolveBrokerConfig({ ...KAFKA_ENV, [env(`kafka_clusters.default.${field}`)]: value }).config;
-    const file = resolveBrokerConfig(
-      {},
-      yamlFile({ kafka_clusters: { default: { address: "k:9092", [field]: value } }, kafka_topics: { tasks: { cluster: "default" } } }),
-    ).config;
-    expect(fromEnv.kafka_clusters.default).toEqual(file.kafka_clusters.default!);
-    const got = (fromEnv.kafka_clusters.default as Record<string, unknown>)[field];
-    expect(String(got).toLowerCase()).toBe(value.toLowerCase());
-  });
+  test.each(UPSTREAM_CLUSTER)(
+    "kafka_clusters.<cluster>.%s from the environment and the file, librdkafka's spelling",
+    (field, value) => {
+      const fromEnv = resolveBrokerConfig({ ...KAFKA_ENV, [env(`kafka_clusters.default.${field}`)]: value }).config;
+      const file = resolveBrokerConfig(
+        {},
+        yamlFile({
+          kafka_clusters: { default: { address: "k:9092", [field]: value } },
+          kafka_topics: { tasks: { cluster: "default" } },
+        }),
+      ).config;
+      expect(fromEnv.kafka_clusters.default).toEqual(file.kafka_clusters.default!);
+      const got = (fromEnv.kafka_clusters.default as Record<string, unknown>)[field];
+      expect(String(got).toLowerCase()).toBe(value.toLowerCase());
+    },
+  );
 
   test.each(DEPRECATED)("deprecated %s is accepted from the environment and the file", (name, value) => {
     const fromEnv = resolveBrokerConfig({ [env(name)]: value });
@@ -297,13 +320,20 @@ describe("every setting of the reference broker", () => {
   test.each(LEGACY_KAFKA)("legacy %s builds the Kafka maps", (name, value) => {
     // A dead-letter cluster of its own needs a retry topic there too (one producer publishes both), as in the reference.
     const extra: Record<string, string> = name === "kafka_deadletter_cluster" ? { kafka_retry_topic: "retries" } : {};
-    const c = resolveBrokerConfig({ [env(name)]: value, ...Object.fromEntries(Object.entries(extra).map(([k, v]) => [env(k), v])) }).config;
+    const c = resolveBrokerConfig({
+      [env(name)]: value,
+      ...Object.fromEntries(Object.entries(extra).map(([k, v]) => [env(k), v])),
+    }).config;
     expect(Object.keys(c.kafka_clusters).sort()).toEqual(["deadletter", "default"]);
     expect(resolveBrokerConfig({}, yamlFile({ [name]: value, ...extra })).config).toEqual(c);
   });
 
   test("settings without effect here are named once in the start-up notes; unknown names are still errors", () => {
-    const r = resolveBrokerConfig({ TASKBROKER_STORE__PG__HOST: "pg", TASKBROKER_SENTRY_DSN: "https://k@s/1", TASKBROKER_FETCH__THREADS: "2" });
+    const r = resolveBrokerConfig({
+      TASKBROKER_STORE__PG__HOST: "pg",
+      TASKBROKER_SENTRY_DSN: "https://k@s/1",
+      TASKBROKER_FETCH__THREADS: "2",
+    });
     expect(r.notes.filter((x) => x.startsWith("TASKBROKER_STORE__PG__HOST "))).toHaveLength(1);
     expect(r.notes.some((x) => x.startsWith("TASKBROKER_SENTRY_DSN "))).toBe(true);
     expect(r.notes.some((x) => x.startsWith("TASKBROKER_FETCH__THREADS "))).toBe(true);
@@ -339,25 +369,49 @@ describe("the Kafka forms", () => {
     const plan = kafkaPlan(c);
     expect(plan.publishCluster.address).toBe("kafka-small:9092");
     expect(plan.groups).toMatchObject([{ groupId: "taskworker", topics: [{ topic: "profiles" }] }]);
-    expect(errorOf(() => loadBrokerConfig({ TASKBROKER_KAFKA_TOPIC: "t", TASKBROKER_KAFKA_DEADLETTER_TOPIC: "t" }))).toBe(
-      'TASKBROKER_KAFKA_DEADLETTER_TOPIC="t" is invalid: expected a topic other than the consumed topic t',
-    );
+    expect(
+      errorOf(() => loadBrokerConfig({ TASKBROKER_KAFKA_TOPIC: "t", TASKBROKER_KAFKA_DEADLETTER_TOPIC: "t" })),
+    ).toBe('TASKBROKER_KAFKA_DEADLETTER_TOPIC="t" is invalid: expected a topic other than the consumed topic t');
   });
 
   test("legacy raw_mode makes the topic raw from the flat raw_* settings, and needs a retry topic", () => {
-    const base = { TASKBROKER_KAFKA_TOPIC: "profiles", TASKBROKER_RAW_MODE: "true", TASKBROKER_RAW_NAMESPACE: "ns", TASKBROKER_RAW_APPLICATION: "sentry", TASKBROKER_RAW_TASKNAME: "t" };
+    const base = {
+      TASKBROKER_KAFKA_TOPIC: "profiles",
+      TASKBROKER_RAW_MODE: "true",
+      TASKBROKER_RAW_NAMESPACE: "ns",
+      TASKBROKER_RAW_APPLICATION: "sentry",
+      TASKBROKER_RAW_TASKNAME: "t",
+    };
     expect(errorOf(() => loadBrokerConfig(base))).toContain("TASKBROKER_KAFKA_RETRY_TOPIC is unset");
     const c = loadBrokerConfig({ ...base, TASKBROKER_KAFKA_RETRY_TOPIC: "taskworker" });
-    expect(c.kafka_topics.profiles!.raw).toMatchObject({ namespace: "ns", application: "sentry", taskname: "t", processing_deadline_duration: 30 });
+    expect(c.kafka_topics.profiles!.raw).toMatchObject({
+      namespace: "ns",
+      application: "sentry",
+      taskname: "t",
+      processing_deadline_duration: 30,
+    });
   });
 
   test("the retry and dead-letter topics must resolve to one cluster address; another cluster name with the same address is fine", () => {
     const two = { main: { address: "a:9092" }, dlq: { address: "b:9092" }, same: { address: "a:9092" } };
-    const topics = (dlqCluster: string) => ({ tasks: { cluster: "main" }, "tasks-dlq": { cluster: dlqCluster, produce_only: true } });
-    expect(errorOf(() => loadBrokerConfig({}, yamlFile({ kafka_clusters: two, kafka_topics: topics("dlq"), kafka_deadletter_topic: "tasks-dlq" })))).toContain(
-      "expected one cluster, since one producer publishes both",
-    );
-    expect(loadBrokerConfig({}, yamlFile({ kafka_clusters: two, kafka_topics: topics("same"), kafka_deadletter_topic: "tasks-dlq" })).kafka_topics).toBeDefined();
+    const topics = (dlqCluster: string) => ({
+      tasks: { cluster: "main" },
+      "tasks-dlq": { cluster: dlqCluster, produce_only: true },
+    });
+    expect(
+      errorOf(() =>
+        loadBrokerConfig(
+          {},
+          yamlFile({ kafka_clusters: two, kafka_topics: topics("dlq"), kafka_deadletter_topic: "tasks-dlq" }),
+        ),
+      ),
+    ).toContain("expected one cluster, since one producer publishes both");
+    expect(
+      loadBrokerConfig(
+        {},
+        yamlFile({ kafka_clusters: two, kafka_topics: topics("same"), kafka_deadletter_topic: "tasks-dlq" }),
+      ).kafka_topics,
+    ).toBeDefined();
   });
 
   test("a retry topic on another cluster than the consumed one, with its dead-letter topic there too", () => {
@@ -368,7 +422,11 @@ describe("the Kafka forms", () => {
         kafka_retry_topic: "profiles-retry",
         kafka_clusters: { main: { address: "main:9092" }, deadletter: { address: "dlq:9092" } },
         kafka_topics: {
-          profiles: { cluster: "main", consumer_group: "g", raw: { namespace: "n", application: "sentry", taskname: "t" } },
+          profiles: {
+            cluster: "main",
+            consumer_group: "g",
+            raw: { namespace: "n", application: "sentry", taskname: "t" },
+          },
           "profiles-retry": { cluster: "deadletter", consumer_group: "g", produce_only: true },
           "profiles-dlq": { cluster: "deadletter", consumer_group: "g", produce_only: true },
         },
@@ -376,15 +434,21 @@ describe("the Kafka forms", () => {
     );
     const plan = kafkaPlan(c);
     expect(plan.publishClusterName).toBe("deadletter");
-    expect(plan.groups.map((g) => [g.clusterName, g.groupId, g.topics.map((t) => t.topic)])).toEqual([["main", "g", ["profiles"]]]);
+    expect(plan.groups.map((g) => [g.clusterName, g.groupId, g.topics.map((t) => t.topic)])).toEqual([
+      ["main", "g", ["profiles"]],
+    ]);
   });
 
   test("only produce-only topics is an error; consumer_disabled topics are checked, not consumed", () => {
     const clusters = { default: { address: "k:9092" } };
-    expect(errorOf(() => loadBrokerConfig({}, yamlFile({ kafka_clusters: clusters, kafka_topics: { a: { produce_only: true } } })))).toContain(
-      "no consumable topic configured",
+    expect(
+      errorOf(() =>
+        loadBrokerConfig({}, yamlFile({ kafka_clusters: clusters, kafka_topics: { a: { produce_only: true } } })),
+      ),
+    ).toContain("no consumable topic configured");
+    const plan = kafkaPlan(
+      loadBrokerConfig({}, yamlFile({ kafka_clusters: clusters, kafka_topics: { a: { consumer_disabled: true } } })),
     );
-    const plan = kafkaPlan(loadBrokerConfig({}, yamlFile({ kafka_clusters: clusters, kafka_topics: { a: { consumer_disabled: true } } })));
     expect(plan.groups).toEqual([]);
     expect(plan.disabled.map((t) => t.topic)).toEqual(["a"]);
     expect(plan.retryTopic).toBe("a");
@@ -392,7 +456,12 @@ describe("the Kafka forms", () => {
 });
 
 describe("a deployment-shaped configuration (environment + -c file, as self-hosted runs it)", () => {
-  const raw = (ns: string, deadline: number) => ({ namespace: ns, application: "sentry", taskname: `sentry.tasks.${ns}`, processing_deadline_duration: deadline });
+  const raw = (ns: string, deadline: number) => ({
+    namespace: ns,
+    application: "sentry",
+    taskname: `sentry.tasks.${ns}`,
+    processing_deadline_duration: deadline,
+  });
   const file = () =>
     yamlFile(`
 # Flat consumer default applying to every topic of the maps.
@@ -407,7 +476,13 @@ ${stringify({
   "beta-results": { cluster: "default", consumer_group: "shared-results", raw: raw("beta.raw", 60) },
   "gamma-results": { cluster: "default", consumer_group: "shared-results", raw: raw("gamma.raw", 60) },
   "delta-items": { cluster: "default", consumer_group: "delta-items", raw: raw("delta.raw", 60) },
-  uploads: { cluster: "default", consumer_group: "uploads-0", raw: raw("uploads.raw", 90), auto_offset_reset: "earliest", session_timeout_ms: 10000 },
+  uploads: {
+    cluster: "default",
+    consumer_group: "uploads-0",
+    raw: raw("uploads.raw", 90),
+    auto_offset_reset: "earliest",
+    session_timeout_ms: 10000,
+  },
   recordings: { cluster: "default", consumer_group: "recordings", raw: raw("recordings.raw", 90) },
   "omega-results": { cluster: "default", consumer_group: "shared-results", raw: raw("omega.raw", 60) },
 })
@@ -442,11 +517,26 @@ ${stringify({
     });
     const byTopic = Object.fromEntries(plan.consumed.map((t) => [t.topic, t]));
     // Flat defaults apply to every topic that sets none; a topic's own setting wins.
-    expect(byTopic["alpha-results"]).toMatchObject({ sessionTimeoutMs: 60000, autoOffsetReset: "latest", fromBeginning: false });
-    expect(byTopic.uploads).toMatchObject({ sessionTimeoutMs: 10000, autoOffsetReset: "earliest", fromBeginning: true });
-    expect(byTopic.recordings!.raw).toMatchObject({ namespace: "recordings.raw", application: "sentry", processing_deadline_duration: 90 });
+    expect(byTopic["alpha-results"]).toMatchObject({
+      sessionTimeoutMs: 60000,
+      autoOffsetReset: "latest",
+      fromBeginning: false,
+    });
+    expect(byTopic.uploads).toMatchObject({
+      sessionTimeoutMs: 10000,
+      autoOffsetReset: "earliest",
+      fromBeginning: true,
+    });
+    expect(byTopic.recordings!.raw).toMatchObject({
+      namespace: "recordings.raw",
+      application: "sentry",
+      processing_deadline_duration: 90,
+    });
     expect(byTopic.taskworker!.raw).toBeUndefined();
-    expect(plan.declared.find((d) => d.topic === "taskworker-dlq")).toMatchObject({ partitions: 1, clusterName: "default" });
+    expect(plan.declared.find((d) => d.topic === "taskworker-dlq")).toMatchObject({
+      partitions: 1,
+      clusterName: "default",
+    });
   });
 
   test("the external-Kafka variant: upper-case enums, SCRAM-SHA-512, and empty values meaning unset", () => {
@@ -486,8 +576,14 @@ ${stringify({
 
 describe("log_filter in the reference's directive syntax", () => {
   test("a default level plus per-target levels, the reference's module names mapped onto our components", () => {
-    expect(parseLogFilter("info,librdkafka=warn,h2=off")).toEqual({ level: "info", targets: { kafka_client: "warn", rpc_transport: "off" } });
-    expect(parseLogFilter("debug,rdkafka=off,taskbroker::upkeep=trace")).toEqual({ level: "debug", targets: { kafka_client: "off", upkeep: "trace" } });
+    expect(parseLogFilter("info,librdkafka=warn,h2=off")).toEqual({
+      level: "info",
+      targets: { kafka_client: "warn", rpc_transport: "off" },
+    });
+    expect(parseLogFilter("debug,rdkafka=off,taskbroker::upkeep=trace")).toEqual({
+      level: "debug",
+      targets: { kafka_client: "off", upkeep: "trace" },
+    });
     expect(parseLogFilter("ERROR")).toEqual({ level: "error", targets: {} });
     expect(parseLogFilter("taskbroker=warn,store=debug")).toEqual({ level: "warn", targets: { store: "debug" } });
     expect(parseLogFilter("info,kafka=loud")).toEqual({ problem: '"loud" in "kafka=loud" is not a level' });

@@ -58,7 +58,9 @@ describe("defaults", () => {
   });
 
   test("every setting carries a description for --help", () => {
-    const undocumented = settings(brokerConfigSchema).filter((s) => !s.info.description).map((s) => s.path.join("."));
+    const undocumented = settings(brokerConfigSchema)
+      .filter((s) => !s.info.description)
+      .map((s) => s.path.join("."));
     expect(undocumented).toEqual([]);
   });
 });
@@ -122,7 +124,10 @@ describe("environment", () => {
   });
 
   test("shared secrets are a JSON list (rotation) or a comma list", () => {
-    expect(loadBrokerConfig({ TASKBROKER_GRPC_SHARED_SECRET: '["new","old"]' }).grpc_shared_secret).toEqual(["new", "old"]);
+    expect(loadBrokerConfig({ TASKBROKER_GRPC_SHARED_SECRET: '["new","old"]' }).grpc_shared_secret).toEqual([
+      "new",
+      "old",
+    ]);
     expect(loadBrokerConfig({ TASKBROKER_GRPC_SHARED_SECRET: "a,b" }).grpc_shared_secret).toEqual(["a", "b"]);
   });
 
@@ -217,7 +222,10 @@ describe("flat names of the reference broker", () => {
   });
 
   test("a nested name set by the user wins over its flat twin, and the override is noted", () => {
-    const r = resolveBrokerConfig({ TASKBROKER_DB_PATH: "/flat.sqlite", TASKBROKER_STORE__SQLITE__PATH: "/nested.sqlite" });
+    const r = resolveBrokerConfig({
+      TASKBROKER_DB_PATH: "/flat.sqlite",
+      TASKBROKER_STORE__SQLITE__PATH: "/nested.sqlite",
+    });
     expect(r.config.store.sqlite.path).toBe("/nested.sqlite");
     expect(r.notes).toEqual(["TASKBROKER_DB_PATH is overridden by TASKBROKER_STORE__SQLITE__PATH"]);
   });
@@ -234,7 +242,11 @@ describe("flat names of the reference broker", () => {
       default: { address: "k1:9092", security_protocol: "plaintext", sasl_password: "pw" },
       deadletter: { address: "k1:9092", security_protocol: "plaintext" },
     });
-    expect(c.kafka_topics["taskworker-dlq"]).toMatchObject({ cluster: "deadletter", consumer_group: "taskworker", produce_only: true });
+    expect(c.kafka_topics["taskworker-dlq"]).toMatchObject({
+      cluster: "deadletter",
+      consumer_group: "taskworker",
+      produce_only: true,
+    });
     expect(c.kafka_topics.tasks).toMatchObject({ cluster: "default", consumer_group: "taskworker" });
     // Not part of the legacy form: the default of every topic, in either form.
     expect(c.kafka_auto_offset_reset).toBe("earliest");
@@ -247,7 +259,9 @@ describe("flat names of the reference broker", () => {
       "TASKBROKER_KAFKA_TOPIC (the deprecated single-cluster Kafka form) cannot be combined with TASKBROKER_KAFKA_CLUSTERS__DEFAULT__ADDRESS (kafka_clusters / kafka_topics): use one form",
     );
     const path = yamlFile("kafka_topics:\n  t:\n    cluster: default\n");
-    expect(errorOf({ TASKBROKER_KAFKA_CLUSTER: "k:1" }, path)).toContain("cannot be combined with kafka_topics.t.cluster (kafka_clusters");
+    expect(errorOf({ TASKBROKER_KAFKA_CLUSTER: "k:1" }, path)).toContain(
+      "cannot be combined with kafka_topics.t.cluster (kafka_clusters",
+    );
   });
 
   test("reference settings with no meaning here are accepted with a note", () => {
@@ -260,16 +274,32 @@ describe("errors: one line naming variable, value and expectation", () => {
   test.each([
     ["TASKBROKER_GRPC_PORT", "abc", 'TASKBROKER_GRPC_PORT="abc" is invalid: expected an integer from 0 to 65535'],
     ["TASKBROKER_GRPC_PORT", "70000", 'TASKBROKER_GRPC_PORT="70000" is invalid: expected an integer from 0 to 65535'],
-    ["TASKBROKER_STORE__MAX_PENDING_COUNT", "0", 'TASKBROKER_STORE__MAX_PENDING_COUNT="0" is invalid: expected an integer >= 1'],
+    [
+      "TASKBROKER_STORE__MAX_PENDING_COUNT",
+      "0",
+      'TASKBROKER_STORE__MAX_PENDING_COUNT="0" is invalid: expected an integer >= 1',
+    ],
     ["TASKBROKER_LOG_FORMAT", "xml", 'TASKBROKER_LOG_FORMAT="xml" is invalid: expected one of text, json'],
-    ["TASKBROKER_STORE__SQLITE__SYNCHRONOUS", "off", 'TASKBROKER_STORE__SQLITE__SYNCHRONOUS="off" is invalid: expected one of normal, full'],
-    ["TASKBROKER_KAFKA_CREATE_MISSING_TOPICS", "maybe", 'TASKBROKER_KAFKA_CREATE_MISSING_TOPICS="maybe" is invalid: expected true or false'],
+    [
+      "TASKBROKER_STORE__SQLITE__SYNCHRONOUS",
+      "off",
+      'TASKBROKER_STORE__SQLITE__SYNCHRONOUS="off" is invalid: expected one of normal, full',
+    ],
+    [
+      "TASKBROKER_KAFKA_CREATE_MISSING_TOPICS",
+      "maybe",
+      'TASKBROKER_KAFKA_CREATE_MISSING_TOPICS="maybe" is invalid: expected true or false',
+    ],
     [
       "TASKBROKER_UPKEEP_TASK_INTERVAL_MS",
       "5 parsecs",
       'TASKBROKER_UPKEEP_TASK_INTERVAL_MS="5 parsecs" is invalid: expected a duration such as "250ms", "5s", "2m" or a number',
     ],
-    ["TASKBROKER_MAX_PENDING_COUNT", "many", 'TASKBROKER_MAX_PENDING_COUNT="many" is invalid: expected an integer >= 1'],
+    [
+      "TASKBROKER_MAX_PENDING_COUNT",
+      "many",
+      'TASKBROKER_MAX_PENDING_COUNT="many" is invalid: expected an integer >= 1',
+    ],
   ])("%s=%s", (name, value, message) => {
     expect(errorOf({ [name]: value })).toBe(message);
   });
@@ -284,7 +314,9 @@ describe("errors: one line naming variable, value and expectation", () => {
     expect(errorOf({ TASKBROKER_GRCP_PORT: "1" })).toBe(
       "unknown variable TASKBROKER_GRCP_PORT (did you mean TASKBROKER_GRPC_PORT?); --help lists every variable",
     );
-    expect(errorOf({ TASKBROKER_STORE__SQLITE__PTH: "/x" })).toContain("unknown variable TASKBROKER_STORE__SQLITE__PTH");
+    expect(errorOf({ TASKBROKER_STORE__SQLITE__PTH: "/x" })).toContain(
+      "unknown variable TASKBROKER_STORE__SQLITE__PTH",
+    );
     expect(errorOf({ TASKBROKER_KAFKA_CLUSTERS__DEFAULT__ADRESS: "x" })).toContain("unknown variable");
   });
 
@@ -309,7 +341,9 @@ describe("errors: one line naming variable, value and expectation", () => {
 
   test("secret values are shown as ***", () => {
     const message = errorOf({ TASKBROKER_GRPC_SHARED_SECRET: '["unterminated' });
-    expect(message).toBe('TASKBROKER_GRPC_SHARED_SECRET=*** is invalid: expected a JSON array of strings such as ["a","b"], or a comma list');
+    expect(message).toBe(
+      'TASKBROKER_GRPC_SHARED_SECRET=*** is invalid: expected a JSON array of strings such as ["a","b"], or a comma list',
+    );
     expect(message).not.toContain("unterminated");
   });
 });
@@ -340,7 +374,11 @@ describe("generic loader for other programs", () => {
       concurrency: z.coerce.number().int().min(1).default(4),
       broker: z.object({ address: z.string().default("127.0.0.1:50051") }).prefault({}),
     });
-    const c = loadConfig({ schema, prefix: "TASKWORKER_", env: { TASKWORKER_CONCURRENCY: "8", TASKWORKER_BROKER__ADDRESS: "b:1" } });
+    const c = loadConfig({
+      schema,
+      prefix: "TASKWORKER_",
+      env: { TASKWORKER_CONCURRENCY: "8", TASKWORKER_BROKER__ADDRESS: "b:1" },
+    });
     expect(c).toEqual({ concurrency: 8, broker: { address: "b:1" } });
     expect(() => loadConfig({ schema, prefix: "TASKWORKER_", env: { TASKWORKER_CONCURENCY: "8" } })).toThrow(
       "unknown variable TASKWORKER_CONCURENCY (did you mean TASKWORKER_CONCURRENCY?)",

@@ -34,7 +34,14 @@ beforeAll(async () => {
   context = await chromium.launchPersistentContext(tempDir("chromium-profile-"), {
     executablePath: "/usr/bin/chromium",
     headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
     viewport: { width: 1280, height: 820 },
   });
 }, 60_000);
@@ -54,7 +61,8 @@ async function until<T>(what: string, probe: () => Promise<T | null | undefined 
   }
 }
 
-const text = async (page: Page, selector: string) => ((await page.locator(selector).first().textContent()) ?? "").trim();
+const text = async (page: Page, selector: string) =>
+  ((await page.locator(selector).first().textContent()) ?? "").trim();
 
 test("shows the broker's contents and replays a dead letter with a click", async () => {
   const { ingest, consumer } = brokerClients(broker.port);
@@ -75,7 +83,9 @@ test("shows the broker's contents and replays a dead letter with a click", async
   await consumer.setTaskStatus({ id: doomed.id, status: TaskActivationStatus.FAILURE });
   // Upkeep moves it to the local dead-letter table.
   await until("dead letter stored", async () => {
-    const r = await fetch(`http://127.0.0.1:${broker.adminPort}/api/deadletters`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const r = await fetch(`http://127.0.0.1:${broker.adminPort}/api/deadletters`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
     return ((await r.json()) as { total: number }).total === 1;
   });
 
@@ -100,7 +110,9 @@ test("shows the broker's contents and replays a dead letter with a click", async
   expect(await text(page, `#deadletters tr[data-id="${doomed.id}"] .taskname`)).toBe("shop.charge_card");
   expect(await text(page, `#deadletters tr[data-id="${doomed.id}"] .namespace`)).toBe("web-dl");
   expect(await text(page, `#deadletters tr[data-id="${doomed.id}"] .attempts`)).toBe("0");
-  expect(await text(page, `#deadletters tr[data-id="${doomed.id}"] .params`)).toBe('{"args":[4711],"kwargs":{"customer":"ada"}}');
+  expect(await text(page, `#deadletters tr[data-id="${doomed.id}"] .params`)).toBe(
+    '{"args":[4711],"kwargs":{"customer":"ada"}}',
+  );
 
   // The rate chart needs two samples; wait for it.
   await page.waitForSelector('#chart polyline[data-series="dispatched"]', { timeout: 20_000 });
@@ -135,34 +147,63 @@ test("during and after a run: work in progress, rates whose legend matches the l
   }
   await producer.close();
   const worker = await spawnWorker(
-    ["--tasks", join(import.meta.dir, "worker-tasks.fixture.ts"), "--rpc-host-list", broker.address, "--concurrency", "4", "--at-most-once-path", join(dir, "amo.sqlite")],
+    [
+      "--tasks",
+      join(import.meta.dir, "worker-tasks.fixture.ts"),
+      "--rpc-host-list",
+      broker.address,
+      "--concurrency",
+      "4",
+      "--at-most-once-path",
+      join(dir, "amo.sqlite"),
+    ],
     { WT_OUT: join(dir, "out"), WT_GATE: gate },
   );
   try {
     // During: four running (the gate is shut), the rest pending; the namespace shows its dispatch rate.
     // (The first test left rows of its own: read this run's namespace.)
-    await until("4 processing on the page", async () => (await text(page, '#depths tr[data-namespace="wt"] td[data-state="processing"]')) === "4", 20_000);
+    await until(
+      "4 processing on the page",
+      async () => (await text(page, '#depths tr[data-namespace="wt"] td[data-state="processing"]')) === "4",
+      20_000,
+    );
     expect(await text(page, '#depths tr[data-namespace="wt"] td[data-state="pending"]')).toBe("36");
-    await until("a dispatch rate for the namespace", async () => (await text(page, '#depths tr[data-namespace="wt"] td[data-rate="dispatched"]')) !== "0.0/s");
+    await until(
+      "a dispatch rate for the namespace",
+      async () => (await text(page, '#depths tr[data-namespace="wt"] td[data-rate="dispatched"]')) !== "0.0/s",
+    );
     // The table says how old its count is, and it is recent.
     expect(Number(await page.locator("#ns-as-of").getAttribute("data-lag-seconds"))).toBeLessThan(3);
 
     // A pending activation, looked up by id.
     await page.fill("#lookup-id", ids[39]!);
     await page.click("#lookup-go");
-    await until("lookup answered", async () => (await page.locator("#lookup-result").getAttribute("data-state")) === "pending");
+    await until(
+      "lookup answered",
+      async () => (await page.locator("#lookup-result").getAttribute("data-state")) === "pending",
+    );
     expect(await text(page, '#lookup-result dd[data-field="task"]')).toBe("gated");
     expect(await text(page, '#lookup-result dd[data-field="parameters"]')).toBe('{"args":["r39"],"kwargs":{}}');
 
     // After: every task done; depths are zero, and the counters since start show the 40 that ran.
     writeFileSync(gate, "");
-    await until("40 more completed since start", async () => Number(await text(page, "#since-completed")) === before + 40, 20_000);
+    await until(
+      "40 more completed since start",
+      async () => Number(await text(page, "#since-completed")) === before + 40,
+      20_000,
+    );
     const wt = (state: string) => text(page, `#depths tr[data-namespace="wt"] td[data-state="${state}"]`);
-    await until("nothing of the run left in flight", async () => (await wt("processing")) === "0" && (await wt("pending")) === "0");
+    await until(
+      "nothing of the run left in flight",
+      async () => (await wt("processing")) === "0" && (await wt("pending")) === "0",
+    );
     expect(Number(await text(page, "#since-ingested"))).toBeGreaterThanOrEqual(40);
 
     // The chart: its legend is the newest point of each line, and it spans the panel.
-    await until("completions on the chart", async () => (await page.locator('#chart polyline[data-series="completed"]').count()) === 1);
+    await until(
+      "completions on the chart",
+      async () => (await page.locator('#chart polyline[data-series="completed"]').count()) === 1,
+    );
     for (const series of ["completed", "dispatched", "ingested"]) {
       const legend = await text(page, `#rates-now span[data-series="${series}"]`);
       const line = await page.locator(`#chart polyline[data-series="${series}"]`).getAttribute("data-last");
@@ -175,9 +216,15 @@ test("during and after a run: work in progress, rates whose legend matches the l
     // A finished activation is gone from the store, and the lookup says so.
     await page.fill("#lookup-id", ids[0]!);
     await page.click("#lookup-go");
-    await until("lookup answered", async () => (await page.locator("#lookup-result").getAttribute("data-state")) === "absent");
+    await until(
+      "lookup answered",
+      async () => (await page.locator("#lookup-result").getAttribute("data-state")) === "absent",
+    );
 
-    const shot = process.env.UPDATE_SCREENSHOT === "1" ? join(resolve(import.meta.dir, ".."), "docs", "dashboard.png") : join(dir, "dashboard.png");
+    const shot =
+      process.env.UPDATE_SCREENSHOT === "1"
+        ? join(resolve(import.meta.dir, ".."), "docs", "dashboard.png")
+        : join(dir, "dashboard.png");
     await page.screenshot({ path: shot, fullPage: true });
   } finally {
     await worker.stop("SIGKILL");

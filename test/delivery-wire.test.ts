@@ -6,7 +6,12 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { BrokerMessageSchema, WorkerMessageSchema } from "../src/gen/taskplatform/v1/delivery_pb.ts";
 import { FrameReader, frameMessage } from "../src/connect/frame.ts";
-import { decodeBrokerMessage, decodeWorkerMessage, encodeBrokerMessage, encodeWorkerMessage } from "../src/protocol/delivery-messages.ts";
+import {
+  decodeBrokerMessage,
+  decodeWorkerMessage,
+  encodeBrokerMessage,
+  encodeWorkerMessage,
+} from "../src/protocol/delivery-messages.ts";
 
 describe("delivery messages", () => {
   test("WorkerMessage: ours decodes what protobuf-es writes, and the other way round", () => {
@@ -43,16 +48,24 @@ describe("delivery messages", () => {
   });
 
   test("BrokerMessage carries the stored activation bytes unchanged", () => {
-    const acts = [1, 2, 3].map((i) => toBinary(TaskActivationSchema, create(TaskActivationSchema, { id: `id${i}`, namespace: "ns", taskname: "t" })));
+    const acts = [1, 2, 3].map((i) =>
+      toBinary(TaskActivationSchema, create(TaskActivationSchema, { id: `id${i}`, namespace: "ns", taskname: "t" })),
+    );
     const bytes = encodeBrokerMessage(acts, 5, 2);
     const parsed = fromBinary(BrokerMessageSchema, bytes);
     expect(parsed.activations.map((a) => a.id)).toEqual(["id1", "id2", "id3"]);
     expect(parsed.resultsCommitted).toBe(5);
     expect(parsed.revoked).toBe(2);
     const ours = decodeBrokerMessage(bytes);
-    expect(ours.activations.map((a) => Buffer.from(a).toString("hex"))).toEqual(acts.map((a) => Buffer.from(a).toString("hex")));
+    expect(ours.activations.map((a) => Buffer.from(a).toString("hex"))).toEqual(
+      acts.map((a) => Buffer.from(a).toString("hex")),
+    );
     expect(ours.resultsCommitted).toBe(5);
-    expect(decodeBrokerMessage(encodeBrokerMessage([], 0, 0))).toEqual({ activations: [], resultsCommitted: 0, revoked: 0 });
+    expect(decodeBrokerMessage(encodeBrokerMessage([], 0, 0))).toEqual({
+      activations: [],
+      resultsCommitted: 0,
+      revoked: 0,
+    });
   });
 
   test("FrameReader reassembles messages split anywhere and refuses oversized or compressed ones", () => {
@@ -61,7 +74,8 @@ describe("delivery messages", () => {
     for (const step of [1, 3, 5, 4096, wire.byteLength]) {
       const r = new FrameReader(1 << 20);
       const got: Buffer[] = [];
-      for (let i = 0; i < wire.byteLength; i += step) got.push(...r.push(wire.subarray(i, i + step)).map((b) => Buffer.from(b)));
+      for (let i = 0; i < wire.byteLength; i += step)
+        got.push(...r.push(wire.subarray(i, i + step)).map((b) => Buffer.from(b)));
       expect(got.map((b) => b.toString("hex"))).toEqual(messages.map((b) => b.toString("hex")));
       expect(r.buffered()).toBe(0);
     }

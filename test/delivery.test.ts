@@ -32,7 +32,8 @@ const FAST_UPKEEP = {
 function bytesOf(n: number, opts: Parameters<typeof activation>[0] & { atMostOnce?: boolean } = {}): Uint8Array[] {
   return Array.from({ length: n }, () => {
     const a = activation(opts);
-    if (opts.atMostOnce) a.retryState = create(RetryStateSchema, { attempts: 0, maxAttempts: 1, onAttemptsExceeded: 1, atMostOnce: true });
+    if (opts.atMostOnce)
+      a.retryState = create(RetryStateSchema, { attempts: 0, maxAttempts: 1, onAttemptsExceeded: 1, atMostOnce: true });
     return toBinary(TaskActivationSchema, a);
   });
 }
@@ -91,7 +92,9 @@ describe("delivery stream", () => {
     await s.until(() => s.received.length === 1, "the activation");
     s.report([id!]);
     await s.until(() => s.committed() === 1, "the acknowledgement");
-    const row = await adminClient(broker.address).getActivation({ id: id! }).catch((e: unknown) => e);
+    const row = await adminClient(broker.address)
+      .getActivation({ id: id! })
+      .catch((e: unknown) => e);
     // Complete (or already deleted by upkeep): either way not Processing any more.
     if (!(row instanceof ConnectError)) expect((row as { state: string }).state).toBe("complete");
     else expect(row.code).toBe(Code.NotFound);
@@ -216,7 +219,9 @@ describe("delivery stream", () => {
     await big.until(() => big.ended() !== undefined, "the end of the stream");
     expect(big.ended()?.code).toBe(Code.ResourceExhausted);
     // The Connect protocol cannot carry it: UNIMPLEMENTED (HTTP 501), as for any unknown method.
-    r = await rawCall(broker.address, DELIVER_PATH, frame(encodeWorkerMessage({ open: {} })), { "content-type": "application/connect+proto" });
+    r = await rawCall(broker.address, DELIVER_PATH, frame(encodeWorkerMessage({ open: {} })), {
+      "content-type": "application/connect+proto",
+    });
     expect(r.httpStatus).toBe(501);
   });
 });
@@ -231,7 +236,15 @@ describe("delivery stream with request signing", () => {
   });
 
   const opened = (secrets?: string[]) => {
-    const s = openDeliveryStream({ address: broker.address, secrets, open: { application: "sig" }, credit: 1, keepaliveMs: 0, onMessage() {}, onEnd() {} });
+    const s = openDeliveryStream({
+      address: broker.address,
+      secrets,
+      open: { application: "sig" },
+      credit: 1,
+      keepaliveMs: 0,
+      onMessage() {},
+      onEnd() {},
+    });
     return s.opened.then(
       () => (s.destroy(), "accepted"),
       (e: ConnectError) => Code[e.code],
@@ -255,7 +268,9 @@ describe("delivery stream with request signing", () => {
     const { signRequest } = await import("../src/connect/signing.ts");
     const good = encodeWorkerMessage({ open: { application: "sig" }, credit: 1 });
     const forged = encodeWorkerMessage({ open: { application: "sig" }, credit: 1000 });
-    const r = await rawCall(broker.address, DELIVER_PATH, frame(forged), { "sentry-signature": signRequest("new key", DELIVER_PATH, good) });
+    const r = await rawCall(broker.address, DELIVER_PATH, frame(forged), {
+      "sentry-signature": signRequest("new key", DELIVER_PATH, good),
+    });
     expect(r.grpcStatus).toBe(Code.Unauthenticated);
     await producer.close();
   });
@@ -345,10 +360,23 @@ describe("delivery stream: graceful stop and push mode", () => {
   });
 
   test("a broker in push mode refuses the stream with PERMISSION_DENIED", async () => {
-    const broker = await spawnBroker({ TASKBROKER_DELIVERY_MODE: "push", TASKBROKER_PUSH_WORKER_ADDRESSES: '["127.0.0.1:9"]' });
+    const broker = await spawnBroker({
+      TASKBROKER_DELIVERY_MODE: "push",
+      TASKBROKER_PUSH_WORKER_ADDRESSES: '["127.0.0.1:9"]',
+    });
     try {
-      const s = openDeliveryStream({ address: broker.address, open: {}, credit: 1, keepaliveMs: 0, onMessage() {}, onEnd() {} });
-      const err = await s.opened.then(() => null, (e: ConnectError) => e);
+      const s = openDeliveryStream({
+        address: broker.address,
+        open: {},
+        credit: 1,
+        keepaliveMs: 0,
+        onMessage() {},
+        onEnd() {},
+      });
+      const err = await s.opened.then(
+        () => null,
+        (e: ConnectError) => e,
+      );
       expect(err?.code).toBe(Code.PermissionDenied);
     } finally {
       await broker.stop();
@@ -358,11 +386,23 @@ describe("delivery stream: graceful stop and push mode", () => {
   test("a gRPC server without the service (as Sentry's taskbroker) answers UNIMPLEMENTED, which the client reports", async () => {
     const server = new grpc.Server();
     const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      ),
     );
     try {
-      const s = openDeliveryStream({ address: `127.0.0.1:${port}`, open: {}, credit: 1, keepaliveMs: 0, onMessage() {}, onEnd() {} });
-      const err = await s.opened.then(() => null, (e: ConnectError) => e);
+      const s = openDeliveryStream({
+        address: `127.0.0.1:${port}`,
+        open: {},
+        credit: 1,
+        keepaliveMs: 0,
+        onMessage() {},
+        onEnd() {},
+      });
+      const err = await s.opened.then(
+        () => null,
+        (e: ConnectError) => e,
+      );
       expect(err?.code).toBe(Code.Unimplemented);
     } finally {
       server.forceShutdown();

@@ -6,10 +6,21 @@ import { resolve } from "node:path";
 
 test("the demo runs every example to its expected outcome and exits 0", async () => {
   const root = resolve(import.meta.dir, "..");
-  const proc = Bun.spawn([process.execPath, "src/main.ts", "demo", "--seconds", "40"], { cwd: root, stdout: "pipe", stderr: "pipe" });
+  const proc = Bun.spawn([process.execPath, "src/main.ts", "demo", "--seconds", "40"], {
+    cwd: root,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
   expect(code).toBe(0);
-  const row = (task: string) => out.split("\n").find((l) => l.startsWith(task + " "))?.trim().split(/\s+/).slice(1).map(Number);
+  const row = (task: string) =>
+    out
+      .split("\n")
+      .find((l) => l.startsWith(task + " "))
+      ?.trim()
+      .split(/\s+/)
+      .slice(1)
+      .map(Number);
   // columns: runs, complete, retry, failure, deadline, unknown_task, expired
   expect(row("demo.greet")?.slice(0, 2)).toEqual([4, 4]);
   expect(row("demo.deliver_webhook")?.slice(0, 3)).toEqual([3, 1, 2]);

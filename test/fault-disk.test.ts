@@ -15,9 +15,21 @@ import { join } from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import { HealthCheckRequestSchema, HealthCheckResponseSchema } from "../src/gen/grpc/health/v1/health_pb.ts";
-import { GetTaskResponseSchema, SetTaskStatusRequestSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import {
+  GetTaskResponseSchema,
+  SetTaskStatusRequestSchema,
+} from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { spawnBroker, tempDir, type BrokerProcess } from "./support/broker-process.ts";
-import { GET_TASK, HEALTH_CHECK, PRODUCE, SET_STATUS, activation, encode, grpcJsClient, unary } from "./support/rpc-clients.ts";
+import {
+  GET_TASK,
+  HEALTH_CHECK,
+  PRODUCE,
+  SET_STATUS,
+  activation,
+  encode,
+  grpcJsClient,
+  unary,
+} from "./support/rpc-clients.ts";
 
 setDefaultTimeout(30_000);
 
@@ -27,7 +39,8 @@ const MIN_FREE = 4 * 1024 * 1024;
 
 /** Mounts a small filesystem; returns how, or why it could not. */
 function mountSmallVolume(dir: string, image: string): { ok: true; kind: string } | { ok: false; reason: string } {
-  if (process.getuid?.() !== 0) return { ok: false, reason: "not running as root (mounting a small filesystem needs it)" };
+  if (process.getuid?.() !== 0)
+    return { ok: false, reason: "not running as root (mounting a small filesystem needs it)" };
   const errors: string[] = [];
   try {
     execFileSync("truncate", ["-s", `${VOLUME_MIB}M`, image]);
@@ -142,7 +155,10 @@ async function drain(max: number, ms: number) {
 
 describe.skipIf(!mounted.ok)(`full disk on a ${VOLUME_MIB} MiB filesystem`, () => {
   beforeAll(async () => {
-    broker = await spawnBroker(brokerEnv, { dbPath: join(dir, "inflight.sqlite"), echo: process.env.FAULT_ECHO === "1" });
+    broker = await spawnBroker(brokerEnv, {
+      dbPath: join(dir, "inflight.sqlite"),
+      echo: process.env.FAULT_ECHO === "1",
+    });
     client = grpcJsClient(broker.address);
     adminUrl = `http://127.0.0.1:${broker.adminPort}`;
   });
@@ -250,7 +266,10 @@ describe.skipIf(!mounted.ok)(`full disk on a ${VOLUME_MIB} MiB filesystem`, () =
     expect(await broker.stop()).toBe(0);
     client.close();
     fillVolume("filler-2");
-    broker = await spawnBroker(brokerEnv, { dbPath: join(dir, "inflight.sqlite"), echo: process.env.FAULT_ECHO === "1" });
+    broker = await spawnBroker(brokerEnv, {
+      dbPath: join(dir, "inflight.sqlite"),
+      echo: process.env.FAULT_ECHO === "1",
+    });
     client = grpcJsClient(broker.address);
     adminUrl = `http://127.0.0.1:${broker.adminPort}`;
     expect(broker.logs()).toContain("store_reserve_released");
@@ -259,5 +278,4 @@ describe.skipIf(!mounted.ok)(`full disk on a ${VOLUME_MIB} MiB filesystem`, () =
     for (const c of codes) expect(c).toBe(14);
     expect((await unary(client, PRODUCE, batch(5))).code).toBe(8);
   });
-
 });

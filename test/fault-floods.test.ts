@@ -100,7 +100,8 @@ describe("Health/Watch flood: 20 connections x 990 streams", () => {
     // Every stream gets an answer: a watcher's first status, or RESOURCE_EXHAUSTED (HEADERS), or a reset.
     const t0 = Date.now();
     while (conns.some((c) => c.headers + c.resets < 990) && Date.now() - t0 < 15_000) await Bun.sleep(50);
-    if (broker.proc.exitCode !== null || broker.proc.signalCode !== null) throw new Error(`broker died: ${broker.logs().slice(-3000)}`);
+    if (broker.proc.exitCode !== null || broker.proc.signalCode !== null)
+      throw new Error(`broker died: ${broker.logs().slice(-3000)}`);
     const during = rssMiB(pid);
     // A well-behaved client meanwhile: 20 Checks, all SERVING.
     for (let i = 0; i < 20; i++) expect(await healthCheck(client)).toBe(1);
@@ -127,7 +128,8 @@ describe("Health/Watch flood: 20 connections x 990 streams", () => {
     expect(during - before).toBeLessThan(150); // was +1,000 MiB
     expect(after - before).toBeLessThan(60);
     const last = await healthCheck(client);
-    if (last !== 1) console.log("BROKER LOG TAIL", broker.logs().slice(-2500), broker.proc.exitCode, broker.proc.signalCode);
+    if (last !== 1)
+      console.log("BROKER LOG TAIL", broker.logs().slice(-2500), broker.proc.exitCode, broker.proc.signalCode);
     expect(last).toBe(1);
     client.close();
   });
@@ -136,7 +138,10 @@ describe("Health/Watch flood: 20 connections x 990 streams", () => {
 describe("connection limits leave well-behaved connections alone", () => {
   let broker: BrokerProcess;
   beforeAll(async () => {
-    broker = await spawnBroker({ TASKBROKER_GRPC_HANDSHAKE_TIMEOUT_MS: "300", TASKBROKER_GRPC_IDLE_TIMEOUT_MS: "1500" });
+    broker = await spawnBroker({
+      TASKBROKER_GRPC_HANDSHAKE_TIMEOUT_MS: "300",
+      TASKBROKER_GRPC_IDLE_TIMEOUT_MS: "1500",
+    });
   });
   afterAll(async () => {
     await broker?.stop();
@@ -149,7 +154,12 @@ describe("connection limits leave well-behaved connections alone", () => {
     session.on("goaway", () => (goaway = true));
     const call = () =>
       new Promise<string | undefined>((resolve) => {
-        const st = session.request({ ":method": "POST", ":path": GET_TASK, "content-type": "application/grpc", te: "trailers" });
+        const st = session.request({
+          ":method": "POST",
+          ":path": GET_TASK,
+          "content-type": "application/grpc",
+          te: "trailers",
+        });
         st.on("response", (h) => resolve(h["grpc-status"] as string | undefined));
         st.on("error", () => resolve("error"));
         st.end(Buffer.alloc(5));
@@ -209,7 +219,8 @@ describe("slowloris: 2,000 trickling connections from 8 addresses, broker limite
     const steady = (async () => {
       while (Date.now() < until) {
         const r = await unary(persistent, GET_TASK, Buffer.alloc(0));
-        if (r.code === 5) ok++; // NOT_FOUND: served, nothing pending
+        if (r.code === 5)
+          ok++; // NOT_FOUND: served, nothing pending
         else {
           failed++;
           if (failed < 4) console.log("persistent failure", r.code, r.details);
@@ -281,7 +292,9 @@ describe("5,000 distinct namespaces with metrics_max_namespaces=100", () => {
     const samples = parsePrometheusText(text).samples;
     const dispatch = samples.filter((s) => s.name === "taskbroker_dispatch_total");
     const depth = samples.filter((s) => s.name === "taskbroker_store_namespace_depth");
-    console.log(`fault-floods namespaces: /metrics ${text.length} bytes; ${dispatch.length} dispatch series, ${depth.length} depth series`);
+    console.log(
+      `fault-floods namespaces: /metrics ${text.length} bytes; ${dispatch.length} dispatch series, ${depth.length} depth series`,
+    );
     expect(dispatch.length).toBeLessThanOrEqual(101);
     expect(dispatch.reduce((a, s) => a + s.value, 0)).toBe(n);
     expect(dispatch.find((s) => s.labels.namespace === "_other")!.value).toBe(n - 100);

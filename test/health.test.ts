@@ -157,7 +157,6 @@ test("health_check_killswitched keeps the named service SERVING while upkeep sta
   }
 });
 
-
 test("shutdown: health goes NOT_SERVING, new RPCs get UNAVAILABLE, the broker drains and exits 0", async () => {
   const broker = await spawnBroker({ TASKBROKER_SHUTDOWN_DRAIN_MS: "2000" });
   const client = grpcJsClient(broker.address);
@@ -169,7 +168,12 @@ test("shutdown: health goes NOT_SERVING, new RPCs get UNAVAILABLE, the broker dr
     await unary(client, PRODUCE, produceRequest([activation("5a".repeat(16))]));
     const session = http2.connect(`http://${broker.address}`);
     await new Promise((resolve) => session.once("connect", resolve));
-    const inflight = session.request({ ":method": "POST", ":path": GET_TASK, "content-type": "application/grpc", te: "trailers" });
+    const inflight = session.request({
+      ":method": "POST",
+      ":path": GET_TASK,
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
     const answer = new Promise<string | undefined>((resolve) => {
       let status: string | undefined;
       inflight.on("response", (h) => (status ??= h["grpc-status"] as string | undefined));

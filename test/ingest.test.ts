@@ -104,9 +104,21 @@ describe("retry and replay builders", () => {
 });
 
 describe("admit (docs/spec/broker.md Backpressure)", () => {
-  const limits: BackpressureLimits = { maxProcessingCount: 10, maxPendingCount: 10, maxDelayCount: 5, maxSizeBytes: 1000 };
+  const limits: BackpressureLimits = {
+    maxProcessingCount: 10,
+    maxPendingCount: 10,
+    maxDelayCount: 5,
+    maxSizeBytes: 1000,
+  };
   const counts = (over: Partial<Record<string, number>> = {}) => ({
-    pending: 0, delay: 0, processing: 0, claimed: 0, retry: 0, failure: 0, complete: 0, ...over,
+    pending: 0,
+    delay: 0,
+    processing: 0,
+    claimed: 0,
+    retry: 0,
+    failure: 0,
+    complete: 0,
+    ...over,
   });
   const now = Date.now();
   const pending = (n: number) => Array.from({ length: n }, () => row({}, now));
@@ -168,8 +180,17 @@ describe("produce", () => {
     const ingest = ingestFor();
     const a = activationBytes();
     const expired = activationBytes({ receivedAt: timestampFromMs(Date.now() - 60_000), expires: 10n });
-    expect(ingest.produce([a, activationBytes(), expired], "rpc")).toEqual({ accepted: 2, duplicates: 0, keyDuplicates: 0, expired: 1, killed: 0 });
-    expect(ingest.produce([a], "kafka", [{ topic: "x", partition: 0, offset: "1" }])).toMatchObject({ accepted: 0, duplicates: 1 });
+    expect(ingest.produce([a, activationBytes(), expired], "rpc")).toEqual({
+      accepted: 2,
+      duplicates: 0,
+      keyDuplicates: 0,
+      expired: 1,
+      killed: 0,
+    });
+    expect(ingest.produce([a], "kafka", [{ topic: "x", partition: 0, offset: "1" }])).toMatchObject({
+      accepted: 0,
+      duplicates: 1,
+    });
     const store = await t.reopen();
     expect(store.counts().pending).toBe(2);
   });
@@ -203,13 +224,16 @@ describe("produce", () => {
 });
 
 describe("wire scan (fast path) agrees with the full decoder", () => {
-
   function decoded(bytes: Uint8Array) {
     const a = fromBinary(TaskActivationSchema, bytes);
     const ts = a.receivedAt;
     return {
-      id: a.id, namespace: a.namespace, taskname: a.taskname, application: a.application ?? "",
-      receivedAtMs: !ts || (ts.seconds === 0n && ts.nanos === 0) ? null : Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6),
+      id: a.id,
+      namespace: a.namespace,
+      taskname: a.taskname,
+      application: a.application ?? "",
+      receivedAtMs:
+        !ts || (ts.seconds === 0n && ts.nanos === 0) ? null : Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6),
       processingDeadlineDuration: Number(a.processingDeadlineDuration),
       expires: a.expires === undefined ? undefined : Number(a.expires),
       delay: a.delay === undefined ? undefined : Number(a.delay),
@@ -255,13 +279,15 @@ describe("wire scan (fast path) agrees with the full decoder", () => {
       }
     }
   });
-
 });
 
 describe("invalid UTF-8 is refused like the full decoder refuses it", () => {
   test("in the id and in a header value", () => {
     const bad = new Uint8Array([0xc3, 0x28]);
-    const withBadId = toBinary(TaskActivationSchema, create(TaskActivationSchema, { id: "X", namespace: "n", taskname: "t", application: "a" }));
+    const withBadId = toBinary(
+      TaskActivationSchema,
+      create(TaskActivationSchema, { id: "X", namespace: "n", taskname: "t", application: "a" }),
+    );
     // Field 1 (id) is the first field: 0x0a, len 1, "X" -> replace the payload with 2 invalid bytes.
     const patched = new Uint8Array([0x0a, 0x02, ...bad, ...withBadId.subarray(3)]);
     expect(invalid(patched).message).toMatch(/undecodable/);

@@ -42,7 +42,9 @@ test("depths, get, deadletters, replay, discard over both transports", async () 
     ...activation({ namespace: "insp-a", taskname: "billing.invoice" }),
     parametersBytes: encode({ args: [12], kwargs: { currency: "EUR" } }),
   });
-  await ingest.produce({ activations: [params, activation({ namespace: "insp-a" }), activation({ namespace: "insp-b" })] });
+  await ingest.produce({
+    activations: [params, activation({ namespace: "insp-a" }), activation({ namespace: "insp-b" })],
+  });
   const doomed = [0, 1].map(() => activation({ namespace: "insp-dl", taskname: "billing.charge", deadLetterAfter: 1 }));
   await ingest.produce({ activations: doomed });
   for (const d of doomed) {
@@ -60,7 +62,10 @@ test("depths, get, deadletters, replay, discard over both transports", async () 
   for (const via of [[...viaRpc()], [...viaHttp()]]) {
     const json = await inspect(["depths", ...via, "--json"], rpcEnv());
     expect(json.code).toBe(0);
-    const d = JSON.parse(json.stdout) as { totals: Record<string, number>; byNamespace: Array<{ namespace: string; state: string; count: number }> };
+    const d = JSON.parse(json.stdout) as {
+      totals: Record<string, number>;
+      byNamespace: Array<{ namespace: string; state: string; count: number }>;
+    };
     expect(d.totals.pending).toBe(3);
     expect(d.byNamespace).toContainEqual({ namespace: "insp-a", state: "pending", count: 2 });
   }
@@ -72,7 +77,12 @@ test("depths, get, deadletters, replay, discard over both transports", async () 
   expect(got.stdout).toMatch(/^state\s+pending$/m);
   expect(got.stdout).toContain('{"args":[12],"kwargs":{"currency":"EUR"}}');
   const gotJson = JSON.parse((await inspect(["get", params.id, ...viaHttp(), "--json"])).stdout);
-  expect(gotJson).toMatchObject({ id: params.id, namespace: "insp-a", state: "pending", parameters: { args: [12], kwargs: { currency: "EUR" } } });
+  expect(gotJson).toMatchObject({
+    id: params.id,
+    namespace: "insp-a",
+    state: "pending",
+    parameters: { args: [12], kwargs: { currency: "EUR" } },
+  });
   const missing = await inspect(["get", "no-such-id", ...viaRpc()], rpcEnv());
   expect(missing.code).toBe(1);
   expect(missing.stderr).toContain("no activation no-such-id");

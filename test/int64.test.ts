@@ -6,18 +6,28 @@
 // JSON parameters keep their big integers too. Eager mode shows a task
 // receiving and re-dispatching a bigint unchanged.
 import { describe, expect, test } from "bun:test";
-import { activationParameters, decodeLegacyParameters, decodeParameters, encodeParameters } from "../src/activation/parameters.ts";
+import {
+  activationParameters,
+  decodeLegacyParameters,
+  decodeParameters,
+  encodeParameters,
+} from "../src/activation/parameters.ts";
 import { createApp, currentTask } from "../src/sdk/index.ts";
 
 const PY = "/usr/bin/python3";
 const python = (script: string, input = ""): string => {
-  const r = Bun.spawnSync([PY, "-c", script], { stdin: new TextEncoder().encode(input), stdout: "pipe", stderr: "pipe" });
+  const r = Bun.spawnSync([PY, "-c", script], {
+    stdin: new TextEncoder().encode(input),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   if (r.exitCode !== 0) throw new Error(`python failed: ${r.stderr.toString()}`);
   return r.stdout.toString();
 };
 
 // Python ints at and around every boundary a JavaScript number or msgpack format has.
-const PY_VALUES = "[2**63-1, -2**63, 2**64-1, 2**53-1, 2**53, 2**53+1, -(2**53-1), -(2**53), 2**40, -(2**40), 2**32, 7, -5]";
+const PY_VALUES =
+  "[2**63-1, -2**63, 2**64-1, 2**53-1, 2**53, 2**53+1, -(2**53-1), -(2**53), 2**40, -(2**40), 2**32, 7, -5]";
 const EXPECTED: Array<number | bigint> = [
   9223372036854775807n,
   -9223372036854775808n,
@@ -89,7 +99,10 @@ print(p["args"] == ${PY_VALUES} and p["kwargs"] == {"org_id": 2**63-1, "small": 
     const app = createApp({ name: "int64test", eager: true });
     const ns = app.namespace("int64");
     const seen: unknown[] = [];
-    const second = ns.register({ name: "int64.second", handler: (id: bigint) => void seen.push(["second", id, currentTask()!.taskname]) });
+    const second = ns.register({
+      name: "int64.second",
+      handler: (id: bigint) => void seen.push(["second", id, currentTask()!.taskname]),
+    });
     const first = ns.register({
       name: "int64.first",
       handler: async (id: bigint, small: number) => {

@@ -19,7 +19,14 @@ let broker: BrokerProcess;
 beforeAll(async () => {
   gen = tempDir("tp-interop-stream-py-");
   const r = Bun.spawnSync(
-    ["protoc", "-I", join(ROOT, "proto"), `--python_out=${gen}`, "sentry_protos/taskbroker/v1/taskbroker.proto", "taskplatform/v1/delivery.proto"],
+    [
+      "protoc",
+      "-I",
+      join(ROOT, "proto"),
+      `--python_out=${gen}`,
+      "sentry_protos/taskbroker/v1/taskbroker.proto",
+      "taskplatform/v1/delivery.proto",
+    ],
     { cwd: ROOT, stderr: "pipe" },
   );
   if (r.exitCode !== 0) throw new Error(r.stderr.toString());
@@ -29,12 +36,17 @@ afterAll(async () => {
   await broker.stop();
 });
 
-async function runPython(args: string[]): Promise<{ ids: string[]; committed: number; most_in_one_message: number; status: string }> {
-  const p = Bun.spawn([PYTHON, join(import.meta.dir, "interop/python_stream_client.py"), gen, broker.address, ...args], {
-    stdout: "pipe",
-    stderr: "pipe",
-    env: { ...process.env, PYTHONDONTWRITEBYTECODE: "1" },
-  });
+async function runPython(
+  args: string[],
+): Promise<{ ids: string[]; committed: number; most_in_one_message: number; status: string }> {
+  const p = Bun.spawn(
+    [PYTHON, join(import.meta.dir, "interop/python_stream_client.py"), gen, broker.address, ...args],
+    {
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { ...process.env, PYTHONDONTWRITEBYTECODE: "1" },
+    },
+  );
   const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   if (code !== 0) throw new Error(`python stream client failed (${code}): ${err}`);
   return JSON.parse(out);
@@ -43,7 +55,9 @@ async function runPython(args: string[]): Promise<{ ids: string[]; committed: nu
 describe("Python grpcio on the delivery stream", () => {
   test("full duplex with credit 1: every activation, one at a time, all results committed, ended OK", async () => {
     const producer = createBrokerClient({ address: broker.address, secrets: [SECRET] });
-    const bytes = Array.from({ length: 20 }, () => toBinary(TaskActivationSchema, activation({ application: "pystream" })));
+    const bytes = Array.from({ length: 20 }, () =>
+      toBinary(TaskActivationSchema, activation({ application: "pystream" })),
+    );
     await producer.produce(bytes);
     await producer.close();
     const out = await runPython(["pystream", "20", SECRET]);

@@ -18,8 +18,14 @@ function generatePythonModules(): string {
     const r = Bun.spawnSync(cmd, { cwd: ROOT, stderr: "pipe" });
     if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed: ${r.stderr.toString()}`);
   };
-  run(["protoc", "-I", join(ROOT, "proto"), `--python_out=${dir}`,
-    "sentry_protos/taskbroker/v1/taskbroker.proto", "taskplatform/v1/ingest.proto"]);
+  run([
+    "protoc",
+    "-I",
+    join(ROOT, "proto"),
+    `--python_out=${dir}`,
+    "sentry_protos/taskbroker/v1/taskbroker.proto",
+    "taskplatform/v1/ingest.proto",
+  ]);
   mkdirSync(join(dir, "health_check"));
   cpSync(join(ROOT, "proto/grpc/health/v1/health.proto"), join(dir, "health_check/health.proto"));
   run(["protoc", "-I", dir, `--python_out=${dir}`, "health_check/health.proto"]);
@@ -27,10 +33,13 @@ function generatePythonModules(): string {
 }
 
 function runPythonClient(gen: string, address: string, secret?: string): Record<string, unknown> {
-  const r = Bun.spawnSync([PYTHON, join(import.meta.dir, "interop/python_client.py"), gen, address, ...(secret ? [secret] : [])], {
-    stderr: "pipe",
-    env: { ...process.env, PYTHONDONTWRITEBYTECODE: "1" },
-  });
+  const r = Bun.spawnSync(
+    [PYTHON, join(import.meta.dir, "interop/python_client.py"), gen, address, ...(secret ? [secret] : [])],
+    {
+      stderr: "pipe",
+      env: { ...process.env, PYTHONDONTWRITEBYTECODE: "1" },
+    },
+  );
   if (r.exitCode !== 0) throw new Error(`python client failed (${r.exitCode}): ${r.stderr.toString()}`);
   return JSON.parse(r.stdout.toString()) as Record<string, unknown>;
 }

@@ -26,11 +26,14 @@ import {
 import { parsePrometheusText, valueOf } from "./support/prom-text.ts";
 
 const bed = kafkaTestbed();
-const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i.toString(16).padStart(32 - prefix.length, "0")}`);
+const ids = (prefix: string, n: number) =>
+  Array.from({ length: n }, (_, i) => `${prefix}${i.toString(16).padStart(32 - prefix.length, "0")}`);
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
 describe("codecs (pure)", () => {
-  const data = new TextEncoder().encode(Array.from({ length: 3000 }, (_, i) => `record ${i} payload ${i % 13}\n`).join(""));
+  const data = new TextEncoder().encode(
+    Array.from({ length: 3000 }, (_, i) => `record ${i} payload ${i % 13}\n`).join(""),
+  );
 
   test("each codec round-trips; snappy in xerial framing (Java producers) and bare (librdkafka) both decode", async () => {
     for (const codec of COMPRESSION_TYPES) {
@@ -51,7 +54,9 @@ describe("codecs (pure)", () => {
 
   test("garbage and decompression bombs are errors naming the codec, never a huge allocation", async () => {
     for (const codec of ["gzip", "snappy", "lz4", "zstd"] as const) {
-      await expect(decompress(codec, new Uint8Array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2]))).rejects.toThrow(new RegExp(`^${codec}: `));
+      await expect(decompress(codec, new Uint8Array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2]))).rejects.toThrow(
+        new RegExp(`^${codec}: `),
+      );
       // The bound is a parameter (default MAX_DECOMPRESSED_BYTES); a small one keeps the test fast.
       const bomb = await compress(codec, new Uint8Array(4 * 1024 * 1024));
       expect(bomb.byteLength).toBeLessThan(300_000);
@@ -70,7 +75,11 @@ describe("consuming compressed batches", () => {
     for (const [i, codec] of (["none", "gzip", "snappy", "lz4", "zstd"] as const).entries()) {
       const batch = ids(`c${i}`, perCodec);
       expected.set(codec, batch);
-      await bed.mock.produce(topic, batch.map((id) => ({ value: activation({ id }), key: id })), { codec });
+      await bed.mock.produce(
+        topic,
+        batch.map((id) => ({ value: activation({ id }), key: id })),
+        { codec },
+      );
     }
     const b = await bed.broker(kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_ADMIN_ENABLED: "true" }));
     const all = [...expected.values()].flat();
@@ -107,7 +116,10 @@ describe("producing compressed batches", () => {
       codecs.flatMap((c) => sent.get(c)!.map((id) => ({ value: activation({ id, namespace: `ns.${c}` }) }))),
       { partition: 0 },
     );
-    const env = kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_RUNTIME_CONFIG_PATH: runtimeFile, TASKBROKER_KAFKA_RETRY_TOPIC: topic });
+    const env = kafkaEnv(bed.mock.bootstrap, [topic], {
+      TASKBROKER_RUNTIME_CONFIG_PATH: runtimeFile,
+      TASKBROKER_KAFKA_RETRY_TOPIC: topic,
+    });
     for (const c of codecs) {
       const key = targets[c]!.toUpperCase();
       env[`TASKBROKER_KAFKA_TOPICS__${key}__CONSUME`] = "false";
@@ -150,11 +162,21 @@ describe("undecodable batches", () => {
     const end = 3 + 3 + 2 + 4;
 
     const b = await bed.broker(
-      kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_KAFKA_DEADLETTER_TOPIC: dlq, TASKBROKER_ADMIN_ENABLED: "true" }),
+      kafkaEnv(bed.mock.bootstrap, [topic], {
+        TASKBROKER_KAFKA_DEADLETTER_TOPIC: dlq,
+        TASKBROKER_ADMIN_ENABLED: "true",
+      }),
     );
     await until("the good activations stored", () => storedRows(b.dbPath).length === 3);
-    expect(storedRows(b.dbPath).map((r) => r.id).sort()).toEqual(good);
-    await until("committed past every batch", async () => (await committedOffsets(bed.mock.bootstrap, `taskbroker-${topic}`, topic)).get(0) === end);
+    expect(
+      storedRows(b.dbPath)
+        .map((r) => r.id)
+        .sort(),
+    ).toEqual(good);
+    await until(
+      "committed past every batch",
+      async () => (await committedOffsets(bed.mock.bootstrap, `taskbroker-${topic}`, topic)).get(0) === end,
+    );
 
     const dead = await readTopic(bed.mock, dlq, 3, { settleMs: 300 });
     expect(dead.map((d) => d.headers["taskbroker-codec"]).sort()).toEqual(["codec-5", "snappy", "zstd"]);
@@ -162,16 +184,23 @@ describe("undecodable batches", () => {
       expect(d.headers["taskbroker-undecodable"]).toBe("batch");
       expect(d.headers["taskbroker-source-topic"]).toBe(topic);
       // The raw record batch, as the producer wrote it after the header: its records' bytes are all there.
-      const p = poison.find((x) => d.headers["taskbroker-codec"] === (x.codecId === 5 ? "codec-5" : x.codecId === 2 ? "snappy" : "zstd"))!;
+      const p = poison.find(
+        (x) => d.headers["taskbroker-codec"] === (x.codecId === 5 ? "codec-5" : x.codecId === 2 ? "snappy" : "zstd"),
+      )!;
       expect(hex(d.value!.subarray(d.value!.byteLength - p.records.byteLength))).toBe(hex(p.records));
     }
-    expect(dead.find((d) => d.headers["taskbroker-codec"] === "codec-5")!.headers["taskbroker-source-offsets"]).toBe("1-3");
+    expect(dead.find((d) => d.headers["taskbroker-codec"] === "codec-5")!.headers["taskbroker-source-offsets"]).toBe(
+      "1-3",
+    );
 
     const metrics = parsePrometheusText(await (await fetch(`http://127.0.0.1:${b.adminPort}/metrics`)).text());
-    for (const codec of ["codec-5", "snappy", "zstd"]) expect(valueOf(metrics, "taskbroker_kafka_undecodable_batches_total", { topic, codec })).toBe(1);
+    for (const codec of ["codec-5", "snappy", "zstd"])
+      expect(valueOf(metrics, "taskbroker_kafka_undecodable_batches_total", { topic, codec })).toBe(1);
     expect(valueOf(metrics, "taskbroker_kafka_messages_total", { topic, result: "invalid" })).toBe(9);
     // Readiness stays up (the consumer is live) and says what it skipped.
-    const ready = (await (await fetch(`http://127.0.0.1:${b.adminPort}/ready`)).json()) as { checks: Record<string, { ok: boolean; detail: string }> };
+    const ready = (await (await fetch(`http://127.0.0.1:${b.adminPort}/ready`)).json()) as {
+      checks: Record<string, { ok: boolean; detail: string }>;
+    };
     expect(ready.checks.kafka.ok).toBe(true);
     expect(ready.checks.kafka.detail).toMatch(/3 undecodable batch\(es\) dead-lettered/);
     expect(b.logs()).not.toMatch(/kafka_consumer_crashed/);

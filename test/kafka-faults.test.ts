@@ -58,7 +58,10 @@ describe("start-up", () => {
   test("with 9 topics the RPC port answers within 2 s of start; /ready waits until every group joined", async () => {
     const topics = Array.from({ length: 9 }, (_, i) => unique(`t${i}`));
     for (const t of topics) await bed.mock.createTopic(t, 1);
-    const env = kafkaEnv(bed.mock.bootstrap, topics, { TASKBROKER_KAFKA_RETRY_TOPIC: topics[0]!, TASKBROKER_ADMIN_ENABLED: "true" });
+    const env = kafkaEnv(bed.mock.bootstrap, topics, {
+      TASKBROKER_KAFKA_RETRY_TOPIC: topics[0]!,
+      TASKBROKER_ADMIN_ENABLED: "true",
+    });
     const t0 = Date.now();
     const b = await bed.broker(env);
     expect(await nothingToDispatch(b.port)).toBe(true);
@@ -82,7 +85,11 @@ describe("Kafka unreachable", () => {
     await bed.mock.createTopic(topic, 1);
     const env = kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_ADMIN_ENABLED: "true" });
     const before = Array.from({ length: 5 }, (_, i) => `b${i}`.padEnd(32, "0"));
-    await produce(bed.mock.bootstrap, topic, before.map((id) => ({ value: activation({ id }) })));
+    await produce(
+      bed.mock.bootstrap,
+      topic,
+      before.map((id) => ({ value: activation({ id }) })),
+    );
     const first = await bed.broker(env);
     await until("stored", () => storedRows(first.dbPath).length === 5);
     await until("ready", async () => (await readiness(first)).status === 200);
@@ -109,7 +116,11 @@ describe("Kafka unreachable", () => {
     await bed.mock.brokerUp(1);
     await until("ready once Kafka is back", async () => (await readiness(b)).status === 200, 30_000, 100);
     const after = Array.from({ length: 5 }, (_, i) => `a${i}`.padEnd(32, "0"));
-    await produce(bed.mock.bootstrap, topic, after.map((id) => ({ value: activation({ id }) })));
+    await produce(
+      bed.mock.bootstrap,
+      topic,
+      after.map((id) => ({ value: activation({ id }) })),
+    );
     const rest = await drainAndComplete(b.port, 8, 30_000);
     expect(new Set([...served, ...rest])).toEqual(new Set([...before, ...after]));
     console.log(`Kafka killed: /ready not-ready after ${notReadyMs} ms`);
@@ -119,12 +130,19 @@ describe("Kafka unreachable", () => {
 
 describe("backpressure and faults", () => {
   const pausedEnv = (topic: string) =>
-    kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_STORE__MAX_PENDING_COUNT: "100", TASKBROKER_ADMIN_ENABLED: "true" });
+    kafkaEnv(bed.mock.bootstrap, [topic], {
+      TASKBROKER_STORE__MAX_PENDING_COUNT: "100",
+      TASKBROKER_ADMIN_ENABLED: "true",
+    });
 
   test("a rebalance while paused does not leave the consumer paused", async () => {
     const topic = unique("tasks");
     await bed.mock.createTopic(topic, 1);
-    await produce(bed.mock.bootstrap, topic, Array.from({ length: 300 }, () => ({ value: activation() })));
+    await produce(
+      bed.mock.bootstrap,
+      topic,
+      Array.from({ length: 300 }, () => ({ value: activation() })),
+    );
     const b = await bed.broker(pausedEnv(topic));
     await b.waitForLog(/kafka_consumer_paused/);
     // The group rebalances while the only batch handler holds the refused chunk.
@@ -139,7 +157,11 @@ describe("backpressure and faults", () => {
     const topic = unique("tasks");
     await bed.mock.createTopic(topic, 2);
     const total = 1000;
-    await produce(bed.mock.bootstrap, topic, Array.from({ length: total }, () => ({ value: activation() })));
+    await produce(
+      bed.mock.bootstrap,
+      topic,
+      Array.from({ length: total }, () => ({ value: activation() })),
+    );
     const b = await bed.broker(pausedEnv(topic));
     await b.waitForLog(/kafka_consumer_paused/);
     await bed.mock.brokerDown(1);
@@ -159,13 +181,20 @@ describe("backpressure and faults", () => {
     const env = kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_ADMIN_ENABLED: "true" });
     // Offset commits fail (a coordinator that cannot be reached), fetches work.
     await bed.mock.pushErrors(ApiKey.OffsetCommit, KafkaError.RequestTimedOut, 100_000);
-    await produce(bed.mock.bootstrap, topic, Array.from({ length: n }, () => ({ value: activation() })));
+    await produce(
+      bed.mock.bootstrap,
+      topic,
+      Array.from({ length: n }, () => ({ value: activation() })),
+    );
     const b = await bed.broker(env);
     const done = await drainAndComplete(b.port, n);
     expect(new Set(done).size).toBe(n);
     // Upkeep runs its cleanup a few times after the last acknowledged completion.
     const passes = await metric(b, "taskbroker_upkeep_duration_seconds_count");
-    await until("two more upkeep passes", async () => (await metric(b, "taskbroker_upkeep_duration_seconds_count")) >= passes + 2);
+    await until(
+      "two more upkeep passes",
+      async () => (await metric(b, "taskbroker_upkeep_duration_seconds_count")) >= passes + 2,
+    );
     expect((await committedOffsets(bed.mock.bootstrap, `taskbroker-${topic}`, topic)).get(0) ?? -1).toBe(-1);
     b.kill9();
     await b.proc.exited;
@@ -173,7 +202,10 @@ describe("backpressure and faults", () => {
     // Kafka accepts commits again; the restarted broker re-reads every offset.
     await bed.mock.clearErrors(ApiKey.OffsetCommit);
     const again = await bed.broker(env, { dbPath: b.dbPath });
-    await until("re-read and committed", async () => (await committedOffsets(bed.mock.bootstrap, `taskbroker-${topic}`, topic)).get(0) === n);
+    await until(
+      "re-read and committed",
+      async () => (await committedOffsets(bed.mock.bootstrap, `taskbroker-${topic}`, topic)).get(0) === n,
+    );
     expect(await metric(again, "taskbroker_kafka_messages_total", { topic, result: "duplicate" })).toBe(n);
     expect(await nothingToDispatch(again.port)).toBe(true);
     // And once committed, the completed rows are cleaned up.
@@ -186,7 +218,11 @@ describe("backpressure and faults", () => {
     await bed.mock.createTopic(topic, 1);
     const n = 50;
     const env = kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_ADMIN_ENABLED: "true" });
-    await produce(bed.mock.bootstrap, topic, Array.from({ length: n }, () => ({ value: activation() })));
+    await produce(
+      bed.mock.bootstrap,
+      topic,
+      Array.from({ length: n }, () => ({ value: activation() })),
+    );
     // Broker A stores everything, but Kafka refuses every offset commit; then A dies.
     await bed.mock.pushErrors(ApiKey.OffsetCommit, KafkaError.CoordinatorNotAvailable, 100_000);
     const a = await bed.broker(env);
@@ -197,7 +233,10 @@ describe("backpressure and faults", () => {
 
     // Broker B (its own database) takes the partition, stores and commits the same offsets.
     const b = await bed.broker(env);
-    await until("B committed everything", async () => (await committedOffsets(bed.mock.bootstrap, `taskbroker-${topic}`, topic)).get(0) === n);
+    await until(
+      "B committed everything",
+      async () => (await committedOffsets(bed.mock.bootstrap, `taskbroker-${topic}`, topic)).get(0) === n,
+    );
     expect(storedRows(b.dbPath).length).toBe(n);
     expect(await b.stop()).toBe(0);
 

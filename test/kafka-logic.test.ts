@@ -42,11 +42,15 @@ describe("header-mapped kwargs", () => {
     version: 2,
     payloadFormat: "auto" as const,
   };
-  const headers = (h: Record<string, string>): RawHeaders => Object.fromEntries(Object.entries(h).map(([k, v]) => [k, b(v)]));
+  const headers = (h: Record<string, string>): RawHeaders =>
+    Object.fromEntries(Object.entries(h).map(([k, v]) => [k, b(v)]));
 
   test("headers path when every declared header decodes", () => {
     const r = taskKwargs(headers({ version: "2", operation: "insert", event_id: "e", project_id: "3" }), null, opts);
-    expect(r).toEqual({ path: "headers", kwargs: { operation: "insert", event_id: "e", group_id: null, project_id: 3 } });
+    expect(r).toEqual({
+      path: "headers",
+      kwargs: { operation: "insert", event_id: "e", group_id: null, project_id: 3 },
+    });
   });
 
   test("payload path (JSON, msgpack, {args, kwargs} unwrapped) when a header is missing, malformed, or of another version", () => {
@@ -57,12 +61,17 @@ describe("header-mapped kwargs", () => {
       headerProblem: "header project_id is missing",
     });
     const packed = msgpackEncode({ args: [], kwargs: { event_id: "m" } });
-    expect(taskKwargs(headers({ version: "3", operation: "insert" }), packed, opts)).toMatchObject({ path: "payload", kwargs: { event_id: "m" } });
+    expect(taskKwargs(headers({ version: "3", operation: "insert" }), packed, opts)).toMatchObject({
+      path: "payload",
+      kwargs: { event_id: "m" },
+    });
     expect(taskKwargs(headers({ version: "2", operation: "merge" }), json, opts).path).toBe("payload");
   });
 
   test("neither path: one error naming both problems", () => {
-    expect(() => taskKwargs(headers({ version: "x" }), b("[1,2]"), opts)).toThrow(/version.*not an integer.*payload is not a JSON or msgpack map/);
+    expect(() => taskKwargs(headers({ version: "x" }), b("[1,2]"), opts)).toThrow(
+      /version.*not an integer.*payload is not a JSON or msgpack map/,
+    );
     expect(() => taskKwargs({}, null, opts)).toThrow(/version is missing; payload is empty/);
   });
 });
@@ -80,7 +89,14 @@ describe("raw activations", () => {
     header_kwargs: {},
     payload_fallback: "auto" as const,
   };
-  const msg = { topic: "raw", partition: 3, offset: "77", value: b("hello"), headers: {}, timestampMs: 1_700_000_000_123 };
+  const msg = {
+    topic: "raw",
+    partition: 3,
+    offset: "77",
+    value: b("hello"),
+    headers: {},
+    timestampMs: 1_700_000_000_123,
+  };
 
   test("carry the configured task, the Kafka timestamp and the payload as msgpack bin, zstd-compressed", () => {
     const a = fromBinary(TaskActivationSchema, rawActivation(msg, spec, 0).bytes);
@@ -108,7 +124,12 @@ describe("partition assignment", () => {
       { memberId: "m2", topics: ["a"] },
       { memberId: "m3", topics: ["c"] },
     ];
-    const partitions = new Map([["a", [0, 1, 2, 3]], ["b", [0, 1]], ["c", [0, 1, 2]], ["nobody", [0]]]);
+    const partitions = new Map([
+      ["a", [0, 1, 2, 3]],
+      ["b", [0, 1]],
+      ["c", [0, 1, 2]],
+      ["nobody", [0]],
+    ]);
     const out = assignPartitions(members, partitions);
     const of = (m: string) => Object.fromEntries(out.get(m) ?? new Map());
     expect(of("m1")).toEqual({ a: [0, 2], b: [0, 1] });

@@ -99,7 +99,10 @@ describe("namespace demotion (runtime config)", () => {
     const first = forwarded.find((m) => decodeActivation(m.value!).id === xIds[3]);
     expect(Buffer.from(first!.value!).equals(Buffer.from(messages[6]!.value))).toBe(true);
     expect(first!.headers.trace).toBe("t3");
-    await until("offsets committed after the forward", async () => (await committedOffsets(`taskbroker-${topic}`, topic)).get(0) === 40);
+    await until(
+      "offsets committed after the forward",
+      async () => (await committedOffsets(`taskbroker-${topic}`, topic)).get(0) === 40,
+    );
 
     const metrics = await scrape(b);
     expect(valueOf(metrics, "taskbroker_kafka_demoted_total", { from: topic, to: long })).toBe(20);
@@ -111,7 +114,11 @@ describe("namespace demotion (runtime config)", () => {
     writeFileSync(runtimeFile, "demoted_namespaces: {}\n");
     await b.waitForLog(/runtime_config_loaded.*demoted_namespaces=0/);
     const later = Array.from({ length: 5 }, (_, i) => `${"f".repeat(24)}${i.toString().padStart(8, "0")}`);
-    await produce(bed.mock.bootstrap, topic, later.map((id) => ({ value: activation({ id, namespace: "slow.ns" }) })));
+    await produce(
+      bed.mock.bootstrap,
+      topic,
+      later.map((id) => ({ value: activation({ id, namespace: "slow.ns" }) })),
+    );
     expect(new Set(await drainAndComplete(b.port, 5))).toEqual(new Set(later));
     expect((await readTopic(bed.mock, long, 21, { timeoutMs: 1500 })).length).toBe(20);
     expect(valueOf(await scrape(b), "taskbroker_kafka_demoted_total", { from: topic, to: long })).toBe(20);
@@ -124,9 +131,16 @@ describe("consumer lag and paused gauges", () => {
     const topic = unique("tasks");
     await bed.mock.createTopic(topic, 1);
     const n = 300;
-    await produce(bed.mock.bootstrap, topic, Array.from({ length: n }, () => ({ value: activation() })));
+    await produce(
+      bed.mock.bootstrap,
+      topic,
+      Array.from({ length: n }, () => ({ value: activation() })),
+    );
     const b = await broker(
-      kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_STORE__MAX_PENDING_COUNT: "50", TASKBROKER_ADMIN_ENABLED: "true" }),
+      kafkaEnv(bed.mock.bootstrap, [topic], {
+        TASKBROKER_STORE__MAX_PENDING_COUNT: "50",
+        TASKBROKER_ADMIN_ENABLED: "true",
+      }),
     );
     await b.waitForLog(/kafka_consumer_paused/);
 

@@ -4,7 +4,17 @@
 import { describe, expect, test } from "bun:test";
 import { decode as msgpackDecode } from "@msgpack/msgpack";
 import { spawnBroker } from "./support/broker-process.ts";
-import { brokerClient, type decodeActivation, kafkaEnv, produce, readTopic, storedRows, unique, until, kafkaTestbed } from "./support/kafka.ts";
+import {
+  brokerClient,
+  type decodeActivation,
+  kafkaEnv,
+  produce,
+  readTopic,
+  storedRows,
+  unique,
+  until,
+  kafkaTestbed,
+} from "./support/kafka.ts";
 
 const bed = kafkaTestbed();
 const broker = (env: Record<string, string>) => bed.broker(env);
@@ -12,7 +22,10 @@ const broker = (env: Record<string, string>) => bed.broker(env);
 /** The parameters of an activation: zstd-compressed msgpack {args, kwargs}. */
 function parameters(a: ReturnType<typeof decodeActivation>): { args: unknown[]; kwargs: Record<string, unknown> } {
   expect(a.headers["compression-type"]).toBe("zstd");
-  return msgpackDecode(Bun.zstdDecompressSync(a.parametersBytes)) as { args: unknown[]; kwargs: Record<string, unknown> };
+  return msgpackDecode(Bun.zstdDecompressSync(a.parametersBytes)) as {
+    args: unknown[];
+    kwargs: Record<string, unknown>;
+  };
 }
 
 async function claimAll(port: number, application: string, n: number) {
@@ -30,7 +43,8 @@ async function claimAll(port: number, application: string, n: number) {
 
 function rawEnv(topic: string, raw: Record<string, string>): Record<string, string> {
   const env = kafkaEnv(bed.mock.bootstrap, [topic]);
-  for (const [k, v] of Object.entries(raw)) env[`TASKBROKER_KAFKA_TOPICS__${topic.toUpperCase()}__RAW__${k.toUpperCase()}`] = v;
+  for (const [k, v] of Object.entries(raw))
+    env[`TASKBROKER_KAFKA_TOPICS__${topic.toUpperCase()}__RAW__${k.toUpperCase()}`] = v;
   return env;
 }
 
@@ -40,9 +54,18 @@ describe("raw topic, payload mode", () => {
     const retry = unique("retry");
     await bed.mock.createTopic(topic, 1);
     const payloads = [new TextEncoder().encode('{"event":1}'), new Uint8Array([0, 1, 2, 255])];
-    await produce(bed.mock.bootstrap, topic, payloads.map((value) => ({ value })));
+    await produce(
+      bed.mock.bootstrap,
+      topic,
+      payloads.map((value) => ({ value })),
+    );
     const b = await broker({
-      ...rawEnv(topic, { application: "rawapp", namespace: "rawns", taskname: "raw.handle", processing_deadline_duration: "15" }),
+      ...rawEnv(topic, {
+        application: "rawapp",
+        namespace: "rawns",
+        taskname: "raw.handle",
+        processing_deadline_duration: "15",
+      }),
       TASKBROKER_KAFKA_RETRY_TOPIC: retry,
     });
     const tasks = await claimAll(b.port, "rawapp", 2);
@@ -58,7 +81,11 @@ describe("raw topic, payload mode", () => {
       expect(t.id).toMatch(/^[0-9a-f]{32}$/);
     }
     // Stored with the raw message's origin.
-    expect(storedRows(b.dbPath).map((r) => r.offset).sort()).toEqual(["0", "1"]);
+    expect(
+      storedRows(b.dbPath)
+        .map((r) => r.offset)
+        .sort(),
+    ).toEqual(["0", "1"]);
     await b.stop();
   }, 90_000);
 
@@ -77,13 +104,32 @@ describe("header-mapped dispatch", () => {
     const dlq = unique("dlq");
     await bed.mock.createTopic(topic, 1);
     await bed.mock.createTopic(dlq, 1);
-    const spec = { insert: { event_id: "string", group_id: "optional_int", project_id: "int", is_new: "bool", primary_hash: "optional_string" } };
-    const good = { version: "2", operation: "insert", event_id: "e1", group_id: "17", project_id: "42", is_new: "1", primary_hash: "None" };
+    const spec = {
+      insert: {
+        event_id: "string",
+        group_id: "optional_int",
+        project_id: "int",
+        is_new: "bool",
+        primary_hash: "optional_string",
+      },
+    };
+    const good = {
+      version: "2",
+      operation: "insert",
+      event_id: "e1",
+      group_id: "17",
+      project_id: "42",
+      is_new: "1",
+      primary_hash: "None",
+    };
     const brokenHeader = { ...good, event_id: "e2", project_id: "forty-two" };
     const garbage = new Uint8Array([0xc1, 0xc1, 0xc1]); // 0xc1 is never valid msgpack, and not JSON
     await produce(bed.mock.bootstrap, topic, [
       { value: new TextEncoder().encode("ignored"), headers: good },
-      { value: new TextEncoder().encode(JSON.stringify({ event_id: "e2", project_id: 7, is_new: false })), headers: brokenHeader },
+      {
+        value: new TextEncoder().encode(JSON.stringify({ event_id: "e2", project_id: 7, is_new: false })),
+        headers: brokenHeader,
+      },
       { value: garbage, headers: { version: "2", operation: "delete" } },
     ]);
     const b = await broker({
@@ -101,7 +147,9 @@ describe("header-mapped dispatch", () => {
       TASKBROKER_ADMIN_PORT: "0",
     });
     const tasks = await claimAll(b.port, "pp", 2);
-    const kwargs = tasks.map((t) => parameters(t)).sort((a, b) => String(a.kwargs.event_id).localeCompare(String(b.kwargs.event_id)));
+    const kwargs = tasks
+      .map((t) => parameters(t))
+      .sort((a, b) => String(a.kwargs.event_id).localeCompare(String(b.kwargs.event_id)));
     expect(kwargs[0]).toEqual({
       args: [],
       kwargs: { operation: "insert", event_id: "e1", group_id: 17, project_id: 42, is_new: true, primary_hash: null },
@@ -117,7 +165,11 @@ describe("header-mapped dispatch", () => {
     expect(b.adminPort).toBeDefined();
     const metrics = await (await fetch(`http://127.0.0.1:${b.adminPort}/metrics`)).text();
     const count = (path: string) =>
-      Number(new RegExp(`taskbroker_kafka_header_dispatch_total\\{topic="${topic}",path="${path}"\\} (\\d+)`).exec(metrics)?.[1]);
+      Number(
+        new RegExp(`taskbroker_kafka_header_dispatch_total\\{topic="${topic}",path="${path}"\\} (\\d+)`).exec(
+          metrics,
+        )?.[1],
+      );
     expect([count("headers"), count("payload"), count("failed")]).toEqual([1, 1, 1]);
     await b.stop();
   }, 90_000);

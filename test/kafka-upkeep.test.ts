@@ -49,7 +49,11 @@ describe("retries", () => {
     const topic = unique("tasks");
     await bed.mock.createTopic(topic, 1);
     const ids = Array.from({ length: 5 }, (_, i) => `${i}`.repeat(32));
-    await produce(bed.mock.bootstrap, topic, ids.map((id) => ({ value: activation({ id, maxAttempts: 3 }) })));
+    await produce(
+      bed.mock.bootstrap,
+      topic,
+      ids.map((id) => ({ value: activation({ id, maxAttempts: 3 }) })),
+    );
     // The single consumed topic is the retry topic by default.
     const b = await broker(kafkaEnv(bed.mock.bootstrap, [topic]));
 
@@ -126,7 +130,11 @@ describe("dead letters", () => {
     await bed.mock.createTopic(topic, 1);
     await bed.mock.createTopic(dlq, 1);
     const ids = ["a".repeat(32), "b".repeat(32), "c".repeat(32)];
-    await produce(bed.mock.bootstrap, topic, ids.map((id) => ({ value: activation({ id, onAttemptsExceeded: OnAttemptsExceeded.DEADLETTER }) })));
+    await produce(
+      bed.mock.bootstrap,
+      topic,
+      ids.map((id) => ({ value: activation({ id, onAttemptsExceeded: OnAttemptsExceeded.DEADLETTER }) })),
+    );
     const b = await broker(kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_KAFKA_DEADLETTER_TOPIC: dlq }));
     await until("stored", () => storedRows(b.dbPath).length === 3);
 

@@ -25,7 +25,11 @@ describe("kafka ingest", () => {
     await bed.mock.createTopic(topic, 3);
     const n = 300;
     const ids = Array.from({ length: n }, (_, i) => `a${i.toString().padStart(31, "0")}`);
-    await produce(bed.mock.bootstrap, topic, ids.map((id) => ({ value: activation({ id }) })));
+    await produce(
+      bed.mock.bootstrap,
+      topic,
+      ids.map((id) => ({ value: activation({ id }) })),
+    );
     const b = await broker(kafkaEnv(bed.mock.bootstrap, [topic]));
 
     const seen = await drainAndComplete(b.port, n);
@@ -68,7 +72,9 @@ describe("undecodable messages", () => {
     await until("later activation stored", () => storedRows(b.dbPath).length === 3);
     // Everything was committed: a restart on the same database re-reads nothing.
     expect(await b.stop()).toBe(0);
-    const again = await bed.broker(kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_KAFKA_DEADLETTER_TOPIC: dlq }), { dbPath: b.dbPath });
+    const again = await bed.broker(kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_KAFKA_DEADLETTER_TOPIC: dlq }), {
+      dbPath: b.dbPath,
+    });
     await again.waitForLog(/kafka_group_joined/);
     expect((await readTopic(bed.mock, dlq, 4, { timeoutMs: 2000 })).length).toBe(3);
     await again.stop();
@@ -80,7 +86,11 @@ describe("backpressure", () => {
     const topic = unique("tasks");
     await bed.mock.createTopic(topic, 2);
     const n = 400;
-    await produce(bed.mock.bootstrap, topic, Array.from({ length: n }, () => ({ value: activation() })));
+    await produce(
+      bed.mock.bootstrap,
+      topic,
+      Array.from({ length: n }, () => ({ value: activation() })),
+    );
     const b = await broker(kafkaEnv(bed.mock.bootstrap, [topic], { TASKBROKER_STORE__MAX_PENDING_COUNT: "50" }));
 
     await b.waitForLog(/kafka_consumer_paused/);
@@ -101,7 +111,12 @@ describe("several topics", () => {
     for (const t of topics) await bed.mock.createTopic(t, 2);
     const retry = unique("retry");
     await bed.mock.createTopic(retry, 1);
-    for (const t of topics) await produce(bed.mock.bootstrap, t, Array.from({ length: 20 }, () => ({ value: activation() })));
+    for (const t of topics)
+      await produce(
+        bed.mock.bootstrap,
+        t,
+        Array.from({ length: 20 }, () => ({ value: activation() })),
+      );
     const b = await broker(kafkaEnv(bed.mock.bootstrap, topics, { TASKBROKER_KAFKA_RETRY_TOPIC: retry }));
     await until("all stored", () => storedRows(b.dbPath).length === 60);
     const byTopic = new Map<string, number>();

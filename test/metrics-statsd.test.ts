@@ -46,7 +46,8 @@ async function received(what: string, cond: () => boolean, ms = 10_000) {
   const deadline = Date.now() + ms;
   while (!cond()) {
     const left = deadline - Date.now();
-    if (left <= 0) throw new Error(`no statsd datagrams for ${what} within ${ms} ms; got:\n${lines.map((l) => l.raw).join("\n")}`);
+    if (left <= 0)
+      throw new Error(`no statsd datagrams for ${what} within ${ms} ms; got:\n${lines.map((l) => l.raw).join("\n")}`);
     await new Promise<void>((r) => {
       const t = setTimeout(r, left);
       waiters.push(() => {
@@ -82,11 +83,20 @@ test("a scripted run arrives under the reference broker's names and tags, totals
   await consumer.setTaskStatus({ id: "no-such-id", status: 5 });
 
   const getTask = "path:/sentry_protos.taskbroker.v1.ConsumerService/GetTask";
-  await received("the run", () => total("taskbroker.upkeep.task.state_transition", "state:completed") >= 1 && total("taskbroker.grpc.request", getTask) >= 2);
+  await received(
+    "the run",
+    () =>
+      total("taskbroker.upkeep.task.state_transition", "state:completed") >= 1 &&
+      total("taskbroker.grpc.request", getTask) >= 2,
+  );
   // Default tags first, sorted by key, then the metric's own tags in its order.
-  const setStatus = lines.find((l) => l.name === "taskbroker.grpc_server.set_status" && l.tags.includes("status:Complete"))!;
+  const setStatus = lines.find(
+    (l) => l.name === "taskbroker.grpc_server.set_status" && l.tags.includes("status:Complete"),
+  )!;
   // (Counters are summed per flush: one line carries every increment since the last.)
-  expect(setStatus.raw).toMatch(/^taskbroker\.grpc_server\.set_status:\d+\|c\|#a_pool:p1,env:test,result:ok,status:Complete$/);
+  expect(setStatus.raw).toMatch(
+    /^taskbroker\.grpc_server\.set_status:\d+\|c\|#a_pool:p1,env:test,result:ok,status:Complete$/,
+  );
   expect(total("taskbroker.grpc_server.set_status", "result:not_found")).toBe(1);
   expect(total("taskbroker.grpc_server.set_status.failure")).toBe(1);
   expect(lines.find((l) => l.name === "taskbroker.filter.drop_task_killswitch")!.raw).toBe(
@@ -96,11 +106,22 @@ test("a scripted run arrives under the reference broker's names and tags, totals
   expect(duration.type).toBe("h");
   expect(duration.value).toBeGreaterThan(0);
   expect(duration.value).toBeLessThan(10); // seconds, not milliseconds
-  for (const timer of ["taskbroker.grpc_server.get_task.duration", "taskbroker.grpc_server.set_status.duration", "taskbroker.upkeep.duration"]) {
+  for (const timer of [
+    "taskbroker.grpc_server.get_task.duration",
+    "taskbroker.grpc_server.set_status.duration",
+    "taskbroker.upkeep.duration",
+  ]) {
     expect(lines.some((l) => l.name === timer && l.type === "h")).toBe(true);
   }
-  await received("gauges and health", () => lines.some((l) => l.name === "taskbroker.upkeep.health" && l.tags.includes("status:healthy")));
-  for (const gauge of ["upkeep.current_pending_tasks", "upkeep.current_processing_tasks", "upkeep.db_file_size.bytes", "upkeep.pending_activation.max_lag.sec"]) {
+  await received("gauges and health", () =>
+    lines.some((l) => l.name === "taskbroker.upkeep.health" && l.tags.includes("status:healthy")),
+  );
+  for (const gauge of [
+    "upkeep.current_pending_tasks",
+    "upkeep.current_processing_tasks",
+    "upkeep.db_file_size.bytes",
+    "upkeep.pending_activation.max_lag.sec",
+  ]) {
     expect(lines.find((l) => l.name === `taskbroker.${gauge}`)?.type).toBe("g");
   }
   expect(lines.every((l) => l.tags[0] === "a_pool:p1" && l.tags[1] === "env:test")).toBe(true);
@@ -110,11 +131,16 @@ test("a scripted run arrives under the reference broker's names and tags, totals
   await received("both rows finished", () => total("taskbroker.upkeep.task.state_transition", "state:completed") >= 2);
   const promNow = parsePrometheusText(await (await fetch(`http://127.0.0.1:${broker.adminPort}/metrics`)).text());
   expect(await broker.stop()).toBe(0);
-  expect(total("taskbroker.grpc.request", getTask)).toBe(sumOf(promNow, "taskbroker_rpc_requests_total", { method: "GetTask" }));
-  expect(total("taskbroker.grpc_server.set_status", "result:ok")).toBe(
-    sumOf(promNow, "taskbroker_status_total", { status: "complete" }) + sumOf(promNow, "taskbroker_status_total", { status: "failure" }),
+  expect(total("taskbroker.grpc.request", getTask)).toBe(
+    sumOf(promNow, "taskbroker_rpc_requests_total", { method: "GetTask" }),
   );
-  expect(total("taskbroker.filter.drop_task_killswitch")).toBe(sumOf(promNow, "taskbroker_ingest_total", { result: "killed" }));
+  expect(total("taskbroker.grpc_server.set_status", "result:ok")).toBe(
+    sumOf(promNow, "taskbroker_status_total", { status: "complete" }) +
+      sumOf(promNow, "taskbroker_status_total", { status: "failure" }),
+  );
+  expect(total("taskbroker.filter.drop_task_killswitch")).toBe(
+    sumOf(promNow, "taskbroker_ingest_total", { result: "killed" }),
+  );
   expect(total("taskbroker.upkeep.task.state_transition", "state:completed")).toBe(
     sumOf(promNow, "taskbroker_upkeep_transitions_total", { action: "deleted" }),
   );

@@ -1,7 +1,16 @@
 // Push delivery's pure parts: which worker gets the next push and how long a
 // busy or unreachable worker is left alone (src/push/targets.ts).
 import { expect, test } from "bun:test";
-import { busyBackoffMs, failureBackoffMs, newTarget, nextReadyInMs, noteBusy, noteDelivered, noteFailure, pickTarget } from "../src/push/targets.ts";
+import {
+  busyBackoffMs,
+  failureBackoffMs,
+  newTarget,
+  nextReadyInMs,
+  noteBusy,
+  noteDelivered,
+  noteFailure,
+  pickTarget,
+} from "../src/push/targets.ts";
 
 test("round-robin from the cursor over workers with a free call slot", () => {
   const ts = ["a:1", "b:2", "c:3"].map(newTarget);

@@ -54,17 +54,39 @@ async function pushBroker(workerPorts: number[], extra: Record<string, string> =
   children.push(b);
   return b;
 }
-async function pushWorker(b: BrokerProcess, pushPort: number, out: string, args: string[] = [], env: Record<string, string> = {}): Promise<WorkerProcess> {
+async function pushWorker(
+  b: BrokerProcess,
+  pushPort: number,
+  out: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<WorkerProcess> {
   // A push port without a secret must be told to serve unsigned pushes (tested below).
   const unsigned = env.TASKWORKER_GRPC_SHARED_SECRET === undefined ? ["--push-allow-unsigned"] : [];
   const w = await spawnWorker(
-    ["--tasks", TASKS, "--rpc-host-list", `127.0.0.1:${b.port}`, "--push-port", String(pushPort), "--at-most-once-path", join(dir, `amo-${pushPort}.sqlite`), ...unsigned, ...args],
+    [
+      "--tasks",
+      TASKS,
+      "--rpc-host-list",
+      `127.0.0.1:${b.port}`,
+      "--push-port",
+      String(pushPort),
+      "--at-most-once-path",
+      join(dir, `amo-${pushPort}.sqlite`),
+      ...unsigned,
+      ...args,
+    ],
     { PT_OUT: out, ...env },
   );
   children.push(w);
   return w;
 }
-async function send<A extends unknown[]>(b: BrokerProcess, task: Task<A>, args: A, secrets?: string[]): Promise<string> {
+async function send<A extends unknown[]>(
+  b: BrokerProcess,
+  task: Task<A>,
+  args: A,
+  secrets?: string[],
+): Promise<string> {
   const p = createRpcProducer({ address: `127.0.0.1:${b.port}`, secrets });
   producers.push(p);
   const built = task.buildActivation({ args });
@@ -78,7 +100,8 @@ async function metric(b: BrokerProcess, name: string, labels: Record<string, str
 /** Rows the broker still holds in any not-finished state. */
 async function held(b: BrokerProcess): Promise<number> {
   let n = 0;
-  for (const state of ["pending", "delay", "claimed", "processing", "retry", "failure"]) n += await metric(b, "taskbroker_store_depth", { state });
+  for (const state of ["pending", "delay", "claimed", "processing", "retry", "failure"])
+    n += await metric(b, "taskbroker_store_depth", { state });
   return n;
 }
 
@@ -90,13 +113,19 @@ test("produced tasks are pushed to the worker, run once each and completed; GetT
   const ids = await Promise.all(Array.from({ length: 30 }, (_, i) => send(b, hello, [`t${i}`])));
   expect(new Set(ids).size).toBe(30);
   await waitFor("30 tasks ran", () => lines(out).length >= 30);
-  await waitFor("broker saw 30 COMPLETE", async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 30);
+  await waitFor(
+    "broker saw 30 COMPLETE",
+    async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 30,
+  );
   await waitFor("store empty", async () => (await held(b)) === 0);
   expect(lines(out).sort()).toEqual(Array.from({ length: 30 }, (_, i) => `hello t${i}`).sort());
   expect(await metric(b, "taskbroker_push_total", { result: "delivered" })).toBe(30);
 
   const { consumer } = brokerClients(b.port);
-  const err = await consumer.getTask({}).then(() => null, (e: unknown) => ConnectError.from(e));
+  const err = await consumer.getTask({}).then(
+    () => null,
+    (e: unknown) => ConnectError.from(e),
+  );
   expect(err?.code).toBe(Code.PermissionDenied);
 });
 
@@ -107,14 +136,19 @@ test("one worker serving two pushing brokers reports each result to the broker t
   const b = await pushBroker([wp], secret);
   const out = join(dir, "two-brokers.out");
   // The worker is configured with broker A only; B's signed pushes name B, so B's results still reach B.
-  await pushWorker(a, wp, out, ["--concurrency", "4"], { TASKWORKER_GRPC_SHARED_SECRET: JSON.stringify(["pool secret"]) });
+  await pushWorker(a, wp, out, ["--concurrency", "4"], {
+    TASKWORKER_GRPC_SHARED_SECRET: JSON.stringify(["pool secret"]),
+  });
   await Promise.all([
     ...Array.from({ length: 10 }, (_, i) => send(a, hello, [`a${i}`], ["pool secret"])),
     ...Array.from({ length: 10 }, (_, i) => send(b, hello, [`b${i}`], ["pool secret"])),
   ]);
   await waitFor("20 tasks ran", () => lines(out).length >= 20);
   for (const broker of [a, b]) {
-    await waitFor("10 COMPLETE reported to each broker", async () => (await metric(broker, "taskbroker_status_total", { status: "complete" })) === 10);
+    await waitFor(
+      "10 COMPLETE reported to each broker",
+      async () => (await metric(broker, "taskbroker_status_total", { status: "complete" })) === 10,
+    );
     await waitFor("each store empty", async () => (await held(broker)) === 0);
   }
   expect(lines(out).length).toBe(20);
@@ -127,7 +161,11 @@ test("a full worker answers RESOURCE_EXHAUSTED; the broker delivers the task lat
   // No waiting for a slot (the default waits up to 5 s, see test/worker-parity.test.ts): busy at once.
   await pushWorker(b, wp, out, ["--concurrency", "1", "--push-task-timeout", "0"]);
   for (const tag of ["a", "b", "c"]) await send(b, slow, [tag]);
-  await waitFor("all three ran to the end", () => lines(out).filter((l) => l.startsWith("slow-done")).length === 3, 20_000);
+  await waitFor(
+    "all three ran to the end",
+    () => lines(out).filter((l) => l.startsWith("slow-done")).length === 3,
+    20_000,
+  );
   // One slot: never two at once, so each start follows the previous done.
   const seq = lines(out).map((l) => l.split(" ")[0]);
   expect(seq).toEqual(["slow-start", "slow-done", "slow-start", "slow-done", "slow-start", "slow-done"]);
@@ -140,7 +178,10 @@ test("a full worker answers RESOURCE_EXHAUSTED; the broker delivers the task lat
   await waitFor("d running", () => lines(out).includes("slow-start d"));
   const direct = createWorkerClient({ address: `127.0.0.1:${wp}` });
   const built = hello.buildActivation({ args: ["direct"] });
-  const busy = await direct.pushTask(built.bytes).then(() => null, (e: unknown) => ConnectError.from(e));
+  const busy = await direct.pushTask(built.bytes).then(
+    () => null,
+    (e: unknown) => ConnectError.from(e),
+  );
   await direct.close();
   expect(busy?.code).toBe(Code.ResourceExhausted);
   expect(busy?.rawMessage).toBe("worker busy");
@@ -158,7 +199,10 @@ test("a worker killed with kill -9 mid-task: the row returns after its deadline 
   await pushWorker(b, wb, out, ["--concurrency", "1"]);
   // Deadline 2 s (grace 0): upkeep resets the row to Pending, the pusher skips dead A and hands it to B.
   await waitFor("stall completed on worker B", () => lines(out).some((l) => l.startsWith("stall-done k")), 20_000);
-  await waitFor("broker saw COMPLETE", async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 1);
+  await waitFor(
+    "broker saw COMPLETE",
+    async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 1,
+  );
   await waitFor("store empty", async () => (await held(b)) === 0);
   expect(lines(out).filter((l) => l.startsWith("stall-start k")).length).toBe(2);
 });
@@ -169,16 +213,24 @@ test("signing: the broker signs PushTask, the worker checks it and signs its rep
   const b = await pushBroker([wp], { TASKBROKER_GRPC_SHARED_SECRET: JSON.stringify(secrets) });
   const out = join(dir, "signed.out");
   // The worker knows the broker's signing secret (first of the broker's list) only.
-  await pushWorker(b, wp, out, ["--concurrency", "2"], { TASKWORKER_GRPC_SHARED_SECRET: JSON.stringify(["push secret"]) });
+  await pushWorker(b, wp, out, ["--concurrency", "2"], {
+    TASKWORKER_GRPC_SHARED_SECRET: JSON.stringify(["push secret"]),
+  });
   await send(b, hello, ["signed"], secrets);
   await waitFor("signed task ran", () => lines(out).includes("hello signed"));
   // The broker rejects unsigned status reports, so COMPLETE proves the reports were signed.
-  await waitFor("broker saw COMPLETE", async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 1);
+  await waitFor(
+    "broker saw COMPLETE",
+    async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 1,
+  );
 
   const built = hello.buildActivation({ args: ["intruder"] });
   for (const s of [undefined, ["wrong secret"]]) {
     const c = createWorkerClient({ address: `127.0.0.1:${wp}`, secrets: s });
-    const err = await c.pushTask(built.bytes).then(() => null, (e: unknown) => ConnectError.from(e));
+    const err = await c.pushTask(built.bytes).then(
+      () => null,
+      (e: unknown) => ConnectError.from(e),
+    );
     await c.close();
     expect(err?.code).toBe(Code.Unauthenticated);
   }
@@ -191,7 +243,10 @@ test("a worker that does not share the secret gets nothing run: the broker's pus
   const out = join(dir, "mismatch.out");
   await pushWorker(b, wp, out, ["--concurrency", "1"], { TASKWORKER_GRPC_SHARED_SECRET: JSON.stringify(["wrong"]) });
   await send(b, hello, ["refused"], ["right"]);
-  await waitFor("broker saw a refused push", async () => (await metric(b, "taskbroker_push_total", { result: "error" })) > 0);
+  await waitFor(
+    "broker saw a refused push",
+    async () => (await metric(b, "taskbroker_push_total", { result: "error" })) > 0,
+  );
   expect(lines(out)).toEqual([]);
   expect(await held(b)).toBe(1);
 });
@@ -205,8 +260,15 @@ test("graceful stop: a push worker finishes its running task and reports it; the
   await send(b, slow, ["g2"]);
   await waitFor("both running", () => lines(out).filter((l) => l.startsWith("slow-start")).length === 2);
   expect(await w.stop("SIGTERM")).toBe(0);
-  expect(lines(out).filter((l) => l.startsWith("slow-done")).sort()).toEqual(["slow-done g1", "slow-done g2"]);
-  await waitFor("broker saw both COMPLETE", async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 2);
+  expect(
+    lines(out)
+      .filter((l) => l.startsWith("slow-done"))
+      .sort(),
+  ).toEqual(["slow-done g1", "slow-done g2"]);
+  await waitFor(
+    "broker saw both COMPLETE",
+    async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 2,
+  );
   expect(await b.stop("SIGTERM")).toBe(0);
 });
 
@@ -218,24 +280,42 @@ test("without push_worker_addresses the broker pushes by worker_map, each applic
   await pushWorker(b, wp, out);
   await send(b, hello, ["mapped"]);
   await waitFor("the mapped worker ran it", () => lines(out).includes("hello mapped"));
-  await waitFor("broker saw COMPLETE", async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 1);
+  await waitFor(
+    "broker saw COMPLETE",
+    async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 1,
+  );
   expect(await metric(b, "taskbroker_push_total", { worker: `127.0.0.1:${wp}`, result: "delivered" })).toBe(1);
   expect(await metric(b, "taskbroker_push_total", { worker: "127.0.0.1:1" })).toBe(0);
 
   const proc = Bun.spawn([process.execPath, resolve(import.meta.dir, "../src/main.ts"), "broker"], {
-    env: { PATH: process.env.PATH ?? "", TASKBROKER_DELIVERY_MODE: "push", TASKBROKER_GRPC_PORT: "0", TASKBROKER_WORKER_MAP: "{pt=https://w:1}" },
+    env: {
+      PATH: process.env.PATH ?? "",
+      TASKBROKER_DELIVERY_MODE: "push",
+      TASKBROKER_GRPC_PORT: "0",
+      TASKBROKER_WORKER_MAP: "{pt=https://w:1}",
+    },
     stdout: "pipe",
     stderr: "pipe",
   });
   expect(await proc.exited).toBe(2);
   const stderr = (await new Response(proc.stderr).text()).trim();
   expect(stderr.split("\n")).toHaveLength(1);
-  expect(stderr).toContain("TASKBROKER_WORKER_MAP: pt=\"https://w:1\" is invalid");
+  expect(stderr).toContain('TASKBROKER_WORKER_MAP: pt="https://w:1" is invalid');
 });
 
 test("a push port without a secret does not start unless told to serve unsigned pushes", async () => {
   const proc = Bun.spawn(
-    [process.execPath, resolve(import.meta.dir, "../src/main.ts"), "worker", "--tasks", TASKS, "--rpc-host-list", "127.0.0.1:1", "--push-port", "0"],
+    [
+      process.execPath,
+      resolve(import.meta.dir, "../src/main.ts"),
+      "worker",
+      "--tasks",
+      TASKS,
+      "--rpc-host-list",
+      "127.0.0.1:1",
+      "--push-port",
+      "0",
+    ],
     { env: { PATH: process.env.PATH ?? "" }, stdout: "pipe", stderr: "pipe" },
   );
   expect(await proc.exited).toBe(2);
@@ -264,7 +344,10 @@ test("an unsigned push cannot send the worker anywhere: callback_url to an unkno
   await waitFor("the pushed task ran", () => lines(out).includes("hello ssrf"));
   await waitFor("the refusal logged", () => w.logs().includes("push_callback_refused"));
   // Its result went to the configured broker instead (which does not hold the id: an unknown-id no-op).
-  await waitFor("the configured broker got the report", async () => (await metric(b, "taskbroker_status_total", { status: "unknown_id" })) >= 1);
+  await waitFor(
+    "the configured broker got the report",
+    async () => (await metric(b, "taskbroker_status_total", { status: "unknown_id" })) >= 1,
+  );
   expect(connections).toBe(0);
   target.close();
 });

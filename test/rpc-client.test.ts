@@ -99,7 +99,10 @@ describe("against a misbehaving HTTP/2 server", () => {
           // Status in real trailers after a (useless) message.
           stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
           stream.once("wantTrailers", () =>
-            stream.sendTrailers({ "grpc-status": String(Code.ResourceExhausted), "grpc-message": "slow%20down%20%E2%98%83" }),
+            stream.sendTrailers({
+              "grpc-status": String(Code.ResourceExhausted),
+              "grpc-message": "slow%20down%20%E2%98%83",
+            }),
           );
           stream.end(frame(Buffer.alloc(0)));
           return;

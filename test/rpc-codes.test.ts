@@ -8,10 +8,23 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import http from "node:http";
 import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { GetTaskResponseSchema, SetTaskStatusRequestSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import {
+  GetTaskResponseSchema,
+  SetTaskStatusRequestSchema,
+} from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { ListDeadLettersRequestSchema, ListDeadLettersResponseSchema } from "../src/gen/taskplatform/v1/admin_pb.ts";
 import { spawnBroker, type BrokerProcess } from "./support/broker-process.ts";
-import { GET_TASK, PRODUCE, SET_STATUS, activation, encode, frame, grpcJsClient, rawCall, unary } from "./support/rpc-clients.ts";
+import {
+  GET_TASK,
+  PRODUCE,
+  SET_STATUS,
+  activation,
+  encode,
+  frame,
+  grpcJsClient,
+  rawCall,
+  unary,
+} from "./support/rpc-clients.ts";
 
 setDefaultTimeout(30_000);
 
@@ -61,7 +74,9 @@ function connectHttp1(path: string, body: Uint8Array): Promise<{ status: number;
 }
 
 describe("a 17 MiB Produce", () => {
-  const big = produceOf(activation("big00000000000000000000000000000a", { parametersBytes: new Uint8Array(17 * 1024 * 1024) }));
+  const big = produceOf(
+    activation("big00000000000000000000000000000a", { parametersBytes: new Uint8Array(17 * 1024 * 1024) }),
+  );
 
   test("gRPC (grpc-js): RESOURCE_EXHAUSTED, the broker keeps serving", async () => {
     const r = await unary(client, PRODUCE, big);
@@ -121,9 +136,14 @@ describe("an undecodable activation", () => {
     });
     expect(connect.httpStatus).toBe(200);
     expect([...connect.body]).toEqual([0x08, 0x01]); // ProduceResponse { accepted: 1 }
-    const web = await rawCall(broker.address, PRODUCE, frame(produceOf(activation("web00000000000000000000000000000a"))), {
-      "content-type": "application/grpc-web+proto",
-    });
+    const web = await rawCall(
+      broker.address,
+      PRODUCE,
+      frame(produceOf(activation("web00000000000000000000000000000a"))),
+      {
+        "content-type": "application/grpc-web+proto",
+      },
+    );
     expect(web.httpStatus).toBe(200);
     expect(web.body.subarray(0, 7)).toEqual(Buffer.from([0, 0, 0, 0, 2, 0x08, 0x01]));
     expect(web.body.subarray(7).toString()).toContain("grpc-status:0");
@@ -135,11 +155,16 @@ describe("ListDeadLetters with large dead letters", () => {
   test("six dead letters of 3 MiB page through a client with the default 4 MiB receive limit", async () => {
     const ids = Array.from({ length: 6 }, (_, i) => `dl${String(i).padStart(30, "0")}`);
     for (const id of ids) {
-      const a = activation(id, { parametersBytes: new Uint8Array(3 * 1024 * 1024).fill(1), retryState: { maxAttempts: 1, onAttemptsExceeded: 2 } });
+      const a = activation(id, {
+        parametersBytes: new Uint8Array(3 * 1024 * 1024).fill(1),
+        retryState: { maxAttempts: 1, onAttemptsExceeded: 2 },
+      });
       expect((await unary(client, PRODUCE, produceOf(a))).code).toBe(0);
       const got = await unary(client, GET_TASK, Buffer.alloc(0));
       const claimed = fromBinary(GetTaskResponseSchema, got.response!).task!.id;
-      expect((await unary(client, SET_STATUS, encode(SetTaskStatusRequestSchema, { id: claimed, status: 3 }))).code).toBe(0);
+      expect(
+        (await unary(client, SET_STATUS, encode(SetTaskStatusRequestSchema, { id: claimed, status: 3 }))).code,
+      ).toBe(0);
     }
     // A client left at gRPC's default receive limit (4 MiB), as Python's and grpc-js's are.
     const strict = new grpc.Client(broker.address, grpc.credentials.createInsecure());

@@ -55,7 +55,9 @@ describe("request decoding matches the generated code", () => {
       expect(decodeGetTaskRequest(encodeGetTaskRequest(init))).toEqual(init);
     }
     // Unknown field 9 (varint) and 10 (bytes) are skipped.
-    expect(decodeGetTaskRequest(Buffer.from([0x48, 0x96, 0x01, 0x52, 0x01, 0x41, 0x12, 0x01, 0x61]))).toEqual({ application: "a" });
+    expect(decodeGetTaskRequest(Buffer.from([0x48, 0x96, 0x01, 0x52, 0x01, 0x41, 0x12, 0x01, 0x61]))).toEqual({
+      application: "a",
+    });
   });
 
   test("SetTaskStatusRequest with every field, and batches", () => {
@@ -67,7 +69,13 @@ describe("request decoding matches the generated code", () => {
       delayOnRetry: 2n ** 40n,
     };
     const bytes = toBinary(SetTaskStatusRequestSchema, create(SetTaskStatusRequestSchema, init));
-    const expected = { id: "abc", status: 4, fetchNext: { namespace: "n", application: "a" }, maxAttempts: 7, delayOnRetry: 2n ** 40n };
+    const expected = {
+      id: "abc",
+      status: 4,
+      fetchNext: { namespace: "n", application: "a" },
+      maxAttempts: 7,
+      delayOnRetry: 2n ** 40n,
+    };
     expect(decodeSetTaskStatusRequest(bytes)).toEqual(expected);
     expect(fromBinary(SetTaskStatusRequestSchema, encodeSetTaskStatusRequest(expected))).toMatchObject(init);
     const batch = toBinary(
@@ -105,7 +113,12 @@ describe("request decoding matches the generated code", () => {
     for (const b of bad) expect(() => decodeSetTaskStatusRequest(new Uint8Array(b))).toThrow(MalformedMessage);
     for (let i = 0; i < 2000; i++) {
       const junk = crypto.getRandomValues(new Uint8Array(1 + (i % 40)));
-      for (const decode of [decodeGetTaskRequest, decodeSetTaskStatusRequest, decodeSetBatchRequest, decodeProduceRequest]) {
+      for (const decode of [
+        decodeGetTaskRequest,
+        decodeSetTaskStatusRequest,
+        decodeSetBatchRequest,
+        decodeProduceRequest,
+      ]) {
         try {
           decode(junk);
         } catch (err) {

@@ -92,7 +92,7 @@ const setStatus = (init: Parameters<typeof encode<typeof SetTaskStatusRequestSch
   unary(client, SET_STATUS, encode(SetTaskStatusRequestSchema, init));
 
 describe("GetTask", () => {
-  test("nothing claimable: NOT_FOUND \"No pending activations\"", async () => {
+  test('nothing claimable: NOT_FOUND "No pending activations"', async () => {
     const r = await getTask("empty-app");
     expect(r.code).toBe(Code.NotFound);
     expect(r.details).toBe("No pending activations");
@@ -169,7 +169,10 @@ describe("SetTaskStatus and SetBatchActivationStatus", () => {
   });
 
   test("fetch_next returns the next activation, or no task, never NOT_FOUND", async () => {
-    await produce([activation(hexId("a7", 1), { application: "fetch" }), activation(hexId("a7", 2), { application: "fetch" })]);
+    await produce([
+      activation(hexId("a7", 1), { application: "fetch" }),
+      activation(hexId("a7", 2), { application: "fetch" }),
+    ]);
     const first = taskId((await getTask("fetch")).response)!;
     const r1 = await setStatus({ id: first, status: COMPLETE, fetchNextTask: { application: "fetch" } });
     expect(r1.code).toBe(0);
@@ -183,7 +186,10 @@ describe("SetTaskStatus and SetBatchActivationStatus", () => {
   });
 
   test("batch: one invalid status rejects the whole request before anything is written", async () => {
-    await produce([activation(hexId("b8", 1), { application: "batch" }), activation(hexId("b8", 2), { application: "batch" })]);
+    await produce([
+      activation(hexId("b8", 1), { application: "batch" }),
+      activation(hexId("b8", 2), { application: "batch" }),
+    ]);
     const a = taskId((await getTask("batch")).response)!;
     const b = taskId((await getTask("batch")).response)!;
     const bad = encode(SetBatchActivationStatusRequestSchema, {
@@ -203,7 +209,14 @@ describe("SetTaskStatus and SetBatchActivationStatus", () => {
       ],
     });
     expect((await unary(client, SET_BATCH, good)).code).toBe(0);
-    const states = await Promise.all([a, b].map((id) => admin.getActivation({ id }).then((x) => x.state, () => "gone")));
+    const states = await Promise.all(
+      [a, b].map((id) =>
+        admin.getActivation({ id }).then(
+          (x) => x.state,
+          () => "gone",
+        ),
+      ),
+    );
     expect(states.every((s) => s !== "processing")).toBe(true);
   });
 });
@@ -221,14 +234,21 @@ describe("Produce", () => {
     const undecodable = await unary(client, PRODUCE, produceRequest([good, Buffer.from([0xff, 0xff, 0xff])]));
     expect(undecodable.code).toBe(Code.InvalidArgument);
     expect(undecodable.details).toContain("activation 1");
-    const noApp = await unary(client, PRODUCE, produceRequest([activation(hexId("c9", 3), { application: undefined })]));
+    const noApp = await unary(
+      client,
+      PRODUCE,
+      produceRequest([activation(hexId("c9", 3), { application: undefined })]),
+    );
     expect(noApp.code).toBe(Code.InvalidArgument);
     expect(noApp.details).toContain("application");
     expect((await getTask("invalid-batch")).code).toBe(Code.NotFound);
   });
 
   test("messages of 10 MiB pass by default, both ways", async () => {
-    const big = activation(hexId("ca", 1), { application: "big", parametersBytes: new Uint8Array(10 * 1024 * 1024 + 17).fill(9) });
+    const big = activation(hexId("ca", 1), {
+      application: "big",
+      parametersBytes: new Uint8Array(10 * 1024 * 1024 + 17).fill(9),
+    });
     expect((await produce([big])).accepted).toBe(1);
     const r = await getTask("big");
     expect(r.code).toBe(0);
@@ -261,7 +281,11 @@ describe("malformed requests never crash the broker", () => {
         expect(r.grpcMessage.length).toBeGreaterThan(0);
       }
     }
-    const unknown = await rawCall(broker.address, "/sentry_protos.taskbroker.v1.ConsumerService/Nope", frame(Buffer.alloc(0)));
+    const unknown = await rawCall(
+      broker.address,
+      "/sentry_protos.taskbroker.v1.ConsumerService/Nope",
+      frame(Buffer.alloc(0)),
+    );
     expect(unknown.grpcStatus).toBe(Code.Unimplemented);
     // Connect endpoints too.
     const res = await fetch(`http://${broker.address}/sentry_protos.taskbroker.v1.ConsumerService/GetTask`, {
@@ -313,7 +337,9 @@ describe("Connect (JSON and binary) and gRPC-Web serve every method", () => {
         expect((notFound as ConnectError).code).toBe(Code.NotFound);
         expect((notFound as ConnectError).rawMessage).toBe("No pending activations");
 
-        const acts = [1, 2].map((i) => fromBinary(TaskActivationSchema, activation(hexId(prefix, i), { application: app })));
+        const acts = [1, 2].map((i) =>
+          fromBinary(TaskActivationSchema, activation(hexId(prefix, i), { application: app })),
+        );
         expect(await ingest.produce({ activations: acts })).toMatchObject({ accepted: 2 });
         const bad = await ingest
           .produce({ activations: [{ ...acts[0]!, id: "" }] })
@@ -322,11 +348,19 @@ describe("Connect (JSON and binary) and gRPC-Web serve every method", () => {
 
         const got = await consumer.getTask({ application: app });
         expect(got.task?.id).toBe(acts[0]!.id);
-        const next = await consumer.setTaskStatus({ id: got.task!.id, status: COMPLETE, fetchNextTask: { application: app } });
+        const next = await consumer.setTaskStatus({
+          id: got.task!.id,
+          status: COMPLETE,
+          fetchNextTask: { application: app },
+        });
         expect(next.task?.id).toBe(acts[1]!.id);
-        const invalid = await consumer.setTaskStatus({ id: next.task!.id, status: PENDING }).catch((e: unknown) => ConnectError.from(e));
+        const invalid = await consumer
+          .setTaskStatus({ id: next.task!.id, status: PENDING })
+          .catch((e: unknown) => ConnectError.from(e));
         expect((invalid as ConnectError).code).toBe(Code.InvalidArgument);
-        expect(await consumer.setBatchActivationStatus({ updates: [{ id: next.task!.id, status: COMPLETE }] })).toBeDefined();
+        expect(
+          await consumer.setBatchActivationStatus({ updates: [{ id: next.task!.id, status: COMPLETE }] }),
+        ).toBeDefined();
         const empty = await consumer.setTaskStatus({ id: "unknown", status: COMPLETE });
         expect(empty.task).toBeUndefined();
       });
@@ -349,13 +383,21 @@ describe("AdminService", () => {
     const admin = connectClient(AdminService, broker.address, "connect-json");
     await produce([activation(hexId("ad", 1), { application: "admin", namespace: "adm" })]);
     const depths = await admin.getDepths({});
-    expect(depths.totals.map((t) => t.state).sort()).toEqual(
-      ["claimed", "complete", "delay", "failure", "pending", "processing", "retry"],
-    );
+    expect(depths.totals.map((t) => t.state).sort()).toEqual([
+      "claimed",
+      "complete",
+      "delay",
+      "failure",
+      "pending",
+      "processing",
+      "retry",
+    ]);
     expect(depths.byNamespace.find((d) => d.namespace === "adm" && d.state === "pending")?.count).toBe(1n);
     const one = await admin.getActivation({ id: hexId("ad", 1) });
     expect(one.state).toBe("pending");
-    expect(Buffer.from(one.activation.buffer, one.activation.byteOffset, one.activation.byteLength)).toEqual(activation(hexId("ad", 1), { application: "admin", namespace: "adm" }));
+    expect(Buffer.from(one.activation.buffer, one.activation.byteOffset, one.activation.byteLength)).toEqual(
+      activation(hexId("ad", 1), { application: "admin", namespace: "adm" }),
+    );
     for (const call of [
       () => admin.getActivation({ id: "nope" }),
       () => admin.replayDeadLetter({ id: "nope" }),
@@ -400,7 +442,10 @@ describe("limits and modes (separate brokers)", () => {
 
   test("push delivery mode: GetTask is PERMISSION_DENIED", async () => {
     // Push mode needs worker addresses (a config error otherwise); none listens here, nothing is produced.
-    const push = await spawnBroker({ TASKBROKER_DELIVERY_MODE: "push", TASKBROKER_PUSH_WORKER_ADDRESSES: "127.0.0.1:9" });
+    const push = await spawnBroker({
+      TASKBROKER_DELIVERY_MODE: "push",
+      TASKBROKER_PUSH_WORKER_ADDRESSES: "127.0.0.1:9",
+    });
     const c = grpcJsClient(push.address);
     try {
       const r = await unary(c, GET_TASK, encode(GetTaskRequestSchema, { application: "app" }));

@@ -17,7 +17,17 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tempDir } from "./support/broker-process.ts";
 import { startKafkaMock, ApiKey, KafkaError, type KafkaMock } from "./support/kafka-mock.ts";
-import { activation as kafkaActivation, decodeActivation, kafkaEnv, kafkaTestbed, produce, readTopic, storedRows, unique, until } from "./support/kafka.ts";
+import {
+  activation as kafkaActivation,
+  decodeActivation,
+  kafkaEnv,
+  kafkaTestbed,
+  produce,
+  readTopic,
+  storedRows,
+  unique,
+  until,
+} from "./support/kafka.ts";
 import { activation as rpcActivation, brokerClients, drainIds } from "./support/activations.ts";
 import { parsePrometheusText, sumOf } from "./support/prom-text.ts";
 
@@ -34,7 +44,12 @@ afterAll(async () => {
 /** Sum of the statsd counter `name` over lines carrying every one of `tags`. */
 const statsdTotal = (name: string, ...tags: string[]) =>
   statsdLines
-    .filter((l) => l.startsWith(`taskbroker.${name}:`) && l.includes("|c") && tags.every((t) => l.split("|#")[1]?.split(",").includes(t)))
+    .filter(
+      (l) =>
+        l.startsWith(`taskbroker.${name}:`) &&
+        l.includes("|c") &&
+        tags.every((t) => l.split("|#")[1]?.split(",").includes(t)),
+    )
     .reduce((n, l) => n + Number(l.slice(l.indexOf(":") + 1, l.indexOf("|"))), 0);
 
 const namespaces = (dbPath: string) => storedRows(dbPath).map((r) => decodeActivation(r.activation).namespace);
@@ -79,11 +94,17 @@ test("stored and consumed rows of a demoted namespace are forwarded once, only a
     { value: kafkaActivation({ namespace: "slow.ns", taskname: "tests.killed" }) },
     { value: kafkaActivation({ id: storedId, namespace: "fast.ns" }) },
   ]);
-  await until("the killed one counted", async () => (await metric("taskbroker_ingest_total", { result: "killed" })) === 1, 20_000);
+  await until(
+    "the killed one counted",
+    async () => (await metric("taskbroker_ingest_total", { result: "killed" })) === 1,
+    20_000,
+  );
 
   await second.clearErrors(ApiKey.Produce);
   const arrived = await readTopic(second, "taskworker-long", 14, { settleMs: 500 });
-  expect(arrived.map((m) => decodeActivation(m.value!).id).sort()).toEqual([...consumed, ...slow.map((a) => a.id)].sort());
+  expect(arrived.map((m) => decodeActivation(m.value!).id).sort()).toEqual(
+    [...consumed, ...slow.map((a) => a.id)].sort(),
+  );
   // Completed, then removed by upkeep; the other namespace is untouched and served.
   await until("forwarded rows gone from the store", () => !namespaces(b.dbPath).includes("slow.ns"));
   expect(await metric("taskbroker_runtime_demoted_forward_total", { result: "ok" })).toBe(10);
@@ -92,9 +113,13 @@ test("stored and consumed rows of a demoted namespace are forwarded once, only a
   // The same events under the reference broker's statsd names and tags.
   await until("statsd caught up", () => statsdTotal("upkeep.forwarded_tasks") === 10);
   expect(statsdTotal("filter.forward_task_demoted_namespace", `topic:${topic}`)).toBe(4);
-  expect(statsdTotal("filter.drop_task_killswitch", `topic:${topic}`, "taskname:tests.killed", "match:whole_task")).toBe(1);
+  expect(
+    statsdTotal("filter.drop_task_killswitch", `topic:${topic}`, "taskname:tests.killed", "match:whole_task"),
+  ).toBe(1);
   expect(statsdTotal("consumer.inflight_activation_writer.stored", `topic:${topic}`)).toBe(1);
-  expect(statsdTotal("upkeep.forward_task_demoted_namespace", "namespace:slow.ns", "taskname:tests.noop")).toBeGreaterThan(10);
+  expect(
+    statsdTotal("upkeep.forward_task_demoted_namespace", "namespace:slow.ns", "taskname:tests.noop"),
+  ).toBeGreaterThan(10);
   expect(statsdTotal("upkeep.forward_task_demoted_namespace.publish_failure", "namespace:slow.ns")).toBeGreaterThan(0);
 
   // 3. Demoted to the consumed topic on its own cluster: refused, rows stay served.

@@ -46,15 +46,24 @@ function task(
   });
 }
 
-const stored = async (id: string) => (await fetch(`http://127.0.0.1:${broker.adminPort}/api/activations/${id}`)).status === 200;
+const stored = async (id: string) =>
+  (await fetch(`http://127.0.0.1:${broker.adminPort}/api/activations/${id}`)).status === 200;
 const killedAtIngest = async () =>
-  sumOf(parsePrometheusText(await (await fetch(`http://127.0.0.1:${broker.adminPort}/metrics`)).text()), "taskbroker_ingest_total", {
-    result: "killed",
-  });
+  sumOf(
+    parsePrometheusText(await (await fetch(`http://127.0.0.1:${broker.adminPort}/metrics`)).text()),
+    "taskbroker_ingest_total",
+    {
+      result: "killed",
+    },
+  );
 
 /** Resolves on the next log line matching `pattern` that was not there when called. */
 function nextLog(pattern: RegExp): Promise<void> {
-  const count = () => broker.logs().split("\n").filter((l) => pattern.test(l)).length;
+  const count = () =>
+    broker
+      .logs()
+      .split("\n")
+      .filter((l) => pattern.test(l)).length;
   const seen = count();
   return until(`log ${pattern}`, async () => count() > seen, RELOAD_MS + 5000);
 }
@@ -77,7 +86,11 @@ test("rules apply to stored rows within a reload period and to new ones at inges
   writeFileSync(runtimePath, "kill_switch:\n  - taskname: tests.victim\n    args: [{ position: 0, values: [1] }]\n");
   const written = Date.now();
   // One period for the timer to fire plus slack for a loaded 2-core machine.
-  await until("stored victims removed", async () => !(await stored(victims[0]!.id)) && !(await stored(victims[1]!.id)), RELOAD_MS + 3000);
+  await until(
+    "stored victims removed",
+    async () => !(await stored(victims[0]!.id)) && !(await stored(victims[1]!.id)),
+    RELOAD_MS + 3000,
+  );
   expect(Date.now() - written).toBeLessThan(RELOAD_MS + 3000);
   for (const a of [...spared, unreadable]) expect(await stored(a.id)).toBe(true);
   expect(broker.logs()).toContain("killswitch_swept");
@@ -122,6 +135,8 @@ test("the reference broker's selectors: either condition suffices, stored rows i
   );
   expect(await stored(other.id)).toBe(true);
 
-  const res = await ingest.produce({ activations: [task("tests.unmerge", [], { kwargs: { project_id: 123 } }), task("tests.unmerge", [124])] });
+  const res = await ingest.produce({
+    activations: [task("tests.unmerge", [], { kwargs: { project_id: 123 } }), task("tests.unmerge", [124])],
+  });
   expect(res.accepted).toBe(1);
 });

@@ -59,32 +59,57 @@ test("rules follow the file; a malformed or missing file changes nothing", async
 });
 
 test("no path: no rules, nothing dropped", () => {
-  const runtime = startRuntimeConfig({ path: undefined, reloadMs: 50, log: createLogger({ format: "text", level: "error", write: () => {} }) });
+  const runtime = startRuntimeConfig({
+    path: undefined,
+    reloadMs: 50,
+    log: createLogger({ format: "text", level: "error", write: () => {} }),
+  });
   expect(runtime.shouldDrop({ taskname: "t", namespace: "n", activation: new Uint8Array() })).toBe(false);
   runtime.stop();
 });
 
 test("the load line names selectors that match nothing, the earlier format, and demotion without Kafka", () => {
   const path = join(dir, "notes.yaml");
-  writeFileSync(path, "drop_task_killswitch: [{ name: t }]\nkill_switch: [{ taskname: u }]\ndemoted_namespaces: [slow]\n");
+  writeFileSync(
+    path,
+    "drop_task_killswitch: [{ name: t }]\nkill_switch: [{ taskname: u }]\ndemoted_namespaces: [slow]\n",
+  );
   const lines: string[] = [];
-  const runtime = startRuntimeConfig({ path, reloadMs: 60_000, kafka: false, log: createLogger({ format: "text", level: "info", write: (l) => lines.push(l) }) });
+  const runtime = startRuntimeConfig({
+    path,
+    reloadMs: 60_000,
+    kafka: false,
+    log: createLogger({ format: "text", level: "info", write: (l) => lines.push(l) }),
+  });
   runtime.stop();
   const notes = lines.filter((l) => l.includes("runtime_config_note")).join("\n");
   expect(notes).toContain("matches nothing");
   expect(notes).toContain("earlier format");
   expect(notes).toContain("no effect without Kafka");
   expect(runtime.demotedTopic("slow")).toBe("taskworker-long");
-  const withLong = startRuntimeConfig({ path, reloadMs: 60_000, longTopic: "my-long", log: createLogger({ format: "text", level: "error", write: () => {} }) });
+  const withLong = startRuntimeConfig({
+    path,
+    reloadMs: 60_000,
+    longTopic: "my-long",
+    log: createLogger({ format: "text", level: "error", write: () => {} }),
+  });
   withLong.stop();
   expect(withLong.demotedTopic("slow")).toBe("my-long"); // kafka_long_topic
 });
 
 test("a killed task's retry is dropped on its way back in (no Kafka: the local publisher)", async () => {
-  const store = openStore({ path: ":memory:", synchronous: "normal", groupCommitWindowMs: 0, processingDeadlineGraceSec: 3 });
+  const store = openStore({
+    path: ":memory:",
+    synchronous: "normal",
+    groupCommitWindowMs: 0,
+    processingDeadlineGraceSec: 3,
+  });
   try {
     const bytes = (taskname: string) =>
-      toBinary(TaskActivationSchema, create(TaskActivationSchema, { id: crypto.randomUUID(), namespace: "n", taskname, application: "a" }));
+      toBinary(
+        TaskActivationSchema,
+        create(TaskActivationSchema, { id: crypto.randomUUID(), namespace: "n", taskname, application: "a" }),
+      );
     const publisher = localPublisher(store, { drop: (row) => row.taskname === "doomed" });
     await publisher.publishRetry(bytes("doomed"));
     await publisher.publishRetry(bytes("spared"));

@@ -90,7 +90,10 @@ demoted_namespaces:
     ["kill_switch: {a: 1", "YAML"],
     ["demoted_namespaces: 5", "demoted_namespaces"],
     ["droop_task_killswitch: [a]", "did you mean drop_task_killswitch?"],
-    ["drop_task_killswitch: [{ name: a, select_args: { 0: 1 } }]", 'drop_task_killswitch.0: unknown key "select_args" (did you mean select_arg?)'],
+    [
+      "drop_task_killswitch: [{ name: a, select_args: { 0: 1 } }]",
+      'drop_task_killswitch.0: unknown key "select_args" (did you mean select_arg?)',
+    ],
     ["drop_task_killswitch: [{ name: a, select_arg: { first: 1 } }]", "drop_task_killswitch.0.select_arg"],
     ["drop_task_killswitch: [{ select_kwarg: { a: 1 } }]", "drop_task_killswitch.0.name"],
     ["drop_task_killswitch: [7]", "drop_task_killswitch.0"],
@@ -153,23 +156,27 @@ kill_switch:
     expect(decide(byArgs, { taskname: "t", raw: new Uint8Array([0xc1, 0x00]) })).toBe("undecodable");
     // claims zstd but is not
     expect(
-      verdict(decideForBytes(parseRuntimeConfig(byArgs), {
-        taskname: "t",
-        namespace: "ns",
-        activation: toBinary(
-          TaskActivationSchema,
-          create(TaskActivationSchema, {
-            taskname: "t",
-            headers: { "compression-type": "zstd" },
-            parametersBytes: encode({ args: [42], kwargs: { kind: "error" } }),
-          }),
-        ),
-      })),
+      verdict(
+        decideForBytes(parseRuntimeConfig(byArgs), {
+          taskname: "t",
+          namespace: "ns",
+          activation: toBinary(
+            TaskActivationSchema,
+            create(TaskActivationSchema, {
+              taskname: "t",
+              headers: { "compression-type": "zstd" },
+              parametersBytes: encode({ args: [42], kwargs: { kind: "error" } }),
+            }),
+          ),
+        }),
+      ),
     ).toBe("undecodable");
   });
 
   test("parameters are decoded only when a rule needs them", () => {
-    const rules = parseRuntimeConfig("kill_switch: [{ taskname: t }, { taskname: u, args: [{ position: 0, values: [1] }] }]");
+    const rules = parseRuntimeConfig(
+      "kill_switch: [{ taskname: t }, { taskname: u, args: [{ position: 0, values: [1] }] }]",
+    );
     let calls = 0;
     const readers = {
       conditions: () => {
@@ -190,13 +197,21 @@ kill_switch:
 
 describe("activationParameters", () => {
   test("falls back to the deprecated JSON parameters", () => {
-    expect(activationParameters({ headers: {}, parameters: '{"args":[1],"kwargs":{"a":2}}', parametersBytes: new Uint8Array() })).toEqual({
+    expect(
+      activationParameters({
+        headers: {},
+        parameters: '{"args":[1],"kwargs":{"a":2}}',
+        parametersBytes: new Uint8Array(),
+      }),
+    ).toEqual({
       args: [1],
       kwargs: { a: 2 },
     });
   });
   test("rejects a msgpack value that is not {args, kwargs}", () => {
-    expect(() => activationParameters({ headers: {}, parameters: "", parametersBytes: encode([1, 2]) })).toThrow(UndecodableParameters);
+    expect(() => activationParameters({ headers: {}, parameters: "", parametersBytes: encode([1, 2]) })).toThrow(
+      UndecodableParameters,
+    );
   });
 });
 
@@ -229,7 +244,8 @@ drop_task_killswitch:
     select_arg: {0: 123}
     select_kwarg: {project_id: 123}
 `;
-  const unmerge = (args: unknown[], kwargs: Record<string, unknown> = {}) => decide(selector, { taskname: "sentry.tasks.unmerge", args, kwargs });
+  const unmerge = (args: unknown[], kwargs: Record<string, unknown> = {}) =>
+    decide(selector, { taskname: "sentry.tasks.unmerge", args, kwargs });
 
   test("a bare name drops every activation of the task, arguments unread", () => {
     const yaml = "drop_task_killswitch: [doomed]";
@@ -246,7 +262,9 @@ drop_task_killswitch:
   });
 
   test("an index past the arguments does not match", () => {
-    expect(decide("drop_task_killswitch: [{ name: t, select_arg: { 5: 123 } }]", { taskname: "t", args: [123] })).toBe("keep");
+    expect(decide("drop_task_killswitch: [{ name: t, select_arg: { 5: 123 } }]", { taskname: "t", args: [123] })).toBe(
+      "keep",
+    );
   });
 
   test("values compare by kind and value: wide and negative integers, floats, strings, lists", () => {
@@ -281,27 +299,47 @@ drop_task_killswitch:
       const at = head.indexOf(0x00, head.indexOf(0x91)); // the fixint 0 inside args
       return new Uint8Array([...head.slice(0, at), ...value, ...head.slice(at + 1)]);
     };
-    expect(decide("drop_task_killswitch: [{ name: t, select_arg: { 0: 2 } }]", { taskname: "t", raw: params(float64(2)) })).toBe("keep");
-    expect(decide("drop_task_killswitch: [{ name: t, select_arg: { 0: 2.0 } }]", { taskname: "t", raw: params(float64(2)) })).toBe("kill");
-    expect(decide("drop_task_killswitch: [{ name: t, select_arg: { 0: 2.0 } }]", { taskname: "t", args: [2] })).toBe("keep");
-    expect(decide("drop_task_killswitch: [{ name: t, select_arg: { 0: 2 } }]", { taskname: "t", args: [2] })).toBe("kill");
+    expect(
+      decide("drop_task_killswitch: [{ name: t, select_arg: { 0: 2 } }]", { taskname: "t", raw: params(float64(2)) }),
+    ).toBe("keep");
+    expect(
+      decide("drop_task_killswitch: [{ name: t, select_arg: { 0: 2.0 } }]", { taskname: "t", raw: params(float64(2)) }),
+    ).toBe("kill");
+    expect(decide("drop_task_killswitch: [{ name: t, select_arg: { 0: 2.0 } }]", { taskname: "t", args: [2] })).toBe(
+      "keep",
+    );
+    expect(decide("drop_task_killswitch: [{ name: t, select_arg: { 0: 2 } }]", { taskname: "t", args: [2] })).toBe(
+      "kill",
+    );
   });
 
   test("zstd-compressed parameters are read", () => {
-    expect(decide(selector, { taskname: "sentry.tasks.unmerge", kwargs: { project_id: 123 }, zstd: true })).toBe("kill");
+    expect(decide(selector, { taskname: "sentry.tasks.unmerge", kwargs: { project_id: 123 }, zstd: true })).toBe(
+      "kill",
+    );
   });
 
   test("fails open: garbage, empty parameters_bytes, JSON parameters, bin values", () => {
-    expect(decide(selector, { taskname: "sentry.tasks.unmerge", raw: new Uint8Array([0xff, 0xff, 0xff]) })).toBe("undecodable");
+    expect(decide(selector, { taskname: "sentry.tasks.unmerge", raw: new Uint8Array([0xff, 0xff, 0xff]) })).toBe(
+      "undecodable",
+    );
     expect(decide(selector, { taskname: "sentry.tasks.unmerge", raw: new Uint8Array() })).toBe("undecodable");
-    expect(decide(selector, { taskname: "sentry.tasks.unmerge", args: [123], kwargs: { blob: new Uint8Array([1]) } })).toBe("undecodable");
+    expect(
+      decide(selector, { taskname: "sentry.tasks.unmerge", args: [123], kwargs: { blob: new Uint8Array([1]) } }),
+    ).toBe("undecodable");
     const json = toBinary(
       TaskActivationSchema,
       create(TaskActivationSchema, { taskname: "sentry.tasks.unmerge", parameters: '{"args":[123],"kwargs":{}}' }),
     );
-    expect(verdict(decideForBytes(parseRuntimeConfig(selector), { taskname: "sentry.tasks.unmerge", namespace: "ns", activation: json }))).toBe(
-      "undecodable",
-    );
+    expect(
+      verdict(
+        decideForBytes(parseRuntimeConfig(selector), {
+          taskname: "sentry.tasks.unmerge",
+          namespace: "ns",
+          activation: json,
+        }),
+      ),
+    ).toBe("undecodable");
   });
 
   test("a selector without conditions matches nothing, and the load says so", () => {
@@ -312,12 +350,17 @@ drop_task_killswitch:
 
   test("a whole-task rule wins over a selector for the same task", () => {
     const rules = parseRuntimeConfig("drop_task_killswitch: [{ name: t, select_arg: { 0: 1 } }, t]");
-    const d = decideForBytes(rules, { taskname: "t", namespace: "ns", activation: activationBytes({ taskname: "t", args: [2] }) });
+    const d = decideForBytes(rules, {
+      taskname: "t",
+      namespace: "ns",
+      activation: activationBytes({ taskname: "t", args: [2] }),
+    });
     expect(d).toEqual({ kill: true, match: "whole_task" });
   });
 
   test("both formats in one file", () => {
-    const yaml = "drop_task_killswitch: [{ name: t, select_arg: { 0: 1 } }]\nkill_switch: [{ taskname: t, args: [{ keyword: k, values: [2] }] }]";
+    const yaml =
+      "drop_task_killswitch: [{ name: t, select_arg: { 0: 1 } }]\nkill_switch: [{ taskname: t, args: [{ keyword: k, values: [2] }] }]";
     expect(decide(yaml, { taskname: "t", args: [1] })).toBe("kill");
     expect(decide(yaml, { taskname: "t", kwargs: { k: 2 } })).toBe("kill");
     expect(decide(yaml, { taskname: "t", args: [3] })).toBe("keep");

@@ -29,7 +29,17 @@ afterAll(async () => {
 
 function spawnScheduler(schedulesFile: string, dbPath: string) {
   const proc = Bun.spawn(
-    [process.execPath, join(ROOT, "src/main.ts"), "scheduler", "--schedules", schedulesFile, "--db", dbPath, "--rpc-host", `127.0.0.1:${broker.port}`],
+    [
+      process.execPath,
+      join(ROOT, "src/main.ts"),
+      "scheduler",
+      "--schedules",
+      schedulesFile,
+      "--db",
+      dbPath,
+      "--rpc-host",
+      `127.0.0.1:${broker.port}`,
+    ],
     { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe" },
   );
   children.push(proc);
@@ -80,7 +90,10 @@ test("scheduled activations reach the broker and come out of GetTask with propag
     expect(activation.headers["sentry-propagate-traces"]).toBe("False");
     expect(activation.headers["taskplatform-schedule"]).toBe("heartbeat");
     expect(activation.headers.origin).toBe("scheduler-test");
-    expect(decodeParameters(activation.parametersBytes, activation.headers["compression-type"])).toEqual({ args: [1, "a"], kwargs: { org_id: 7 } });
+    expect(decodeParameters(activation.parametersBytes, activation.headers["compression-type"])).toEqual({
+      args: [1, "a"],
+      kwargs: { org_id: 7 },
+    });
   }
   expect(got[0]!.id).not.toBe(got[1]!.id);
   const slots = got.map((a) => Date.parse(a.headers["taskplatform-schedule-slot"]!));

@@ -40,10 +40,16 @@ export const schedules = defineSchedules({
 });
 
 test("YAML (bare map) and JSON (under `schedules`) files", async () => {
-  writeFileSync(join(dir, "a.yml"), "tick:\n  task: ns:tick\n  intervalSec: 5\ncron:\n  task: ns:cron\n  crontab: '@hourly'\n");
+  writeFileSync(
+    join(dir, "a.yml"),
+    "tick:\n  task: ns:tick\n  intervalSec: 5\ncron:\n  task: ns:cron\n  crontab: '@hourly'\n",
+  );
   writeFileSync(join(dir, "b.json"), JSON.stringify({ schedules: { tick: { task: "ns:tick", intervalSec: 5 } } }));
   const yaml = await loadSchedules("a.yml", dir);
-  expect(yaml.map((s) => [s.key, s.trigger.kind])).toEqual([["tick", "interval"], ["cron", "crontab"]]);
+  expect(yaml.map((s) => [s.key, s.trigger.kind])).toEqual([
+    ["tick", "interval"],
+    ["cron", "crontab"],
+  ]);
   const json = await loadSchedules(join(dir, "b.json"));
   expect(json[0]!.hash).toBe(yaml[0]!.hash);
 });
@@ -54,7 +60,9 @@ test("bad sources are refused with a message naming the problem", async () => {
   writeFileSync(join(dir, "broken.yaml"), "tick: [\n");
   await expect(loadSchedules(join(dir, "missing.yaml"))).rejects.toThrow(/cannot read schedules file/);
   await expect(loadSchedules(join(dir, "none.ts"))).rejects.toThrow(/exports no `schedules`/);
-  await expect(loadSchedules(join(dir, "bad.yaml"))).rejects.toThrow(/schedule "tick"\.intervalSec: must be whole seconds/);
+  await expect(loadSchedules(join(dir, "bad.yaml"))).rejects.toThrow(
+    /schedule "tick"\.intervalSec: must be whole seconds/,
+  );
   await expect(loadSchedules(join(dir, "broken.yaml"))).rejects.toThrow(ScheduleDefinitionError);
   await expect(loadSchedules("no-such-package-for-schedules")).rejects.toThrow(/cannot load schedules module/);
 });

@@ -26,8 +26,19 @@ describe("definitions", () => {
       a: { task: "ns:tick", intervalSec: 5 },
       b: { task: "reports:nightly.run", crontab: " 0 3 * * * ", kwargs: { full: true }, headers: { team: "x" } },
     });
-    expect(a).toMatchObject({ key: "a", namespace: "ns", taskname: "tick", trigger: { kind: "interval", seconds: 5 }, args: [], kwargs: {} });
-    expect(b).toMatchObject({ namespace: "reports", taskname: "nightly.run", trigger: { kind: "crontab", expression: "0 3 * * *", tz: "UTC" } });
+    expect(a).toMatchObject({
+      key: "a",
+      namespace: "ns",
+      taskname: "tick",
+      trigger: { kind: "interval", seconds: 5 },
+      args: [],
+      kwargs: {},
+    });
+    expect(b).toMatchObject({
+      namespace: "reports",
+      taskname: "nightly.run",
+      trigger: { kind: "crontab", expression: "0 3 * * *", tz: "UTC" },
+    });
   });
 
   test.each([
@@ -49,7 +60,9 @@ describe("definitions", () => {
   test("the hash follows the definition, not key order or the schedule's name", () => {
     const base = one({ task: "ns:t", intervalSec: 5, kwargs: { a: 1, b: 2 } });
     expect(one({ kwargs: { b: 2, a: 1 }, intervalSec: 5, task: "ns:t" }).hash).toBe(base.hash);
-    expect(normalizeSchedules({ other: { task: "ns:t", intervalSec: 5, kwargs: { a: 1, b: 2 } } })[0]!.hash).toBe(base.hash);
+    expect(normalizeSchedules({ other: { task: "ns:t", intervalSec: 5, kwargs: { a: 1, b: 2 } } })[0]!.hash).toBe(
+      base.hash,
+    );
     expect(one({ task: "ns:t", intervalSec: 6, kwargs: { a: 1, b: 2 } }).hash).not.toBe(base.hash);
     expect(one({ task: "ns:t", intervalSec: 5, kwargs: { a: 1, b: 3 } }).hash).not.toBe(base.hash);
     expect(one({ task: "ns:t", intervalSec: 5, kwargs: { a: 1, b: 2 }, args: [new Uint8Array([1])] }).hash).not.toBe(
@@ -76,12 +89,18 @@ describe("interval slots", () => {
   test("missed slots are not caught up: the next slot is the first at or after now", () => {
     const record = { hash: every10.hash, lastSlotMs: t0 };
     // Down for 95 s: slots t0+10 .. t0+90 were missed; next is t0+100, not t0+10.
-    expect(planNext(every10.trigger, every10.hash, record, t0 + 95_000)).toEqual({ slotMs: t0 + 100_000, reason: "due" });
+    expect(planNext(every10.trigger, every10.hash, record, t0 + 95_000)).toEqual({
+      slotMs: t0 + 100_000,
+      reason: "due",
+    });
   });
 
   test("a changed definition runs at the next opportunity", () => {
     const record = { hash: "an-older-definition", lastSlotMs: t0 };
-    expect(planNext(every10.trigger, every10.hash, record, t0 + 2_500)).toEqual({ slotMs: t0 + 2_000, reason: "changed" });
+    expect(planNext(every10.trigger, every10.hash, record, t0 + 2_500)).toEqual({
+      slotMs: t0 + 2_000,
+      reason: "changed",
+    });
   });
 });
 
@@ -109,12 +128,16 @@ describe("crontab slots", () => {
     expect(planNext(s.trigger, s.hash, record, at("2024-03-03T10:00:00Z")).slotMs).toBe(at("2024-03-04T09:30:00Z"));
     // 00:00 on the 15th of June.
     const y = one({ task: "ns:t", crontab: "0 0 15 6 *" });
-    expect(planNext(y.trigger, y.hash, { hash: y.hash, lastSlotMs: 0 }, at("2024-03-03T10:00:00Z")).slotMs).toBe(at("2024-06-15T00:00:00Z"));
+    expect(planNext(y.trigger, y.hash, { hash: y.hash, lastSlotMs: 0 }, at("2024-03-03T10:00:00Z")).slotMs).toBe(
+      at("2024-06-15T00:00:00Z"),
+    );
   });
 
   test("a time zone shifts the slots", () => {
     const s = one({ task: "ns:t", crontab: "0 12 * * *", tz: "Europe/Berlin" });
-    expect(planNext(s.trigger, s.hash, { hash: s.hash, lastSlotMs: 0 }, at("2024-01-10T00:00:00Z")).slotMs).toBe(at("2024-01-10T11:00:00Z"));
+    expect(planNext(s.trigger, s.hash, { hash: s.hash, lastSlotMs: 0 }, at("2024-01-10T00:00:00Z")).slotMs).toBe(
+      at("2024-01-10T11:00:00Z"),
+    );
   });
 });
 
@@ -137,7 +160,13 @@ describe("claim rule", () => {
 });
 
 describe("scheduled activation", () => {
-  const s = one({ task: "ns:tick", intervalSec: 5, args: [1, "a"], kwargs: { org_id: 7 }, headers: { team: "core", n: 3 } });
+  const s = one({
+    task: "ns:tick",
+    intervalSec: 5,
+    args: [1, "a"],
+    kwargs: { org_id: 7 },
+    headers: { team: "core", n: 3 },
+  });
 
   test("turns trace propagation off, names its schedule and carries the parameters", () => {
     const { activation } = buildScheduledActivation(s, 10_000, 10_050);
@@ -146,8 +175,15 @@ describe("scheduled activation", () => {
     expect(activation.headers.team).toBe("core");
     expect(activation.headers.n).toBe("3");
     expect(activation).toMatchObject({ namespace: "ns", taskname: "tick", application: "default" });
-    expect(decodeParameters(activation.parametersBytes, activation.headers["compression-type"])).toEqual({ args: [1, "a"], kwargs: { org_id: 7 } });
-    expect(activation.retryState).toMatchObject({ attempts: 0, maxAttempts: 1, onAttemptsExceeded: OnAttemptsExceeded.DISCARD });
+    expect(decodeParameters(activation.parametersBytes, activation.headers["compression-type"])).toEqual({
+      args: [1, "a"],
+      kwargs: { org_id: 7 },
+    });
+    expect(activation.retryState).toMatchObject({
+      attempts: 0,
+      maxAttempts: 1,
+      onAttemptsExceeded: OnAttemptsExceeded.DISCARD,
+    });
     expect(activation.processingDeadlineDuration).toBe(10n);
   });
 
@@ -172,7 +208,11 @@ describe("scheduled activation", () => {
     });
     const { activation } = buildScheduledActivation(s, 10_000, 10_050, lookup);
     expect(activation.application).toBe("acme");
-    expect(activation.retryState).toMatchObject({ maxAttempts: 3, onAttemptsExceeded: OnAttemptsExceeded.DEADLETTER, delayOnRetry: 2n });
+    expect(activation.retryState).toMatchObject({
+      maxAttempts: 3,
+      onAttemptsExceeded: OnAttemptsExceeded.DEADLETTER,
+      delayOnRetry: 2n,
+    });
     expect(activation.processingDeadlineDuration).toBe(30n);
     expect(activation.expires).toBe(60n);
   });

@@ -120,11 +120,19 @@ describe("one scheduler", () => {
   test("a restart neither double-fires nor skips", async () => {
     const clock = createManualClock(T0);
     const db = freshDb();
-    const table: ScheduleTable = { tick: { task: "ns:tick", intervalSec: 60 }, cron: { task: "ns:cron", crontab: "* * * * *" } };
+    const table: ScheduleTable = {
+      tick: { task: "ns:tick", intervalSec: 60 },
+      cron: { task: "ns:cron", crontab: "* * * * *" },
+    };
     const a = run(clock, db, table);
     await clock.whenSleeping();
     await moveTo(clock, T0 + 60_000);
-    expect(a.fired.map((f) => `${f.schedule}@${(f.slotMs - T0) / 1000}`).sort()).toEqual(["cron@0", "cron@60", "tick@0", "tick@60"]);
+    expect(a.fired.map((f) => `${f.schedule}@${(f.slotMs - T0) / 1000}`).sort()).toEqual([
+      "cron@0",
+      "cron@60",
+      "tick@0",
+      "tick@60",
+    ]);
     await a.stop();
 
     // Restart half a minute later: nothing is due again, and the next slots are kept, not reset.
@@ -217,7 +225,10 @@ describe("one scheduler", () => {
     other.exec("COMMIT");
     other.close();
     await moveTo(clock, T0 + 6_000); // the retry pause
-    expect(s.fired.map((f) => [f.slotMs - T0, f.atMs - T0])).toEqual([[0, 0], [5_000, 6_000]]);
+    expect(s.fired.map((f) => [f.slotMs - T0, f.atMs - T0])).toEqual([
+      [0, 0],
+      [5_000, 6_000],
+    ]);
     await s.stop();
   });
 });

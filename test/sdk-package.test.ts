@@ -39,7 +39,8 @@ beforeAll(async () => {
   // The one install command the guide gives; dependencies come from the local npm cache that `npm ci` filled.
   const install = run(["npm", "install", "--prefer-offline", "--no-audit", "--no-fund", packed], app);
   installLog = install.out + install.err;
-  for (const f of ["tasks.ts", "produce.ts", "eager.ts", "schedules.ts"]) copyFileSync(join(ROOT, "examples/sdk", f), join(app, f));
+  for (const f of ["tasks.ts", "produce.ts", "eager.ts", "schedules.ts"])
+    copyFileSync(join(ROOT, "examples/sdk", f), join(app, f));
   writeFileSync(
     join(app, "tsconfig.json"),
     JSON.stringify({
@@ -69,14 +70,29 @@ describe("the packed SDK in a separate application", () => {
 
   test("its types check the guide's examples (strict, NodeNext) and compile them to JavaScript", () => {
     // Only `node:` types come from outside the package: @types/node is what a Node app has anyway.
-    run([join(ROOT, "node_modules/.bin/tsc"), "-p", ".", "--typeRoots", join(ROOT, "node_modules/@types"), "--types", "node"], app);
+    run(
+      [
+        join(ROOT, "node_modules/.bin/tsc"),
+        "-p",
+        ".",
+        "--typeRoots",
+        join(ROOT, "node_modules/@types"),
+        "--types",
+        "node",
+      ],
+      app,
+    );
     expect(existsSync(join(app, "produce.js"))).toBe(true);
   }, 30_000);
 
   test("eager mode tests pass under Node and under Bun; the schedules module validates", () => {
     run(["node", "schedules.js"], app);
-    expect(run(["node", "eager.js"], app, { SHOP_OUTBOX: join(app, "eager-node.log") }).out).toContain("eager checks passed");
-    expect(run([BUN, "eager.ts"], app, { SHOP_OUTBOX: join(app, "eager-bun.log") }).out).toContain("eager checks passed");
+    expect(run(["node", "eager.js"], app, { SHOP_OUTBOX: join(app, "eager-node.log") }).out).toContain(
+      "eager checks passed",
+    );
+    expect(run([BUN, "eager.ts"], app, { SHOP_OUTBOX: join(app, "eager-bun.log") }).out).toContain(
+      "eager checks passed",
+    );
   }, 20_000);
 
   test("the producer runs under Node and under Bun; a worker runs what they produced", async () => {
@@ -89,7 +105,16 @@ describe("the packed SDK in a separate application", () => {
 
     const outbox = join(app, "outbox.log");
     const worker: WorkerProcess = await spawnWorker(
-      ["--tasks", join(app, "tasks.ts"), "--rpc-host-list", broker.address, "--concurrency", "4", "--at-most-once-path", join(app, "amo.sqlite")],
+      [
+        "--tasks",
+        join(app, "tasks.ts"),
+        "--rpc-host-list",
+        broker.address,
+        "--concurrency",
+        "4",
+        "--at-most-once-path",
+        join(app, "amo.sqlite"),
+      ],
       { SHOP_OUTBOX: outbox },
     );
     stops.push(() => worker.stop("SIGKILL"));

@@ -41,16 +41,38 @@ test("concurrent dispatches share Produce calls; backpressure is retried until t
   // 40 of 50 pending: 30 more meet RESOURCE_EXHAUSTED; what fits goes in, the rest waits for room.
   const out = join(tempDir("producer-"), "out");
   let accepted = false;
-  const blocked = Promise.all(Array.from({ length: 30 }, (_, i) => producer.send("taskworker", ...built(`bp-${i}`)))).then(() => (accepted = true));
-  await waitFor("backpressure answered", async () => (await brokerMetric(b, "taskbroker_ingest_total", { source: "rpc", result: "rejected" })) >= 1);
+  const blocked = Promise.all(
+    Array.from({ length: 30 }, (_, i) => producer.send("taskworker", ...built(`bp-${i}`))),
+  ).then(() => (accepted = true));
+  await waitFor(
+    "backpressure answered",
+    async () => (await brokerMetric(b, "taskbroker_ingest_total", { source: "rpc", result: "rejected" })) >= 1,
+  );
   expect(accepted).toBe(false);
   const w: WorkerProcess = await spawnWorker(
-    ["--tasks", join(import.meta.dir, "worker-tasks.fixture.ts"), "--rpc-host-list", `127.0.0.1:${b.port}`, "--concurrency", "8", "--at-most-once-path", join(tempDir("amo-"), "a.sqlite")],
+    [
+      "--tasks",
+      join(import.meta.dir, "worker-tasks.fixture.ts"),
+      "--rpc-host-list",
+      `127.0.0.1:${b.port}`,
+      "--concurrency",
+      "8",
+      "--at-most-once-path",
+      join(tempDir("amo-"), "a.sqlite"),
+    ],
     { WT_OUT: out },
   );
   stops.push(() => w.stop("SIGKILL"));
   await blocked;
-  await waitFor("the held-back tasks ran", () => existsSync(out) && readFileSync(out, "utf8").split("\n").filter((l) => l.startsWith("hello bp-")).length === 30, 20_000);
+  await waitFor(
+    "the held-back tasks ran",
+    () =>
+      existsSync(out) &&
+      readFileSync(out, "utf8")
+        .split("\n")
+        .filter((l) => l.startsWith("hello bp-")).length === 30,
+    20_000,
+  );
 }, 60_000);
 
 function built(tag: string) {
@@ -63,7 +85,11 @@ test("Kafka: each namespace goes to its routed topic, bytes unchanged", async ()
   stops.push(() => kafka.stop());
   await kafka.createTopic("taskworker", 1);
   await kafka.createTopic("taskworker-ingest", 1);
-  const env = { TASKWORKER_KAFKA_BROKERS: kafka.bootstrap, TASKWORKER_ROUTES: '{"ingest.errors":"taskworker-ingest"}', TASKWORKER_TOPICS: "taskworker,taskworker-ingest" };
+  const env = {
+    TASKWORKER_KAFKA_BROKERS: kafka.bootstrap,
+    TASKWORKER_ROUTES: '{"ingest.errors":"taskworker-ingest"}',
+    TASKWORKER_TOPICS: "taskworker,taskworker-ingest",
+  };
   expect(routerFromEnv(env).topicFor("ingest.errors")).toBe("taskworker-ingest");
   const setup = producerFromEnv(env);
   const app = createApp({ name: "kafkatest", producer: setup.producer, router: setup.router });
@@ -72,7 +98,9 @@ test("Kafka: each namespace goes to its routed topic, bytes unchanged", async ()
   const ids = { ingest: await ingest.delay(1), other: await other.delay(2) };
   await setup.producer.close();
 
-  const consumer = new Kafka({ brokers: kafka.bootstrap.split(","), logLevel: logLevel.NOTHING }).consumer({ groupId: `g-${Date.now()}` });
+  const consumer = new Kafka({ brokers: kafka.bootstrap.split(","), logLevel: logLevel.NOTHING }).consumer({
+    groupId: `g-${Date.now()}`,
+  });
   stops.push(() => consumer.disconnect());
   await consumer.connect();
   await consumer.subscribe({ topics: ["taskworker", "taskworker-ingest"], fromBeginning: true });

@@ -20,7 +20,8 @@ import { retriesOnDeadline } from "../src/sdk/retry.ts";
 import { createRouter, parseRoutes, RoutingError } from "../src/routing.ts";
 
 const MSGPACK = "82a4617267739501a161c4020001c0cb4004000000000000a66b776172677382a66f72675f696407a4666c6167c3";
-const ZSTD = "28b52ffd202e71010082a4617267739501a161c4020001c0cb4004000000000000a66b776172677382a66f72675f696407a4666c6167c3";
+const ZSTD =
+  "28b52ffd202e71010082a4617267739501a161c4020001c0cb4004000000000000a66b776172677382a66f72675f696407a4666c6167c3";
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 const bytes = (h: string) => new Uint8Array(Buffer.from(h, "hex"));
 const VALUES = { args: [1, "a", new Uint8Array([0, 1]), null, 2.5], kwargs: { org_id: 7, flag: true } };
@@ -37,7 +38,10 @@ describe("interoperability vectors", () => {
     expect(hex(enc.bytes)).toBe(ZSTD);
   });
   test("Python's bytes decode to the expected TypeScript values, plain and compressed", () => {
-    for (const [b, header] of [[MSGPACK, undefined], [ZSTD, "zstd"]] as const) {
+    for (const [b, header] of [
+      [MSGPACK, undefined],
+      [ZSTD, "zstd"],
+    ] as const) {
       const p = decodeParameters(bytes(b), header);
       expect(p.args[0]).toBe(1);
       expect(p.args[1]).toBe("a");
@@ -59,7 +63,12 @@ describe("interoperability vectors", () => {
 describe("headers", () => {
   test("scalars become strings the way Python writes them", () => {
     expect(stringifyHeaders({ a: true, b: false, c: null, d: 7, e: "x", f: 2.5 })).toEqual({
-      a: "True", b: "False", c: "None", d: "7", e: "x", f: "2.5",
+      a: "True",
+      b: "False",
+      c: "None",
+      d: "7",
+      e: "x",
+      f: "2.5",
     });
     expect(() => stringifyHeaders({ bad: { x: 1 } as never })).toThrow(/scalar/);
   });
@@ -67,7 +76,10 @@ describe("headers", () => {
 
 describe("activations", () => {
   const app = createApp({ name: "sdktest" });
-  const ns = app.namespace("sdk.ns", { retry: retry({ times: 3, delay: 5, onAttemptsExceeded: "deadletter" }), expires: 60 });
+  const ns = app.namespace("sdk.ns", {
+    retry: retry({ times: 3, delay: 5, onAttemptsExceeded: "deadletter" }),
+    expires: 60,
+  });
   const t = ns.register({ name: "sdk.add", handler: (a: number, b: number) => a + b });
 
   test("carry id, params, retry state, deadline, expiry, delay, application and headers", () => {
@@ -90,13 +102,21 @@ describe("activations", () => {
   });
 
   test("without retries: max_attempts 1, DISCARD; at-most-once sets the flag", () => {
-    const once = ns.register({ name: "sdk.once", handler: () => 0, atMostOnce: true, retry: retry({ times: 1 }), processingDeadlineS: 3 });
+    const once = ns.register({
+      name: "sdk.once",
+      handler: () => 0,
+      atMostOnce: true,
+      retry: retry({ times: 1 }),
+      processingDeadlineS: 3,
+    });
     const a = fromBinary(TaskActivationSchema, once.buildActivation().bytes);
     expect(a.retryState?.maxAttempts).toBe(1);
     expect(a.retryState?.onAttemptsExceeded).toBe(OnAttemptsExceeded.DISCARD);
     expect(a.retryState?.atMostOnce).toBe(true);
     expect(a.processingDeadlineDuration).toBe(3n);
-    expect(() => ns.register({ name: "sdk.bad", handler: () => 0, atMostOnce: true, retry: retry({ times: 2 }) })).toThrow(/atMostOnce/);
+    expect(() =>
+      ns.register({ name: "sdk.bad", handler: () => 0, atMostOnce: true, retry: retry({ times: 2 }) }),
+    ).toThrow(/atMostOnce/);
   });
 
   test("the internal namespace is reserved and holds the canary", () => {
@@ -154,13 +174,22 @@ describe("context hooks", () => {
       contextHooks: [
         {
           onDispatch: (h) => void (h["x-a"] = `a(${h["x-caller"] ?? "-"})`),
-          onExecute: async (h, next) => (order.push(`a-in ${h["x-a"]}`), await next().finally(() => order.push("a-out"))),
+          onExecute: async (h, next) => (
+            order.push(`a-in ${h["x-a"]}`), await next().finally(() => order.push("a-out"))
+          ),
         },
-        { onExecute: async (h, next) => (order.push(`b-in ${h["x-caller"]}`), await next().finally(() => order.push("b-out"))) },
+        {
+          onExecute: async (h, next) => (
+            order.push(`b-in ${h["x-caller"]}`), await next().finally(() => order.push("b-out"))
+          ),
+        },
       ],
     });
     const t = app.namespace("hooks").register({ name: "hooks.run", handler: () => void order.push("run") });
-    expect(t.buildActivation({ headers: { "x-caller": "c" } }).activation.headers).toMatchObject({ "x-caller": "c", "x-a": "a(c)" });
+    expect(t.buildActivation({ headers: { "x-caller": "c" } }).activation.headers).toMatchObject({
+      "x-caller": "c",
+      "x-a": "a(c)",
+    });
     await t.applyAsync({ headers: { "x-caller": "c" } });
     expect(order).toEqual(["a-in a(c)", "b-in c", "run", "b-out", "a-out"]);
     await app.close();
@@ -181,12 +210,22 @@ describe("eager mode", () => {
       },
     });
     await t.applyAsync({ args: [new Uint8Array([9])] as never, kwargs: { n: 4 } });
-    expect(seen).toEqual([[[9], 4, 0, false], [[9], 4, 1, false], [[9], 4, 2, true]]);
+    expect(seen).toEqual([
+      [[9], 4, 0, false],
+      [[9], 4, 1, false],
+      [[9], 4, 2, true],
+    ]);
     const bad = ns.register({ name: "eager.bad", handler: () => ({ fn: () => 1 }), retry: retry({ times: 1 }) });
     await bad.delay();
     const unserialisable = ns.register({ name: "eager.params", handler: (_f: unknown) => 1 });
     await expect(unserialisable.delay(Symbol("x"))).rejects.toThrow(/serialis/);
-    const fails = ns.register({ name: "eager.fails", handler: () => { throw new Error("boom"); }, retry: retry({ times: 1 }) });
+    const fails = ns.register({
+      name: "eager.fails",
+      handler: () => {
+        throw new Error("boom");
+      },
+      retry: retry({ times: 1 }),
+    });
     await expect(fails.delay()).rejects.toBeInstanceOf(EagerTaskFailed);
     await app.close();
   });

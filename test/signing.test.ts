@@ -118,7 +118,9 @@ describe("broker with TASKBROKER_GRPC_SHARED_SECRET", () => {
       expect(r.grpcStatus).toBe(Code.Unauthenticated);
       expect(r.grpcMessage).toBe("Authentication failed");
     }
-    const ok = await rawCall(broker.address, GET_TASK, frame(VECTOR_1.message), { "sentry-signature": VECTOR_1.signature });
+    const ok = await rawCall(broker.address, GET_TASK, frame(VECTOR_1.message), {
+      "sentry-signature": VECTOR_1.signature,
+    });
     expect(ok.grpcStatus).toBe(Code.NotFound);
     expect(broker.proc.exitCode).toBeNull();
   });
@@ -188,15 +190,29 @@ describe("timestamped signatures (our extension)", () => {
     expect(verifyRequestSignature(policy, GET_TASK, msg, headersOf(h), now + 61_000)).toBe(false);
     expect(verifyRequestSignature(policy, GET_TASK, msg, headersOf(h), now - 61_000)).toBe(false);
     // A new timestamp on a captured signature does not verify: the timestamp is signed.
-    expect(verifyRequestSignature(policy, GET_TASK, msg, headersOf({ ...h, [TIMESTAMP_HEADER]: "1700000050" }), now + 61_000)).toBe(false);
+    expect(
+      verifyRequestSignature(
+        policy,
+        GET_TASK,
+        msg,
+        headersOf({ ...h, [TIMESTAMP_HEADER]: "1700000050" }),
+        now + 61_000,
+      ),
+    ).toBe(false);
     expect(verifyRequestSignature(policy, GET_TASK, Buffer.from("other"), headersOf(h), now)).toBe(false);
-    expect(verifyRequestSignature(policy, GET_TASK, msg, headersOf({ ...h, [TIMESTAMP_HEADER]: "soon" }), now)).toBe(false);
+    expect(verifyRequestSignature(policy, GET_TASK, msg, headersOf({ ...h, [TIMESTAMP_HEADER]: "soon" }), now)).toBe(
+      false,
+    );
     const sentryOnly = { "sentry-signature": h["sentry-signature"]! };
     expect(verifyRequestSignature(policy, GET_TASK, msg, headersOf(sentryOnly), now + 999_000)).toBe(true);
-    expect(verifyRequestSignature({ ...policy, requireTimestamp: true }, GET_TASK, msg, headersOf(sentryOnly), now)).toBe(false);
+    expect(
+      verifyRequestSignature({ ...policy, requireTimestamp: true }, GET_TASK, msg, headersOf(sentryOnly), now),
+    ).toBe(false);
     expect(verifyRequestSignature({ ...policy, requireTimestamp: true }, GET_TASK, msg, headersOf(h), now)).toBe(true);
     // Rotation: the second secret verifies too.
-    expect(verifyRequestSignature(policy, GET_TASK, msg, headersOf(signatureHeaders("k0", GET_TASK, msg, now)), now)).toBe(true);
+    expect(
+      verifyRequestSignature(policy, GET_TASK, msg, headersOf(signatureHeaders("k0", GET_TASK, msg, now)), now),
+    ).toBe(true);
   });
 });
 

@@ -78,7 +78,11 @@ describe("batch claims", () => {
     t = tempStore({ processingDeadlineGraceSec: 0 });
     const heard: [number, Record<string, number> | null][] = [];
     const stop = t.store.watchPending((n, byKey) => heard.push([n, byKey ? Object.fromEntries(byKey) : null]));
-    t.store.insert([row({ application: "a", namespace: "x" }), row({ application: "a", namespace: "x" }), row({ application: "b", namespace: "y" })]);
+    t.store.insert([
+      row({ application: "a", namespace: "x" }),
+      row({ application: "a", namespace: "x" }),
+      row({ application: "b", namespace: "y" }),
+    ]);
     expect(heard).toEqual([[3, { [pendingKey("a", "x")]: 2, [pendingKey("b", "y")]: 1 }]]);
     // Delayed rows are not claimable yet: not announced.
     t.store.insert([row({ delay: 60n, receivedAt: { seconds: BigInt(Math.floor(Date.now() / 1000)), nanos: 0 } })]);

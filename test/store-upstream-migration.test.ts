@@ -71,7 +71,15 @@ test("every upstream state is moved, then served or upkept as that state says; a
   expect(b.logs()).toMatch(/upstream_store_migrated .*rows=12/);
   const view = async (tag: string) => {
     const res = await fetch(`${admin}/api/activations/${id(tag)}`);
-    return res.status === 200 ? ((await res.json()) as { state: string; processingAttempts: number; namespace: string; taskname: string; application: string }) : null;
+    return res.status === 200
+      ? ((await res.json()) as {
+          state: string;
+          processingAttempts: number;
+          namespace: string;
+          taskname: string;
+          application: string;
+        })
+      : null;
   };
 
   // Upkeep: finished rows go, the due ones are released, the dead letter is kept locally.
@@ -82,14 +90,22 @@ test("every upstream state is moved, then served or upkept as that state says; a
       await Bun.sleep(50);
     }
   };
-  await until("upkeep settled", async () => (await Promise.all(["r1", "f1", "f2", "k1"].map(view))).every((v) => v === null));
+  await until("upkeep settled", async () =>
+    (await Promise.all(["r1", "f1", "f2", "k1"].map(view))).every((v) => v === null),
+  );
   expect((await view("x1"))!).toMatchObject({ state: "pending", processingAttempts: 1 });
   expect((await view("c1"))!.state).toBe("pending");
   expect((await view("d1"))!.state).toBe("pending");
   expect((await view("x2"))!.state).toBe("processing");
   expect((await view("d2"))!.state).toBe("delay");
-  expect((await view("o1"))!).toMatchObject({ namespace: "upstream.ns", taskname: "tests.upstream", application: "tests" });
-  const deadLetters = (await (await fetch(`${admin}/api/deadletters?limit=10`)).json()) as { items: Array<{ id: string }> };
+  expect((await view("o1"))!).toMatchObject({
+    namespace: "upstream.ns",
+    taskname: "tests.upstream",
+    application: "tests",
+  });
+  const deadLetters = (await (await fetch(`${admin}/api/deadletters?limit=10`)).json()) as {
+    items: Array<{ id: string }>;
+  };
   expect(deadLetters.items.map((d) => d.id)).toEqual([id("f1")]);
 
   // Served: every pending row once (the retry as a new activation of its task).
@@ -106,7 +122,12 @@ test("every upstream state is moved, then served or upkept as that state says; a
     }
   }
   const known = ["p1", "p2", "c1", "x1", "d1", "o1"].map(id);
-  expect(served.filter((s) => known.includes(s.id)).map((s) => s.id).sort()).toEqual(known.sort());
+  expect(
+    served
+      .filter((s) => known.includes(s.id))
+      .map((s) => s.id)
+      .sort(),
+  ).toEqual(known.sort());
   const others = served.filter((s) => !known.includes(s.id));
   expect(others.map((s) => s.taskname)).toEqual(["tests.retried"]);
   // The row that was running under the old broker still takes its worker's result.
@@ -125,9 +146,16 @@ test("every upstream state is moved, then served or upkept as that state says; a
 
 test("a status it cannot map stops start-up with one line naming it, and nothing is moved", async () => {
   const dbPath = join(tempDir("upstream-"), "taskbroker-activations.sqlite");
-  createUpstreamStore(dbPath, [{ id: id("ok1"), status: "Pending" }, { id: id("bad1"), status: "Unspecified" }]);
+  createUpstreamStore(dbPath, [
+    { id: id("ok1"), status: "Pending" },
+    { id: id("bad1"), status: "Unspecified" },
+  ]);
   // Self-hosted's own variable for the file.
-  const res = await runCli(["broker"], { TASKBROKER_DB_PATH: dbPath, TASKBROKER_GRPC_PORT: "0", TASKBROKER_LOG_FORMAT: "text" });
+  const res = await runCli(["broker"], {
+    TASKBROKER_DB_PATH: dbPath,
+    TASKBROKER_GRPC_PORT: "0",
+    TASKBROKER_LOG_FORMAT: "text",
+  });
   expect(res.code).toBe(1);
   const line = (res.stdout + res.stderr).split("\n").find((l) => l.includes("broker_start_failed"))!;
   expect(line).toContain("1 row with status 'Unspecified'");
@@ -140,7 +168,10 @@ test("kill -9 in the middle of a migration loses nothing and duplicates nothing"
   const total = 3000;
   createUpstreamStore(
     dbPath,
-    Array.from({ length: total }, (_, i) => ({ id: `${i.toString(16).padStart(8, "0")}${"b".repeat(24)}`, status: "Pending" })),
+    Array.from({ length: total }, (_, i) => ({
+      id: `${i.toString(16).padStart(8, "0")}${"b".repeat(24)}`,
+      status: "Pending",
+    })),
   );
   const proc = Bun.spawn([process.execPath, join(import.meta.dir, "upstream-store.fixture.ts"), dbPath, "100", "30"], {
     stdout: "pipe",
@@ -162,7 +193,9 @@ test("kill -9 in the middle of a migration loses nothing and duplicates nothing"
   expect(moved).toBeGreaterThanOrEqual(300);
   expect(left).toBeGreaterThan(0);
   expect(moved + left).toBe(total);
-  expect(count(dbPath, "SELECT count(*) AS n FROM inflight WHERE id IN (SELECT id FROM inflight_taskactivations)")).toBe(0);
+  expect(
+    count(dbPath, "SELECT count(*) AS n FROM inflight WHERE id IN (SELECT id FROM inflight_taskactivations)"),
+  ).toBe(0);
 
   // The broker carries on from there at start-up.
   const b = await start(dbPath);

@@ -24,7 +24,9 @@ describe("claims", () => {
     for (let i = 0; i < 10; i++) sequential.push((await t.store.claim({ application: "app" }))!.id);
     expect(sequential).toEqual(rows.slice(0, 10).map((r) => r.id));
     // Concurrent claims share one flush: the earliest caller still gets the oldest row.
-    const batch = await Promise.all(Array.from({ length: 40 }, () => t.store.claim({ application: "app", namespace: "ns" })));
+    const batch = await Promise.all(
+      Array.from({ length: 40 }, () => t.store.claim({ application: "app", namespace: "ns" })),
+    );
     expect(batch.map((c) => c!.id)).toEqual(rows.slice(10).map((r) => r.id));
   });
 
@@ -111,11 +113,16 @@ describe("inserts", () => {
   test("a restart (close + reopen) keeps every row and its state", async () => {
     t = tempStore();
     const rows = Array.from({ length: 20 }, () => row());
-    const kafka = activationToRow(row().activation, Date.now(), { maxDelaySec: 3600 }, {
-      topic: "tasks",
-      partition: 3,
-      offset: "9007199254740993",
-    });
+    const kafka = activationToRow(
+      row().activation,
+      Date.now(),
+      { maxDelaySec: 3600 },
+      {
+        topic: "tasks",
+        partition: 3,
+        offset: "9007199254740993",
+      },
+    );
     t.store.insert([...rows, kafka]);
     const claimed = await t.store.claim({ application: "app" });
     const store = await t.reopen();
@@ -172,7 +179,9 @@ describe("status updates", () => {
     const [a, b] = [row(), row({ namespace: "other" })];
     t.store.insert([a, b]);
     await t.store.claim({ application: "app", namespace: "ns" });
-    expect(await t.store.setStatus({ id: a.id, status: "complete" }, { application: "app", namespace: "ns" })).toBeNull();
+    expect(
+      await t.store.setStatus({ id: a.id, status: "complete" }, { application: "app", namespace: "ns" }),
+    ).toBeNull();
     const next = await t.store.setStatus({ id: "gone", status: "complete" }, { application: "app" });
     expect(next!.id).toBe(b.id);
   });
@@ -182,7 +191,9 @@ describe("status updates", () => {
     const rows = Array.from({ length: 200 }, () => row());
     t.store.insert(rows);
     const first = await Promise.all(Array.from({ length: 100 }, () => t.store.claim({ application: "app" })));
-    const next = await Promise.all(first.map((c) => t.store.setStatus({ id: c!.id, status: "complete" }, { application: "app" })));
+    const next = await Promise.all(
+      first.map((c) => t.store.setStatus({ id: c!.id, status: "complete" }, { application: "app" })),
+    );
     const ids = next.map((n) => n!.id);
     expect(new Set(ids).size).toBe(100);
     expect(ids).toEqual(rows.slice(100).map((r) => r.id));
@@ -217,7 +228,9 @@ describe("counts and queries", () => {
     t = tempStore();
     t.store.insert(Array.from({ length: 30 }, (_, i) => row({ delay: i % 5 === 0 ? 60n : undefined })));
     const claimed = await Promise.all(Array.from({ length: 12 }, () => t.store.claim({})));
-    await t.store.setStatuses(claimed.slice(0, 6).map((c, i) => ({ id: c!.id, status: (["complete", "retry", "failure"] as const)[i % 3]! })));
+    await t.store.setStatuses(
+      claimed.slice(0, 6).map((c, i) => ({ id: c!.id, status: (["complete", "retry", "failure"] as const)[i % 3]! })),
+    );
     t.store.claimForPush({}, 1000);
     const live = t.store.counts();
     expect(t.store.recount()).toEqual(live);

@@ -224,7 +224,15 @@ describe("steps 5-8: expiry, delays, failures, cleanup", () => {
     expect(report).toMatchObject({ discarded: 2, deadlettered: 1, deleted: 3 });
     const dl = t.store.getDeadLetter(dead.id)!;
     expect(Buffer.from(dl.activation).equals(Buffer.from(dead.activation))).toBe(true);
-    expect(t.store.recount()).toEqual({ pending: 0, delay: 0, processing: 0, claimed: 0, retry: 0, failure: 0, complete: 0 });
+    expect(t.store.recount()).toEqual({
+      pending: 0,
+      delay: 0,
+      processing: 0,
+      claimed: 0,
+      retry: 0,
+      failure: 0,
+      complete: 0,
+    });
   });
 
   test("a failing dead-letter publish keeps the Failure row for the next pass", async () => {

@@ -61,7 +61,13 @@ export interface UpstreamRow {
 export const nowSec = () => Math.floor(Date.now() / 1000);
 
 /** The activation bytes of a row: what that broker consumed and serves back. */
-export function activationBytes(id: string, namespace: string, taskname: string, application: string, maxAttempts = 3): Uint8Array {
+export function activationBytes(
+  id: string,
+  namespace: string,
+  taskname: string,
+  application: string,
+  maxAttempts = 3,
+): Uint8Array {
   return toBinary(
     TaskActivationSchema,
     create(TaskActivationSchema, {
@@ -80,7 +86,9 @@ export function createUpstreamStore(path: string, rows: UpstreamRow[]): void {
   const db = new Database(path, { create: true });
   db.run("PRAGMA journal_mode = WAL");
   for (const sql of SCHEMA) db.run(sql);
-  db.run("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (1, 'create', 1, x'00', 1)");
+  db.run(
+    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (1, 'create', 1, x'00', 1)",
+  );
   const insert = db.query(
     `INSERT INTO inflight_taskactivations (id, activation, partition, offset, added_at, received_at, processing_attempts,
        expires_at, delay_until, processing_deadline_duration, processing_deadline, claim_expires_at, status, at_most_once,
@@ -104,9 +112,23 @@ export function createUpstreamStore(path: string, rows: UpstreamRow[]): void {
         return;
       }
       insert.run(
-        r.id, bytes, i, t - 60, t - 60, r.processingAttempts ?? 0, r.expiresAt ?? null, r.delayUntil ?? null, duration,
-        r.processingDeadline ?? null, r.claimExpiresAt ?? null, r.status, r.atMostOnce ? 1 : 0, application, namespace,
-        taskname, r.onAttemptsExceeded ?? 1,
+        r.id,
+        bytes,
+        i,
+        t - 60,
+        t - 60,
+        r.processingAttempts ?? 0,
+        r.expiresAt ?? null,
+        r.delayUntil ?? null,
+        duration,
+        r.processingDeadline ?? null,
+        r.claimExpiresAt ?? null,
+        r.status,
+        r.atMostOnce ? 1 : 0,
+        application,
+        namespace,
+        taskname,
+        r.onAttemptsExceeded ?? 1,
       );
     });
   })();

@@ -101,50 +101,76 @@ describe("health file", () => {
     const b = await broker();
     const file = join(dir, "healthy");
     // Fetch back-off of 5 s: between polls, only the timer can move the file.
-    await worker(b, ["--tasks", TASKS, "--health-check-file-path", file, "--health-check-sec-per-touch", "0.2", "--max-backoff-ms", "5000"]);
+    await worker(b, [
+      "--tasks",
+      TASKS,
+      "--health-check-file-path",
+      file,
+      "--health-check-sec-per-touch",
+      "0.2",
+      "--max-backoff-ms",
+      "5000",
+    ]);
     const first = statSync(file).mtimeMs;
     let seen = first;
     let moves = 0;
-    await waitFor("the file moved three times with nothing to do", () => {
-      const m = statSync(file).mtimeMs;
-      if (m > seen) (moves++, (seen = m));
-      return moves >= 3;
-    }, 5_000);
+    await waitFor(
+      "the file moved three times with nothing to do",
+      () => {
+        const m = statSync(file).mtimeMs;
+        if (m > seen) moves++, (seen = m);
+        return moves >= 3;
+      },
+      5_000,
+    );
     expect(seen).toBeGreaterThan(first);
   });
 });
 
 describe("reporting", () => {
   // Both pull paths: the v1 calls (what a worker meets with Sentry's broker) and the delivery stream.
-  test.each(["unary", "stream"])("a result the broker cannot take is kept and reported once the broker is back (--delivery %s)", async (delivery) => {
-    const dbPath = join(tempDir("parity-db-"), "inflight.sqlite");
-    const first = await broker({}, dbPath);
-    const port = String(first.port);
-    const p = producer(first);
-    const built = slow.buildActivation({ args: ["kept"] });
-    await p.send("taskworker", built.activation, built.bytes);
-    const out = join(dir, `kept-${delivery}.out`);
-    const w = await worker(first, ["--tasks", TASKS, "--metrics-port", "0", "--delivery", delivery], { WT_OUT: out });
-    await waitFor("the slow task started", async () => (await Bun.file(out).exists()) && (await Bun.file(out).text()).includes("slow-start kept"));
-    // The broker dies while the task runs (1.5 s): the report fails, the worker keeps the result.
-    first.kill9();
-    await first.proc.exited;
-    await waitFor("the worker holds the result", async () => {
-      const res = await fetch(`http://127.0.0.1:${w.metricsPort}/metrics`);
-      return sumOf(parsePrometheusText(await res.text()), "taskworker_results_held", {}) === 1;
-    });
-    // Same port and store: the restarted broker takes the held result.
-    const second = await broker({ TASKBROKER_GRPC_PORT: port }, dbPath);
-    await waitFor("the held result was reported", async () => (await brokerMetric(second, "taskbroker_status_total", { status: "complete" })) === 1, 20_000);
-    expect(await stateOf(second, built.activation.id)).not.toBe("processing");
-    await waitFor("the worker holds nothing any more", async () => {
-      const res = await fetch(`http://127.0.0.1:${w.metricsPort}/metrics`);
-      return sumOf(parsePrometheusText(await res.text()), "taskworker_results_held", {}) === 0;
-    });
-    // Logged once the broker's answer is back (the broker counts it before answering).
-    if (delivery === "unary") await waitFor("the worker logged the late report", () => /result_reported .*id=\w+ .*attempts=\d+/.test(w.logs()));
-    expect((await Bun.file(out).text()).match(/slow-done kept/g)).toHaveLength(1);
-  });
+  test.each(["unary", "stream"])(
+    "a result the broker cannot take is kept and reported once the broker is back (--delivery %s)",
+    async (delivery) => {
+      const dbPath = join(tempDir("parity-db-"), "inflight.sqlite");
+      const first = await broker({}, dbPath);
+      const port = String(first.port);
+      const p = producer(first);
+      const built = slow.buildActivation({ args: ["kept"] });
+      await p.send("taskworker", built.activation, built.bytes);
+      const out = join(dir, `kept-${delivery}.out`);
+      const w = await worker(first, ["--tasks", TASKS, "--metrics-port", "0", "--delivery", delivery], { WT_OUT: out });
+      await waitFor(
+        "the slow task started",
+        async () => (await Bun.file(out).exists()) && (await Bun.file(out).text()).includes("slow-start kept"),
+      );
+      // The broker dies while the task runs (1.5 s): the report fails, the worker keeps the result.
+      first.kill9();
+      await first.proc.exited;
+      await waitFor("the worker holds the result", async () => {
+        const res = await fetch(`http://127.0.0.1:${w.metricsPort}/metrics`);
+        return sumOf(parsePrometheusText(await res.text()), "taskworker_results_held", {}) === 1;
+      });
+      // Same port and store: the restarted broker takes the held result.
+      const second = await broker({ TASKBROKER_GRPC_PORT: port }, dbPath);
+      await waitFor(
+        "the held result was reported",
+        async () => (await brokerMetric(second, "taskbroker_status_total", { status: "complete" })) === 1,
+        20_000,
+      );
+      expect(await stateOf(second, built.activation.id)).not.toBe("processing");
+      await waitFor("the worker holds nothing any more", async () => {
+        const res = await fetch(`http://127.0.0.1:${w.metricsPort}/metrics`);
+        return sumOf(parsePrometheusText(await res.text()), "taskworker_results_held", {}) === 0;
+      });
+      // Logged once the broker's answer is back (the broker counts it before answering).
+      if (delivery === "unary")
+        await waitFor("the worker logged the late report", () =>
+          /result_reported .*id=\w+ .*attempts=\d+/.test(w.logs()),
+        );
+      expect((await Bun.file(out).text()).match(/slow-done kept/g)).toHaveLength(1);
+    },
+  );
 });
 
 describe("task log line", () => {
@@ -153,13 +179,31 @@ describe("task log line", () => {
     const p = producer(b);
     const built = hello.buildActivation({ args: ["logged"] });
     await p.send("taskworker", built.activation, built.bytes);
-    const w = await worker(b, ["--tasks", TASKS, "--log-format", "json", "--processing-pool-name", "pool-a", "--max-child-task-count", "1", "--threads", "1"]);
+    const w = await worker(b, [
+      "--tasks",
+      TASKS,
+      "--log-format",
+      "json",
+      "--processing-pool-name",
+      "pool-a",
+      "--max-child-task-count",
+      "1",
+      "--threads",
+      "1",
+    ]);
     // The pool name is a label of every worker metric, as in Sentry's worker.
-    await waitFor("the task ran", async () => (await w.executions({ outcome: "complete", processing_pool: "pool-a" })) === 1);
+    await waitFor(
+      "the task ran",
+      async () => (await w.executions({ outcome: "complete", processing_pool: "pool-a" })) === 1,
+    );
     // After its one task the thread is recycled (Sentry's --max-child-task-count).
     await waitFor("the thread was recycled", () => w.logs().includes('"task_thread_recycled"'));
     await waitFor("its log line", () => w.logs().includes(built.activation.id));
-    const lines = w.logs().split("\n").filter((l) => l.includes('"task_finished"')).map((l) => JSON.parse(l));
+    const lines = w
+      .logs()
+      .split("\n")
+      .filter((l) => l.includes('"task_finished"'))
+      .map((l) => JSON.parse(l));
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({
       level: "info",
@@ -180,20 +224,41 @@ describe("push mode", () => {
     const b = await broker();
     const gate = join(dir, "load-gate");
     const w = await spawnWorker(
-      ["--tasks", GATED, "--rpc-host-list", b.address, "--push-port", "0", "--push-allow-unsigned", "--threads", "2", "--at-most-once-path", join(dir, "amo-push.sqlite")],
+      [
+        "--tasks",
+        GATED,
+        "--rpc-host-list",
+        b.address,
+        "--push-port",
+        "0",
+        "--push-allow-unsigned",
+        "--threads",
+        "2",
+        "--at-most-once-path",
+        join(dir, "amo-push.sqlite"),
+      ],
       { LOAD_GATE: gate },
       20_000,
       /^.*push_port_listening.*$/m,
     );
     stops.push(() => w.stop("SIGKILL"));
-    const port = Number(/port=(\d+)/.exec(w.logs().split("\n").find((l) => l.includes("push_port_listening"))!)![1]);
+    const port = Number(
+      /port=(\d+)/.exec(
+        w
+          .logs()
+          .split("\n")
+          .find((l) => l.includes("push_port_listening"))!,
+      )![1],
+    );
     const health = healthClient(`127.0.0.1:${port}`);
     const watched: number[] = [];
     const watch = (async () => {
       for await (const r of health.watch({ service: "" })) watched.push(r.status);
     })();
     expect((await health.check({ service: "" })).status).toBe(Serving.NOT_SERVING);
-    expect((await health.check({ service: "sentry_protos.taskbroker.v1.WorkerService" })).status).toBe(Serving.NOT_SERVING);
+    expect((await health.check({ service: "sentry_protos.taskbroker.v1.WorkerService" })).status).toBe(
+      Serving.NOT_SERVING,
+    );
     expect(await codeOf(health.check({ service: "nope" }))).toBe(Code.NotFound);
     // A push during warm-up is turned away (the broker tries elsewhere or later), not queued.
     const pusher = createWorkerClient({ address: `127.0.0.1:${port}` });
@@ -214,22 +279,45 @@ describe("push mode", () => {
   test("a push finding every slot busy waits up to --push-task-timeout, never past the caller's deadline", async () => {
     const b = await broker();
     const w = await spawnWorker(
-      ["--tasks", PUSH_TASKS, "--rpc-host-list", b.address, "--push-port", "0", "--push-allow-unsigned", "--concurrency", "1", "--push-task-timeout", "5", "--at-most-once-path", join(dir, "amo-push2.sqlite")],
+      [
+        "--tasks",
+        PUSH_TASKS,
+        "--rpc-host-list",
+        b.address,
+        "--push-port",
+        "0",
+        "--push-allow-unsigned",
+        "--concurrency",
+        "1",
+        "--push-task-timeout",
+        "5",
+        "--at-most-once-path",
+        join(dir, "amo-push2.sqlite"),
+      ],
       { PT_OUT: join(dir, "pt.out") },
     );
     stops.push(() => w.stop("SIGKILL"));
     const port = Number(/push_port=(\d+)/.exec(w.logs())![1]);
     const patient = createWorkerClient({ address: `127.0.0.1:${port}`, deadlineMs: 10_000 });
     const hurried = createWorkerClient({ address: `127.0.0.1:${port}`, deadlineMs: 300 });
-    stops.push(() => patient.close(), () => hurried.close());
+    stops.push(
+      () => patient.close(),
+      () => hurried.close(),
+    );
     await patient.pushTask(ptSlow.buildActivation({ args: ["first"] }).bytes, b.address); // takes the only slot for 800 ms
     const t0 = Date.now();
     // Its caller gives up after 300 ms: answered busy before that, so it never runs here behind the caller's back.
-    expect(await codeOf(hurried.pushTask(ptHello.buildActivation({ args: ["hurried"] }).bytes, b.address))).toBe(Code.ResourceExhausted);
+    expect(await codeOf(hurried.pushTask(ptHello.buildActivation({ args: ["hurried"] }).bytes, b.address))).toBe(
+      Code.ResourceExhausted,
+    );
     expect(Date.now() - t0).toBeLessThan(300);
     // A patient caller is accepted as soon as the slot frees, instead of being turned away.
     await patient.pushTask(ptHello.buildActivation({ args: ["waited"] }).bytes, b.address);
-    await waitFor("the waiting push ran", () => (Bun.file(join(dir, "pt.out")).size > 0 ? readFileSync(join(dir, "pt.out"), "utf8").includes("hello waited") : false));
+    await waitFor("the waiting push ran", () =>
+      Bun.file(join(dir, "pt.out")).size > 0
+        ? readFileSync(join(dir, "pt.out"), "utf8").includes("hello waited")
+        : false,
+    );
     expect(readFileSync(join(dir, "pt.out"), "utf8")).not.toContain("hurried");
   });
 });

@@ -42,7 +42,17 @@ async function broker(): Promise<BrokerProcess> {
 }
 async function worker(hosts: string[], out: string, args: string[]): Promise<WorkerProcess> {
   const w = await spawnWorker(
-    ["--tasks", TASKS, "--rpc-host-list", hosts.join(","), "--max-backoff-ms", "100", "--at-most-once-path", join(dir, `amo-${Math.random()}.sqlite`), ...args],
+    [
+      "--tasks",
+      TASKS,
+      "--rpc-host-list",
+      hosts.join(","),
+      "--max-backoff-ms",
+      "100",
+      "--at-most-once-path",
+      join(dir, `amo-${Math.random()}.sqlite`),
+      ...args,
+    ],
     { WT_OUT: out },
   );
   children.push(w);
@@ -73,12 +83,27 @@ describe("streaming delivery", () => {
     const a = await worker([b.address], out, ["--delivery", "stream", "--concurrency", "4"]);
     const tags = Array.from({ length: 8 }, (_, i) => `k${i}`);
     await produce(b.address, activations(slow, tags, 2));
-    await waitFor("4 tasks started by the first worker", () => lines(out).filter((l) => l.startsWith("slow-start")).length === 4);
+    await waitFor(
+      "4 tasks started by the first worker",
+      () => lines(out).filter((l) => l.startsWith("slow-start")).length === 4,
+    );
     a.kill9();
     await a.exited;
     const w2 = await worker([b.address], out, ["--delivery", "stream", "--concurrency", "8"]);
-    await waitFor("all 8 done", () => new Set(lines(out).filter((l) => l.startsWith("slow-done")).map((l) => l.split(" ")[1])).size === 8, 20_000);
-    await waitFor("8 completions", async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 8);
+    await waitFor(
+      "all 8 done",
+      () =>
+        new Set(
+          lines(out)
+            .filter((l) => l.startsWith("slow-done"))
+            .map((l) => l.split(" ")[1]),
+        ).size === 8,
+      20_000,
+    );
+    await waitFor(
+      "8 completions",
+      async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 8,
+    );
     // The first worker's 4 ran again (after their deadline), the other 4 ran once.
     expect(lines(out).filter((l) => l.startsWith("slow-start")).length).toBe(12);
     expect(await metric(b, "taskbroker_delivery_streams")).toBe(1);
@@ -90,7 +115,13 @@ describe("streaming delivery", () => {
     const out = join(dir, "concurrency.out");
     const w = await worker([b.address], out, ["--delivery", "stream", "--concurrency", "2"]);
     // Many quick tasks first (they earn the worker a prefetch), then slow ones.
-    await produce(b.address, activations(hello, Array.from({ length: 200 }, (_, i) => `q${i}`)));
+    await produce(
+      b.address,
+      activations(
+        hello,
+        Array.from({ length: 200 }, (_, i) => `q${i}`),
+      ),
+    );
     await waitFor("the quick tasks", () => lines(out).length === 200);
     await produce(b.address, activations(slow, ["c1", "c2", "c3"]));
     await waitFor("the slow tasks", () => lines(out).filter((l) => l.startsWith("slow-done")).length === 3, 20_000);
@@ -111,14 +142,31 @@ describe("streaming delivery", () => {
     // Work on both: each broker gets its results.
     await produce(b1.address, activations(hello, ["a1", "a2", "a3"]));
     await produce(b2.address, activations(hello, ["b1", "b2", "b3"]));
-    await waitFor("both brokers' tasks", async () =>
-      (await metric(b1, "taskbroker_status_total", { status: "complete" })) === 3 && (await metric(b2, "taskbroker_status_total", { status: "complete" })) === 3,
+    await waitFor(
+      "both brokers' tasks",
+      async () =>
+        (await metric(b1, "taskbroker_status_total", { status: "complete" })) === 3 &&
+        (await metric(b2, "taskbroker_status_total", { status: "complete" })) === 3,
     );
     // Work on one only: it gets more than its half of the 8 slots (the idle broker keeps one credit).
-    await produce(b2.address, activations(slow, Array.from({ length: 8 }, (_, i) => `s${i}`)));
-    await waitFor("7 slow tasks running at once", () => lines(out).filter((l) => l.startsWith("slow-start")).length >= 7, 10_000);
+    await produce(
+      b2.address,
+      activations(
+        slow,
+        Array.from({ length: 8 }, (_, i) => `s${i}`),
+      ),
+    );
+    await waitFor(
+      "7 slow tasks running at once",
+      () => lines(out).filter((l) => l.startsWith("slow-start")).length >= 7,
+      10_000,
+    );
     expect(lines(out).filter((l) => l.startsWith("slow-done")).length).toBe(0);
-    await waitFor("all slow tasks done", () => lines(out).filter((l) => l.startsWith("slow-done")).length === 8, 15_000);
+    await waitFor(
+      "all slow tasks done",
+      () => lines(out).filter((l) => l.startsWith("slow-done")).length === 8,
+      15_000,
+    );
     await w.stop();
   });
 });
@@ -143,20 +191,32 @@ describe("the v1 calls", () => {
     const forward = (name: string) => (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       upstream.call(`/sentry_protos.taskbroker.v1.ConsumerService/${name}`, call.request).then(
         (res) => cb(null, Buffer.from(res)),
-        (err: { code: number; rawMessage: string }) => cb({ code: err.code, details: err.rawMessage } as grpc.ServiceError),
+        (err: { code: number; rawMessage: string }) =>
+          cb({ code: err.code, details: err.rawMessage } as grpc.ServiceError),
       );
     };
     const names = ["GetTask", "SetTaskStatus", "SetBatchActivationStatus"];
-    server.addService(Object.fromEntries(names.map((n) => [n, method(n)])) as grpc.ServiceDefinition, Object.fromEntries(names.map((n) => [n, forward(n)])));
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    server.addService(
+      Object.fromEntries(names.map((n) => [n, method(n)])) as grpc.ServiceDefinition,
+      Object.fromEntries(names.map((n) => [n, forward(n)])),
     );
-    closers.push(() => server.forceShutdown(), () => upstream.close());
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      ),
+    );
+    closers.push(
+      () => server.forceShutdown(),
+      () => upstream.close(),
+    );
     const out = join(dir, "fallback.out");
     const w = await worker([`127.0.0.1:${port}`], out, ["--concurrency", "4"]);
     await produce(b.address, activations(hello, ["f1", "f2", "f3", "f4", "f5"]));
     await waitFor("5 tasks", () => lines(out).length === 5);
-    await waitFor("5 completions", async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 5);
+    await waitFor(
+      "5 completions",
+      async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 5,
+    );
     expect(w.logs()).toContain("delivery_fallback_unary");
     await w.stop();
   });
@@ -167,7 +227,10 @@ describe("the v1 calls", () => {
     const w = await worker([b.address], out, ["--delivery", "unary", "--concurrency", "2"]);
     await produce(b.address, activations(hello, ["u1", "u2", "u3"]));
     await waitFor("3 tasks", () => lines(out).length === 3);
-    await waitFor("3 completions", async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 3);
+    await waitFor(
+      "3 completions",
+      async () => (await metric(b, "taskbroker_status_total", { status: "complete" })) === 3,
+    );
     expect(await metric(b, "taskbroker_rpc_requests_total", { method: "GetTask" })).toBeGreaterThan(0);
     expect(await metric(b, "taskbroker_delivery_streams_ended_total")).toBe(0);
     expect(await metric(b, "taskbroker_delivery_streams")).toBe(0);
@@ -175,7 +238,9 @@ describe("the v1 calls", () => {
 
     const server = new grpc.Server();
     const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      ),
     );
     closers.push(() => server.forceShutdown());
     const s = await worker([`127.0.0.1:${port}`], join(dir, "never.out"), ["--delivery", "stream"]);

@@ -7,7 +7,11 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { OnAttemptsExceeded, RetryStateSchema, TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
+import {
+  OnAttemptsExceeded,
+  RetryStateSchema,
+  TaskActivationSchema,
+} from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { silentLogger } from "../src/log.ts";
 import { decodeWireActivation } from "../src/activation/wire.ts";
 import { openAtMostOnceStore } from "../src/worker/at-most-once.ts";
@@ -26,7 +30,13 @@ describe("activation decoder", () => {
       parameters: '{"args":[]}',
       headers: { "compression-type": "zstd", traceparent: "00-x" },
       receivedAt: timestampFromMs(1_700_000_000_123),
-      retryState: create(RetryStateSchema, { attempts: 2, maxAttempts: 5, onAttemptsExceeded: OnAttemptsExceeded.DEADLETTER, atMostOnce: true, delayOnRetry: 7n }),
+      retryState: create(RetryStateSchema, {
+        attempts: 2,
+        maxAttempts: 5,
+        onAttemptsExceeded: OnAttemptsExceeded.DEADLETTER,
+        atMostOnce: true,
+        delayOnRetry: 7n,
+      }),
       processingDeadlineDuration: 30n,
       expires: 600n,
       delay: 5n,
@@ -108,13 +118,18 @@ describe("at-most-once store", () => {
 
 describe("configuration", () => {
   test("flags over environment, defaults, one-line errors", () => {
-    const r = resolveWorkerConfig(["--concurrency", "8", "--tasks=a.ts,b.ts"], { TASKWORKER_CONCURRENCY: "2", TASKWORKER_NAMESPACE: "ns" });
+    const r = resolveWorkerConfig(["--concurrency", "8", "--tasks=a.ts,b.ts"], {
+      TASKWORKER_CONCURRENCY: "2",
+      TASKWORKER_NAMESPACE: "ns",
+    });
     if (r.help) throw new Error("unexpected help");
     expect(r.config.concurrency).toBe(8);
     expect(r.config.tasks).toEqual(["a.ts", "b.ts"]);
     expect(r.config.namespace).toBe("ns");
     expect(r.config.rpcHostList).toEqual(["127.0.0.1:50051"]);
-    expect(() => resolveWorkerConfig(["--concurrency", "0"], {})).toThrow(/^--concurrency="0" is invalid: expected an integer >= 1$/);
+    expect(() => resolveWorkerConfig(["--concurrency", "0"], {})).toThrow(
+      /^--concurrency="0" is invalid: expected an integer >= 1$/,
+    );
     expect(() => resolveWorkerConfig([], { TASKWORKER_RPC_HOST_LIST: "nohost" })).toThrow(/TASKWORKER_RPC_HOST_LIST/);
     expect(() => resolveWorkerConfig([], { TASKWORKER_GRPC_SHARED_SECRET: "[1]" })).toThrow(/JSON array/);
     expect(() => resolveWorkerConfig(["--bogus"], {})).toThrow(/unknown option --bogus/);
@@ -130,7 +145,9 @@ describe("task pool", () => {
     namespace: "wt",
     taskname,
     headers: {},
-    parametersBytes: new Uint8Array([0x82, 0xa4, 0x61, 0x72, 0x67, 0x73, 0x91, 0xa1, 0x78, 0xa6, 0x6b, 0x77, 0x61, 0x72, 0x67, 0x73, 0x80]),
+    parametersBytes: new Uint8Array([
+      0x82, 0xa4, 0x61, 0x72, 0x67, 0x73, 0x91, 0xa1, 0x78, 0xa6, 0x6b, 0x77, 0x61, 0x72, 0x67, 0x73, 0x80,
+    ]),
     parameters: "",
     attempts: 0,
     maxAttempts: 1,
@@ -138,7 +155,12 @@ describe("task pool", () => {
   });
 
   test("a spinning run is stopped at its deadline; runs sharing its thread are restarted elsewhere", async () => {
-    const pool = createTaskPool({ threads: 1, log: silentLogger, init: { modules, env: { WT_OUT: "/dev/null" } }, deadlineTickMs: 20 });
+    const pool = createTaskPool({
+      threads: 1,
+      log: silentLogger,
+      init: { modules, env: { WT_OUT: "/dev/null" } },
+      deadlineTickMs: 20,
+    });
     const tasks = await pool.ready;
     expect(tasks.some((t) => t.taskname === "spin")).toBe(true);
     const spin = pool.run({ req: req("s", "spin", 300), atMostOnce: false });
@@ -163,7 +185,10 @@ describe("task pool", () => {
       // Without a minimum, the thread due for recycling takes nothing new: runs wait for the replacement.
       if (i === 2) expect(pool.readyThreads()).toBe(0);
     }
-    const ids = readFileSync(out, "utf8").trim().split("\n").map((l) => l.split(" ")[2]);
+    const ids = readFileSync(out, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => l.split(" ")[2]);
     expect(ids).toHaveLength(7);
     expect(new Set(ids.slice(0, 3)).size).toBe(1);
     expect(new Set(ids.slice(3, 6)).size).toBe(1);
@@ -171,7 +196,13 @@ describe("task pool", () => {
     expect(logged.filter((e) => e === "task_thread_recycled")).toHaveLength(2);
     await pool.close();
 
-    const kept = createTaskPool({ threads: 1, log: silentLogger, init: { modules, env: { WT_OUT: "/dev/null" } }, maxTasksPerThread: 2, minReadyThreads: 1 });
+    const kept = createTaskPool({
+      threads: 1,
+      log: silentLogger,
+      init: { modules, env: { WT_OUT: "/dev/null" } },
+      maxTasksPerThread: 2,
+      minReadyThreads: 1,
+    });
     await kept.ready;
     for (let i = 0; i < 2; i++) await kept.run({ req: req(`k${i}`, "whoami", 5000), atMostOnce: false });
     // Due for recycling, but the only ready thread: it keeps taking runs while the replacement loads.

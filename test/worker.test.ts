@@ -38,10 +38,25 @@ async function broker(extra: Record<string, string> = {}): Promise<BrokerProcess
   children.push(b);
   return b;
 }
-async function worker(b: BrokerProcess | BrokerProcess[], out: string, args: string[] = [], env: Record<string, string> = {}): Promise<WorkerProcess> {
+async function worker(
+  b: BrokerProcess | BrokerProcess[],
+  out: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<WorkerProcess> {
   const hosts = (Array.isArray(b) ? b : [b]).map((x) => `127.0.0.1:${x.port}`).join(",");
   const w = await spawnWorker(
-    ["--tasks", TASKS, "--rpc-host-list", hosts, "--max-backoff-ms", "100", "--at-most-once-path", join(dir, "amo.sqlite"), ...args],
+    [
+      "--tasks",
+      TASKS,
+      "--rpc-host-list",
+      hosts,
+      "--max-backoff-ms",
+      "100",
+      "--at-most-once-path",
+      join(dir, "amo.sqlite"),
+      ...args,
+    ],
     { WT_OUT: out, ...env },
   );
   children.push(w);
@@ -52,7 +67,11 @@ function producerFor(b: BrokerProcess, secrets?: string[]): ActivationProducer {
   producers.push(p);
   return p;
 }
-async function send<A extends unknown[]>(p: ActivationProducer, task: Task<A>, options: DispatchOptions & { args?: A }): Promise<string> {
+async function send<A extends unknown[]>(
+  p: ActivationProducer,
+  task: Task<A>,
+  options: DispatchOptions & { args?: A },
+): Promise<string> {
   const built = task.buildActivation(options);
   await p.send("taskworker", built.activation, built.bytes);
   return built.activation.id;
@@ -90,7 +109,10 @@ describe("one broker, one worker", () => {
     await send(p, fails, { args: ["f1"] });
     await waitFor("three attempts", () => lines(out).filter((l) => l.startsWith("fails f1")).length === 3);
     expect(lines(out).filter((l) => l.startsWith("fails f1"))).toEqual(["fails f1 0", "fails f1 1", "fails f1 2"]);
-    await waitFor("worker reported failure", async () => (await w.executions({ taskname: "fails", outcome: "failure" })) === 1);
+    await waitFor(
+      "worker reported failure",
+      async () => (await w.executions({ taskname: "fails", outcome: "failure" })) === 1,
+    );
     expect(await w.executions({ taskname: "fails", outcome: "retry" })).toBe(2);
     await waitFor("broker saw FAILURE", async () => (await brokerStatus(b, "failure")) === failuresBefore + 1);
   });
@@ -114,14 +136,20 @@ describe("one broker, one worker", () => {
     });
     await p.send("taskworker", activation, toBinary(TaskActivationSchema, activation));
     await send(p, hello, { args: ["after-unknown"] });
-    await waitFor("unknown reported", async () => (await w.executions({ taskname: "no_such_task", outcome: "unknown_task" })) === 1);
+    await waitFor(
+      "unknown reported",
+      async () => (await w.executions({ taskname: "no_such_task", outcome: "unknown_task" })) === 1,
+    );
     await waitFor("next task ran", () => lines(out).some((l) => l.startsWith("hello after-unknown")));
   });
 
   test("parameters produced by the Python client (vector bytes, plain and zstd) reach the task", async () => {
     const vectors = [
       ["82a4617267739501a161c4020001c0cb4004000000000000a66b776172677382a66f72675f696407a4666c6167c3", {}],
-      ["28b52ffd202e71010082a4617267739501a161c4020001c0cb4004000000000000a66b776172677382a66f72675f696407a4666c6167c3", { "compression-type": "zstd" }],
+      [
+        "28b52ffd202e71010082a4617267739501a161c4020001c0cb4004000000000000a66b776172677382a66f72675f696407a4666c6167c3",
+        { "compression-type": "zstd" },
+      ],
     ] as const;
     for (const [hex, headers] of vectors) {
       const activation = create(TaskActivationSchema, {
@@ -157,7 +185,10 @@ test("an activation that expired while queued is never started", async () => {
   const w = await worker(b, out, ["--concurrency", "1"]);
   await waitFor("marker ran", () => lines(out).some((l) => l.startsWith("hello after-expired")));
   // The task prints before its run is counted; wait for the count, then check nothing else ran.
-  await waitFor("the marker's run counted", async () => (await w.executions({ taskname: "hello", outcome: "complete" })) >= 1);
+  await waitFor(
+    "the marker's run counted",
+    async () => (await w.executions({ taskname: "hello", outcome: "complete" })) >= 1,
+  );
   expect(lines(out).some((l) => l.startsWith("hello expired"))).toBe(false);
   expect(await w.executions({ taskname: "hello", outcome: "complete" })).toBe(1);
 });
@@ -208,7 +239,11 @@ test("two brokers: work from both is done, and killing one leaves the other serv
   await waitFor("all 40 ran", () => lines(out).filter((l) => l.startsWith("hello b")).length === 40);
   b1.kill9();
   for (let i = 0; i < 20; i++) await send(p2, hello, { args: [`late-${i}`] });
-  await waitFor("tasks on the surviving broker ran", () => lines(out).filter((l) => l.startsWith("hello late-")).length === 20, 30_000);
+  await waitFor(
+    "tasks on the surviving broker ran",
+    () => lines(out).filter((l) => l.startsWith("hello late-")).length === 20,
+    30_000,
+  );
   expect(await w.executions({ taskname: "hello", outcome: "complete" })).toBe(60);
 }, 60_000);
 
@@ -231,6 +266,10 @@ test("graceful shutdown: running tasks finish, results are reported, exit 0", as
   await send(p, slow, { args: ["g2"] });
   await waitFor("both running", () => lines(out).filter((l) => l.startsWith("slow-start")).length === 2);
   expect(await w.stop("SIGTERM")).toBe(0);
-  expect(lines(out).filter((l) => l.startsWith("slow-done")).sort()).toEqual(["slow-done g1", "slow-done g2"]);
+  expect(
+    lines(out)
+      .filter((l) => l.startsWith("slow-done"))
+      .sort(),
+  ).toEqual(["slow-done g1", "slow-done g2"]);
   await waitFor("broker saw both COMPLETE", async () => (await brokerStatus(b, "complete")) === 2);
 });

@@ -16,7 +16,12 @@ await sendDigest.delay(1); // fails once with MailServerBusy, succeeds on the re
 await syncInventory.delay("sku-1"); // asks for a retry itself, then succeeds
 await chargeCard.delay("order-1", 100);
 await tenant.run("acme", () => sendWelcome.delay(9)); // the context hook carries the tenant into the run
-assert.deepEqual(readFileSync(outbox, "utf8").trim().split("\n"), ["digest 1 attempt 1", "inventory sku-1", "charge order-1 100", "welcome 9 en tenant=acme"]);
+assert.deepEqual(readFileSync(outbox, "utf8").trim().split("\n"), [
+  "digest 1 attempt 1",
+  "inventory sku-1",
+  "charge order-1 100",
+  "welcome 9 en tenant=acme",
+]);
 
 // A failure that the policy does not retry surfaces as EagerTaskFailed, with the outcome and error.
 await assert.rejects(chargeCard.delay("order-2", -5), (err: unknown) => {

@@ -10,7 +10,15 @@ const ids: string[] = [];
 // Inside tenant.run(...), the context hook puts the tenant on the activation; the task runs for it too.
 ids.push(await tenant.run("acme", () => sendWelcome.delay(42)));
 // applyAsync: kwargs, a countdown (seconds before it may run), an expiry and headers.
-ids.push(await sendWelcome.applyAsync({ args: [7], kwargs: { locale: "de" }, countdown: 1, expires: 600, headers: { "x-request-id": "r-1" } }));
+ids.push(
+  await sendWelcome.applyAsync({
+    args: [7],
+    kwargs: { locale: "de" },
+    countdown: 1,
+    expires: 600,
+    headers: { "x-request-id": "r-1" },
+  }),
+);
 ids.push(await sendDigest.delay(42));
 ids.push(await chargeCard.delay("order-1001", 2599));
 ids.push(await syncInventory.delay("sku-7"));

@@ -60,7 +60,8 @@ export interface BuiltActivation {
 }
 
 function wholeSeconds(name: string, value: number): bigint {
-  if (!Number.isFinite(value) || value < 0) throw new RangeError(`${name} must be a non-negative number of seconds, got ${value}`);
+  if (!Number.isFinite(value) || value < 0)
+    throw new RangeError(`${name} must be a non-negative number of seconds, got ${value}`);
   return BigInt(Math.ceil(value));
 }
 

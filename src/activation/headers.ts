@@ -22,7 +22,9 @@ export function headerString(key: string, value: HeaderValue): string {
   if (value === false) return "False";
   if (typeof value === "string") return value;
   if (typeof value === "number" || typeof value === "bigint") return String(value);
-  throw new TypeError(`header ${JSON.stringify(key)} must be a scalar (string, number, boolean, null), got ${typeof value}`);
+  throw new TypeError(
+    `header ${JSON.stringify(key)} must be a scalar (string, number, boolean, null), got ${typeof value}`,
+  );
 }
 
 export function stringifyHeaders(headers: Record<string, HeaderValue> | undefined): Record<string, string> {

@@ -72,10 +72,12 @@ function hasBigInt(value: unknown): boolean {
 function widen64(value: unknown): unknown {
   if (typeof value === "bigint") {
     // msgpack holds int64 and uint64; anything wider would be silently cut to 64 bits.
-    if (value < -(2n ** 63n) || value >= 2n ** 64n) throw new ParameterError(`integer ${value} does not fit in 64 bits (msgpack int64/uint64)`);
+    if (value < -(2n ** 63n) || value >= 2n ** 64n)
+      throw new ParameterError(`integer ${value} does not fit in 64 bits (msgpack int64/uint64)`);
     return value;
   }
-  if (typeof value === "number") return Number.isSafeInteger(value) && (value >= 2 ** 32 || value < -(2 ** 31)) ? BigInt(value) : value;
+  if (typeof value === "number")
+    return Number.isSafeInteger(value) && (value >= 2 ** 32 || value < -(2 ** 31)) ? BigInt(value) : value;
   if (Array.isArray(value)) return value.map(widen64);
   if (value && typeof value === "object" && !(value instanceof Uint8Array) && !(value instanceof Date)) {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, widen64(v)]));
@@ -211,7 +213,10 @@ export function activationParameters(activation: {
   if (activation.parameters !== "") {
     let value: unknown;
     try {
-      value = JSON.parse(activation.parameters, exactIntegers as (this: unknown, key: string, value: unknown) => unknown);
+      value = JSON.parse(
+        activation.parameters,
+        exactIntegers as (this: unknown, key: string, value: unknown) => unknown,
+      );
     } catch (err) {
       throw new UndecodableParameters(`parameters is not valid JSON: ${detail(err)}`, { cause: err });
     }

@@ -52,7 +52,11 @@ export function buildReplayActivation(stored: Uint8Array, nowMs: number): { id: 
 }
 
 /** SetTaskStatus(RETRY) may carry a new max_attempts / delay_on_retry: rewrite retry_state first. */
-export function rewriteRetryState(stored: Uint8Array, maxAttempts: number | undefined, delayOnRetry: bigint | undefined): Uint8Array {
+export function rewriteRetryState(
+  stored: Uint8Array,
+  maxAttempts: number | undefined,
+  delayOnRetry: bigint | undefined,
+): Uint8Array {
   const a = decodeActivation(stored);
   const retry = a.retryState ?? create(RetryStateSchema);
   if (maxAttempts !== undefined) retry.maxAttempts = maxAttempts;

@@ -55,8 +55,8 @@ function exact(n: number): number {
 function readTimestamp(r: WireReader, prev: { seconds: number; nanos: number }) {
   while (!r.done()) {
     const [field, wt] = r.tag();
-    if (field === 1) (r.expect(field, wt, WIRE_VARINT), (prev.seconds = exact(r.varint())));
-    else if (field === 2) (r.expect(field, wt, WIRE_VARINT), (prev.nanos = exact(r.varint())));
+    if (field === 1) r.expect(field, wt, WIRE_VARINT), (prev.seconds = exact(r.varint()));
+    else if (field === 2) r.expect(field, wt, WIRE_VARINT), (prev.nanos = exact(r.varint()));
     else r.skip(wt);
   }
 }
@@ -95,8 +95,8 @@ function checkHeaderEntry(r: WireReader, out: ActivationFields) {
 function readRetryState(r: WireReader, out: ActivationFields) {
   while (!r.done()) {
     const [field, wt] = r.tag();
-    if (field === 3) (r.expect(field, wt, WIRE_VARINT), (out.onAttemptsExceeded = exact(r.varint())));
-    else if (field === 4) (r.expect(field, wt, WIRE_VARINT), (out.atMostOnce = r.varint() !== 0));
+    if (field === 3) r.expect(field, wt, WIRE_VARINT), (out.onAttemptsExceeded = exact(r.varint()));
+    else if (field === 4) r.expect(field, wt, WIRE_VARINT), (out.atMostOnce = r.varint() !== 0);
     else r.skip(wt);
   }
 }
@@ -180,8 +180,8 @@ function readHeader(m: WireReader, headers: Record<string, string>): void {
   let v = "";
   while (!m.done()) {
     const [f, wt] = m.tag();
-    if (f === 1) (m.expect(f, wt, WIRE_LEN), (k = m.string()));
-    else if (f === 2) (m.expect(f, wt, WIRE_LEN), (v = m.string()));
+    if (f === 1) m.expect(f, wt, WIRE_LEN), (k = m.string());
+    else if (f === 2) m.expect(f, wt, WIRE_LEN), (v = m.string());
     else m.skip(wt);
   }
   headers[k] = v;
@@ -193,8 +193,8 @@ function readTimestampMs(m: WireReader): number {
   let nanos = 0;
   while (!m.done()) {
     const [f, wt] = m.tag();
-    if (f === 1) (m.expect(f, wt, WIRE_VARINT), (seconds = m.varint()));
-    else if (f === 2) (m.expect(f, wt, WIRE_VARINT), (nanos = m.varint()));
+    if (f === 1) m.expect(f, wt, WIRE_VARINT), (seconds = m.varint());
+    else if (f === 2) m.expect(f, wt, WIRE_VARINT), (nanos = m.varint());
     else m.skip(wt);
   }
   return seconds * 1000 + Math.floor(nanos / 1e6);

@@ -10,7 +10,9 @@ export interface ZstdCodec {
   decompress(frame: Uint8Array): Uint8Array;
 }
 
-declare const Bun: { zstdCompressSync(b: Uint8Array, o: { level: number }): Uint8Array; zstdDecompressSync(b: Uint8Array): Uint8Array } | undefined;
+declare const Bun:
+  | { zstdCompressSync(b: Uint8Array, o: { level: number }): Uint8Array; zstdDecompressSync(b: Uint8Array): Uint8Array }
+  | undefined;
 
 async function load(): Promise<ZstdCodec> {
   if (typeof Bun !== "undefined") {

@@ -94,12 +94,12 @@ export interface DeadLetterRow {
 
 export function deadLetterRow(
   d: {
-  id: string;
-  namespace: string;
-  taskname: string;
-  application: string;
-  deadLetteredAtMs: number;
-  activation: Uint8Array;
+    id: string;
+    namespace: string;
+    taskname: string;
+    application: string;
+    deadLetteredAtMs: number;
+    activation: Uint8Array;
   },
   opts: { maxParameterBytes?: number } = {},
 ): DeadLetterRow {

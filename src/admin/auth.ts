@@ -51,7 +51,10 @@ export function adminRpcRefusal(
   if (token !== undefined) {
     return hasBearer(token, authorization)
       ? null
-      : { code: "unauthenticated", message: "admin token required: send metadata authorization: Bearer <TASKBROKER_ADMIN_TOKEN>" };
+      : {
+          code: "unauthenticated",
+          message: "admin token required: send metadata authorization: Bearer <TASKBROKER_ADMIN_TOKEN>",
+        };
   }
   return isLoopback(remoteAddress)
     ? null
@@ -202,7 +205,12 @@ export function isAllowedHost(host: string | undefined, allowed: readonly string
  * Sec-Fetch-Site on every request; a cross-site form or fetch (a dead letter
  * replayed by a text/plain POST from another site) carries a foreign one.
  */
-export function isSameOrigin(method: string, host: string | undefined, origin: string | undefined, fetchSite: string | undefined): boolean {
+export function isSameOrigin(
+  method: string,
+  host: string | undefined,
+  origin: string | undefined,
+  fetchSite: string | undefined,
+): boolean {
   if (method === "GET" || method === "HEAD" || method === "OPTIONS") return true;
   if (fetchSite !== undefined && fetchSite !== "same-origin" && fetchSite !== "none") return false;
   if (origin === undefined) return true; // not a browser

@@ -73,7 +73,9 @@ export function rpcSource(address: string, secrets: readonly string[], adminToke
     },
     async deadLetters(limit, afterId) {
       const r = await client.listDeadLetters({ limit, afterId: afterId ?? "" });
-      const items = r.deadLetters.map((d) => deadLetterRow({ ...d, deadLetteredAtMs: Math.round(d.deadLetteredAtUnix * 1000) }));
+      const items = r.deadLetters.map((d) =>
+        deadLetterRow({ ...d, deadLetteredAtMs: Math.round(d.deadLetteredAtUnix * 1000) }),
+      );
       return { items, total: Number(r.total), nextAfter: r.nextAfterId || null };
     },
     async replay(id) {

@@ -3,13 +3,7 @@
 // the same totals are the dashboard's "since start" numbers. Per-namespace
 // dispatches are series "dispatched:<namespace>".
 import type { Counter } from "prom-client";
-import {
-  completionTotal,
-  dispatchTotal,
-  ingestTotal,
-  runtimeKillTotal,
-  upkeepTotal,
-} from "../metrics.ts";
+import { completionTotal, dispatchTotal, ingestTotal, runtimeKillTotal, upkeepTotal } from "../metrics.ts";
 import type { CounterTotals, RateHistory } from "./rates.ts";
 
 async function sum(counter: Counter<string>, match: Record<string, string> = {}): Promise<number> {
@@ -22,7 +16,16 @@ async function sum(counter: Counter<string>, match: Record<string, string> = {})
 }
 
 /** The series the chart draws (the rest are per-namespace). */
-export const CHART_SERIES = ["ingested", "dispatched", "completed", "retried", "failed", "deadlettered", "expired", "killed"] as const;
+export const CHART_SERIES = [
+  "ingested",
+  "dispatched",
+  "completed",
+  "retried",
+  "failed",
+  "deadlettered",
+  "expired",
+  "killed",
+] as const;
 
 /** Activations handed out per namespace since start, as "dispatched:<namespace>" totals. */
 async function dispatchedByNamespace(): Promise<CounterTotals> {
@@ -48,7 +51,17 @@ export async function readCounterTotals(): Promise<CounterTotals> {
       sum(ingestTotal, { result: "expired" }),
       sum(runtimeKillTotal, { decision: "killed" }),
     ]);
-  return { ingested, dispatched, completed, retried, failed, deadlettered, expired: expiredStored + expiredIngest, killed, ...(await dispatchedByNamespace()) };
+  return {
+    ingested,
+    dispatched,
+    completed,
+    retried,
+    failed,
+    deadlettered,
+    expired: expiredStored + expiredIngest,
+    killed,
+    ...(await dispatchedByNamespace()),
+  };
 }
 
 /** Samples every `intervalMs` until stopped (first sample immediately). */

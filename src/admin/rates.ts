@@ -30,7 +30,11 @@ export interface RateHistory {
 export function createRateHistory(capacity = 180): RateHistory {
   const samples: Array<{ atMs: number; totals: CounterTotals }> = [];
   const seen = new Set<string>();
-  const rate = (from: { atMs: number; totals: CounterTotals }, to: { atMs: number; totals: CounterTotals }, names: Iterable<string> = seen) => {
+  const rate = (
+    from: { atMs: number; totals: CounterTotals },
+    to: { atMs: number; totals: CounterTotals },
+    names: Iterable<string> = seen,
+  ) => {
     const dt = (to.atMs - from.atMs) / 1000;
     const out: Record<string, number> = {};
     for (const name of names) {
@@ -48,7 +52,8 @@ export function createRateHistory(capacity = 180): RateHistory {
     },
     series(names) {
       const out: RatePoint[] = [];
-      for (let i = 1; i < samples.length; i++) out.push({ atMs: samples[i]!.atMs, perSec: rate(samples[i - 1]!, samples[i]!, names ?? seen) });
+      for (let i = 1; i < samples.length; i++)
+        out.push({ atMs: samples[i]!.atMs, perSec: rate(samples[i - 1]!, samples[i]!, names ?? seen) });
       return out;
     },
     latest() {

@@ -123,8 +123,14 @@ export function createAdminApp(options: AdminServerOptions) {
   app.use("*", async (c, next) => {
     if (c.req.path === "/health" || c.req.path === "/ready") return next();
     const host = c.req.header("host");
-    if (!(token !== undefined && hasBearer(token, c.req.header("authorization"))) && !isAllowedHost(host, allowedHosts)) {
-      return c.json({ error: `Host ${JSON.stringify(host ?? "")} is not allowed here; add it to TASKBROKER_ADMIN_ALLOWED_HOSTS` }, 403);
+    if (
+      !(token !== undefined && hasBearer(token, c.req.header("authorization"))) &&
+      !isAllowedHost(host, allowedHosts)
+    ) {
+      return c.json(
+        { error: `Host ${JSON.stringify(host ?? "")} is not allowed here; add it to TASKBROKER_ADMIN_ALLOWED_HOSTS` },
+        403,
+      );
     }
     if (!isSameOrigin(c.req.method, host, c.req.header("origin"), c.req.header("sec-fetch-site"))) {
       return c.json({ error: "cross-site request refused" }, 403);
@@ -145,7 +151,8 @@ export function createAdminApp(options: AdminServerOptions) {
       : { ok: false, detail: `commits failing since ${new Date(w.sinceMs ?? 0).toISOString()}: ${w.error}${free}` };
     const upkeepAgeMs = Date.now() - options.upkeepLastCompletedAtMs();
     checks.upkeep = { ok: upkeepAgeMs < options.upkeepUnhealthyAfterMs, detail: `last pass ${upkeepAgeMs} ms ago` };
-    if (options.kafkaReady) checks.kafka = { ok: options.kafkaReady(), detail: options.kafkaDetail?.() ?? "consumers assigned" };
+    if (options.kafkaReady)
+      checks.kafka = { ok: options.kafkaReady(), detail: options.kafkaDetail?.() ?? "consumers assigned" };
     const ready = Object.values(checks).every((x) => x.ok);
     return c.json({ ready, checks }, ready ? 200 : 503);
   });
@@ -192,7 +199,12 @@ export function createAdminApp(options: AdminServerOptions) {
   // Scripts and `inspect --admin` get an exact count; the dashboard (overview) a recent one.
   app.get("/api/depths", async (c) => {
     const s = await depths.get({ fresh: true });
-    return c.json({ totals: s.totals, byNamespace: s.byNamespace, oldestPendingAgeSeconds: s.oldestPendingAgeSeconds, atMs: s.atMs });
+    return c.json({
+      totals: s.totals,
+      byNamespace: s.byNamespace,
+      oldestPendingAgeSeconds: s.oldestPendingAgeSeconds,
+      atMs: s.atMs,
+    });
   });
   const sampleMs = options.rateSampleMs ?? 5000;
   /**
@@ -203,10 +215,18 @@ export function createAdminApp(options: AdminServerOptions) {
     const latest = rates.latest();
     const minute = rates.recent(60_000);
     const byNamespace: Record<string, number> = {};
-    for (const [k, v] of Object.entries(minute)) if (k.startsWith("dispatched:")) byNamespace[k.slice("dispatched:".length)] = v;
+    for (const [k, v] of Object.entries(minute))
+      if (k.startsWith("dispatched:")) byNamespace[k.slice("dispatched:".length)] = v;
     const pick = (r: Record<string, number>) => Object.fromEntries(CHART_SERIES.map((n) => [n, r[n] ?? 0]));
     const lastMinuteSpanMs = rates.recentSpanMs(60_000);
-    return { sampleMs, latest: pick(latest), lastMinute: pick(minute), lastMinuteSpanMs, byNamespace, series: rates.series(CHART_SERIES) };
+    return {
+      sampleMs,
+      latest: pick(latest),
+      lastMinute: pick(minute),
+      lastMinuteSpanMs,
+      byNamespace,
+      series: rates.series(CHART_SERIES),
+    };
   };
   app.get("/api/rates", (c) => c.json(rateView()));
   app.get("/api/overview", async (c) => {
@@ -222,7 +242,9 @@ export function createAdminApp(options: AdminServerOptions) {
       // Finished work leaves the store (completed rows are deleted): these counters show it ran.
       sinceStart: {
         startedAtMs: Math.round(performance.timeOrigin),
-        ...Object.fromEntries(["ingested", "completed", "retried", "failed", "deadlettered", "expired"].map((n) => [n, counted[n] ?? 0])),
+        ...Object.fromEntries(
+          ["ingested", "completed", "retried", "failed", "deadlettered", "expired"].map((n) => [n, counted[n] ?? 0]),
+        ),
       },
       rates: rateView(),
     });
@@ -232,7 +254,11 @@ export function createAdminApp(options: AdminServerOptions) {
     const limit = Math.min(500, Math.max(1, Number(c.req.query("limit") ?? 50) || 50));
     const after = c.req.query("after") || undefined;
     // Bounded by bytes too (the dashboard polls this every 5 s); big parameters are not decoded for the list.
-    const page = store.listDeadLetters({ limit, maxBytes: DEAD_LETTER_PAGE_BYTES, ...(after !== undefined ? { afterId: after } : {}) });
+    const page = store.listDeadLetters({
+      limit,
+      maxBytes: DEAD_LETTER_PAGE_BYTES,
+      ...(after !== undefined ? { afterId: after } : {}),
+    });
     const items = page.items.map((d) => deadLetterRow(d, { maxParameterBytes: LIST_PARAMETER_BYTES }));
     return c.json({ items, total: page.total, nextAfter: page.nextAfter });
   });
@@ -289,7 +315,8 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
     options.log.warn("admin_unauthenticated", {
       host: options.host,
       port,
-      detail: "TASKBROKER_ADMIN_TOKEN is not set: anyone who can reach this port can read activations and replay or discard dead letters",
+      detail:
+        "TASKBROKER_ADMIN_TOKEN is not set: anyone who can reach this port can read activations and replay or discard dead letters",
     });
   }
   return {

@@ -86,9 +86,13 @@ function splitAddress(address: string): { host: string; port: number } {
 export function startStatsd(opts: StatsdOptions): Statsd {
   const { host, port } = splitAddress(opts.address);
   const maxBytes = opts.maxDatagramBytes ?? 1432;
-  const defaultTags: StatsdTags = Object.entries(opts.defaultTags ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const defaultTags: StatsdTags = Object.entries(opts.defaultTags ?? {}).sort(([a], [b]) =>
+    a < b ? -1 : a > b ? 1 : 0,
+  );
   let socket: Socket | null = null;
-  let target: { address: string; family: 4 | 6 } | null = isIP(host) ? { address: host, family: isIP(host) as 4 | 6 } : null;
+  let target: { address: string; family: 4 | 6 } | null = isIP(host)
+    ? { address: host, family: isIP(host) as 4 | 6 }
+    : null;
   let warned = false;
   const warnOnce = (event: string, error: unknown) => {
     if (warned) return;
@@ -207,7 +211,12 @@ export function startStatsd(opts: StatsdOptions): Statsd {
   timer.unref?.();
   setStatsdSink(sink);
   void resolve();
-  opts.log.info("statsd_enabled", { address: opts.address, prefix: opts.prefix, interval_ms: opts.intervalMs, default_tags: defaultTags.length });
+  opts.log.info("statsd_enabled", {
+    address: opts.address,
+    prefix: opts.prefix,
+    interval_ms: opts.intervalMs,
+    default_tags: defaultTags.length,
+  });
   let stopped = false;
   return {
     sink,

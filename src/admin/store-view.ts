@@ -11,7 +11,14 @@
 // snapshot says when the count began (byNamespaceAtMs): the age the page shows.
 import type { Logger } from "../log.ts";
 import type { WriteHealth } from "../store/disk.ts";
-import { STATE_CODE, type ActivationState, type DeadLetterPage, type DeadLetterPageOptions, type KafkaOrigin, type StateCounts } from "../store/types.ts";
+import {
+  STATE_CODE,
+  type ActivationState,
+  type DeadLetterPage,
+  type DeadLetterPageOptions,
+  type KafkaOrigin,
+  type StateCounts,
+} from "../store/types.ts";
 import { threadEntry } from "../thread-entry.ts";
 
 /** The store methods the admin server uses (src/store/sqlite.ts implements them). */
@@ -60,14 +67,20 @@ function inlineCounter(store: AdminStore): NamespaceCounter {
 }
 
 function threadCounter(dbPath: string, log: Logger): NamespaceCounter {
-  const worker = new Worker(threadEntry("admin/depth-thread.ts", new URL("./depth-thread.ts", import.meta.url), import.meta.url));
+  const worker = new Worker(
+    threadEntry("admin/depth-thread.ts", new URL("./depth-thread.ts", import.meta.url), import.meta.url),
+  );
   worker.unref();
   worker.postMessage({ path: dbPath });
   const waiting: Array<{ resolve: (d: NamespaceDepths) => void; reject: (e: Error) => void }> = [];
   let closed: (() => void) | null = null;
   worker.onmessage = (event: MessageEvent) => {
     if (event.data === "closed") return closed?.();
-    const msg = event.data as { rows?: Array<{ state: number; namespace: string; n: number }>; ms?: number; error?: string };
+    const msg = event.data as {
+      rows?: Array<{ state: number; namespace: string; n: number }>;
+      ms?: number;
+      error?: string;
+    };
     const w = waiting.shift();
     if (!w) return;
     if (msg.error !== undefined) return w.reject(new Error(msg.error));

@@ -52,7 +52,8 @@ export function viewDeadLetter(d: DeadLetter): DeadLetterView {
     const a = fromBinary(TaskActivationSchema, d.activation);
     attempts = a.retryState?.attempts ?? 0;
     maxAttempts = a.retryState?.maxAttempts ?? null;
-    if (a.receivedAt) receivedAt = new Date(Number(a.receivedAt.seconds) * 1000 + a.receivedAt.nanos / 1e6).toISOString();
+    if (a.receivedAt)
+      receivedAt = new Date(Number(a.receivedAt.seconds) * 1000 + a.receivedAt.nanos / 1e6).toISOString();
   } catch {
     // Undecodable bytes are exactly the kind of thing that ends up here: show the row anyway.
   }
@@ -97,11 +98,17 @@ function brokerAddress(flag: string | undefined, env: Record<string, string | un
 
 function secretsFrom(env: Record<string, string | undefined>): string[] {
   const parsed = brokerConfigSchema.shape.grpc_shared_secret.safeParse(env.TASKBROKER_GRPC_SHARED_SECRET);
-  if (!parsed.success) throw new ConfigError("TASKBROKER_GRPC_SHARED_SECRET=*** is invalid: expected a JSON array of strings");
+  if (!parsed.success)
+    throw new ConfigError("TASKBROKER_GRPC_SHARED_SECRET=*** is invalid: expected a JSON array of strings");
   return parsed.data;
 }
 
-async function run(client: ReturnType<typeof adminClient>, action: string, args: NonNullable<Options>, json: boolean): Promise<number> {
+async function run(
+  client: ReturnType<typeof adminClient>,
+  action: string,
+  args: NonNullable<Options>,
+  json: boolean,
+): Promise<number> {
   const out = (text: string) => process.stdout.write(text);
   const target = () => {
     const id = args.positional[1];
@@ -134,7 +141,10 @@ async function run(client: ReturnType<typeof adminClient>, action: string, args:
   }
 }
 
-export async function deadlettersCommand(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
+export async function deadlettersCommand(
+  argv: string[],
+  env: Record<string, string | undefined> = process.env,
+): Promise<number> {
   let args;
   let client;
   try {
@@ -168,7 +178,9 @@ export async function deadlettersCommand(argv: string[], env: Record<string, str
     if (e.code === Code.NotFound) {
       process.stderr.write(`taskplatform deadletters: no dead letter ${args?.positional[1] ?? ""}\n`);
     } else if (e.code === Code.Unavailable || e.code === Code.DeadlineExceeded) {
-      process.stderr.write(`taskplatform deadletters: cannot reach the broker at ${client?.address}: ${e.rawMessage}\n`);
+      process.stderr.write(
+        `taskplatform deadletters: cannot reach the broker at ${client?.address}: ${e.rawMessage}\n`,
+      );
     } else {
       process.stderr.write(`taskplatform deadletters: ${Code[e.code]}: ${e.rawMessage}\n`);
     }

@@ -38,7 +38,9 @@ interface Row {
 }
 
 function findExamples(flag: string | undefined): string | null {
-  const candidates = flag ? [resolve(flag)] : [join(process.cwd(), "examples"), join(dirname(dirname(import.meta.dir)), "examples")];
+  const candidates = flag
+    ? [resolve(flag)]
+    : [join(process.cwd(), "examples"), join(dirname(dirname(import.meta.dir)), "examples")];
   for (const dir of candidates) if (existsSync(join(dir, "tasks.ts"))) return join(dir, "tasks.ts");
   return null;
 }
@@ -59,12 +61,15 @@ export async function demoCommand(argv: string[]): Promise<number> {
   }
   const tasksFile = findExamples(options.examples);
   if (!tasksFile) {
-    process.stderr.write("taskplatform demo: examples/tasks.ts not found (run from the project directory or pass --examples DIR)\n");
+    process.stderr.write(
+      "taskplatform demo: examples/tasks.ts not found (run from the project directory or pass --examples DIR)\n",
+    );
     return 2;
   }
   const limitMs = options.seconds * 1000;
   const t0 = Date.now();
-  const say = (line: string) => process.stdout.write(`[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${line}\n`);
+  const say = (line: string) =>
+    process.stdout.write(`[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${line}\n`);
   const quiet = createLogger({ format: "text", level: "error" });
   const dir = mkdtempSync(join(tmpdir(), "taskplatform-demo-"));
   const cleanups: Array<() => Promise<void> | void> = [() => rmSync(dir, { recursive: true, force: true })];
@@ -122,11 +127,28 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const parsed = resolveWorkerConfig(
       // One thread per slot: stopping the slow report at its deadline terminates
       // its thread, and no other example should share it (and be re-run).
-      ["--tasks", tasksFile, "--rpc-host-list", address, "--concurrency", "4", "--threads", "4", "--at-most-once-path", join(dir, "amo.sqlite"), "--max-backoff-ms", "250"],
+      [
+        "--tasks",
+        tasksFile,
+        "--rpc-host-list",
+        address,
+        "--concurrency",
+        "4",
+        "--threads",
+        "4",
+        "--at-most-once-path",
+        join(dir, "amo.sqlite"),
+        "--max-backoff-ms",
+        "250",
+      ],
       {},
     );
     if (parsed.help) return 0;
-    const worker = await startWorker(parsed.config, { log: quiet, onResult, env: { ...process.env, TASKWORKER_PRODUCE_ADDRESS: address } });
+    const worker = await startWorker(parsed.config, {
+      log: quiet,
+      onResult,
+      env: { ...process.env, TASKWORKER_PRODUCE_ADDRESS: address },
+    });
     cleanups.push(() => worker.stop(2000));
     say(`worker started: concurrency 4 (one thread each), tasks from ${tasksFile}`);
 
@@ -142,14 +164,19 @@ export async function demoCommand(argv: string[]): Promise<number> {
       return t;
     };
     for (const who of ["Ada", "Grace", "Linus"]) await task("demo.greet").delay(who);
-    await task("demo.deliver_webhook").delay(`http://127.0.0.1:${endpoint.port}/hooks/issue`, { event: "issue.created", id: 42 });
+    await task("demo.deliver_webhook").delay(`http://127.0.0.1:${endpoint.port}/hooks/issue`, {
+      event: "issue.created",
+      id: 42,
+    });
     await task("demo.slow_report").delay();
     await task("demo.start_chain").delay("Barbara");
     say("dispatched: 3 greetings, 1 webhook delivery, 1 slow report, 1 chain");
 
     // 5. The scheduler fires the heartbeat every 2 seconds.
     const scheduler = startScheduler({
-      schedules: normalizeSchedules({ heartbeat: { task: "demo:demo.heartbeat", intervalSec: 2, application: "demo" } }),
+      schedules: normalizeSchedules({
+        heartbeat: { task: "demo:demo.heartbeat", intervalSec: 2, application: "demo" },
+      }),
       runs: openRunStore({ path: join(dir, "schedules.sqlite") }),
       log: quiet,
       fire: async (schedule, slotMs) => {
@@ -186,7 +213,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const columns = ["complete", "retry", "failure", "deadline", "unknown_task", "expired"];
     process.stdout.write(`\n${"task".padEnd(24)}${"runs".padStart(6)}${columns.map((c) => c.padStart(14)).join("")}\n`);
     for (const [name, row] of [...outcomes].sort()) {
-      process.stdout.write(`${name.padEnd(24)}${String(row.runs).padStart(6)}${columns.map((c) => String(row.outcomes.get(c) ?? 0).padStart(14)).join("")}\n`);
+      process.stdout.write(
+        `${name.padEnd(24)}${String(row.runs).padStart(6)}${columns.map((c) => String(row.outcomes.get(c) ?? 0).padStart(14)).join("")}\n`,
+      );
     }
     process.stdout.write("\n");
     return finished() || interrupted ? 0 : 1;

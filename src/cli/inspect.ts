@@ -9,7 +9,15 @@ import { INSPECT_COMMAND } from "../config/commands.ts";
 import { commandHelp } from "../config/help.ts";
 import { resolveBrokerConfig } from "../config/load.ts";
 import { ConfigError } from "../config/source.ts";
-import { AdminHttpError, httpSource, rpcSource, type ActivationDetail, type DeadLetterRow, type DepthsView, type InspectSource } from "../admin/inspect-sources.ts";
+import {
+  AdminHttpError,
+  httpSource,
+  rpcSource,
+  type ActivationDetail,
+  type DeadLetterRow,
+  type DepthsView,
+  type InspectSource,
+} from "../admin/inspect-sources.ts";
 
 const USAGE = `Usage: taskplatform inspect depths                      depth per state and namespace
        taskplatform inspect get <id>                    one stored activation, decoded
@@ -36,7 +44,11 @@ const STATES = ["pending", "delay", "processing", "claimed", "retry", "failure",
 /** Fixed-width columns sized to the widest cell; the last column is not padded. */
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (r: string[]) => r.map((x, i) => (i === r.length - 1 ? x : x.padEnd(widths[i]!))).join("  ").trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((x, i) => (i === r.length - 1 ? x : x.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
   return [line(header), ...rows.map(line)].join("\n") + "\n";
 }
 
@@ -49,7 +61,10 @@ export function formatDepths(d: DepthsView): string {
   }
   const rows = [...byNs.keys()].sort().map((ns) => [ns, ...STATES.map((s) => String(byNs.get(ns)![s] ?? 0))]);
   rows.push(["(total)", ...STATES.map((s) => String(d.totals[s] ?? 0))]);
-  return table(["NAMESPACE", ...STATES.map((s) => s.toUpperCase())], rows) + `oldest pending: ${d.oldestPendingAgeSeconds.toFixed(1)} s\n`;
+  return (
+    table(["NAMESPACE", ...STATES.map((s) => s.toUpperCase())], rows) +
+    `oldest pending: ${d.oldestPendingAgeSeconds.toFixed(1)} s\n`
+  );
 }
 
 const iso = (ms: number | null) => (ms === null ? "-" : new Date(ms).toISOString());
@@ -145,15 +160,23 @@ function chooseSource(args: Options, env: Record<string, string | undefined>): I
   const configPath = args.config;
   if (configPath) {
     const config = resolveBrokerConfig(env, configPath).config;
-    return rpcSource(args.broker ?? `127.0.0.1:${config.grpc_port}`, config.grpc_shared_secret, args.token ?? config.admin_token);
+    return rpcSource(
+      args.broker ?? `127.0.0.1:${config.grpc_port}`,
+      config.grpc_shared_secret,
+      args.token ?? config.admin_token,
+    );
   }
   const port = env.TASKBROKER_GRPC_PORT && env.TASKBROKER_GRPC_PORT !== "0" ? env.TASKBROKER_GRPC_PORT : "50051";
   const secrets = brokerConfigSchema.shape.grpc_shared_secret.safeParse(env.TASKBROKER_GRPC_SHARED_SECRET);
-  if (!secrets.success) throw new ConfigError("TASKBROKER_GRPC_SHARED_SECRET=*** is invalid: expected a JSON array of strings");
+  if (!secrets.success)
+    throw new ConfigError("TASKBROKER_GRPC_SHARED_SECRET=*** is invalid: expected a JSON array of strings");
   return rpcSource(args.broker ?? `127.0.0.1:${port}`, secrets.data, args.token ?? env.TASKBROKER_ADMIN_TOKEN);
 }
 
-export async function inspectCommand(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
+export async function inspectCommand(
+  argv: string[],
+  env: Record<string, string | undefined> = process.env,
+): Promise<number> {
   let source: InspectSource | undefined;
   try {
     const args = parseOptions(argv);

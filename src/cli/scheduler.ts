@@ -72,7 +72,11 @@ export async function schedulerCommand(argv: string[], run: SchedulerRunOptions 
     return 0;
   }
   const { schedules: source, db_path: dbPath, rpc_host: rpcHost, grace_ms: graceMs } = resolved.config;
-  const log = run.log ?? createLogger({ format: resolved.config.log_format, level: resolved.config.log_filter }).child({ component: "scheduler" });
+  const log =
+    run.log ??
+    createLogger({ format: resolved.config.log_format, level: resolved.config.log_filter }).child({
+      component: "scheduler",
+    });
 
   let schedules;
   try {
@@ -114,7 +118,10 @@ export async function schedulerCommand(argv: string[], run: SchedulerRunOptions 
   if ((await Promise.race([scheduler.stop().then(() => "ok" as const), graceTimer])) === "timeout") {
     log.warn("scheduler_stop_timeout", { grace_ms: graceMs });
   }
-  await Promise.race([producer.close().catch((err: unknown) => log.warn("producer_close_failed", { error: err })), graceTimer]);
+  await Promise.race([
+    producer.close().catch((err: unknown) => log.warn("producer_close_failed", { error: err })),
+    graceTimer,
+  ]);
   runs.close();
   log.info("scheduler_stopped", {});
   return failed ? 1 : 0;

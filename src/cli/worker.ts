@@ -21,7 +21,10 @@ accepted next to ours. SIGTERM/SIGINT: stop fetching, finish running tasks withi
   );
 }
 
-export async function workerCommand(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
+export async function workerCommand(
+  argv: string[],
+  env: Record<string, string | undefined> = process.env,
+): Promise<number> {
   let resolved;
   try {
     resolved = resolveWorkerConfig(argv, env);

@@ -48,7 +48,13 @@ export function parseCommandLine(
     else declared[`short-${name.slice(1)}`] = { type, short: name.slice(1), multiple: true };
   }
   declared.help = { type: "boolean", short: "h", multiple: true };
-  const { tokens } = parseArgs({ args: [...argv], options: declared, strict: false, allowPositionals: true, tokens: true });
+  const { tokens } = parseArgs({
+    args: [...argv],
+    options: declared,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
   const out: ParsedCommandLine = { values: new Map(), positional: [], help: false };
   const known = [...byName.keys(), ...HELP].filter((n) => n.startsWith("--"));
   for (const token of tokens) {
@@ -121,7 +127,12 @@ export interface SplitCommand {
 export function splitCommand(argv: readonly string[]): SplitCommand {
   const { tokens } = parseArgs({
     args: [...argv],
-    options: { config: { type: "string", short: "c" }, run: { type: "string", short: "r" }, version: { type: "boolean", short: "V" }, help: { type: "boolean", short: "h" } },
+    options: {
+      config: { type: "string", short: "c" },
+      run: { type: "string", short: "r" },
+      version: { type: "boolean", short: "V" },
+      help: { type: "boolean", short: "h" },
+    },
     strict: false,
     allowPositionals: true,
     tokens: true,

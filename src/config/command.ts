@@ -49,7 +49,10 @@ export function flagSettings(schema: z.ZodType): Array<{ setting: Setting; optio
     if (!s.info.flags?.length) continue;
     // A boolean setting is a switch: `--autoreload`, `--no-skip-awaiting-futures`.
     const isFlag = s.info.expect === "true or false";
-    out.push({ setting: s, option: { names: s.info.flags, kind: isFlag ? "flag" : "value", negations: s.info.negations } });
+    out.push({
+      setting: s,
+      option: { names: s.info.flags, kind: isFlag ? "flag" : "value", negations: s.info.negations },
+    });
   }
   return out;
 }

@@ -12,7 +12,9 @@ const brokerAddress = z
   .string()
   .regex(ADDRESS, "host:port")
   .optional()
-  .describe("AdminService on the broker's RPC port; default 127.0.0.1:$TASKBROKER_GRPC_PORT (or 50051), signed with TASKBROKER_GRPC_SHARED_SECRET when set.")
+  .describe(
+    "AdminService on the broker's RPC port; default 127.0.0.1:$TASKBROKER_GRPC_PORT (or 50051), signed with TASKBROKER_GRPC_SHARED_SECRET when set.",
+  )
   .meta({ flags: ["--broker"], valueName: "host:port", expect: "host:port" });
 const brokerFile = z
   .string()
@@ -26,12 +28,20 @@ const json = z
   .default(false)
   .describe("Print one JSON document on stdout instead of a table.")
   .meta({ flags: ["--json"], expect: "true or false" });
-const after = z.string().min(1).optional().describe("List dead letters after this id (paging).").meta({ flags: ["--after"], valueName: "ID" });
+const after = z
+  .string()
+  .min(1)
+  .optional()
+  .describe("List dead letters after this id (paging).")
+  .meta({ flags: ["--after"], valueName: "ID" });
 
 export const deadlettersSchema = z.object({
   broker: brokerAddress,
   config: brokerFile,
-  limit: count.default(100).describe("Most dead letters listed.").meta({ flags: ["--limit"], valueName: "N" }),
+  limit: count
+    .default(100)
+    .describe("Most dead letters listed.")
+    .meta({ flags: ["--limit"], valueName: "N" }),
   after,
   json,
 });
@@ -49,9 +59,17 @@ export const inspectSchema = z.object({
     .optional()
     .describe("Ask the admin HTTP port instead, e.g. http://127.0.0.1:9090.")
     .meta({ flags: ["--admin"], valueName: "URL", expect: "a URL such as http://127.0.0.1:9090" }),
-  token: z.string().min(1).optional().describe("Bearer token of the admin HTTP port; default TASKBROKER_ADMIN_TOKEN.").meta({ flags: ["--token"], valueName: "token" }),
+  token: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("Bearer token of the admin HTTP port; default TASKBROKER_ADMIN_TOKEN.")
+    .meta({ flags: ["--token"], valueName: "token" }),
   config: brokerFile,
-  limit: count.default(50).describe("Most dead letters listed.").meta({ flags: ["--limit"], valueName: "N" }),
+  limit: count
+    .default(50)
+    .describe("Most dead letters listed.")
+    .meta({ flags: ["--limit"], valueName: "N" }),
   after,
   json,
 });
@@ -69,7 +87,12 @@ export const demoSchema = z.object({
     .optional()
     .describe("Directory holding tasks.ts; default ./examples, or the one next to the sources.")
     .meta({ flags: ["--examples"], valueName: "DIR" }),
-  seconds: z.coerce.number().positive().default(30).describe("Longest the demo runs before summarising, seconds.").meta({ flags: ["--seconds"], valueName: "N" }),
+  seconds: z.coerce
+    .number()
+    .positive()
+    .default(30)
+    .describe("Longest the demo runs before summarising, seconds.")
+    .meta({ flags: ["--seconds"], valueName: "N" }),
 });
 
 export const DEMO_COMMAND: CommandSpec<typeof demoSchema> = { command: "demo", schema: demoSchema };

@@ -19,7 +19,9 @@ export function variablesHelp(schema: z.ZodType, prefix: string): string {
     lines.push(`  ${name}  default: ${dflt}`);
     const desc = s.info.description ?? "";
     const why = s.info.ignored ? ` No effect here: ${s.info.ignored}.` : "";
-    lines.push(`      ${desc}${why}${desc || why ? " " : ""}[${expectation(s.schema)}${secret ? "; secret, never logged" : ""}]`);
+    lines.push(
+      `      ${desc}${why}${desc || why ? " " : ""}[${expectation(s.schema)}${secret ? "; secret, never logged" : ""}]`,
+    );
   }
   return lines.join("\n");
 }
@@ -28,7 +30,9 @@ function settingBlock(s: Setting, prefix: string | undefined): string[] {
   const flags = s.info.flags ?? [];
   const isSwitch = s.info.expect === "true or false";
   const names = [
-    ...flags.map((f, i) => (i === flags.length - 1 && !isSwitch && s.info.valueName ? `${f} <${s.info.valueName}>` : f)),
+    ...flags.map((f, i) =>
+      i === flags.length - 1 && !isSwitch && s.info.valueName ? `${f} <${s.info.valueName}>` : f,
+    ),
     ...(s.info.negations ?? []),
   ];
   const env = prefix && !s.info.flagOnly ? envName(prefix, s.path) : undefined;
@@ -52,7 +56,9 @@ export function optionsHelp(spec: CommandSpec<z.ZodType>): string {
   const lines: string[] = [];
   if (spec.configFile) {
     lines.push("  -c, --config <file>  default: (none)");
-    lines.push(`      YAML file with the settings below, keys in lower case without the prefix (e.g. concurrency: 8). [a path]`);
+    lines.push(
+      `      YAML file with the settings below, keys in lower case without the prefix (e.g. concurrency: 8). [a path]`,
+    );
   }
   for (const s of all.filter((x) => !x.info.ignored)) lines.push(...settingBlock(s, spec.prefix));
   const ignored = all.filter((x) => x.info.ignored);
@@ -88,7 +94,9 @@ Commands:
 
 function brokerVariables(): string {
   const flat = [
-    ...Object.entries(FLAT_ALIASES).map(([n, path]) => `  ${BROKER_PREFIX}${n.toUpperCase()} -> ${envName(BROKER_PREFIX, path)}`),
+    ...Object.entries(FLAT_ALIASES).map(
+      ([n, path]) => `  ${BROKER_PREFIX}${n.toUpperCase()} -> ${envName(BROKER_PREFIX, path)}`,
+    ),
     `  ${FLAT_KAFKA.map((n) => BROKER_PREFIX + n.toUpperCase()).join(", ")}`,
     `      the reference's deprecated single-cluster form: build kafka_clusters "default" (KAFKA_CLUSTER,`,
     `      default 127.0.0.1:9092) and "deadletter" (KAFKA_DEADLETTER_CLUSTER, default the main address)`,

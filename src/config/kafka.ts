@@ -85,14 +85,17 @@ export function kafkaConfigured(config: BrokerConfig): boolean {
 export function kafkaPlan(config: BrokerConfig): KafkaPlan {
   const topics = config.kafka_topics;
   const names = Object.keys(topics).sort();
-  if (names.length === 0) throw new ConfigError("kafka_clusters is set but kafka_topics is empty: expected at least one topic");
+  if (names.length === 0)
+    throw new ConfigError("kafka_clusters is set but kafka_topics is empty: expected at least one topic");
   const clusterOf = (clusterName: string, setting: string): KafkaClusterConfig => {
     const c = config.kafka_clusters[clusterName];
     if (!c) {
       const known = Object.keys(config.kafka_clusters);
       throw new ConfigError(
         `${setting}="${clusterName}" is invalid: expected a configured Kafka cluster` +
-          (known.length ? ` (one of ${known.join(", ")})` : ` (set TASKBROKER_KAFKA_CLUSTERS__${clusterName.toUpperCase()}__ADDRESS)`),
+          (known.length
+            ? ` (one of ${known.join(", ")})`
+            : ` (set TASKBROKER_KAFKA_CLUSTERS__${clusterName.toUpperCase()}__ADDRESS)`),
       );
     }
     return c;
@@ -104,11 +107,15 @@ export function kafkaPlan(config: BrokerConfig): KafkaPlan {
     const t = topics[topic]!;
     const cluster = clusterOf(t.cluster, envTopic(topic, "cluster"));
     if (t.consume !== undefined && t.produce_only && t.consume) {
-      throw new ConfigError(`${envTopic(topic, "consume")}=true contradicts ${envTopic(topic, "produce_only")}=true: expected one of them`);
+      throw new ConfigError(
+        `${envTopic(topic, "consume")}=true contradicts ${envTopic(topic, "produce_only")}=true: expected one of them`,
+      );
     }
     if (produceOnly(t)) continue;
     if (t.raw?.mode === "headers" && Object.keys(t.raw.header_kwargs).length === 0) {
-      throw new ConfigError(`${envTopic(topic, "raw__header_kwargs")} is unset: expected the operations and header decoders of a headers-mode raw topic`);
+      throw new ConfigError(
+        `${envTopic(topic, "raw__header_kwargs")} is unset: expected the operations and header decoders of a headers-mode raw topic`,
+      );
     }
     const autoOffsetReset = t.auto_offset_reset ?? config.kafka_auto_offset_reset;
     const entry: ConsumedTopic = {
@@ -125,7 +132,9 @@ export function kafkaPlan(config: BrokerConfig): KafkaPlan {
     (t.consumer_disabled ? disabled : consumed).push(entry);
   }
   if (consumed.length + disabled.length === 0) {
-    throw new ConfigError("no consumable topic configured: expected a topic without produce_only: true in kafka_topics");
+    throw new ConfigError(
+      "no consumable topic configured: expected a topic without produce_only: true in kafka_topics",
+    );
   }
 
   const byGroup = new Map<string, ConsumerGroupPlan>();
@@ -165,11 +174,15 @@ export function kafkaPlan(config: BrokerConfig): KafkaPlan {
     retryTopic = readable[0]!.topic;
   }
   if (topics[retryTopic]?.raw) {
-    throw new ConfigError(`TASKBROKER_KAFKA_RETRY_TOPIC="${retryTopic}" is invalid: expected a topic of TaskActivations, not a raw topic`);
+    throw new ConfigError(
+      `TASKBROKER_KAFKA_RETRY_TOPIC="${retryTopic}" is invalid: expected a topic of TaskActivations, not a raw topic`,
+    );
   }
   const deadletterTopic = config.kafka_deadletter_topic;
   if (retryTopic === deadletterTopic) {
-    throw new ConfigError(`TASKBROKER_KAFKA_RETRY_TOPIC="${retryTopic}" is invalid: expected a topic other than kafka_deadletter_topic`);
+    throw new ConfigError(
+      `TASKBROKER_KAFKA_RETRY_TOPIC="${retryTopic}" is invalid: expected a topic other than kafka_deadletter_topic`,
+    );
   }
   const dlq = topics[deadletterTopic];
   if (dlq && !produceOnly(dlq)) {
@@ -199,7 +212,12 @@ export function kafkaPlan(config: BrokerConfig): KafkaPlan {
   }));
   for (const topic of [retryTopic, deadletterTopic]) {
     if (!topics[topic]) {
-      declared.push({ clusterName: dlqCluster, cluster: config.kafka_clusters[dlqCluster]!, topic, partitions: config.default_topic_partitions });
+      declared.push({
+        clusterName: dlqCluster,
+        cluster: config.kafka_clusters[dlqCluster]!,
+        topic,
+        partitions: config.default_topic_partitions,
+      });
     }
   }
 

@@ -172,7 +172,10 @@ export function resolveBrokerConfig(env: Record<string, string | undefined>, yam
     return true;
   });
   if (unknown.length > 0) {
-    throw unknownVariable(unknown[0]!, [...knownNames(schema, BROKER_PREFIX), ...[...FLAT_NAMES].map((n) => BROKER_PREFIX + n.toUpperCase())]);
+    throw unknownVariable(unknown[0]!, [
+      ...knownNames(schema, BROKER_PREFIX),
+      ...[...FLAT_NAMES].map((n) => BROKER_PREFIX + n.toUpperCase()),
+    ]);
   }
 
   // File: top-level older names are allowed there too (the reference's YAML files use them).
@@ -248,7 +251,10 @@ function legacyKafkaLayer(flat: FlatValues, merged: Layer, notes: string[]): Lay
   if (legacy.length === 0) {
     for (const name of ["raw_namespace", "raw_application", "raw_taskname", "raw_processing_deadline_duration"]) {
       const o = merged.origins.get(name);
-      if (o) notes.push(`${short(o)} has no effect without the legacy raw_mode (raw topics are kafka_topics.<topic>.raw); ignored`);
+      if (o)
+        notes.push(
+          `${short(o)} has no effect without the legacy raw_mode (raw topics are kafka_topics.<topic>.raw); ignored`,
+        );
     }
     return layer;
   }
@@ -283,7 +289,11 @@ function legacyKafkaLayer(flat: FlatValues, merged: Layer, notes: string[]): Lay
   const main = flat.get("kafka_cluster");
   put(["kafka_clusters", "default", "address"], main, LEGACY_DEFAULT_ADDRESS);
   for (const f of LEGACY_CLUSTER_FIELDS) put(["kafka_clusters", "default", f], flat.get(`kafka_${f}`));
-  put(["kafka_clusters", "deadletter", "address"], flat.get("kafka_deadletter_cluster") ?? main, LEGACY_DEFAULT_ADDRESS);
+  put(
+    ["kafka_clusters", "deadletter", "address"],
+    flat.get("kafka_deadletter_cluster") ?? main,
+    LEGACY_DEFAULT_ADDRESS,
+  );
   for (const f of LEGACY_CLUSTER_FIELDS) put(["kafka_clusters", "deadletter", f], flat.get(`kafka_deadletter_${f}`));
 
   put(["kafka_topics", topic, "cluster"], undefined, "default");
@@ -301,15 +311,21 @@ function legacyKafkaLayer(flat: FlatValues, merged: Layer, notes: string[]): Lay
       const o = merged.origins.get(from);
       const value = getPath(merged.tree, [from]);
       if (o) put(["kafka_topics", topic, "raw", field], o);
-      else if (field === "processing_deadline_duration") put(["kafka_topics", topic, "raw", field], undefined, value ?? 30);
-      else throw new ConfigError(`${short(rawMode)}=true needs ${envName(BROKER_PREFIX, [from])}: expected the ${field} of the raw activations`);
+      else if (field === "processing_deadline_duration")
+        put(["kafka_topics", topic, "raw", field], undefined, value ?? 30);
+      else
+        throw new ConfigError(
+          `${short(rawMode)}=true needs ${envName(BROKER_PREFIX, [from])}: expected the ${field} of the raw activations`,
+        );
     }
   }
 
   const groupValue = group?.raw ?? LEGACY_DEFAULT_GROUP;
   const dlq = String(getPath(merged.tree, ["kafka_deadletter_topic"]) ?? "taskworker-dlq");
   if (dlq === topic) {
-    throw new ConfigError(`${BROKER_PREFIX}KAFKA_DEADLETTER_TOPIC="${dlq}" is invalid: expected a topic other than the consumed topic ${topic}`);
+    throw new ConfigError(
+      `${BROKER_PREFIX}KAFKA_DEADLETTER_TOPIC="${dlq}" is invalid: expected a topic other than the consumed topic ${topic}`,
+    );
   }
   put(["kafka_topics", dlq, "cluster"], undefined, "deadletter");
   put(["kafka_topics", dlq, "consumer_group"], undefined, groupValue);
@@ -332,7 +348,9 @@ function checkKafkaReferences(config: BrokerConfig, layer: Layer): void {
     const label = o ? short(o) : envName(BROKER_PREFIX, ["kafka_topics", topic, "cluster"]);
     throw new ConfigError(
       `${label}=${showValue(t.cluster, false)} is invalid: expected a configured Kafka cluster` +
-        (clusters.length ? ` (one of ${clusters.join(", ")})` : ` (set ${envName(BROKER_PREFIX, ["kafka_clusters", t.cluster, "address"])})`),
+        (clusters.length
+          ? ` (one of ${clusters.join(", ")})`
+          : ` (set ${envName(BROKER_PREFIX, ["kafka_clusters", t.cluster, "address"])})`),
     );
   }
 }
@@ -349,7 +367,9 @@ function checkPushTargets(config: BrokerConfig, layer: Layer): void {
   const bad = config.push_worker_addresses.find((a) => !ADDRESS.test(a));
   if (bad !== undefined) {
     const o = provided(layer, ["push_worker_addresses"]);
-    throw new ConfigError(`${o ? short(o) : "TASKBROKER_PUSH_WORKER_ADDRESSES"}: "${bad}" is invalid: expected host:port addresses such as ["127.0.0.1:50052"]`);
+    throw new ConfigError(
+      `${o ? short(o) : "TASKBROKER_PUSH_WORKER_ADDRESSES"}: "${bad}" is invalid: expected host:port addresses such as ["127.0.0.1:50052"]`,
+    );
   }
   for (const [app, url] of Object.entries(config.worker_map ?? {})) {
     if (workerEndpoint(url) !== null) continue;

@@ -16,7 +16,9 @@ export const schedulerSchema = z.object({
     .string()
     .min(1)
     .optional()
-    .describe("Schedule definitions: a module exporting `schedules` (or defineSchedules(...)), or a YAML/JSON file mapping names to definitions (required).")
+    .describe(
+      "Schedule definitions: a module exporting `schedules` (or defineSchedules(...)), or a YAML/JSON file mapping names to definitions (required).",
+    )
     .meta({ flags: ["--schedules"], valueName: "module-or-file" }),
   db_path: z
     .string()
@@ -28,14 +30,22 @@ export const schedulerSchema = z.object({
     .string()
     .regex(ADDRESS, "host:port")
     .optional()
-    .describe("Produce to this broker's ingest RPC; unset: Kafka when TASKWORKER_KAFKA_BROKERS is set, else TASKWORKER_PRODUCE_ADDRESS or 127.0.0.1:50051.")
+    .describe(
+      "Produce to this broker's ingest RPC; unset: Kafka when TASKWORKER_KAFKA_BROKERS is set, else TASKWORKER_PRODUCE_ADDRESS or 127.0.0.1:50051.",
+    )
     .meta({ flags: ["--rpc-host"], valueName: "host:port", expect: "host:port" }),
   grace_ms: duration(1)
     .default(10_000)
     .describe("On SIGTERM/SIGINT, how long a produce in progress may finish, ms.")
     .meta({ flags: ["--grace-ms"], valueName: "ms" }),
-  log_format: logFormat.default("text").describe("Log line format.").meta({ flags: ["--log-format"], valueName: "text|json" }),
-  log_filter: logLevel.default("info").describe("Minimum log level.").meta({ flags: ["--log-level"], valueName: "level" }),
+  log_format: logFormat
+    .default("text")
+    .describe("Log line format.")
+    .meta({ flags: ["--log-format"], valueName: "text|json" }),
+  log_filter: logLevel
+    .default("info")
+    .describe("Minimum log level.")
+    .meta({ flags: ["--log-level"], valueName: "level" }),
 });
 
 export type SchedulerSettings = z.output<typeof schedulerSchema> & { schedules: string };
@@ -50,10 +60,14 @@ export const SCHEDULER_COMMAND: CommandSpec<typeof schedulerSchema> = {
 export type SchedulerArgs = { help: true } | { help: false; config: SchedulerSettings };
 
 /** `taskplatform scheduler` arguments and TASKSCHEDULER_* variables; throws ConfigError (one line). */
-export function resolveSchedulerConfig(argv: readonly string[], env: Record<string, string | undefined>): SchedulerArgs {
+export function resolveSchedulerConfig(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+): SchedulerArgs {
   const loaded = loadCommand(SCHEDULER_COMMAND, argv, env);
   if (loaded.help) return loaded;
   const { schedules } = loaded.config;
-  if (!schedules) throw new ConfigError("no schedules given: expected --schedules <module-or-file> (or TASKSCHEDULER_SCHEDULES)");
+  if (!schedules)
+    throw new ConfigError("no schedules given: expected --schedules <module-or-file> (or TASKSCHEDULER_SCHEDULES)");
   return { help: false, config: { ...loaded.config, schedules } };
 }

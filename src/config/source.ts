@@ -84,7 +84,7 @@ function isSecretPath(path: readonly string[]): boolean {
 /** Shows a value in an error: quoted, one line, at most 80 characters, or *** for secrets. */
 export function showValue(raw: unknown, secret: boolean): string {
   if (secret) return "***";
-  let s = typeof raw === "string" ? JSON.stringify(raw) : JSON.stringify(raw) ?? String(raw);
+  let s = typeof raw === "string" ? JSON.stringify(raw) : (JSON.stringify(raw) ?? String(raw));
   if (s.length > 80) s = s.slice(0, 77) + "...";
   return s;
 }
@@ -138,11 +138,7 @@ export function envLayer(
 }
 
 /** Parses a YAML file into a layer; keys must exist in the schema unless `allow` accepts them. */
-export function yamlLayer(
-  schema: z.ZodType,
-  file: string,
-  allow: (topKey: string) => boolean = () => false,
-): Layer {
+export function yamlLayer(schema: z.ZodType, file: string, allow: (topKey: string) => boolean = () => false): Layer {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
@@ -157,7 +153,8 @@ export function yamlLayer(
     throw new ConfigError(`config file ${file} is not valid YAML: ${first}`);
   }
   if (doc === null || doc === undefined) return emptyLayer();
-  if (!isPlainObject(doc)) throw new ConfigError(`config file ${file} must be a mapping of settings, not ${typeof doc}`);
+  if (!isPlainObject(doc))
+    throw new ConfigError(`config file ${file} must be a mapping of settings, not ${typeof doc}`);
   // An empty value (`key:` or `key: ""`) means unset, as an empty variable does.
   const prune = (node: Tree) => {
     for (const [k, v] of Object.entries(node)) {
@@ -214,8 +211,10 @@ export function validate<S extends z.ZodType>(schema: S, layer: Layer, prefix: s
     const origin = layer.origins.get(path.slice(0, n).join("."));
     if (!origin) continue;
     const at = schemaAt(schema, path) ?? schemaAt(schema, path.slice(0, n));
-    const why = at && unwrap(at).expect ? expectation(at) : issue.code === "custom" || !at ? issue.message : expectation(at);
-    if (n === path.length) return fail(`${origin.label}=${showValue(origin.raw, origin.secret)} is invalid: expected ${why}`);
+    const why =
+      at && unwrap(at).expect ? expectation(at) : issue.code === "custom" || !at ? issue.message : expectation(at);
+    if (n === path.length)
+      return fail(`${origin.label}=${showValue(origin.raw, origin.secret)} is invalid: expected ${why}`);
     return fail(`${origin.label}: ${path.slice(n).join(".")} is invalid: expected ${why} (${issue.message})`);
   }
   const at = schemaAt(schema, path);
@@ -281,5 +280,7 @@ export function loadConfig<S extends z.ZodType>(opts: LoadOptions<S>): z.output<
 export function unknownVariable(name: string, known: readonly string[], command?: string): ConfigError {
   const hint = suggest(name, known);
   const help = command ? `taskplatform ${command} --help` : "--help";
-  return new ConfigError(`unknown variable ${name}${hint ? ` (did you mean ${hint}?)` : ""}; ${help} lists every variable`);
+  return new ConfigError(
+    `unknown variable ${name}${hint ? ` (did you mean ${hint}?)` : ""}; ${help} lists every variable`,
+  );
 }

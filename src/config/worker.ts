@@ -10,7 +10,18 @@ import { join } from "node:path";
 import { z } from "zod";
 import { loadCommand, type CommandSpec } from "./command.ts";
 import { ConfigError } from "./source.ts";
-import { ADDRESS, bool, commaList, count, logFormat, logLevel, port, positiveNumber, secretList, seconds } from "./types.ts";
+import {
+  ADDRESS,
+  bool,
+  commaList,
+  count,
+  logFormat,
+  logLevel,
+  port,
+  positiveNumber,
+  secretList,
+  seconds,
+} from "./types.ts";
 
 export const WORKER_PREFIX = "TASKWORKER_";
 
@@ -71,7 +82,9 @@ export interface WorkerConfig {
 }
 
 const address = z.string().regex(ADDRESS, "host:port").meta({ expect: "host:port" });
-const addressList = commaList.pipe(z.array(z.string().regex(ADDRESS, "host:port")).min(1)).meta({ expect: "a comma separated list of host:port" });
+const addressList = commaList
+  .pipe(z.array(z.string().regex(ADDRESS, "host:port")).min(1))
+  .meta({ expect: "a comma separated list of host:port" });
 const int = (min: number) => z.coerce.number().int().min(min);
 const flags = (...names: string[]) => ({ flags: names });
 const PYTHON_ONLY = "a setting of the Python worker's process model; tasks run in threads here";
@@ -83,7 +96,9 @@ export const workerSchema = z.object({
     .meta({ ...flags("--tasks", "--app-module"), valueName: "module", repeatable: true }),
   rpc_host: address
     .default("127.0.0.1:50051")
-    .describe("The broker to connect to, host:port; with --num-brokers the host of broker i is <host>-<i> (Sentry's --rpc-host).")
+    .describe(
+      "The broker to connect to, host:port; with --num-brokers the host of broker i is <host>-<i> (Sentry's --rpc-host).",
+    )
     .meta({ ...flags("--rpc-host", "--broker-service"), valueName: "host:port" }),
   num_brokers: count
     .optional()
@@ -93,17 +108,29 @@ export const workerSchema = z.object({
     .optional()
     .describe("Brokers to spread over, comma separated host:port (or the flag repeated); wins over --rpc-host.")
     .meta({ ...flags("--rpc-host-list", "--broker-host"), valueName: "host:port,...", repeatable: true }),
-  concurrency: int(1).default(4).describe("Tasks run at once.").meta({ ...flags("--concurrency"), valueName: "N" }),
+  concurrency: int(1)
+    .default(4)
+    .describe("Tasks run at once.")
+    .meta({ ...flags("--concurrency"), valueName: "N" }),
   threads: int(1)
     .optional()
-    .describe("Task threads the runs are spread over; default min(concurrency, max(2, CPUs)); equal to concurrency isolates every task.")
+    .describe(
+      "Task threads the runs are spread over; default min(concurrency, max(2, CPUs)); equal to concurrency isolates every task.",
+    )
     .meta({ ...flags("--threads"), valueName: "N" }),
-  namespace: z.string().min(1).optional().describe("Claim only tasks of this namespace.").meta({ ...flags("--namespace"), valueName: "name" }),
+  namespace: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("Claim only tasks of this namespace.")
+    .meta({ ...flags("--namespace"), valueName: "name" }),
   application: z
     .string()
     .min(1)
     .optional()
-    .describe("Claim only tasks of this application; default the application of the loaded tasks when --namespace is set.")
+    .describe(
+      "Claim only tasks of this application; default the application of the loaded tasks when --namespace is set.",
+    )
     .meta({ ...flags("--application"), valueName: "name" }),
   health_check_file: z
     .string()
@@ -115,10 +142,15 @@ export const workerSchema = z.object({
     .default(1)
     .describe("Seconds between two touches of the health file (by a timer, and at most this often on broker RPCs).")
     .meta({ ...flags("--health-check-sec-per-touch"), valueName: "seconds" }),
-  metrics_port: port.optional().describe("Serve Prometheus /metrics on this port (0 picks a free port); unset: no server.").meta({ ...flags("--metrics-port", "--prometheus-port"), valueName: "port" }),
+  metrics_port: port
+    .optional()
+    .describe("Serve Prometheus /metrics on this port (0 picks a free port); unset: no server.")
+    .meta({ ...flags("--metrics-port", "--prometheus-port"), valueName: "port" }),
   push_port: port
     .optional()
-    .describe("Push mode: serve WorkerService.PushTask on this port (0 picks a free port) instead of pulling; results go to the broker that pushed.")
+    .describe(
+      "Push mode: serve WorkerService.PushTask on this port (0 picks a free port) instead of pulling; results go to the broker that pushed.",
+    )
     .meta({ ...flags("--push-port", "--grpc-port"), valueName: "port" }),
   delivery: z
     .enum(["unary", "stream", "auto"])
@@ -134,23 +166,39 @@ export const workerSchema = z.object({
     .default(join(tmpdir(), "taskplatform-at-most-once.sqlite"))
     .describe("SQLite file remembering at-most-once task ids (share it between workers on one machine).")
     .meta({ ...flags("--at-most-once-path"), valueName: "path" }),
-  at_most_once_ttl_sec: int(1).default(86_400).describe("Seconds an at-most-once id is remembered.").meta({ ...flags("--at-most-once-ttl-sec"), valueName: "seconds" }),
-  shutdown_grace_ms: int(0).default(10_000).describe("On SIGTERM/SIGINT, how long running tasks may finish, ms.").meta({ ...flags("--shutdown-grace-ms"), valueName: "ms" }),
-  max_backoff_ms: int(1).default(2000).describe("Longest wait between fetches when brokers have nothing or fail, ms.").meta({ ...flags("--max-backoff-ms"), valueName: "ms" }),
-  rebalance_after: int(1).default(32).describe("Tasks fetched from one broker before moving to another.").meta({ ...flags("--rebalance-after"), valueName: "N" }),
+  at_most_once_ttl_sec: int(1)
+    .default(86_400)
+    .describe("Seconds an at-most-once id is remembered.")
+    .meta({ ...flags("--at-most-once-ttl-sec"), valueName: "seconds" }),
+  shutdown_grace_ms: int(0)
+    .default(10_000)
+    .describe("On SIGTERM/SIGINT, how long running tasks may finish, ms.")
+    .meta({ ...flags("--shutdown-grace-ms"), valueName: "ms" }),
+  max_backoff_ms: int(1)
+    .default(2000)
+    .describe("Longest wait between fetches when brokers have nothing or fail, ms.")
+    .meta({ ...flags("--max-backoff-ms"), valueName: "ms" }),
+  rebalance_after: int(1)
+    .default(32)
+    .describe("Tasks fetched from one broker before moving to another.")
+    .meta({ ...flags("--rebalance-after"), valueName: "N" }),
   max_child_task_count: int(1)
     .optional()
     .describe("Replace a task thread after it ran this many tasks (Sentry's child recycling); unset: never.")
     .meta({ ...flags("--max-child-task-count"), valueName: "N" }),
   min_concurrency: int(0)
     .default(0)
-    .describe("Fewest task threads that keep taking runs while threads are recycled; a recycled thread works on until its replacement is up if fewer would.")
+    .describe(
+      "Fewest task threads that keep taking runs while threads are recycled; a recycled thread works on until its replacement is up if fewer would.",
+    )
     .meta({ ...flags("--min-concurrency"), valueName: "N" }),
   processing_pool_name: z
     .string()
     .min(1)
     .optional()
-    .describe("Name of the processing pool this worker belongs to: the processing_pool label of every metric (default unknown) and a field of every log line.")
+    .describe(
+      "Name of the processing pool this worker belongs to: the processing_pool label of every metric (default unknown) and a field of every log line.",
+    )
     .meta({ ...flags("--processing-pool-name"), valueName: "name" }),
   pod_name: z
     .string()
@@ -167,20 +215,32 @@ export const workerSchema = z.object({
     .meta({ ...flags("--grpc-max-message-size"), valueName: "bytes" }),
   push_task_timeout: seconds()
     .default(5)
-    .describe("Push mode: longest a pushed task waits for a free slot before the push is answered busy (never past the broker's call deadline), seconds.")
+    .describe(
+      "Push mode: longest a pushed task waits for a free slot before the push is answered busy (never past the broker's call deadline), seconds.",
+    )
     .meta({ ...flags("--push-task-timeout"), valueName: "seconds" }),
   warmup_timeout: seconds()
     .default(90)
-    .describe("Push mode: the push port's grpc.health.v1 service answers NOT_SERVING until every task thread is up, or this many seconds passed.")
+    .describe(
+      "Push mode: the push port's grpc.health.v1 service answers NOT_SERVING until every task thread is up, or this many seconds passed.",
+    )
     .meta({ ...flags("--warmup-timeout"), valueName: "seconds" }),
   child_tasks_queue_maxsize: int(1)
     .default(5)
     .describe("Python worker: tasks buffered for child processes.")
-    .meta({ ...flags("--child-tasks-queue-maxsize"), valueName: "N", ignored: "fetched tasks go straight to a free thread slot; there is no child queue" }),
+    .meta({
+      ...flags("--child-tasks-queue-maxsize"),
+      valueName: "N",
+      ignored: "fetched tasks go straight to a free thread slot; there is no child queue",
+    }),
   result_queue_maxsize: int(1)
     .default(5)
     .describe("Python worker: results buffered from child processes.")
-    .meta({ ...flags("--result-queue-maxsize"), valueName: "N", ignored: "results go straight to the status batcher; there is no result queue" }),
+    .meta({
+      ...flags("--result-queue-maxsize"),
+      valueName: "N",
+      ignored: "results go straight to the status batcher; there is no result queue",
+    }),
   process_type: z
     .enum(["fork", "spawn", "forkserver"])
     .default("spawn")
@@ -201,37 +261,72 @@ export const workerSchema = z.object({
   autoreload: bool
     .default(false)
     .describe("Sentry's worker: reload when the code changes.")
-    .meta({ ...flags("--autoreload"), ignored: "Sentry's own worker does not implement it either; restart the worker" }),
+    .meta({
+      ...flags("--autoreload"),
+      ignored: "Sentry's own worker does not implement it either; restart the worker",
+    }),
   grpc_shared_secret: secretList
     .optional()
     .describe('Request-signing secrets: a JSON array ["new","old"] (the first signs, all verify) or one secret.'),
   grpc_signature_max_age_sec: int(1)
     .default(300)
-    .describe("Pushes carrying our timestamped signature (sent by our brokers) are accepted only within this many seconds of this worker's clock.")
+    .describe(
+      "Pushes carrying our timestamped signature (sent by our brokers) are accepted only within this many seconds of this worker's clock.",
+    )
     .meta({ ...flags("--grpc-signature-max-age-sec"), valueName: "seconds" }),
   grpc_signature_require_timestamp: bool
     .default(false)
-    .describe("Push mode: refuse signed pushes without our timestamped signature (no replayed pushes; Sentry's brokers do not send it).")
+    .describe(
+      "Push mode: refuse signed pushes without our timestamped signature (no replayed pushes; Sentry's brokers do not send it).",
+    )
     .meta({ ...flags("--grpc-signature-require-timestamp") }),
   push_allow_unsigned: bool
     .default(false)
-    .describe("Push mode without a secret: serve unsigned pushes anyway (anyone who can reach the push port can run tasks on this worker). Without it such a worker does not start.")
+    .describe(
+      "Push mode without a secret: serve unsigned pushes anyway (anyone who can reach the push port can run tasks on this worker). Without it such a worker does not start.",
+    )
     .meta({ ...flags("--push-allow-unsigned") }),
   push_callback_hosts: commaList
     .optional()
-    .describe("Push mode: brokers (host:port, comma separated) besides --rpc-host-list that an unsigned push's callback_url may send results to; others get the first configured broker.")
+    .describe(
+      "Push mode: brokers (host:port, comma separated) besides --rpc-host-list that an unsigned push's callback_url may send results to; others get the first configured broker.",
+    )
     .meta({ ...flags("--push-callback-hosts"), valueName: "host:port,..." }),
   produce_address: z
     .string()
     .min(1)
     .optional()
     .describe("Producers inside tasks: the broker's ingest RPC host:port; default the first broker of the worker."),
-  kafka_brokers: z.string().min(1).optional().describe("Producers inside tasks: produce to Kafka at these bootstrap servers (comma separated) instead of the ingest RPC."),
-  topics: z.string().min(1).optional().describe("Producers inside tasks: topics the deployment declares (comma separated); routes must name one."),
-  default_topic: z.string().min(1).optional().describe("Producers inside tasks: topic of namespaces without a route (default taskworker)."),
-  routes: z.string().min(1).optional().describe('Producers inside tasks: namespace -> topic as JSON, e.g. {"ingest.errors":"taskworker-ingest"}.'),
-  log_format: logFormat.default("text").describe("Log line format.").meta({ ...flags("--log-format", "--logformat"), valueName: "text|json" }),
-  log_filter: logLevel.default("info").describe("Minimum log level.").meta({ ...flags("--log-level", "--loglevel", "-l"), valueName: "level" }),
+  kafka_brokers: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "Producers inside tasks: produce to Kafka at these bootstrap servers (comma separated) instead of the ingest RPC.",
+    ),
+  topics: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("Producers inside tasks: topics the deployment declares (comma separated); routes must name one."),
+  default_topic: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("Producers inside tasks: topic of namespaces without a route (default taskworker)."),
+  routes: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('Producers inside tasks: namespace -> topic as JSON, e.g. {"ingest.errors":"taskworker-ingest"}.'),
+  log_format: logFormat
+    .default("text")
+    .describe("Log line format.")
+    .meta({ ...flags("--log-format", "--logformat"), valueName: "text|json" }),
+  log_filter: logLevel
+    .default("info")
+    .describe("Minimum log level.")
+    .meta({ ...flags("--log-level", "--loglevel", "-l"), valueName: "level" }),
 });
 
 export type WorkerSettings = z.output<typeof workerSchema>;
@@ -300,7 +395,9 @@ export function resolveWorkerConfig(argv: readonly string[], env: Record<string,
   const loaded = loadCommand(WORKER_COMMAND, argv, env);
   if (loaded.help) return loaded;
   if (loaded.config.tasks.length === 0) {
-    throw new ConfigError("no task module given: expected --tasks <module> (or TASKWORKER_TASKS), e.g. --tasks ./tasks.ts");
+    throw new ConfigError(
+      "no task module given: expected --tasks <module> (or TASKWORKER_TASKS), e.g. --tasks ./tasks.ts",
+    );
   }
   if (loaded.config.min_concurrency > loaded.config.concurrency) {
     throw new ConfigError(

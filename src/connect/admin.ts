@@ -52,7 +52,9 @@ export function adminServiceImpl(store: AdminStore, now: () => number = Date.now
         const oldest = store.oldestPendingReceivedAtMs();
         return {
           totals: Object.entries(counts).map(([state, count]) => ({ state, namespace: "", count: BigInt(count) })),
-          byNamespace: store.depthsByNamespace().map((d) => ({ state: d.state, namespace: d.namespace, count: BigInt(d.count) })),
+          byNamespace: store
+            .depthsByNamespace()
+            .map((d) => ({ state: d.state, namespace: d.namespace, count: BigInt(d.count) })),
           oldestPendingAgeSeconds: oldest === null ? 0 : Math.max(0, (now() - oldest) / 1000),
         };
       });
@@ -76,7 +78,11 @@ export function adminServiceImpl(store: AdminStore, now: () => number = Date.now
       const page = storageCall("ListDeadLetters", () =>
         store.listDeadLetters({ limit, maxBytes: PAGE_BYTES, ...(req.afterId ? { afterId: req.afterId } : {}) }),
       );
-      return { deadLetters: page.items.map(deadLetterOut), total: BigInt(page.total), nextAfterId: page.nextAfter ?? "" };
+      return {
+        deadLetters: page.items.map(deadLetterOut),
+        total: BigInt(page.total),
+        nextAfterId: page.nextAfter ?? "",
+      };
     },
     async replayDeadLetter(req) {
       const newId = storageCall("ReplayDeadLetter", () => store.replayDeadLetter(req.id));

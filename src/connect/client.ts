@@ -135,7 +135,8 @@ export function createUnaryChannel(opts: BrokerClientOptions): UnaryChannel {
         te: "trailers",
         "grpc-timeout": `${deadlineMs}m`,
       };
-      if (secret !== undefined && !isSigningExempt(path)) Object.assign(headers, signatureHeaders(secret, path, message));
+      if (secret !== undefined && !isSigningExempt(path))
+        Object.assign(headers, signatureHeaders(secret, path, message));
       let stream: http2.ClientHttp2Stream;
       try {
         stream = currentSession().request(headers);
@@ -156,7 +157,9 @@ export function createUnaryChannel(opts: BrokerClientOptions): UnaryChannel {
         fn();
       };
       const timer = setTimeout(() => {
-        settle(() => reject(new ConnectError(`deadline of ${deadlineMs} ms exceeded calling ${path}`, Code.DeadlineExceeded)));
+        settle(() =>
+          reject(new ConnectError(`deadline of ${deadlineMs} ms exceeded calling ${path}`, Code.DeadlineExceeded)),
+        );
         stream.close(http2.constants.NGHTTP2_CANCEL);
       }, deadlineMs);
       const readStatus = (h: http2.IncomingHttpHeaders) => {
@@ -179,9 +182,12 @@ export function createUnaryChannel(opts: BrokerClientOptions): UnaryChannel {
         settle(() => {
           if (grpcStatus === null) {
             if (httpStatus !== 0 && httpStatus !== 200) {
-              return reject(new ConnectError(`HTTP ${httpStatus} from ${opts.address}`, codeFromHttpStatus(httpStatus)));
+              return reject(
+                new ConnectError(`HTTP ${httpStatus} from ${opts.address}`, codeFromHttpStatus(httpStatus)),
+              );
             }
-            const reason = streamError instanceof Error ? streamError.message : `stream closed (code ${stream.rstCode})`;
+            const reason =
+              streamError instanceof Error ? streamError.message : `stream closed (code ${stream.rstCode})`;
             return reject(new ConnectError(`call to ${opts.address}${path} failed: ${reason}`, Code.Unavailable));
           }
           if (grpcStatus !== 0) return reject(new ConnectError(grpcMessage, grpcStatus as Code));
@@ -250,7 +256,8 @@ export function signingInterceptor(secret: string): Interceptor {
   return (next) => async (req) => {
     const path = new URL(req.url).pathname;
     if (!req.stream && !isSigningExempt(path)) {
-      for (const [k, v] of Object.entries(signatureHeaders(secret, path, toBinary(req.method.input, req.message)))) req.header.set(k, v);
+      for (const [k, v] of Object.entries(signatureHeaders(secret, path, toBinary(req.method.input, req.message))))
+        req.header.set(k, v);
     }
     return next(req);
   };

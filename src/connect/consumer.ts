@@ -17,7 +17,9 @@ export interface ProduceTarget {
   produce(
     activations: Uint8Array[],
     source: "rpc" | "kafka",
-  ): { accepted: number; duplicates: number; expired: number } | Promise<{ accepted: number; duplicates: number; expired: number }>;
+  ):
+    | { accepted: number; duplicates: number; expired: number }
+    | Promise<{ accepted: number; duplicates: number; expired: number }>;
 }
 
 export interface ProduceCounts {
@@ -88,7 +90,13 @@ function storageFailure(operation: string, err: unknown): ConnectError {
   const fault = storageFaultOf(err);
   if (fault !== null) {
     const what = fault === "full" ? "disk full" : fault === "io" ? "disk I/O failing" : "database busy";
-    return new ConnectError(`storage unavailable during ${operation} (${what}): ${detail}; retry later`, Code.Unavailable, undefined, undefined, err);
+    return new ConnectError(
+      `storage unavailable during ${operation} (${what}): ${detail}; retry later`,
+      Code.Unavailable,
+      undefined,
+      undefined,
+      err,
+    );
   }
   return new ConnectError(`storage failure during ${operation}: ${detail}`, Code.Internal, undefined, undefined, err);
 }
@@ -132,7 +140,10 @@ export function createConsumerCore(deps: {
     // getTask and setTaskStatus return the store's promise directly (no async
     // frame): they are the hot path, and each extra promise hop is measurable.
     getTask(filter) {
-      if (push) return Promise.reject(new ConnectError("GetTask is disabled: the broker delivers by push", Code.PermissionDenied));
+      if (push)
+        return Promise.reject(
+          new ConnectError("GetTask is disabled: the broker delivers by push", Code.PermissionDenied),
+        );
       const claim = claimFilterOf(filter);
       if (claim === null) return Promise.resolve(null);
       return store.claim(claim).then(undefined, (err: unknown) => {

@@ -8,7 +8,13 @@
 import * as net from "node:net";
 import http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type DecodedBrokerMessage, type DeliveryOpenFields, decodeBrokerMessage, encodeWorkerMessage, type WorkerMessageFields } from "../protocol/delivery-messages.ts";
+import {
+  type DecodedBrokerMessage,
+  type DeliveryOpenFields,
+  decodeBrokerMessage,
+  encodeWorkerMessage,
+  type WorkerMessageFields,
+} from "../protocol/delivery-messages.ts";
 import { FrameReader, frameMessage, percentDecodeGrpcMessage } from "./frame.ts";
 import { signatureHeaders } from "./signing.ts";
 import { DELIVER_PATH } from "./delivery.ts";
@@ -144,9 +150,13 @@ export function openDeliveryStream(o: DeliveryStreamOptions): DeliveryStream {
           : streamError instanceof Error
             ? streamError.message
             : `stream closed (code ${stream.rstCode})`;
-      error = new ConnectError(`delivery stream to ${o.address} failed: ${reason}`, httpStatus === 404 ? Code.Unimplemented : Code.Unavailable);
+      error = new ConnectError(
+        `delivery stream to ${o.address} failed: ${reason}`,
+        httpStatus === 404 ? Code.Unimplemented : Code.Unavailable,
+      );
     } else if (grpcStatus !== 0) error = new ConnectError(grpcMessage, grpcStatus as Code);
-    if (!accepted) rejectOpened(error ?? new ConnectError("delivery stream ended before it was accepted", Code.Unavailable));
+    if (!accepted)
+      rejectOpened(error ?? new ConnectError("delivery stream ended before it was accepted", Code.Unavailable));
     o.onEnd(error);
   });
 

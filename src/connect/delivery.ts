@@ -178,7 +178,10 @@ class Session {
           `request message larger than the limit of ${opts.maxMessageBytes} bytes (TASKBROKER_GRPC_MAX_MESSAGE_BYTES)`,
         );
       } else if (reader.compressed) {
-        this.fail(Code.Unimplemented, "compressed request messages are not supported by this broker; send uncompressed messages (grpc-encoding: identity)");
+        this.fail(
+          Code.Unimplemented,
+          "compressed request messages are not supported by this broker; send uncompressed messages (grpc-encoding: identity)",
+        );
       }
     });
     this.stream.once("end", () => {
@@ -200,12 +203,15 @@ class Session {
     try {
       msg = decodeWorkerMessage(bytes);
     } catch (err) {
-      if (err instanceof MalformedMessage) return this.fail(Code.Internal, `cannot decode request message: ${err.message}`);
+      if (err instanceof MalformedMessage)
+        return this.fail(Code.Internal, `cannot decode request message: ${err.message}`);
       throw err;
     }
     if (!this.opened) {
-      if (msg.open === undefined) return this.fail(Code.InvalidArgument, "the first message of a delivery stream must carry `open`");
-      if (opts.core.push) return this.fail(Code.PermissionDenied, "streaming delivery is disabled: the broker delivers by push");
+      if (msg.open === undefined)
+        return this.fail(Code.InvalidArgument, "the first message of a delivery stream must carry `open`");
+      if (opts.core.push)
+        return this.fail(Code.PermissionDenied, "streaming delivery is disabled: the broker delivers by push");
       if (this.shared.draining || opts.isClosing()) return this.fail(Code.Unavailable, "broker is shutting down");
       this.opened = true;
       this.filter = claimFilterOf(msg.open);
@@ -223,7 +229,11 @@ class Session {
       }
       this.shared.sessions.add(this);
       deliveryStreams.inc();
-      opts.log.debug("delivery_stream_opened", { worker: this.worker, application: this.filter?.application, namespace: this.filter?.namespace });
+      opts.log.debug("delivery_stream_opened", {
+        worker: this.worker,
+        application: this.filter?.application,
+        namespace: this.filter?.namespace,
+      });
     } else if (msg.open !== undefined) {
       return this.fail(Code.InvalidArgument, "`open` is allowed only in the first message of a delivery stream");
     }
@@ -274,7 +284,15 @@ class Session {
 
   /** Claims up to the credit unless a claim is running, nothing can match, or the stream waits or finishes. */
   pump(): void {
-    if (this.ended || this.finishing || this.waiting || this.claiming > 0 || this.filter === null || this.retryTimer !== null) return;
+    if (
+      this.ended ||
+      this.finishing ||
+      this.waiting ||
+      this.claiming > 0 ||
+      this.filter === null ||
+      this.retryTimer !== null
+    )
+      return;
     const n = Math.min(this.credit, this.shared.maxBatch);
     if (n <= 0) return;
     this.claiming = n;
@@ -353,7 +371,10 @@ class Session {
       do {
         let end = start;
         let bytes = 0;
-        while (end < rows.length && (end === start || bytes + rows[end]!.activation.byteLength <= MAX_OUT_MESSAGE_BYTES)) {
+        while (
+          end < rows.length &&
+          (end === start || bytes + rows[end]!.activation.byteLength <= MAX_OUT_MESSAGE_BYTES)
+        ) {
           bytes += rows[end]!.activation.byteLength;
           end++;
         }
@@ -398,7 +419,12 @@ class Session {
     const owed = this.ackPending;
     this.ackPending = 0;
     deliveryStreamsEnded.labels(CODE_NAME[code] ?? String(code)).inc();
-    if (code !== 0) this.shared.opts.log.debug("delivery_stream_failed", { worker: this.worker, code: CODE_NAME[code], error: message });
+    if (code !== 0)
+      this.shared.opts.log.debug("delivery_stream_failed", {
+        worker: this.worker,
+        code: CODE_NAME[code],
+        error: message,
+      });
     try {
       if (!this.stream.headersSent) {
         if (!this.stream.destroyed) this.stream.respond(trailersOnlyHeaders(code, message), { endStream: true });

@@ -18,7 +18,14 @@ import {
   decodeSetBatchRequest,
   decodeSetTaskStatusRequest,
 } from "../protocol/messages.ts";
-import { OK_TRAILERS, frameLength, framedEmpty, framedProduceResponse, framedTaskResponse, trailersOnlyHeaders } from "./frame.ts";
+import {
+  OK_TRAILERS,
+  frameLength,
+  framedEmpty,
+  framedProduceResponse,
+  framedTaskResponse,
+  trailersOnlyHeaders,
+} from "./frame.ts";
 
 /**
  * One hot method: `call` starts it (it may throw synchronously for a bad
@@ -141,7 +148,10 @@ export function serveFastGrpc(stream: ServerHttp2Stream, headers: IncomingHttpHe
           rejected = true;
           stream.off("data", onData);
           rpcRefusedTotal.inc({ reason: "request_read_timeout" });
-          fail(Code.DeadlineExceeded, `request not received within ${opts.readTimeoutMs} ms (TASKBROKER_GRPC_REQUEST_READ_TIMEOUT_MS)`);
+          fail(
+            Code.DeadlineExceeded,
+            `request not received within ${opts.readTimeoutMs} ms (TASKBROKER_GRPC_REQUEST_READ_TIMEOUT_MS)`,
+          );
           stream.close(http2.constants.NGHTTP2_CANCEL);
         }, opts.readTimeoutMs)
       : null;
@@ -161,7 +171,8 @@ export function serveFastGrpc(stream: ServerHttp2Stream, headers: IncomingHttpHe
         return fail(Code.Unauthenticated, "Authentication failed");
       }
     }
-    if (len < 0) return fail(Code.Internal, `malformed gRPC request: body of ${body.byteLength} bytes holds no message frame`);
+    if (len < 0)
+      return fail(Code.Internal, `malformed gRPC request: body of ${body.byteLength} bytes holds no message frame`);
     if (5 + len !== body.byteLength) {
       return fail(
         Code.Internal,

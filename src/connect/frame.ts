@@ -85,7 +85,8 @@ export function percentEncodeGrpcMessage(message: string): string {
   if (plain) return message;
   let out = "";
   for (const b of Buffer.from(message, "utf8")) {
-    out += b < 0x20 || b > 0x7e || b === 0x25 ? "%" + b.toString(16).toUpperCase().padStart(2, "0") : String.fromCharCode(b);
+    out +=
+      b < 0x20 || b > 0x7e || b === 0x25 ? "%" + b.toString(16).toUpperCase().padStart(2, "0") : String.fromCharCode(b);
   }
   return out;
 }

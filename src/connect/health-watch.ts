@@ -24,7 +24,7 @@ function decodeService(message: Uint8Array): string {
   let service = "";
   while (!r.done()) {
     const [f, w] = r.tag();
-    if (f === 1) (r.expect(f, w, WIRE_LEN), (service = r.string()));
+    if (f === 1) r.expect(f, w, WIRE_LEN), (service = r.string());
     else r.skip(w);
   }
   return service;
@@ -56,13 +56,16 @@ export function serveHealthWatch(stream: ServerHttp2Stream, src: HealthSource, t
     if (size > MAX_REQUEST_BYTES + 5) return refuse(Code.ResourceExhausted, "HealthCheckRequest too large");
     const body = Buffer.concat(chunks);
     const len = frameLength(body);
-    if (len < 0 || 5 + len !== body.byteLength) return refuse(Code.Internal, "malformed gRPC request: expected one message frame");
-    if (body[0] !== 0) return refuse(Code.Unimplemented, "compressed request messages are not supported by this broker");
+    if (len < 0 || 5 + len !== body.byteLength)
+      return refuse(Code.Internal, "malformed gRPC request: expected one message frame");
+    if (body[0] !== 0)
+      return refuse(Code.Unimplemented, "compressed request messages are not supported by this broker");
     let service: string;
     try {
       service = decodeService(body.subarray(5));
     } catch (err) {
-      if (err instanceof MalformedMessage) return refuse(Code.Internal, `cannot decode request message: ${err.message}`);
+      if (err instanceof MalformedMessage)
+        return refuse(Code.Internal, `cannot decode request message: ${err.message}`);
       throw err;
     }
     if (stream.destroyed) return;

@@ -82,7 +82,10 @@ function nextChange(ticker: HealthTicker, signal: AbortSignal): Promise<void> {
   });
 }
 
-export function healthServiceImpl(src: HealthSource, ticker: HealthTicker = createHealthTicker(src)): ServiceImpl<typeof Health> {
+export function healthServiceImpl(
+  src: HealthSource,
+  ticker: HealthTicker = createHealthTicker(src),
+): ServiceImpl<typeof Health> {
   return {
     async check(req) {
       const status = servingStatus(req.service, src);

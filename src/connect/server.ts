@@ -95,7 +95,8 @@ const HEALTH_WATCH_INTERVAL_MS = 250;
 /** Health/Watch streams one connection may hold (a client watches a service or two). */
 const WATCHERS_PER_CONNECTION = 8;
 
-const isGrpc = (contentType: string | undefined) => contentType === "application/grpc" || contentType === "application/grpc+proto";
+const isGrpc = (contentType: string | undefined) =>
+  contentType === "application/grpc" || contentType === "application/grpc+proto";
 
 export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer> {
   const { config, store, ingest, isHealthy, log } = opts;
@@ -129,7 +130,10 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     authorizeAdmin: (header, remoteAddress) => {
       const refusal = adminRpcRefusal(config.admin_token, header("authorization"), remoteAddress);
       if (refusal === null) return null;
-      return new ConnectError(refusal.message, refusal.code === "unauthenticated" ? Code.Unauthenticated : Code.PermissionDenied);
+      return new ConnectError(
+        refusal.message,
+        refusal.code === "unauthenticated" ? Code.Unauthenticated : Code.PermissionDenied,
+      );
     },
   });
   const fast = { core, signing, maxMessageBytes, readTimeoutMs };
@@ -194,8 +198,15 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
         rpcRefusedTotal.inc({ reason: "health_watchers" });
         stream.on("error", () => {});
         stream.resume();
-        const why = mine >= WATCHERS_PER_CONNECTION ? `${WATCHERS_PER_CONNECTION} on this connection` : `${watchers} on this broker`;
-        respondGrpcError(stream, Code.ResourceExhausted, `too many Health/Watch streams (${why}); use Check or fewer watchers`);
+        const why =
+          mine >= WATCHERS_PER_CONNECTION
+            ? `${WATCHERS_PER_CONNECTION} on this connection`
+            : `${watchers} on this broker`;
+        respondGrpcError(
+          stream,
+          Code.ResourceExhausted,
+          `too many Health/Watch streams (${why}); use Check or fewer watchers`,
+        );
         return;
       }
       watchers++;
@@ -228,7 +239,9 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     const ticket = guard.rpcStarted(socket, () => socket.destroy());
     if (ticket === null) {
       res.writeHead(429, { "content-type": "application/json", "retry-after": "1" });
-      res.end(JSON.stringify({ code: "resource_exhausted", message: "too many RPCs in flight on this broker; retry later" }));
+      res.end(
+        JSON.stringify({ code: "resource_exhausted", message: "too many RPCs in flight on this broker; retry later" }),
+      );
       return;
     }
     inflight++;

@@ -61,8 +61,7 @@ export function verifySignature(
  * Returns null when the body is too short to hold the envelope it claims.
  */
 export function signedMessageBytes(contentType: string, body: Uint8Array): Uint8Array | null {
-  const enveloped =
-    contentType.startsWith("application/grpc") || contentType.startsWith("application/connect+");
+  const enveloped = contentType.startsWith("application/grpc") || contentType.startsWith("application/connect+");
   if (!enveloped) return body;
   if (body.byteLength < 5) return null;
   const len = ((body[1]! << 24) | (body[2]! << 16) | (body[3]! << 8) | body[4]!) >>> 0;
@@ -82,7 +81,12 @@ export function signTimestamped(secret: string, timestamp: string, path: string,
 }
 
 /** The signature headers a client sends: Sentry's, and our timestamped pair. */
-export function signatureHeaders(secret: string, path: string, message: Uint8Array, nowMs = Date.now()): Record<string, string> {
+export function signatureHeaders(
+  secret: string,
+  path: string,
+  message: Uint8Array,
+  nowMs = Date.now(),
+): Record<string, string> {
   const timestamp = String(Math.floor(nowMs / 1000));
   return {
     [SIGNATURE_HEADER]: signRequest(secret, path, message),
@@ -132,7 +136,11 @@ export function verifyRequestSignature(
   return verifySignature(policy.secrets, path, message, header(SIGNATURE_HEADER));
 }
 
-function verifyDigest(secrets: readonly string[], header: string, feed: (h: ReturnType<typeof createHmac>) => void): boolean {
+function verifyDigest(
+  secrets: readonly string[],
+  header: string,
+  feed: (h: ReturnType<typeof createHmac>) => void,
+): boolean {
   if (!HEX_SHA256.test(header)) return false;
   const given = Buffer.from(header, "hex");
   let ok = false;

@@ -39,7 +39,10 @@ export interface UniversalOptions {
   /** Ingest for binary Produce requests (consumer.ts: errors are ConnectErrors with their final code). */
   produce: (activations: Uint8Array[]) => Promise<ProduceCounts>;
   /** Admits an AdminService call: null when allowed, else why not (PERMISSION_DENIED / UNAUTHENTICATED). */
-  authorizeAdmin: (header: (name: string) => string | undefined, remoteAddress: string | undefined) => ConnectError | null;
+  authorizeAdmin: (
+    header: (name: string) => string | undefined,
+    remoteAddress: string | undefined,
+  ) => ConnectError | null;
 }
 
 /** Binary encodings whose Produce is answered here (Connect unary, gRPC-Web). */
@@ -123,7 +126,10 @@ export function createUniversalDispatcher(opts: UniversalOptions): UniversalDisp
     }
     if (body === "timeout") {
       rpcRefusedTotal.inc({ reason: "request_read_timeout" });
-      return reject(Code.DeadlineExceeded, `request not received within ${opts.readTimeoutMs} ms (TASKBROKER_GRPC_REQUEST_READ_TIMEOUT_MS)`);
+      return reject(
+        Code.DeadlineExceeded,
+        `request not received within ${opts.readTimeoutMs} ms (TASKBROKER_GRPC_REQUEST_READ_TIMEOUT_MS)`,
+      );
     }
     if (opts.signing.secrets.length > 0 && !isSigningExempt(path)) {
       const raw = contentType.startsWith("application/grpc-web-text")
@@ -142,12 +148,23 @@ export function createUniversalDispatcher(opts: UniversalOptions): UniversalDisp
   }
 
   /** A binary Produce answered without connect-es: the same decode and ingest as the fast gRPC path. */
-  async function rawProduce(encoding: "connect" | "grpc-web", contentType: string, body: Uint8Array): Promise<RawAnswer> {
+  async function rawProduce(
+    encoding: "connect" | "grpc-web",
+    contentType: string,
+    body: Uint8Array,
+  ): Promise<RawAnswer> {
     let message: Uint8Array | null = body;
     if (encoding === "grpc-web") {
       message = signedMessageBytes(contentType, body);
       if (message === null || body[0] !== 0) {
-        return { code: Code.Internal, ...errorAnswer(contentType, Code.Internal, "malformed gRPC-Web request: expected one uncompressed message frame") };
+        return {
+          code: Code.Internal,
+          ...errorAnswer(
+            contentType,
+            Code.Internal,
+            "malformed gRPC-Web request: expected one uncompressed message frame",
+          ),
+        };
       }
     }
     let code: Code;
@@ -235,7 +252,9 @@ export function createUniversalDispatcher(opts: UniversalOptions): UniversalDisp
         const url = `http://${headers[":authority"] ?? "localhost"}${headers[":path"] ?? ""}`;
         const handler = byPath.get(path)!;
         try {
-          const res = await handler(request("2.0", headers[":method"] ?? "POST", url, headers, admitted.body, abort.signal));
+          const res = await handler(
+            request("2.0", headers[":method"] ?? "POST", url, headers, admitted.body, abort.signal),
+          );
           await writeUniversalHttp2(stream, res);
           recordRpc(label, statusOf(res), start);
         } catch (err) {
@@ -278,7 +297,9 @@ export function createUniversalDispatcher(opts: UniversalOptions): UniversalDisp
         const url = `http://${req.headers.host ?? "localhost"}${req.url ?? ""}`;
         const handler = byPath.get(path)!;
         try {
-          const out = await handler(request(req.httpVersion, req.method ?? "POST", url, req.headers, admitted.body, abort.signal));
+          const out = await handler(
+            request(req.httpVersion, req.method ?? "POST", url, req.headers, admitted.body, abort.signal),
+          );
           await universalResponseToNodeResponse(out, res);
           recordRpc(label, statusOf(out), start);
         } catch {
@@ -301,7 +322,11 @@ function statusOf(res: UniversalServerResponse): number {
  * Reads a whole request body, or "too_large" past `limit` bytes (the rest is
  * discarded), or "timeout" when it has not all arrived within timeoutMs.
  */
-function readLimited(source: NodeJS.ReadableStream, limit: number, timeoutMs: number): Promise<Uint8Array | "too_large" | "timeout"> {
+function readLimited(
+  source: NodeJS.ReadableStream,
+  limit: number,
+  timeoutMs: number,
+): Promise<Uint8Array | "too_large" | "timeout"> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -339,7 +364,10 @@ function readLimited(source: NodeJS.ReadableStream, limit: number, timeoutMs: nu
   });
 }
 
-function writeAnswerHttp2(stream: ServerHttp2Stream, a: { status: number; headers: Record<string, string>; body: string | Uint8Array }): void {
+function writeAnswerHttp2(
+  stream: ServerHttp2Stream,
+  a: { status: number; headers: Record<string, string>; body: string | Uint8Array },
+): void {
   if (stream.destroyed || stream.headersSent) return;
   const empty = typeof a.body === "string" ? a.body === "" : a.body.byteLength === 0;
   try {
@@ -370,10 +398,11 @@ async function writeUniversalHttp2(stream: ServerHttp2Stream, res: UniversalServ
   try {
     while (chunk.done !== true) {
       if (stream.destroyed) break;
-      if (!stream.write(chunk.value)) await new Promise<void>((r) => {
-        stream.once("drain", r);
-        stream.once("close", r);
-      });
+      if (!stream.write(chunk.value))
+        await new Promise<void>((r) => {
+          stream.once("drain", r);
+          stream.once("close", r);
+        });
       chunk = await it!.next();
     }
   } finally {

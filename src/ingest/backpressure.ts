@@ -44,10 +44,16 @@ export function admit(
   const hasDelay = batch.some((r) => r.delayUntilMs !== null && r.delayUntilMs > nowMs);
   const hasPending = batch.some((r) => r.delayUntilMs === null || r.delayUntilMs <= nowMs);
   if (hasPending && counts.pending + batch.length > limits.maxPendingCount) {
-    return { ok: false, reason: `pending ${counts.pending} + batch ${batch.length} > max_pending_count ${limits.maxPendingCount}` };
+    return {
+      ok: false,
+      reason: `pending ${counts.pending} + batch ${batch.length} > max_pending_count ${limits.maxPendingCount}`,
+    };
   }
   if (hasDelay && counts.delay + batch.length > limits.maxDelayCount) {
-    return { ok: false, reason: `delay ${counts.delay} + batch ${batch.length} > max_delay_count ${limits.maxDelayCount}` };
+    return {
+      ok: false,
+      reason: `delay ${counts.delay} + batch ${batch.length} > max_delay_count ${limits.maxDelayCount}`,
+    };
   }
   if (sizeBytes >= limits.maxSizeBytes) {
     return { ok: false, reason: `database size ${sizeBytes} >= max_size ${limits.maxSizeBytes}` };
@@ -59,7 +65,11 @@ export function admit(
   }
   // Only ingest grows the WAL fast; waiting here (~one checkpoint interval) keeps it bounded.
   if (limits.maxWalBytes !== undefined && walBytes > limits.maxWalBytes) {
-    return { ok: false, brief: true, reason: `WAL ${walBytes} bytes > store.wal_max_bytes ${limits.maxWalBytes}: waiting for the checkpointer` };
+    return {
+      ok: false,
+      brief: true,
+      reason: `WAL ${walBytes} bytes > store.wal_max_bytes ${limits.maxWalBytes}: waiting for the checkpointer`,
+    };
   }
   return { ok: true };
 }

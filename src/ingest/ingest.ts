@@ -102,7 +102,15 @@ export function createIngest({ store, config, log, drop }: IngestOptions): Inges
       if (keep.length > 0) {
         const size = store.sizeBytes();
         // Pages in the WAL may still be copied into the database file: count the WAL file's size (which bounds them) as used.
-        const decision = admit(store.counts(), keep, limits, size.db, nowMs, store.diskFreeBytes() - size.wal, store.walContentBytes());
+        const decision = admit(
+          store.counts(),
+          keep,
+          limits,
+          size.db,
+          nowMs,
+          store.diskFreeBytes() - size.wal,
+          store.walContentBytes(),
+        );
         if (!decision.ok) {
           ingestTotal.inc({ source, result: "rejected" }, keep.length);
           throw new Backpressure(decision.reason, decision.brief === true);

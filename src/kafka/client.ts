@@ -180,7 +180,10 @@ function clientConfig(cluster: KafkaClusterConfig, clientId: string, log: Logger
   const useSasl = protocol === "sasl_plaintext" || protocol === "sasl_ssl";
   const config: KafkaConfig = {
     clientId,
-    brokers: cluster.address.split(",").map((b) => b.trim()).filter(Boolean),
+    brokers: cluster.address
+      .split(",")
+      .map((b) => b.trim())
+      .filter(Boolean),
     logLevel: KafkaLogLevel.WARN,
     // The client library's own lines: component kafka_client, so log_filter's librdkafka=<level> applies to them.
     logCreator: () => {
@@ -255,7 +258,10 @@ function subscriptionAssigners(): PartitionAssigner[] {
         const partitions = new Map<string, number[]>();
         for (const topic of all) {
           try {
-            partitions.set(topic, cluster.findTopicPartitionMetadata(topic).map((p) => p.partitionId));
+            partitions.set(
+              topic,
+              cluster.findTopicPartitionMetadata(topic).map((p) => p.partitionId),
+            );
           } catch {
             // A topic only another member knows and this leader has no metadata for: left unassigned this round.
           }
@@ -271,7 +277,10 @@ function subscriptionAssigners(): PartitionAssigner[] {
         }));
       },
       protocol({ topics }) {
-        return { name, metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }) };
+        return {
+          name,
+          metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }),
+        };
       },
     });
   return [make("roundrobin"), make("RoundRobinAssigner")];
@@ -280,7 +289,12 @@ function subscriptionAssigners(): PartitionAssigner[] {
 /** Backoff between rebuilds of a consumer that crashed or could not connect: doubling from the first, capped at the second. */
 const RESTART_MS = [500, 5_000] as const;
 
-function convertBatch(batch: { topic: string; partition: number; highWatermark: string; messages: Array<{ offset: string; key: Buffer | null; value: Buffer | null; headers?: IHeaders; timestamp: string }> }): ConsumedBatch {
+function convertBatch(batch: {
+  topic: string;
+  partition: number;
+  highWatermark: string;
+  messages: Array<{ offset: string; key: Buffer | null; value: Buffer | null; headers?: IHeaders; timestamp: string }>;
+}): ConsumedBatch {
   const messages: ConsumedMessage[] = batch.messages.map((m) => {
     const headers = headerBytes(m.headers);
     const message: ConsumedMessage = {
@@ -545,7 +559,10 @@ export function createProducer(
           key: m.key ? Buffer.from(m.key.buffer, m.key.byteOffset, m.key.byteLength) : null,
           headers: m.headers
             ? Object.fromEntries(
-                Object.entries(m.headers).map(([k, v]) => [k, typeof v === "string" ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength)]),
+                Object.entries(m.headers).map(([k, v]) => [
+                  k,
+                  typeof v === "string" ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength),
+                ]),
               )
             : undefined,
         })),

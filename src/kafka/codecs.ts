@@ -43,7 +43,10 @@ export class CodecError extends Error {
 const gunzip = promisify(zlib.unzip);
 const gzip = promisify(zlib.gzip);
 type ZstdFn = (data: Uint8Array, opts?: { maxOutputLength?: number }) => Promise<Buffer>;
-const zlibZstd = zlib as unknown as { zstdDecompress?: (...a: unknown[]) => void; zstdCompress?: (...a: unknown[]) => void };
+const zlibZstd = zlib as unknown as {
+  zstdDecompress?: (...a: unknown[]) => void;
+  zstdCompress?: (...a: unknown[]) => void;
+};
 const zstdDecompress: ZstdFn | null = zlibZstd.zstdDecompress ? (promisify(zlibZstd.zstdDecompress) as ZstdFn) : null;
 const zstdCompress: ZstdFn | null = zlibZstd.zstdCompress ? (promisify(zlibZstd.zstdCompress) as ZstdFn) : null;
 const NO_ZSTD = "this runtime's zlib has no zstd (Bun or Node 22.15+ has)";
@@ -145,7 +148,7 @@ function lz4Decompress(data: Uint8Array, maxBytes: number): Uint8Array {
       // lz4js writes past a typed array's end silently; a block that claims
       // more than fits is therefore caught here rather than truncated.
       if (end - written > blockMax) fail("LZ4 block decodes to more than the frame's block size (corrupt data)");
-      if (end > capacity) (capacity === maxBytes ? tooBig() : fail("LZ4 blocks decode past the declared size"));
+      if (end > capacity) capacity === maxBytes ? tooBig() : fail("LZ4 blocks decode past the declared size");
       written = end;
     }
   }
@@ -187,7 +190,11 @@ function lz4Compress(data: Uint8Array): Uint8Array {
 // --- the codec table --------------------------------------------------------
 
 /** Decompresses one record batch's records; throws CodecError (or the library's error) when they do not decode. */
-export async function decompress(codec: CompressionType, data: Uint8Array, maxBytes = MAX_DECOMPRESSED_BYTES): Promise<Uint8Array> {
+export async function decompress(
+  codec: CompressionType,
+  data: Uint8Array,
+  maxBytes = MAX_DECOMPRESSED_BYTES,
+): Promise<Uint8Array> {
   try {
     switch (codec) {
       case "none":

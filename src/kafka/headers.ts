@@ -79,7 +79,11 @@ export function decodeHeader(name: string, value: Uint8Array | null | undefined,
  * is decoded from the header of the same name. The operation itself is
  * passed as kwarg `operation` too, as the forwarder does.
  */
-export function kwargsFromHeaders(headers: RawHeaders, spec: HeaderKwargsSpec, expectedVersion: number): Record<string, KwargValue> {
+export function kwargsFromHeaders(
+  headers: RawHeaders,
+  spec: HeaderKwargsSpec,
+  expectedVersion: number,
+): Record<string, KwargValue> {
   const version = decodeHeader("version", headers.version, "int");
   if (Number(version) !== expectedVersion) {
     throw new HeaderDecodeError(`header version=${String(version)} is not the supported version ${expectedVersion}`);
@@ -98,7 +102,10 @@ export function kwargsFromHeaders(headers: RawHeaders, spec: HeaderKwargsSpec, e
  * A map holding exactly `kwargs` (and optionally `args`) is unwrapped.
  * Throws HeaderDecodeError when neither decodes to a map.
  */
-export function kwargsFromPayload(payload: Uint8Array | null, format: "auto" | "json" | "msgpack"): Record<string, unknown> {
+export function kwargsFromPayload(
+  payload: Uint8Array | null,
+  format: "auto" | "json" | "msgpack",
+): Record<string, unknown> {
   if (!payload || payload.byteLength === 0) throw new HeaderDecodeError("payload is empty");
   const attempts: Array<() => unknown> = [];
   if (format !== "msgpack") attempts.push(() => JSON.parse(text("payload", payload)));

@@ -55,7 +55,15 @@ export interface StartKafkaOptions {
    * The inflight store: rows whose offset commit a rebalance rejected are taken
    * back through `discardUncommitted`, so the partition's next owner stores them.
    */
-  store: Pick<InflightStore, "discardUncommitted" | "kafkaCommitting" | "kafkaCommitted" | "kafkaCommitFailed" | "reconcileKafkaCommits" | "releaseKafkaTopicsExcept">;
+  store: Pick<
+    InflightStore,
+    | "discardUncommitted"
+    | "kafkaCommitting"
+    | "kafkaCommitted"
+    | "kafkaCommitFailed"
+    | "reconcileKafkaCommits"
+    | "releaseKafkaTopicsExcept"
+  >;
   log: Logger;
   /**
    * Runtime config (src/runtime): activations of a demoted namespace are
@@ -106,7 +114,9 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
     // Runtime config demotion to another cluster (demoted_topic_cluster): its own producer.
     producerFor: (cluster) => {
       const target = demotionCluster(config, plan, cluster);
-      return target.address === plan.publishCluster.address ? null : Promise.resolve(createProducer(target, compressionOf, log, limits));
+      return target.address === plan.publishCluster.address
+        ? null
+        : Promise.resolve(createProducer(target, compressionOf, log, limits));
     },
   });
 
@@ -137,8 +147,15 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
    */
   const reconcile = async (g: ConsumerGroupPlan) => {
     try {
-      const byTopic = await committedOffsets(g.cluster, g.groupId, g.topics.map((t) => t.topic), log);
-      const commits = [...byTopic].flatMap(([topic, parts]) => [...parts].map(([partition, next]) => ({ topic, partition, next: String(next) })));
+      const byTopic = await committedOffsets(
+        g.cluster,
+        g.groupId,
+        g.topics.map((t) => t.topic),
+        log,
+      );
+      const commits = [...byTopic].flatMap(([topic, parts]) =>
+        [...parts].map(([partition, next]) => ({ topic, partition, next: String(next) })),
+      );
       const dropped = opts.store.reconcileKafkaCommits(commits);
       if (dropped > 0) {
         kafkaMessagesTotal.inc({ topic: g.topics[0]!.topic, result: "reconsumed_elsewhere" }, dropped);
@@ -206,7 +223,11 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
       group: g.groupId,
       cluster: g.clusterName,
       topics: g.topics.map((t) => t.topic).join(","),
-      raw: g.topics.filter((t) => t.raw).map((t) => t.topic).join(",") || "no",
+      raw:
+        g.topics
+          .filter((t) => t.raw)
+          .map((t) => t.topic)
+          .join(",") || "no",
     });
   };
 
@@ -247,13 +268,15 @@ export async function startKafka(opts: StartKafkaOptions): Promise<KafkaRuntime>
   return {
     publisher,
     consumed: plan.consumed.map((c) => ({ topic: c.topic, address: c.cluster.address })),
-    demotionAddress: (cluster) => (cluster ? demotionCluster(config, plan, cluster).address : plan.publishCluster.address),
+    demotionAddress: (cluster) =>
+      cluster ? demotionCluster(config, plan, cluster).address : plan.publishCluster.address,
     assigned: () => consumers.length === plan.groups.length && consumers.every((c) => c.assigned()),
     status() {
       const waiting: string[] = [];
       const started = new Set(consumers.flatMap((c) => c.topics));
       for (const g of plan.groups) {
-        if (!g.topics.some((t) => started.has(t.topic))) waiting.push(`group ${g.groupId}: not started (creating topics)`);
+        if (!g.topics.some((t) => started.has(t.topic)))
+          waiting.push(`group ${g.groupId}: not started (creating topics)`);
       }
       for (const c of consumers) {
         const s = c.status();

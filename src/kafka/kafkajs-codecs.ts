@@ -35,7 +35,10 @@ export interface UndecodableBatchInfo {
  * The batch a placeholder stands for, or null when the header is absent or
  * not ours. `value` is the placeholder's value (the raw batch on the first).
  */
-export function undecodableBatchOf(header: Uint8Array | null | undefined, value: Uint8Array | null): UndecodableBatchInfo | null {
+export function undecodableBatchOf(
+  header: Uint8Array | null | undefined,
+  value: Uint8Array | null,
+): UndecodableBatchInfo | null {
   if (!header) return null;
   const text = Buffer.from(header.buffer, header.byteOffset, header.byteLength).toString("utf8");
   const [token, codec, ...reason] = text.split(" ");
@@ -82,7 +85,11 @@ function batchHeaderOf(records: Buffer, codecId: number): BatchHeader | null {
   const recordCount = header.readInt32BE(RECORD_COUNT_AT);
   const lastOffsetDelta = header.readInt32BE(LAST_OFFSET_DELTA_AT);
   if (recordCount <= 0 || recordCount > MAX_PLACEHOLDERS || lastOffsetDelta < recordCount - 1) return null;
-  const raw = Buffer.from(records.buffer, records.byteOffset - BATCH_HEADER_BYTES, BATCH_HEADER_BYTES + records.byteLength);
+  const raw = Buffer.from(
+    records.buffer,
+    records.byteOffset - BATCH_HEADER_BYTES,
+    BATCH_HEADER_BYTES + records.byteLength,
+  );
   return { recordCount, lastOffsetDelta, raw };
 }
 
@@ -139,7 +146,11 @@ function codecFor(id: number) {
         try {
           checkRecords(out, batch.recordCount);
         } catch (err) {
-          return placeholders(batch, name, `records do not parse after decompression (${err instanceof Error ? err.message : String(err)})`);
+          return placeholders(
+            batch,
+            name,
+            `records do not parse after decompression (${err instanceof Error ? err.message : String(err)})`,
+          );
         }
       }
       return out;

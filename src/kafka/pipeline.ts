@@ -19,10 +19,22 @@ import { InvalidActivation } from "../activation/decode.ts";
 import type { Logger } from "../log.ts";
 import { kafkaPaused } from "../metrics.ts";
 import type { KafkaOrigin } from "../store/types.ts";
-import { CommitRefused, CommitRejected, type BatchContext, type ConsumedBatch, type ConsumedMessage, type OutboundMessage } from "./client.ts";
+import {
+  CommitRefused,
+  CommitRejected,
+  type BatchContext,
+  type ConsumedBatch,
+  type ConsumedMessage,
+  type OutboundMessage,
+} from "./client.ts";
 import { HeaderDecodeError } from "./headers.ts";
 import type { LagTracker } from "./lag.ts";
-import { kafkaDemotedTotal, kafkaHeaderDispatchTotal, kafkaMessagesTotal, kafkaUndecodableBatchesTotal } from "./metrics.ts";
+import {
+  kafkaDemotedTotal,
+  kafkaHeaderDispatchTotal,
+  kafkaMessagesTotal,
+  kafkaUndecodableBatchesTotal,
+} from "./metrics.ts";
 import { activationNamespace } from "../activation/wire.ts";
 import { outboundOf, type Undecodable } from "./publisher.ts";
 import { rawActivation, type RawTopicSpec } from "./raw.ts";
@@ -216,7 +228,8 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
     try {
       await ctx.heartbeat();
     } catch (hbErr) {
-      if (hbErr instanceof CommitRejected && stored.length > 0 && opts.discardUncommitted) opts.discardUncommitted(stored);
+      if (hbErr instanceof CommitRejected && stored.length > 0 && opts.discardUncommitted)
+        opts.discardUncommitted(stored);
       throw hbErr;
     }
     await sleep(ms);
@@ -249,7 +262,11 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
     while (start < chunk.activations.length) {
       const end = Math.min(start + take, chunk.activations.length);
       try {
-        const result = opts.ingest.produce(chunk.activations.slice(start, end), "kafka", chunk.origins.slice(start, end));
+        const result = opts.ingest.produce(
+          chunk.activations.slice(start, end),
+          "kafka",
+          chunk.origins.slice(start, end),
+        );
         start = end;
         take = Math.min(take * 2, chunk.activations.length);
         const duplicates = result.duplicates ?? 0;
@@ -270,7 +287,12 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
         if (!isBackpressure(err)) {
           // The store failed the insert (disk full, I/O error): hold the batch
           // (uncommitted) and try again after store.insert_failure_backoff_ms.
-          log.error("kafka_insert_failed", { partition: chunk.origins[start]?.partition, rows: end - start, retry_in_ms: opts.insertFailureBackoffMs, error: err });
+          log.error("kafka_insert_failed", {
+            partition: chunk.origins[start]?.partition,
+            rows: end - start,
+            retry_in_ms: opts.insertFailureBackoffMs,
+            error: err,
+          });
           if (!(await waitHolding(ctx, chunk.origins.slice(0, start), opts.insertFailureBackoffMs))) return false;
           continue;
         }
@@ -298,7 +320,9 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
   const forward = async (chunk: Chunk, ctx: BatchContext): Promise<boolean> => {
     let pending = chunk.demoted;
     for (let attempt = 1; pending.length > 0; attempt++) {
-      const results = await Promise.allSettled(pending.map((d) => opts.forward!(d.topic, outboundOf(d.message, d.value))));
+      const results = await Promise.allSettled(
+        pending.map((d) => opts.forward!(d.topic, outboundOf(d.message, d.value))),
+      );
       const failed: Demoted[] = [];
       let error: unknown;
       results.forEach((r, i) => {
@@ -340,13 +364,20 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
         return;
       } catch (err) {
         // Kafka answered no: nothing was committed, so these offsets are not even "maybe committed".
-        if (err instanceof CommitRejected || err instanceof CommitRefused) opts.offsets?.commitFailed(batch.topic, batch.partition);
+        if (err instanceof CommitRejected || err instanceof CommitRefused)
+          opts.offsets?.commitFailed(batch.topic, batch.partition);
         if (err instanceof CommitRejected) {
           // The group moved on: these offsets stay uncommitted and another
           // member may fetch them. Take back what we stored so it is stored once.
-          const taken = chunk.origins.length > 0 && opts.discardUncommitted ? opts.discardUncommitted(chunk.origins) : 0;
+          const taken =
+            chunk.origins.length > 0 && opts.discardUncommitted ? opts.discardUncommitted(chunk.origins) : 0;
           kafkaMessagesTotal.inc({ topic: opts.topic, result: "revoked" }, taken);
-          log.warn("kafka_commit_rejected", { partition: chunk.origins[0]?.partition, next_offset: next, reason: err.message, rows_taken_back: taken });
+          log.warn("kafka_commit_rejected", {
+            partition: chunk.origins[0]?.partition,
+            next_offset: next,
+            reason: err.message,
+            rows_taken_back: taken,
+          });
           throw err;
         }
         // Unknown outcome (timeout, connection): retry; if it never succeeds the batch
@@ -452,7 +483,8 @@ export function createBatchHandler(opts: PipelineOptions): (batch: ConsumedBatch
     let chunk = emptyChunk();
     for (const m of batch.messages) {
       prepare(m, chunk);
-      const rows = chunk.activations.length + chunk.undecodable.length + chunk.demoted.length + chunk.placeholders.length;
+      const rows =
+        chunk.activations.length + chunk.undecodable.length + chunk.demoted.length + chunk.placeholders.length;
       if (rows >= opts.batchMaxRows || chunk.bytes >= opts.batchMaxBytes) {
         if (!(await flush(chunk, batch, ctx))) return;
         chunk = emptyChunk();

@@ -18,7 +18,10 @@ export interface Undecodable {
 /** Same shape as UpkeepPublisher in src/upkeep/publisher.ts. */
 export interface KafkaPublisher {
   publishRetry(activation: Uint8Array): Promise<void>;
-  publishDeadLetter(original: Uint8Array, row: { id: string; namespace: string; taskname: string; application: string }): Promise<void>;
+  publishDeadLetter(
+    original: Uint8Array,
+    row: { id: string; namespace: string; taskname: string; application: string },
+  ): Promise<void>;
   /** Undecodable consumed messages, published as they arrived (value, key, headers). */
   publishUndecodable(messages: Undecodable[]): Promise<void>;
   /**
@@ -67,7 +70,10 @@ export function createKafkaPublisher(opts: {
   producerFor?: (cluster: string) => Promise<ClusterProducer> | null;
 }): KafkaPublisher {
   // One queue per (producer, topic): concurrent publishes to it share a request.
-  const queues = new Map<string, { cluster: string | null; topic: string; pending: Pending[]; sending: Promise<void> | null }>();
+  const queues = new Map<
+    string,
+    { cluster: string | null; topic: string; pending: Pending[]; sending: Promise<void> | null }
+  >();
   const own = Promise.resolve(opts.producer);
   const others = new Map<string, Promise<ClusterProducer>>();
 
@@ -96,7 +102,10 @@ export function createKafkaPublisher(opts: {
       }
       const batch = q.pending.splice(0, n);
       try {
-        await (await producerOf(q.cluster)).send(topic, batch.map((p) => p.message));
+        await (await producerOf(q.cluster)).send(
+          topic,
+          batch.map((p) => p.message),
+        );
         for (const p of batch) {
           kafkaPublishTotal.inc({ kind: p.kind, result: "ok" });
           p.resolve();
@@ -134,13 +143,20 @@ export function createKafkaPublisher(opts: {
     publishUndecodable: async (messages) => {
       // Each on its own: one message Kafka can never take (above max_message_size)
       // is logged and counted, not retried forever with the others held behind it.
-      const results = await Promise.allSettled(messages.map((u) => publish(opts.deadletterTopic, "undecodable", outboundOf(u.message))));
+      const results = await Promise.allSettled(
+        messages.map((u) => publish(opts.deadletterTopic, "undecodable", outboundOf(u.message))),
+      );
       let failure: unknown;
       results.forEach((r, i) => {
         if (r.status === "fulfilled") return;
         if (r.reason instanceof MessageTooLarge) {
           const m = messages[i]!.message;
-          opts.log.error("kafka_deadletter_too_large", { topic: m.topic, partition: m.partition, offset: m.offset, error: r.reason.message });
+          opts.log.error("kafka_deadletter_too_large", {
+            topic: m.topic,
+            partition: m.partition,
+            offset: m.offset,
+            error: r.reason.message,
+          });
         } else failure ??= r.reason;
       });
       if (failure !== undefined) throw failure;

@@ -45,7 +45,11 @@ export const COMPRESSION_DISABLED = -1;
  * The activation for one raw message. Headers mode returns which path built
  * the kwargs; throws HeaderDecodeError when neither headers nor payload decode.
  */
-export function rawActivation(msg: RawMessage, spec: RawTopicSpec, nowMs: number): { bytes: Uint8Array; path?: DispatchPath } {
+export function rawActivation(
+  msg: RawMessage,
+  spec: RawTopicSpec,
+  nowMs: number,
+): { bytes: Uint8Array; path?: DispatchPath } {
   let args: unknown[];
   let kwargs: Record<string, unknown>;
   let path: DispatchPath | undefined;
@@ -68,7 +72,8 @@ export function rawActivation(msg: RawMessage, spec: RawTopicSpec, nowMs: number
     application: spec.application,
     namespace: spec.namespace,
     taskname: spec.taskname,
-    parametersBytes: encodeParameters({ args, kwargs }, level === COMPRESSION_DISABLED ? "none" : "zstd", { level }).bytes,
+    parametersBytes: encodeParameters({ args, kwargs }, level === COMPRESSION_DISABLED ? "none" : "zstd", { level })
+      .bytes,
     headers: level === COMPRESSION_DISABLED ? {} : { "compression-type": "zstd" },
     receivedAt: timestampFromMs(msg.timestampMs > 0 ? msg.timestampMs : nowMs),
     processingDeadlineDuration: BigInt(spec.processing_deadline_duration),

@@ -19,11 +19,17 @@ export interface ProducerSetup {
 
 export function producerFromEnv(env: Record<string, string | undefined>): ProducerSetup {
   const router = routerFromEnv(env);
-  const kafka = (env.TASKWORKER_KAFKA_BROKERS ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  const kafka = (env.TASKWORKER_KAFKA_BROKERS ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (kafka.length > 0) return { producer: createKafkaProducer({ brokers: kafka }), router };
   const address =
     env.TASKWORKER_PRODUCE_ADDRESS ||
-    (env.TASKWORKER_RPC_HOST_LIST ?? "").split(",").map((s) => s.trim()).find(Boolean) ||
+    (env.TASKWORKER_RPC_HOST_LIST ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .find(Boolean) ||
     "127.0.0.1:50051";
   return { producer: createRpcProducer({ address, secrets: parseSecrets(env.TASKWORKER_GRPC_SHARED_SECRET) }), router };
 }

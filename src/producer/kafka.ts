@@ -15,7 +15,10 @@ export interface KafkaProducerOptions {
 }
 
 export function createKafkaProducer(options: KafkaProducerOptions): ActivationProducer {
-  const producer = createBatchProducer({ brokers: options.brokers, clientId: options.clientId ?? "taskplatform-producer" });
+  const producer = createBatchProducer({
+    brokers: options.brokers,
+    clientId: options.clientId ?? "taskplatform-producer",
+  });
   let connected = false;
   const batcher = createBatcher<{ topic: string; bytes: Uint8Array }>({
     concurrency: 2,

@@ -4,7 +4,12 @@
 // unchanged and reuse the v1 SetTaskStatusRequest codec for results, so a
 // batch costs one pass over its bytes. The gRPC framing is connect/frame.ts.
 // Pure functions; test/delivery-wire.test.ts checks them against @bufbuild/protobuf.
-import { type DecodedStatusUpdate, decodeSetTaskStatusRequest, encodeSetTaskStatusRequest, type TaskFilter } from "./messages.ts";
+import {
+  type DecodedStatusUpdate,
+  decodeSetTaskStatusRequest,
+  encodeSetTaskStatusRequest,
+  type TaskFilter,
+} from "./messages.ts";
 import { WireReader } from "./wire-reader.ts";
 import { Writer, varintSize, writeVarint } from "./wire-writer.ts";
 
@@ -33,9 +38,9 @@ function decodeOpen(r: WireReader): DeliveryOpenFields {
   const out: DeliveryOpenFields = {};
   while (!r.done()) {
     const [f, w] = r.tag();
-    if (f === 1) (r.expect(f, w, 2), (out.namespace = r.string()));
-    else if (f === 2) (r.expect(f, w, 2), (out.application = r.string()));
-    else if (f === 3) (r.expect(f, w, 2), (out.worker = r.string()));
+    if (f === 1) r.expect(f, w, 2), (out.namespace = r.string());
+    else if (f === 2) r.expect(f, w, 2), (out.application = r.string());
+    else if (f === 3) r.expect(f, w, 2), (out.worker = r.string());
     else r.skip(w);
   }
   return out;
@@ -79,7 +84,11 @@ export function decodeWorkerMessage(buf: Uint8Array): DecodedWorkerMessage {
 }
 
 /** BrokerMessage { repeated TaskActivation activations = 1; uint32 results_committed = 2; uint32 revoked = 3; } */
-export function encodeBrokerMessage(activations: readonly Uint8Array[], resultsCommitted: number, revoked: number): Uint8Array {
+export function encodeBrokerMessage(
+  activations: readonly Uint8Array[],
+  resultsCommitted: number,
+  revoked: number,
+): Uint8Array {
   let size = 0;
   for (const a of activations) size += 1 + varintSize(a.byteLength) + a.byteLength;
   if (resultsCommitted > 0) size += 1 + varintSize(resultsCommitted);
@@ -108,9 +117,9 @@ export function decodeBrokerMessage(buf: Uint8Array): DecodedBrokerMessage {
   const out: DecodedBrokerMessage = { activations: [], resultsCommitted: 0, revoked: 0 };
   while (!r.done()) {
     const [f, w] = r.tag();
-    if (f === 1) (r.expect(f, w, 2), out.activations.push(r.bytes()));
-    else if (f === 2) (r.expect(f, w, 0), (out.resultsCommitted = uint32(r)));
-    else if (f === 3) (r.expect(f, w, 0), (out.revoked = uint32(r)));
+    if (f === 1) r.expect(f, w, 2), out.activations.push(r.bytes());
+    else if (f === 2) r.expect(f, w, 0), (out.resultsCommitted = uint32(r));
+    else if (f === 3) r.expect(f, w, 0), (out.revoked = uint32(r));
     else r.skip(w);
   }
   return out;

@@ -230,8 +230,8 @@ export function decodePushTaskRequest(buf: Uint8Array): { task: Uint8Array | nul
   let callbackUrl = "";
   while (!r.done()) {
     const [f, w] = r.tag();
-    if (f === 1) (r.expect(f, w, 2), (task = r.bytes()));
-    else if (f === 2) (r.expect(f, w, 2), (callbackUrl = r.string()));
+    if (f === 1) r.expect(f, w, 2), (task = r.bytes());
+    else if (f === 2) r.expect(f, w, 2), (callbackUrl = r.string());
     else r.skip(w);
   }
   return { task, callbackUrl };

@@ -15,7 +15,15 @@ import { createWorkerClient, type WorkerClient } from "../connect/worker-client.
 import type { Logger } from "../log.ts";
 import type { ClaimedActivation, InflightStore } from "../store/types.ts";
 import { pushTotal } from "./metrics.ts";
-import { newTarget, nextReadyInMs, noteBusy, noteDelivered, noteFailure, pickTarget, type PushTarget } from "./targets.ts";
+import {
+  newTarget,
+  nextReadyInMs,
+  noteBusy,
+  noteDelivered,
+  noteFailure,
+  pickTarget,
+  type PushTarget,
+} from "./targets.ts";
 
 /** A worker's push port and, when it serves only one application (worker_map), that application. */
 export interface PushWorker {
@@ -94,10 +102,16 @@ export function startPusher(o: PusherOptions): Pusher {
     const address = t.address;
     if (o.maxMessageBytes !== undefined && row.activation.byteLength > o.maxMessageBytes) {
       // No worker accepts it: fail it now (upkeep dead-letters or discards it) instead of claiming it forever.
-      o.log.warn("push_activation_too_large", { id: row.id, bytes: row.activation.byteLength, limit: o.maxMessageBytes });
+      o.log.warn("push_activation_too_large", {
+        id: row.id,
+        bytes: row.activation.byteLength,
+        limit: o.maxMessageBytes,
+      });
       pushTotal.inc({ worker: address, result: "too_large" });
       if (safely(() => o.store.markDelivered(row.id), "mark_delivered")) {
-        await o.store.setStatuses([{ id: row.id, status: "failure" }]).catch((err) => o.log.error("push_fail_too_large_failed", { error: err }));
+        await o.store
+          .setStatuses([{ id: row.id, status: "failure" }])
+          .catch((err) => o.log.error("push_fail_too_large_failed", { error: err }));
       }
       return;
     }

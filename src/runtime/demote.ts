@@ -73,7 +73,10 @@ export function startStoredDemotion(o: DemotionOptions): StoredDemotion {
     }
     const loopKey = report.looping.join(",");
     if (loopKey && loopKey !== warnedLoop) {
-      log.warn("demotion_skipped", { namespaces: loopKey, reason: "their topic is consumed by this broker from the same cluster" });
+      log.warn("demotion_skipped", {
+        namespaces: loopKey,
+        reason: "their topic is consumed by this broker from the same cluster",
+      });
     }
     warnedLoop = loopKey;
     if (topicOf.size === 0) return report;
@@ -91,7 +94,10 @@ export function startStoredDemotion(o: DemotionOptions): StoredDemotion {
       results.forEach((r, i) => {
         const row = rows[i]!;
         const topic = topicOf.get(row.namespace)!;
-        const tags: Array<[string, string]> = [["namespace", row.namespace], ["taskname", row.taskname]];
+        const tags: Array<[string, string]> = [
+          ["namespace", row.namespace],
+          ["taskname", row.taskname],
+        ];
         statsd.count("upkeep.forward_task_demoted_namespace", 1, tags);
         if (r.status !== "fulfilled") statsd.count("upkeep.forward_task_demoted_namespace.publish_failure", 1, tags);
         if (r.status === "fulfilled") {
@@ -127,15 +133,18 @@ export function startStoredDemotion(o: DemotionOptions): StoredDemotion {
     return next;
   };
   let busy = false;
-  const timer = setInterval(() => {
-    if (busy) return; // a slow publish must not pile passes up behind it
-    busy = true;
-    runOnce()
-      .catch((err: unknown) => log.error("demotion_failed", { error: err }))
-      .finally(() => {
-        busy = false;
-      });
-  }, Math.max(10, o.intervalMs));
+  const timer = setInterval(
+    () => {
+      if (busy) return; // a slow publish must not pile passes up behind it
+      busy = true;
+      runOnce()
+        .catch((err: unknown) => log.error("demotion_failed", { error: err }))
+        .finally(() => {
+          busy = false;
+        });
+    },
+    Math.max(10, o.intervalMs),
+  );
   timer.unref?.();
   return {
     runOnce,

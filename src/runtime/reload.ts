@@ -79,7 +79,11 @@ export interface RuntimeConfigOptions {
 }
 
 /** Decision for one activation's bytes; the protobuf is decoded at most once, and only when a rule reads arguments. */
-export function decideForBytes(rules: RuntimeRules, candidate: KillCandidate, decodedActivation?: TaskActivation): KillDecision {
+export function decideForBytes(
+  rules: RuntimeRules,
+  candidate: KillCandidate,
+  decodedActivation?: TaskActivation,
+): KillDecision {
   let decoded = decodedActivation;
   const activation = () => (decoded ??= fromBinary(TaskActivationSchema, candidate.activation));
   return killDecision(rules, candidate, {
@@ -117,7 +121,8 @@ export function startRuntimeConfig(options: RuntimeConfigOptions): RuntimeConfig
     try {
       current = parseRuntimeConfig(text);
     } catch (err) {
-      if (text !== lastBadText) log.warn("runtime_config_invalid", { path, reason: (err as Error).message, kept: "previous" });
+      if (text !== lastBadText)
+        log.warn("runtime_config_invalid", { path, reason: (err as Error).message, kept: "previous" });
       lastBadText = text;
       return "invalid";
     }
@@ -181,9 +186,12 @@ export function startRuntimeConfig(options: RuntimeConfigOptions): RuntimeConfig
   const timer =
     path === undefined
       ? null
-      : setInterval(() => {
-          void reload();
-        }, Math.max(10, options.reloadMs));
+      : setInterval(
+          () => {
+            void reload();
+          },
+          Math.max(10, options.reloadMs),
+        );
   timer?.unref?.();
   // Apply to stored rows once at start-up too, without waiting a whole period.
   if (path !== undefined && options.onReload) queueMicrotask(() => void reload());
@@ -211,11 +219,19 @@ export function startRuntimeConfig(options: RuntimeConfigOptions): RuntimeConfig
           if (killed.length) runtimeKillTotal.inc({ stage: "ingest", decision: "killed" }, killed.length);
           if (undecodable) runtimeKillTotal.inc({ stage: "ingest", decision: "undecodable_kept" }, undecodable);
           for (const k of killed) {
-            const tags: Array<[string, string]> = [["taskname", k.taskname], ["match", k.match]];
+            const tags: Array<[string, string]> = [
+              ["taskname", k.taskname],
+              ["match", k.match],
+            ];
             if (k.topic !== undefined) tags.unshift(["topic", k.topic]);
             statsd.count("filter.drop_task_killswitch", 1, tags);
           }
-          for (const t of timings) statsd.histogram("filter.drop_task_killswitch.duration", t.seconds, t.topic === undefined ? [] : [["topic", t.topic]]);
+          for (const t of timings)
+            statsd.histogram(
+              "filter.drop_task_killswitch.duration",
+              t.seconds,
+              t.topic === undefined ? [] : [["topic", t.topic]],
+            );
           this.discard();
         },
         discard() {

@@ -32,7 +32,9 @@ import { sameValue, type SelectorParameters } from "./selector.ts";
 const integer = z.union([z.bigint(), z.number().int()]).transform((v) => Number(v));
 const scalar = z.union([
   z.string(),
-  z.bigint().transform((v) => (v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v)),
+  z
+    .bigint()
+    .transform((v) => (v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v)),
   z.number(),
   z.boolean(),
   z.null(),
@@ -101,7 +103,12 @@ export interface RuntimeRules {
   notes: readonly string[];
 }
 
-export const emptyRules: RuntimeRules = { killByTaskname: new Map(), demoted: new Map(), demotedCluster: null, notes: [] };
+export const emptyRules: RuntimeRules = {
+  killByTaskname: new Map(),
+  demoted: new Map(),
+  demotedCluster: null,
+  notes: [],
+};
 
 /** The default demotion topic, as in the reference broker (its kafka_long_topic default). */
 export const DEFAULT_LONG_TOPIC = "taskworker-long";
@@ -114,7 +121,13 @@ export class InvalidRuntimeConfig extends Error {
   }
 }
 
-const TOP_LEVEL_KEYS = ["drop_task_killswitch", "demoted_namespaces", "demoted_topic", "demoted_topic_cluster", "kill_switch"];
+const TOP_LEVEL_KEYS = [
+  "drop_task_killswitch",
+  "demoted_namespaces",
+  "demoted_topic",
+  "demoted_topic_cluster",
+  "kill_switch",
+];
 const SELECTOR_KEYS = ["name", "select_arg", "select_kwarg"];
 const LEGACY_KEYS = ["taskname", "namespace", "args", "position", "keyword", "values"];
 
@@ -185,7 +198,9 @@ export function parseRuntimeConfig(text: string): RuntimeRules {
   }
   for (const rule of f.kill_switch ?? []) add({ kind: "conditions", ...rule });
   if ((f.kill_switch ?? []).length > 0) {
-    notes.push("kill_switch is this broker's earlier format; drop_task_killswitch with select_arg/select_kwarg is the reference broker's");
+    notes.push(
+      "kill_switch is this broker's earlier format; drop_task_killswitch with select_arg/select_kwarg is the reference broker's",
+    );
   }
 
   const demoted = new Map<string, string | null>();
@@ -213,7 +228,8 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
  */
 export function valueMatches(actual: unknown, wanted: Scalar): boolean {
   if (wanted === null) return actual === null || actual === undefined;
-  if (typeof wanted === "bigint") return actual === wanted || (typeof actual === "number" && Number.isInteger(actual) && BigInt(actual) === wanted);
+  if (typeof wanted === "bigint")
+    return actual === wanted || (typeof actual === "number" && Number.isInteger(actual) && BigInt(actual) === wanted);
   if (typeof wanted === "number") {
     if (typeof actual === "number") return actual === wanted;
     if (typeof actual === "bigint") return Number.isSafeInteger(wanted) && actual === BigInt(wanted);
@@ -290,7 +306,9 @@ export function killDecision(
 ): KillDecision {
   const candidates = rules.killByTaskname.get(activation.taskname);
   if (!candidates) return KEEP;
-  const applies = candidates.filter((r) => r.kind !== "conditions" || r.namespace === undefined || r.namespace === activation.namespace);
+  const applies = candidates.filter(
+    (r) => r.kind !== "conditions" || r.namespace === undefined || r.namespace === activation.namespace,
+  );
   if (applies.some((r) => r.kind === "name" || (r.kind === "conditions" && r.args.length === 0))) {
     return { kill: true, match: "whole_task" };
   }
@@ -313,7 +331,11 @@ export function killDecision(
 }
 
 /** The topic a demoted namespace's activations go to, or null when it is not demoted. */
-export function demotedTopic(rules: RuntimeRules, namespace: string, longTopic: string = DEFAULT_LONG_TOPIC): string | null {
+export function demotedTopic(
+  rules: RuntimeRules,
+  namespace: string,
+  longTopic: string = DEFAULT_LONG_TOPIC,
+): string | null {
   if (!rules.demoted.has(namespace)) return null;
   return rules.demoted.get(namespace) ?? longTopic;
 }

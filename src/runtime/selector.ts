@@ -66,7 +66,9 @@ function holdsBinaryOrExt(value: unknown): boolean {
 }
 
 /** Throws UnreadableSelectorParameters when the reference broker would fail to read them. */
-export function selectorParameters(activation: Pick<TaskActivation, "headers" | "parametersBytes">): SelectorParameters {
+export function selectorParameters(
+  activation: Pick<TaskActivation, "headers" | "parametersBytes">,
+): SelectorParameters {
   let bytes = activation.parametersBytes;
   if (bytes.byteLength === 0) throw new UnreadableSelectorParameters("parameters_bytes is empty");
   // Decompressed here rather than by the shared codec (activation/zstd.ts):
@@ -111,13 +113,17 @@ export function sameValue(wanted: unknown, actual: unknown): boolean {
     return typeof actual === "number" && Number.isInteger(actual) && BigInt(actual) === wanted;
   }
   if (typeof wanted === "number") {
-    return actual instanceof MsgpackFloat && (actual.value === wanted || (Number.isNaN(wanted) && Number.isNaN(actual.value)));
+    return (
+      actual instanceof MsgpackFloat &&
+      (actual.value === wanted || (Number.isNaN(wanted) && Number.isNaN(actual.value)))
+    );
   }
   if (wanted === null || typeof wanted !== "object") return actual === wanted;
   if (Array.isArray(wanted)) {
     return Array.isArray(actual) && actual.length === wanted.length && wanted.every((w, i) => sameValue(w, actual[i]));
   }
-  if (actual === null || typeof actual !== "object" || Array.isArray(actual) || actual instanceof MsgpackFloat) return false;
+  if (actual === null || typeof actual !== "object" || Array.isArray(actual) || actual instanceof MsgpackFloat)
+    return false;
   const w = Object.entries(wanted as Record<string, unknown>);
   const a = actual as Record<string, unknown>;
   return w.length === Object.keys(a).length && w.every(([k, v]) => Object.hasOwn(a, k) && sameValue(v, a[k]));

@@ -3,7 +3,12 @@
 // retrying a Produce for the same slot is deduplicated by the broker instead of
 // queuing the task twice. Trace propagation is turned off: a periodic run is
 // not part of whichever trace happened to be active in the scheduler.
-import { type ActivationTemplate, type BuiltActivation, buildActivation, DEFAULT_PROCESSING_DEADLINE_S } from "../activation/build.ts";
+import {
+  type ActivationTemplate,
+  type BuiltActivation,
+  buildActivation,
+  DEFAULT_PROCESSING_DEADLINE_S,
+} from "../activation/build.ts";
 import { PROPAGATE_TRACES_HEADER } from "../activation/headers.ts";
 import { derivedActivationId } from "../activation/ids.ts";
 import { NO_RETRY } from "../sdk/retry.ts";

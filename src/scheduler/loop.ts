@@ -68,7 +68,11 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
     try {
       result = runs.claim(schedule.key, schedule.hash, plan, now, replicaId);
     } catch (err) {
-      log.error("schedule_claim_failed", { schedule: schedule.key, slot: new Date(plan.slotMs).toISOString(), error: err });
+      log.error("schedule_claim_failed", {
+        schedule: schedule.key,
+        slot: new Date(plan.slotMs).toISOString(),
+        error: err,
+      });
       return false;
     }
     if (result.claimed) {
@@ -83,7 +87,13 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
       }
       if (fired) {
         scheduleFires.inc({ schedule: schedule.key, result: "fired" });
-        log.info("schedule_fired", { schedule: schedule.key, task: `${schedule.namespace}:${schedule.taskname}`, slot, reason: plan.reason, late_ms: now - plan.slotMs });
+        log.info("schedule_fired", {
+          schedule: schedule.key,
+          task: `${schedule.namespace}:${schedule.taskname}`,
+          slot,
+          reason: plan.reason,
+          late_ms: now - plan.slotMs,
+        });
         try {
           runs.markProduced(schedule.key, plan.slotMs, clock.now());
         } catch (err) {

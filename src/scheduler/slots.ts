@@ -34,7 +34,9 @@ const floorSecond = (ms: number) => Math.floor(ms / 1000) * 1000;
 
 /** The first crontab slot strictly after `afterMs`. */
 export function cronSlotAfter(trigger: Extract<Trigger, { kind: "crontab" }>, afterMs: number): number {
-  return CronExpressionParser.parse(trigger.expression, { tz: trigger.tz, currentDate: new Date(afterMs) }).next().getTime();
+  return CronExpressionParser.parse(trigger.expression, { tz: trigger.tz, currentDate: new Date(afterMs) })
+    .next()
+    .getTime();
 }
 
 /** The first slot at or after `nowMs` that is later than `lastSlotMs`. */

@@ -68,7 +68,9 @@ export interface Task<A extends unknown[] = unknown[], R = unknown> {
 export interface Namespace {
   readonly app: App;
   readonly name: string;
-  readonly defaults: Required<Pick<NamespaceDefaults, "retry" | "processingDeadlineS">> & { expires: number | undefined };
+  readonly defaults: Required<Pick<NamespaceDefaults, "retry" | "processingDeadlineS">> & {
+    expires: number | undefined;
+  };
   register<A extends unknown[], R>(options: TaskOptions<A, R>): Task<A, R>;
   task(name: string): Task | undefined;
   tasks(): Task[];
@@ -167,7 +169,11 @@ export function createApp(options: AppOptions = {}): App {
           // Scheduled activations turn propagation off; follow-ups start their own trace then.
           const carry = ctx && ctx.headers[PROPAGATE_TRACES_HEADER] !== "False";
           const headers = dispatchHeaders(app.contextHooks, d.headers);
-          return buildActivation(template, headers === d.headers ? d : { ...d, headers }, carry ? traceHeaders(ctx.headers) : {});
+          return buildActivation(
+            template,
+            headers === d.headers ? d : { ...d, headers },
+            carry ? traceHeaders(ctx.headers) : {},
+          );
         };
         const task: Task<A, R> = {
           app,
@@ -201,8 +207,10 @@ export function createApp(options: AppOptions = {}): App {
     contextHooks: Object.freeze([...(options.contextHooks ?? [])]),
     namespace(nsName, defaults = {}) {
       checkName("namespace", nsName);
-      if (nsName === INTERNAL_NAMESPACE) throw new TaskDefinitionError(`namespace "internal" is reserved for the platform`);
-      if (spaces.has(nsName)) throw new TaskDefinitionError(`namespace ${JSON.stringify(nsName)} is defined twice in application ${name}`);
+      if (nsName === INTERNAL_NAMESPACE)
+        throw new TaskDefinitionError(`namespace "internal" is reserved for the platform`);
+      if (spaces.has(nsName))
+        throw new TaskDefinitionError(`namespace ${JSON.stringify(nsName)} is defined twice in application ${name}`);
       const ns = makeNamespace(nsName, defaults);
       spaces.set(nsName, ns);
       return ns;
@@ -224,7 +232,8 @@ export function createApp(options: AppOptions = {}): App {
       let p = producer;
       let r = router;
       if (!p || !r) {
-        if (!runtime.defaultProducer) throw new Error("no producer configured: call app.setProducer() or import the SDK index");
+        if (!runtime.defaultProducer)
+          throw new Error("no producer configured: call app.setProducer() or import the SDK index");
         fromEnv ??= runtime.defaultProducer();
         const env = await fromEnv;
         p ??= env.producer;

@@ -50,17 +50,25 @@ export function resolveTask(req: Pick<RunRequest, "application" | "namespace" | 
 }
 
 function describe(err: unknown, expected: boolean): string {
-  if (err instanceof Error) return expected ? `${err.name}: ${err.message}` : (err.stack ?? `${err.name}: ${err.message}`);
+  if (err instanceof Error)
+    return expected ? `${err.name}: ${err.message}` : (err.stack ?? `${err.name}: ${err.message}`);
   return String(err);
 }
 
 export async function runActivation(req: RunRequest, signal: AbortSignal): Promise<RunResult> {
   const started = performance.now();
-  const done = (r: Omit<RunResult, "id" | "durationMs">): RunResult => ({ id: req.id, durationMs: performance.now() - started, ...r });
+  const done = (r: Omit<RunResult, "id" | "durationMs">): RunResult => ({
+    id: req.id,
+    durationMs: performance.now() - started,
+    ...r,
+  });
   const task = resolveTask(req);
   if (!task) {
-    if (req.namespace === INTERNAL_NAMESPACE && req.taskname === CANARY_TASK) return done({ status: STATUS_COMPLETE, outcome: "complete" });
-    const err = new UnknownTaskError(`unknown task ${req.namespace}:${req.taskname} (application ${req.application || "-"})`);
+    if (req.namespace === INTERNAL_NAMESPACE && req.taskname === CANARY_TASK)
+      return done({ status: STATUS_COMPLETE, outcome: "complete" });
+    const err = new UnknownTaskError(
+      `unknown task ${req.namespace}:${req.taskname} (application ${req.application || "-"})`,
+    );
     return done({ status: STATUS_FAILURE, outcome: "unknown_task", error: err.message });
   }
   try {
@@ -89,7 +97,13 @@ export async function runActivation(req: RunRequest, signal: AbortSignal): Promi
     const state = { attempts: req.attempts, maxAttempts: req.maxAttempts };
     if (shouldRetry(task.retry, state, err)) {
       const delay = isRetryRequest(err) && err.delaySec !== undefined ? err.delaySec : task.retry.delaySec;
-      return done({ status: STATUS_RETRY, outcome: "retry", delayOnRetry: delay, error: describe(err, expected), expected });
+      return done({
+        status: STATUS_RETRY,
+        outcome: "retry",
+        delayOnRetry: delay,
+        error: describe(err, expected),
+        expected,
+      });
     }
     return done({ status: STATUS_FAILURE, outcome: "failure", error: describe(err, expected), expected });
   }

@@ -17,7 +17,10 @@ export interface ContextHook {
 }
 
 /** Calls every hook's onDispatch on a copy of `headers`; the copy is what the activation carries. */
-export function dispatchHeaders(hooks: readonly ContextHook[], headers: Record<string, HeaderValue> | undefined): Record<string, HeaderValue> | undefined {
+export function dispatchHeaders(
+  hooks: readonly ContextHook[],
+  headers: Record<string, HeaderValue> | undefined,
+): Record<string, HeaderValue> | undefined {
   if (hooks.length === 0) return headers;
   const out: Record<string, HeaderValue> = { ...(headers ?? {}) };
   for (const hook of hooks) hook.onDispatch?.(out);
@@ -25,7 +28,11 @@ export function dispatchHeaders(hooks: readonly ContextHook[], headers: Record<s
 }
 
 /** Runs `fn` inside every hook's onExecute, the first hook outermost. */
-export function executeWithHooks<T>(hooks: readonly ContextHook[], headers: Readonly<Record<string, string>>, fn: () => Promise<T>): Promise<T> {
+export function executeWithHooks<T>(
+  hooks: readonly ContextHook[],
+  headers: Readonly<Record<string, string>>,
+  fn: () => Promise<T>,
+): Promise<T> {
   let run = fn;
   for (let i = hooks.length - 1; i >= 0; i--) {
     const hook = hooks[i]!;

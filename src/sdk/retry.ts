@@ -61,7 +61,8 @@ export function isLastAttempt(state: AttemptState): boolean {
   return state.attempts + 1 >= state.maxAttempts;
 }
 
-const isDeadlineClass = (cls: ErrorClass) => cls === ProcessingDeadlineExceeded || cls.name === "ProcessingDeadlineExceeded";
+const isDeadlineClass = (cls: ErrorClass) =>
+  cls === ProcessingDeadlineExceeded || cls.name === "ProcessingDeadlineExceeded";
 
 /** A timeout raised inside the task: DOMException "TimeoutError" (AbortSignal.timeout, fetch) or any error so named. */
 function isTimeout(err: unknown): boolean {

@@ -33,9 +33,7 @@ export interface ScheduleDefinition {
 /** Schedules by name; the name is the key runs are stored under. */
 export type ScheduleTable = Record<string, ScheduleDefinition>;
 
-export type Trigger =
-  | { kind: "interval"; seconds: number }
-  | { kind: "crontab"; expression: string; tz: string };
+export type Trigger = { kind: "interval"; seconds: number } | { kind: "crontab"; expression: string; tz: string };
 
 /** A validated schedule, ready to plan and fire. */
 export interface Schedule {
@@ -61,7 +59,16 @@ export class ScheduleDefinitionError extends Error {
 }
 
 // @secondly and six-field expressions are refused: the spec fixes minute precision.
-const CRON_ALIASES = new Set(["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly", "@weekdays", "@weekends"]);
+const CRON_ALIASES = new Set([
+  "@yearly",
+  "@annually",
+  "@monthly",
+  "@weekly",
+  "@daily",
+  "@hourly",
+  "@weekdays",
+  "@weekends",
+]);
 
 /** Throws a message naming the problem when `expression` is not a minute-precision crontab. */
 export function checkCrontab(expression: string, tz = "UTC"): void {
@@ -71,7 +78,9 @@ export function checkCrontab(expression: string, tz = "UTC"): void {
   } else {
     const fields = expr.split(/\s+/).length;
     if (fields !== 5) {
-      throw new Error(`crontab ${JSON.stringify(expr)} has ${fields} fields; expected 5 (minute hour day-of-month month day-of-week)`);
+      throw new Error(
+        `crontab ${JSON.stringify(expr)} has ${fields} fields; expected 5 (minute hour day-of-month month day-of-week)`,
+      );
     }
   }
   try {

@@ -62,7 +62,10 @@ self.onmessage = (ev: MessageEvent<{ path: string; intervalMs: number; walMaxByt
       return r.log > maxFrames / 2;
     } catch (err) {
       const code = (err as { code?: unknown }).code;
-      self.postMessage({ error: err instanceof Error ? err.message : String(err), code: typeof code === "string" ? code : "" });
+      self.postMessage({
+        error: err instanceof Error ? err.message : String(err),
+        code: typeof code === "string" ? code : "",
+      });
       return false;
     }
   };

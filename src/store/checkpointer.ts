@@ -33,7 +33,11 @@ export interface CheckpointerOptions {
 
 export function startCheckpointer(path: string, o: CheckpointerOptions): Checkpointer {
   const { log } = o;
-  const url = threadEntry("store/checkpoint-thread.ts", new URL("./checkpoint-thread.ts", import.meta.url), import.meta.url);
+  const url = threadEntry(
+    "store/checkpoint-thread.ts",
+    new URL("./checkpoint-thread.ts", import.meta.url),
+    import.meta.url,
+  );
   const worker = new Worker(url);
   worker.unref();
   let lastError = "";

@@ -9,9 +9,7 @@ import { storageFaultOf, type DiskGuard } from "./disk.ts";
 import { STATE_CODE, pendingKey, type ActivationState, type PendingListener, type StateCounts } from "./types.ts";
 
 export const STATES = Object.keys(STATE_CODE) as ActivationState[];
-export const STATE_BY_CODE: Record<number, ActivationState> = Object.fromEntries(
-  STATES.map((s) => [STATE_CODE[s], s]),
-);
+export const STATE_BY_CODE: Record<number, ActivationState> = Object.fromEntries(STATES.map((s) => [STATE_CODE[s], s]));
 
 export function emptyCounts(): StateCounts {
   return { pending: 0, delay: 0, processing: 0, claimed: 0, retry: 0, failure: 0, complete: 0 };

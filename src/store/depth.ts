@@ -16,7 +16,9 @@ const PER_STATE: Array<[number, string]> = [
 
 /** Total rows per state code. */
 export const COUNT_BY_STATE_SQL = [
-  ...PER_STATE.map(([code, index]) => `SELECT ${code} AS state, count(*) AS n FROM inflight INDEXED BY ${index} WHERE state = ${code}`),
+  ...PER_STATE.map(
+    ([code, index]) => `SELECT ${code} AS state, count(*) AS n FROM inflight INDEXED BY ${index} WHERE state = ${code}`,
+  ),
   "SELECT state, count(*) AS n FROM inflight INDEXED BY inflight_finished WHERE state >= 5 GROUP BY state",
 ].join(" UNION ALL ");
 

@@ -55,7 +55,8 @@ const PROC = STATE_CODE.processing;
 function claimSql(shape: "any" | "app" | "app_ns"): string {
   const where =
     shape === "any" ? "" : shape === "app" ? "AND application = ?4" : "AND application = ?4 AND namespace = ?5";
-  const index = shape === "any" ? "inflight_pending" : shape === "app" ? "inflight_pending_app" : "inflight_pending_app_ns";
+  const index =
+    shape === "any" ? "inflight_pending" : shape === "app" ? "inflight_pending_app" : "inflight_pending_app_ns";
   // INDEXED BY: without statistics SQLite may pick another index and sort; this one is already in seq order.
   return `UPDATE inflight
     SET state = ${PROC}, processing_deadline_ms = ?1 + processing_deadline_duration_s * 1000 + ?2, claim_expires_ms = NULL
@@ -78,8 +79,12 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
     `UPDATE inflight SET state = ${P}, processing_deadline_ms = NULL WHERE seq = ? AND id = ? AND state = ${PROC}`,
   );
   const findRow = db.query<{ seq: number; state: number }, [string]>("SELECT seq, state FROM inflight WHERE id = ?");
-  const readActivation = db.query<{ activation: Uint8Array }, [number]>("SELECT activation FROM inflight WHERE seq = ?");
-  const finishRow = db.query("UPDATE inflight SET state = ?, processing_deadline_ms = NULL, claim_expires_ms = NULL WHERE seq = ?");
+  const readActivation = db.query<{ activation: Uint8Array }, [number]>(
+    "SELECT activation FROM inflight WHERE seq = ?",
+  );
+  const finishRow = db.query(
+    "UPDATE inflight SET state = ?, processing_deadline_ms = NULL, claim_expires_ms = NULL WHERE seq = ?",
+  );
   const rewriteRow = db.query("UPDATE inflight SET activation = ? WHERE seq = ?");
 
   const unknownIds = completionTotal.labels("unknown_id");
@@ -185,7 +190,7 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
     const rest: StatusUpdate[] = [];
     for (const u of updates) {
       if (u.status === "retry" && (u.maxAttempts !== undefined || u.delayOnRetry !== undefined)) rest.push(u);
-      else if (u.seq !== undefined) ((bySeq ??= { complete: [], failure: [], retry: [] })[u.status]!).push(u);
+      else if (u.seq !== undefined) (bySeq ??= { complete: [], failure: [], retry: [] })[u.status]!.push(u);
       else simple[u.status]!.push(u.id);
     }
     if (bySeq !== null) {
@@ -274,7 +279,8 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
       });
     } catch (err) {
       // Disk faults are logged once per fault by the disk guard (disk.ts), not once per flush.
-      if (storageFaultOf(err) === null) log.error("store_flush_failed", { claims: cs.length, status_updates: ss.length, error: err });
+      if (storageFaultOf(err) === null)
+        log.error("store_flush_failed", { claims: cs.length, status_updates: ss.length, error: err });
       for (const s of ss) s.reject(err);
       for (const c of cs) c.reject(err);
       return;
@@ -291,7 +297,15 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
     // docs/spec/broker.md: a namespace without an application claims nothing.
     if (namespace !== undefined && application === undefined) return Promise.resolve(null);
     return new Promise((resolve, reject) => {
-      claims.push({ application, namespace, want: 1, single: true, rows: NO_ROWS, resolve: resolve as QueuedClaim["resolve"], reject });
+      claims.push({
+        application,
+        namespace,
+        want: 1,
+        single: true,
+        rows: NO_ROWS,
+        resolve: resolve as QueuedClaim["resolve"],
+        reject,
+      });
       schedule();
     });
   }
@@ -302,7 +316,15 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
     const want = Math.floor(max);
     if ((namespace !== undefined && application === undefined) || !(want > 0)) return Promise.resolve(NO_ROWS);
     return new Promise((resolve, reject) => {
-      claims.push({ application, namespace, want, single: false, rows: NO_ROWS, resolve: resolve as QueuedClaim["resolve"], reject });
+      claims.push({
+        application,
+        namespace,
+        want,
+        single: false,
+        rows: NO_ROWS,
+        resolve: resolve as QueuedClaim["resolve"],
+        reject,
+      });
       schedule();
     });
   }

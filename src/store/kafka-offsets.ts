@@ -73,7 +73,9 @@ export function createKafkaOffsets(ctx: StoreContext): KafkaOffsets {
     `INSERT INTO kafka_partitions (topic, partition, stored_next, committed_next) VALUES (?1, ?2, 0, ?3)
      ON CONFLICT (topic, partition) DO UPDATE SET committed_next = max(coalesce(committed_next, 0), excluded.committed_next)`,
   );
-  const undoCommitting = db.query("UPDATE kafka_partitions SET committing_next = committed_next WHERE topic = ?1 AND partition = ?2");
+  const undoCommitting = db.query(
+    "UPDATE kafka_partitions SET committing_next = committed_next WHERE topic = ?1 AND partition = ?2",
+  );
   const record = db.query<{ ours: number | bigint | null; known: number | bigint | null }, [string, number]>(
     `SELECT max(coalesce(committing_next, -1), coalesce(committed_next, -1)) AS ours, committed_next AS known
      FROM kafka_partitions WHERE topic = ? AND partition = ?`,
@@ -82,7 +84,9 @@ export function createKafkaOffsets(ctx: StoreContext): KafkaOffsets {
     `DELETE FROM inflight WHERE kafka_topic = ?1 AND kafka_partition = ?2 AND kafka_offset >= ?3 AND kafka_offset < ?4
        AND state IN (${S.pending}, ${S.delay}) RETURNING state`,
   );
-  const raiseCommitted = db.query(`UPDATE kafka_partitions SET committed_next = max(coalesce(committed_next, 0), ?3) WHERE topic = ?1 AND partition = ?2`);
+  const raiseCommitted = db.query(
+    `UPDATE kafka_partitions SET committed_next = max(coalesce(committed_next, 0), ?3) WHERE topic = ?1 AND partition = ?2`,
+  );
 
   return {
     releaseExcept(consumedTopics) {

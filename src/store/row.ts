@@ -16,7 +16,9 @@ function fieldsOf(a: TaskActivation): ActivationFields {
     taskname: a.taskname,
     application: a.application ?? "",
     receivedAtMs:
-      !ts || (ts.seconds === 0n && ts.nanos === 0) ? null : Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000),
+      !ts || (ts.seconds === 0n && ts.nanos === 0)
+        ? null
+        : Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000),
     processingDeadlineDuration: Number(a.processingDeadlineDuration),
     expires: a.expires !== undefined ? Number(a.expires) : undefined,
     delay: a.delay !== undefined ? Number(a.delay) : undefined,
@@ -35,7 +37,8 @@ const MAX_STORED_KEY_CHARS = 200;
  */
 export function scopedIdempotencyKey(application: string, key: string | undefined): string | null {
   if (key === undefined || key === "") return null;
-  const k = key.length <= MAX_STORED_KEY_CHARS ? key : `sha256:${new Bun.CryptoHasher("sha256").update(key).digest("hex")}`;
+  const k =
+    key.length <= MAX_STORED_KEY_CHARS ? key : `sha256:${new Bun.CryptoHasher("sha256").update(key).digest("hex")}`;
   return `${application}\u0000${k}`;
 }
 

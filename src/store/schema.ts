@@ -77,7 +77,11 @@ CREATE TABLE IF NOT EXISTS dead_letters (
  * Connection settings, then the schema. auto_vacuum must be chosen before the
  * first table exists, so it is set first (a no-op on an existing file).
  */
-export function prepareDatabase(db: Database, synchronous: "normal" | "full", walMaxBytes: number = DEFAULT_WAL_MAX_BYTES): void {
+export function prepareDatabase(
+  db: Database,
+  synchronous: "normal" | "full",
+  walMaxBytes: number = DEFAULT_WAL_MAX_BYTES,
+): void {
   db.run("PRAGMA auto_vacuum = INCREMENTAL");
   db.run("PRAGMA journal_mode = WAL");
   db.run(`PRAGMA synchronous = ${synchronous === "full" ? "FULL" : "NORMAL"}`);

@@ -161,9 +161,21 @@ export function openStore(opts: StoreOptions): InflightStore {
       const delayed = r.delayUntilMs !== null && r.delayUntilMs > nowMs;
       const o = r.origin;
       const changes = insertRow.run(
-        r.id, delayed ? S.delay : S.pending, r.namespace, r.taskname, r.application, r.receivedAtMs,
-        r.expiresAtMs, r.delayUntilMs, r.processingDeadlineDurationS, r.atMostOnce ? 1 : 0, r.onAttemptsExceeded,
-        o?.topic ?? null, o?.partition ?? null, o ? BigInt(o.offset) : null, r.activation,
+        r.id,
+        delayed ? S.delay : S.pending,
+        r.namespace,
+        r.taskname,
+        r.application,
+        r.receivedAtMs,
+        r.expiresAtMs,
+        r.delayUntilMs,
+        r.processingDeadlineDurationS,
+        r.atMostOnce ? 1 : 0,
+        r.onAttemptsExceeded,
+        o?.topic ?? null,
+        o?.partition ?? null,
+        o ? BigInt(o.offset) : null,
+        r.activation,
       ).changes;
       if (changes > 0) {
         accepted++;
@@ -224,7 +236,9 @@ export function openStore(opts: StoreOptions): InflightStore {
   let closed = false;
   const store: InflightStore = {
     insert: (rows) =>
-      rows.length === 0 ? { accepted: 0, duplicates: 0, keyDuplicates: 0 } : ctx.transaction((d) => insertInto(rows, d), "ingest"),
+      rows.length === 0
+        ? { accepted: 0, duplicates: 0, keyDuplicates: 0 }
+        : ctx.transaction((d) => insertInto(rows, d), "ingest"),
     removeExpiredKeys: (nowMs, limit) => keys.removeExpired(nowMs, limit),
     idempotencyKeyCount: () => keys.count(),
     writeHealth: () => disk.health(),
@@ -311,7 +325,11 @@ export function openStore(opts: StoreOptions): InflightStore {
         origin:
           r.kafka_topic == null
             ? null
-            : { topic: r.kafka_topic as string, partition: r.kafka_partition as number, offset: r.kafka_offset_text as string },
+            : {
+                topic: r.kafka_topic as string,
+                partition: r.kafka_partition as number,
+                offset: r.kafka_offset_text as string,
+              },
         activation: r.activation as Uint8Array,
       };
     },

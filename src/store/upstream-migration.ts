@@ -124,7 +124,9 @@ export function migrateUpstreamStore(db: Database, opts: UpstreamMigrationOption
   let remaining = remainingQuery.get()!.n;
   if (remaining === 0) return report;
 
-  const statuses = db.query<{ status: string; n: number }, []>(`SELECT status, count(*) AS n FROM ${UPSTREAM_TABLE} GROUP BY status`).all();
+  const statuses = db
+    .query<{ status: string; n: number }, []>(`SELECT status, count(*) AS n FROM ${UPSTREAM_TABLE} GROUP BY status`)
+    .all();
   const unknown = statuses.filter((s) => !(s.status in STATUS));
   if (unknown.length > 0) {
     throw new UpstreamMigrationError(
@@ -157,9 +159,21 @@ export function migrateUpstreamStore(db: Database, opts: UpstreamMigrationOption
     for (const r of rows) {
       const m = mapRow(r, nowMs);
       const changes = insert.run(
-        r.id, STATE_CODE[m.state], m.namespace, m.taskname, m.application, m.receivedAtMs, seconds(r.expires_at),
-        m.delayUntilMs, m.processingDeadlineMs, r.processing_deadline_duration, r.processing_attempts, r.at_most_once ? 1 : 0,
-        r.on_attempts_exceeded, m.claimExpiresMs, r.activation,
+        r.id,
+        STATE_CODE[m.state],
+        m.namespace,
+        m.taskname,
+        m.application,
+        m.receivedAtMs,
+        seconds(r.expires_at),
+        m.delayUntilMs,
+        m.processingDeadlineMs,
+        r.processing_deadline_duration,
+        r.processing_attempts,
+        r.at_most_once ? 1 : 0,
+        r.on_attempts_exceeded,
+        m.claimExpiresMs,
+        r.activation,
       ).changes;
       if (changes > 0) report.moved[m.state] = (report.moved[m.state] ?? 0) + 1;
       else report.alreadyPresent++;

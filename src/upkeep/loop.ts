@@ -39,7 +39,8 @@ export interface Upkeep {
 }
 
 /** What upkeep asks of the store: its steps, and the gauges it reports. */
-export type UpkeepStore = UpkeepSteps & Pick<InflightStore, "counts" | "recount" | "oldestPendingReceivedAtMs" | "sizeBytes" | "removeExpiredKeys">;
+export type UpkeepStore = UpkeepSteps &
+  Pick<InflightStore, "counts" | "recount" | "oldestPendingReceivedAtMs" | "sizeBytes" | "removeExpiredKeys">;
 
 /** The settings upkeep reads. */
 export type UpkeepConfig = Pick<
@@ -90,8 +91,20 @@ async function inChunks(step: (limit: number) => number): Promise<number> {
 
 function emptyReport(startupSkip: boolean): UpkeepReport {
   return {
-    retried: 0, deadlineReset: 0, deadlineFailed: 0, claimExpired: 0, attemptsExceeded: 0, expired: 0,
-    undelayed: 0, discarded: 0, deadlettered: 0, publishFailed: 0, deleted: 0, keysExpired: 0, reclaimedPages: 0, startupSkip,
+    retried: 0,
+    deadlineReset: 0,
+    deadlineFailed: 0,
+    claimExpired: 0,
+    attemptsExceeded: 0,
+    expired: 0,
+    undelayed: 0,
+    discarded: 0,
+    deadlettered: 0,
+    publishFailed: 0,
+    deleted: 0,
+    keysExpired: 0,
+    reclaimedPages: 0,
+    startupSkip,
   };
 }
 
@@ -245,10 +258,17 @@ export function startUpkeep({ store, config, publisher, log, startedAtMs }: Upke
 
   function count(r: UpkeepReport) {
     const actions: Array<[string, number]> = [
-      ["retried", r.retried], ["deadline_reset", r.deadlineReset], ["deadline_failed", r.deadlineFailed],
-      ["claim_expired", r.claimExpired], ["attempts_exceeded", r.attemptsExceeded], ["expired", r.expired],
-      ["undelayed", r.undelayed], ["discarded", r.discarded], ["deadlettered", r.deadlettered],
-      ["deleted", r.deleted], ["idempotency_key_expired", r.keysExpired],
+      ["retried", r.retried],
+      ["deadline_reset", r.deadlineReset],
+      ["deadline_failed", r.deadlineFailed],
+      ["claim_expired", r.claimExpired],
+      ["attempts_exceeded", r.attemptsExceeded],
+      ["expired", r.expired],
+      ["undelayed", r.undelayed],
+      ["discarded", r.discarded],
+      ["deadlettered", r.deadlettered],
+      ["deleted", r.deleted],
+      ["idempotency_key_expired", r.keysExpired],
     ];
     for (const [action, n] of actions) if (n > 0) upkeepTotal.inc({ action }, n);
     if (actions.some(([, n]) => n > 0) || r.publishFailed > 0) log.debug("upkeep_pass", { ...r });
@@ -269,7 +289,9 @@ export function startUpkeep({ store, config, publisher, log, startedAtMs }: Upke
     timer = setTimeout(() => {
       runOnce()
         // A disk fault is logged once by the store when it starts and ends, not once per pass.
-        .catch((err: unknown) => (storageFaultOf(err) === null ? log.error : log.debug)("upkeep_failed", { error: err }))
+        .catch((err: unknown) =>
+          (storageFaultOf(err) === null ? log.error : log.debug)("upkeep_failed", { error: err }),
+        )
         .finally(() => schedule(config.upkeep_task_interval_ms));
     }, delayMs);
   }

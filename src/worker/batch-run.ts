@@ -14,7 +14,12 @@ import type { LoopOptions } from "./loop.ts";
 import type { PoolOutcome } from "./pool.ts";
 
 /** One finished run: the status to report (null: nothing to report), the retry delay, and the caller's tag. */
-export type RunDone = (a: WireActivation, status: ReportStatus | null, delayOnRetry: number | undefined, tag: unknown) => void;
+export type RunDone = (
+  a: WireActivation,
+  status: ReportStatus | null,
+  delayOnRetry: number | undefined,
+  tag: unknown,
+) => void;
 
 export interface BatchRunner {
   /** Starts every activation of the batch (or queues it behind `concurrency` running ones); `done` is called once per activation as it finishes. */
@@ -32,7 +37,9 @@ interface Running {
   batch: { tag: unknown; done: RunDone };
 }
 
-export function createBatchRunner(o: ExecutorOptions & { concurrency: number; onResult?: LoopOptions["onResult"] }): BatchRunner {
+export function createBatchRunner(
+  o: ExecutorOptions & { concurrency: number; onResult?: LoopOptions["onResult"] },
+): BatchRunner {
   const steps = createExecutionSteps(o);
   let running = 0;
   // Waiting for a slot, oldest first (a ring would save the shift; batches are a few hundred at most).

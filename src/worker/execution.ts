@@ -61,13 +61,20 @@ export function createExecutionSteps(o: ExecutorOptions): ExecutionSteps {
   }
   const metaOf = (a: WireActivation) => {
     const app = a.application ?? "";
-    return meta.get(metaKey(app, a.namespace, a.taskname)) ?? (app ? undefined : metaByNs.get(metaKey("", a.namespace, a.taskname)));
+    return (
+      meta.get(metaKey(app, a.namespace, a.taskname)) ??
+      (app ? undefined : metaByNs.get(metaKey("", a.namespace, a.taskname)))
+    );
   };
   const recorder = createRecorder(o.metrics);
   /** Counts the run and logs its one task_finished line (warn for an unexpected failure, a deadline, an unknown task). */
   const record = (a: WireActivation, outcome: Outcome, durationMs?: number, error?: string, expected = true) => {
     recorder.record(a.namespace, a.taskname, outcome, durationMs, a.attempts);
-    const loud = outcome === "deadline" || outcome === "unknown_task" || (outcome as string) === "aborted" || (!expected && (outcome === "failure" || outcome === "retry"));
+    const loud =
+      outcome === "deadline" ||
+      outcome === "unknown_task" ||
+      (outcome as string) === "aborted" ||
+      (!expected && (outcome === "failure" || outcome === "retry"));
     (loud ? o.log.warn : o.log.info)("task_finished", {
       task: a.taskname,
       namespace: a.namespace,
@@ -117,7 +124,8 @@ export function createExecutionSteps(o: ExecutorOptions): ExecutionSteps {
       if (out.outcome === "deadline") {
         const deadlineS = a.processingDeadlineS || DEFAULT_PROCESSING_DEADLINE_S;
         const m = metaOf(a);
-        const retry = m?.retriesOnDeadline === true && !isLastAttempt({ attempts: a.attempts, maxAttempts: a.maxAttempts || 1 });
+        const retry =
+          m?.retriesOnDeadline === true && !isLastAttempt({ attempts: a.attempts, maxAttempts: a.maxAttempts || 1 });
         const error = `processing deadline of ${deadlineS}s exceeded; task stopped`;
         record(a, "deadline", out.durationMs, error);
         return {

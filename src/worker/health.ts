@@ -14,7 +14,11 @@ export interface HealthFile {
   stop(): void;
 }
 
-export function createHealthFile(path: string | undefined, intervalMs = 1000, now: () => number = Date.now): HealthFile {
+export function createHealthFile(
+  path: string | undefined,
+  intervalMs = 1000,
+  now: () => number = Date.now,
+): HealthFile {
   if (!path) return { progress() {}, start() {}, stop() {} };
   let last = 0;
   let timer: ReturnType<typeof setInterval> | null = null;

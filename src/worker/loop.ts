@@ -94,7 +94,11 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
     const code = errorCode(err);
     if (code === Code.Unavailable) o.balancer.unavailable(client.address);
     o.metrics.fetches.inc({ broker: client.address, result: "error" });
-    o.log.warn(`${what}_failed`, { broker: client.address, code: Code[code], error: ConnectError.from(err).rawMessage });
+    o.log.warn(`${what}_failed`, {
+      broker: client.address,
+      code: Code[code],
+      error: ConnectError.from(err).rawMessage,
+    });
   };
 
   let nextFilter = 0;
@@ -161,7 +165,13 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
         try {
           const next = await held.client.setTaskStatus(r);
           o.balancer.succeeded(held.client.address);
-          if (failures > 0) o.log.info("result_reported", { id: r.id, status: r.status, broker: held.client.address, attempts: failures + 1 });
+          if (failures > 0)
+            o.log.info("result_reported", {
+              id: r.id,
+              status: r.status,
+              broker: held.client.address,
+              attempts: failures + 1,
+            });
           return next;
         } catch (err) {
           const code = errorCode(err);
@@ -173,7 +183,13 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
           if (failures++ === 0) setHeld(1);
           const waitMs = Math.min(MAX_REPORT_BACKOFF_MS, 50 * 2 ** Math.min(failures - 1, 10));
           if (Date.now() + waitMs > reportGiveUpAtMs) {
-            o.log.error("result_dropped", { id: r.id, status: r.status, broker: held.client.address, attempts: failures, reason: "shutdown grace period over" });
+            o.log.error("result_dropped", {
+              id: r.id,
+              status: r.status,
+              broker: held.client.address,
+              attempts: failures,
+              reason: "shutdown grace period over",
+            });
             return null;
           }
           if (failures === 1 || failures % 10 === 0) {
@@ -225,7 +241,10 @@ export function startWorkerLoop(o: LoopOptions): WorkerLoop {
         status: result.status,
         fetchNext: fetchNext ? held.filter : undefined,
         maxAttempts: result.status === STATUS_RETRY ? activation.maxAttempts : undefined,
-        delayOnRetry: result.status === STATUS_RETRY && result.delayOnRetry !== undefined ? BigInt(Math.ceil(result.delayOnRetry)) : undefined,
+        delayOnRetry:
+          result.status === STATUS_RETRY && result.delayOnRetry !== undefined
+            ? BigInt(Math.ceil(result.delayOnRetry))
+            : undefined,
       };
       const p = report(held, req);
       pendingReports.add(p);

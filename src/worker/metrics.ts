@@ -60,13 +60,19 @@ export function createWorkerMetrics(labels: Record<string, string> = {}): Worker
 }
 
 /** Serves /metrics on `port` (0 = a free port); returns the port and a stop function. */
-export function serveMetrics(metrics: WorkerMetrics, port: number, hostname = "0.0.0.0"): { port: number; stop(): void } {
+export function serveMetrics(
+  metrics: WorkerMetrics,
+  port: number,
+  hostname = "0.0.0.0",
+): { port: number; stop(): void } {
   const server = Bun.serve({
     port,
     hostname,
     async fetch(req) {
       if (new URL(req.url).pathname !== "/metrics") return new Response("not found\n", { status: 404 });
-      return new Response(await metrics.registry.metrics(), { headers: { "content-type": metrics.registry.contentType } });
+      return new Response(await metrics.registry.metrics(), {
+        headers: { "content-type": metrics.registry.contentType },
+      });
     },
   });
   return { port: server.port ?? port, stop: () => void server.stop(true) };
@@ -77,14 +83,22 @@ export function serveMetrics(metrics: WorkerMetrics, port: number, hostname = "0
  * prom-client's label hashing on every call costs more than the rest of a no-op task.
  */
 export function createRecorder(metrics: WorkerMetrics) {
-  type Children = { duration: ReturnType<WorkerMetrics["duration"]["labels"]>; attempt: ReturnType<WorkerMetrics["attempt"]["labels"]>; outcomes: Map<string, ReturnType<WorkerMetrics["executions"]["labels"]>> };
+  type Children = {
+    duration: ReturnType<WorkerMetrics["duration"]["labels"]>;
+    attempt: ReturnType<WorkerMetrics["attempt"]["labels"]>;
+    outcomes: Map<string, ReturnType<WorkerMetrics["executions"]["labels"]>>;
+  };
   const cache = new Map<string, Children>();
   return {
     record(namespace: string, taskname: string, outcome: string, durationMs: number | undefined, attempt: number) {
       const key = namespace + "\u0000" + taskname;
       let c = cache.get(key);
       if (!c) {
-        c = { duration: metrics.duration.labels(namespace, taskname), attempt: metrics.attempt.labels(namespace, taskname), outcomes: new Map() };
+        c = {
+          duration: metrics.duration.labels(namespace, taskname),
+          attempt: metrics.attempt.labels(namespace, taskname),
+          outcomes: new Map(),
+        };
         cache.set(key, c);
       }
       let counter = c.outcomes.get(outcome);

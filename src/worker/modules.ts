@@ -17,7 +17,10 @@ export function installSdkAlias(): void {
     setup(build) {
       build.module("taskplatform", () => ({ exports: { ...sdk }, loader: "object" }));
       // Loaded on first use only: most task modules never build their own producer.
-      build.module("taskplatform/producer", async () => ({ exports: { ...(await import("../sdk/producers.ts")) }, loader: "object" }));
+      build.module("taskplatform/producer", async () => ({
+        exports: { ...(await import("../sdk/producers.ts")) },
+        loader: "object",
+      }));
     },
   });
 }

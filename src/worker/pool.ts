@@ -34,7 +34,10 @@ export interface PoolRun {
   atMostOnce: boolean;
 }
 
-export type PoolOutcome = RunResult | { id: string; outcome: "deadline"; durationMs: number } | { id: string; outcome: "aborted"; durationMs: number };
+export type PoolOutcome =
+  | RunResult
+  | { id: string; outcome: "deadline"; durationMs: number }
+  | { id: string; outcome: "aborted"; durationMs: number };
 
 export interface TaskPool {
   /** Resolves with the tasks the threads registered once the first thread is up; rejects if a task module fails to load. */
@@ -149,7 +152,15 @@ export function createTaskPool(options: PoolOptions): TaskPool {
 
   const spawn = (): Thread => {
     const worker = new Worker(url, { workerData: options.init } as WorkerOptions);
-    const t: Thread = { worker, state: "starting", inflight: new Map(), queued: [], flushScheduled: false, ran: 0, recycleDue: false };
+    const t: Thread = {
+      worker,
+      state: "starting",
+      inflight: new Map(),
+      queued: [],
+      flushScheduled: false,
+      ran: 0,
+      recycleDue: false,
+    };
     worker.onmessage = (ev: MessageEvent<FromThread>) => {
       const msg = ev.data;
       if (msg.type === "results") {
@@ -211,7 +222,16 @@ export function createTaskPool(options: PoolOptions): TaskPool {
     if (!closed && !replaced) spawn();
     for (const p of t.inflight.values()) {
       if (p.run.atMostOnce) {
-        p.resolve({ id: p.run.req.id, status: 3, outcome: "failure", error: `task thread stopped (${why}) while an at-most-once task ran`, durationMs: performance.now() - p.startedAt }, p.ctx);
+        p.resolve(
+          {
+            id: p.run.req.id,
+            status: 3,
+            outcome: "failure",
+            error: `task thread stopped (${why}) while an at-most-once task ran`,
+            durationMs: performance.now() - p.startedAt,
+          },
+          p.ctx,
+        );
       } else {
         assign(p);
       }
@@ -230,7 +250,11 @@ export function createTaskPool(options: PoolOptions): TaskPool {
         t.inflight.delete(p.run.req.id);
         p.resolve({ id: p.run.req.id, outcome: "deadline", durationMs: performance.now() - p.startedAt }, p.ctx);
       }
-      options.log.warn("task_thread_stopped", { reason: "processing_deadline", ids: expired.map((p) => p.run.req.id), restarted: t.inflight.size });
+      options.log.warn("task_thread_stopped", {
+        reason: "processing_deadline",
+        ids: expired.map((p) => p.run.req.id),
+        restarted: t.inflight.size,
+      });
       replace(t, "deadline");
     }
   }, options.deadlineTickMs ?? 50);
@@ -265,7 +289,8 @@ export function createTaskPool(options: PoolOptions): TaskPool {
       for (const t of threads.splice(0)) {
         t.state = "dead";
         t.worker.terminate();
-        for (const p of t.inflight.values()) p.resolve({ id: p.run.req.id, outcome: "aborted", durationMs: performance.now() - p.startedAt }, p.ctx);
+        for (const p of t.inflight.values())
+          p.resolve({ id: p.run.req.id, outcome: "aborted", durationMs: performance.now() - p.startedAt }, p.ctx);
       }
       for (const p of waiting.splice(0)) p.resolve({ id: p.run.req.id, outcome: "aborted", durationMs: 0 }, p.ctx);
     },

@@ -27,12 +27,16 @@ export function startPull(o: PullOptions): WorkerLoop {
     if (o.delivery === "stream") {
       o.log.error("delivery_stream_unsupported", {
         broker: address,
-        error: "the broker has no taskplatform.v1.DeliveryService; --delivery stream keeps retrying it (use auto or unary for such brokers)",
+        error:
+          "the broker has no taskplatform.v1.DeliveryService; --delivery stream keeps retrying it (use auto or unary for such brokers)",
       });
       return;
     }
     if (switching !== null || stopping) return;
-    o.log.warn("delivery_fallback_unary", { broker: address, reason: "the broker has no delivery stream (UNIMPLEMENTED); using the v1 calls for every broker" });
+    o.log.warn("delivery_fallback_unary", {
+      broker: address,
+      reason: "the broker has no delivery stream (UNIMPLEMENTED); using the v1 calls for every broker",
+    });
     switching = (async () => {
       // The stream loop finishes what it was handed (results to the brokers that sent them), then the v1 loop takes over.
       await stream.stop(60_000);

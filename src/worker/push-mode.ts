@@ -110,7 +110,8 @@ export async function startPushMode(o: PushModeOptions): Promise<PushMode> {
         id: a.id,
         status: r.status,
         maxAttempts: r.status === STATUS_RETRY ? a.maxAttempts : undefined,
-        delayOnRetry: r.status === STATUS_RETRY && r.delayOnRetry !== undefined ? BigInt(Math.ceil(r.delayOnRetry)) : undefined,
+        delayOnRetry:
+          r.status === STATUS_RETRY && r.delayOnRetry !== undefined ? BigInt(Math.ceil(r.delayOnRetry)) : undefined,
       });
     }
   };
@@ -150,7 +151,9 @@ export async function startPushMode(o: PushModeOptions): Promise<PushMode> {
       const waitMs = Math.max(0, Math.min(o.pushTaskTimeoutMs, budgetMs ?? Infinity));
       // A freed slot goes to the first waiter; anyone else keeps waiting for the next one.
       if (waitMs === 0 || !(await slotWithin(waitMs)) || running.size >= o.concurrency) {
-        return stopping ? { code: Code.Unavailable, message: "worker is shutting down" } : { code: Code.ResourceExhausted, message: "worker busy" };
+        return stopping
+          ? { code: Code.Unavailable, message: "worker is shutting down" }
+          : { code: Code.ResourceExhausted, message: "worker busy" };
       }
     }
     start(a, callbackUrl);
@@ -189,7 +192,11 @@ export async function startPushMode(o: PushModeOptions): Promise<PushMode> {
     clearTimeout(timer);
     if (stopping) return;
     healthState.set(true);
-    o.log.info("warmup_complete", { ready_threads: o.pool.readyThreads(), timed_out: timedOut, ms: Date.now() - warmStart });
+    o.log.info("warmup_complete", {
+      ready_threads: o.pool.readyThreads(),
+      timed_out: timedOut,
+      ms: Date.now() - warmStart,
+    });
   })();
   const loaded = o.pool.ready.then(() => undefined);
   ready.catch(() => {});

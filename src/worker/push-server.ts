@@ -79,7 +79,12 @@ export interface PushServerOptions {
    * `callbackUrl` is the pushing broker's host:port ("" when it sent none);
    * `signed` whether the push carried a valid signature.
    */
-  accept(activation: WireActivation, callbackUrl: string, waitBudgetMs: number | undefined, signed: boolean): PushAnswer | Promise<PushAnswer>;
+  accept(
+    activation: WireActivation,
+    callbackUrl: string,
+    waitBudgetMs: number | undefined,
+    signed: boolean,
+  ): PushAnswer | Promise<PushAnswer>;
   health: PushHealth;
   log: Logger;
 }
@@ -94,7 +99,9 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
   const maxBytes = o.maxMessageBytes ?? 16 * 1024 * 1024;
   const signed = o.signing.secrets.length > 0;
   if (!signed && !o.allowUnsigned) {
-    throw new Error("the push port serves signed pushes only: set TASKWORKER_GRPC_SHARED_SECRET (the brokers' secret), or --push-allow-unsigned");
+    throw new Error(
+      "the push port serves signed pushes only: set TASKWORKER_GRPC_SHARED_SECRET (the brokers' secret), or --push-allow-unsigned",
+    );
   }
   const server = http2.createServer();
   const sessions = new Set<http2.ServerHttp2Session>();
@@ -127,7 +134,8 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
       if (size > maxBytes + 5) return fail(stream, Code.ResourceExhausted, `request larger than ${maxBytes} bytes`);
       const body = Buffer.concat(chunks);
       const len = frameLength(body);
-      if (len < 0 || 5 + len > body.byteLength) return fail(stream, Code.Internal, "malformed request: missing or truncated message frame");
+      if (len < 0 || 5 + len > body.byteLength)
+        return fail(stream, Code.Internal, "malformed request: missing or truncated message frame");
       const message = body.subarray(5, 5 + len);
       if (signed && !verifyRequestSignature(o.signing, path, message, (n) => headers[n] as string | undefined)) {
         return fail(stream, Code.Unauthenticated, "Authentication failed");
@@ -152,14 +160,20 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
         stream.end(framedEmpty());
       };
       const answer = o.accept(activation, callbackUrl, timeout === undefined ? undefined : timeout * 0.8, signed);
-      if (answer instanceof Promise) void answer.then(respond, (err: unknown) => fail(stream, Code.Internal, String(err)));
+      if (answer instanceof Promise)
+        void answer.then(respond, (err: unknown) => fail(stream, Code.Internal, String(err)));
       else respond(answer);
     });
   });
 
   const status = (service: string): Serving | null =>
-    service !== "" && service !== WORKER_SERVICE_NAME ? null : o.health.serving() ? Serving.SERVING : Serving.NOT_SERVING;
-  const framedStatus = (s: Serving) => frameMessage(toBinary(HealthCheckResponseSchema, create(HealthCheckResponseSchema, { status: s })));
+    service !== "" && service !== WORKER_SERVICE_NAME
+      ? null
+      : o.health.serving()
+        ? Serving.SERVING
+        : Serving.NOT_SERVING;
+  const framedStatus = (s: Serving) =>
+    frameMessage(toBinary(HealthCheckResponseSchema, create(HealthCheckResponseSchema, { status: s })));
 
   /** Check answers the current status (NOT_FOUND for other services); Watch streams it and every change. */
   function serveHealth(stream: http2.ServerHttp2Stream, path: string) {
@@ -214,7 +228,8 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
   if (!signed) {
     o.log.warn("push_unsigned", {
       port,
-      detail: "no TASKWORKER_GRPC_SHARED_SECRET and --push-allow-unsigned: anyone who can reach this port can run tasks here",
+      detail:
+        "no TASKWORKER_GRPC_SHARED_SECRET and --push-allow-unsigned: anyone who can reach this port can run tasks here",
     });
   }
   return {

@@ -61,17 +61,28 @@ export function createStatusBatcher(o: StatusBatcherOptions): StatusBatcher {
           failures++;
           queue = batch.concat(queue); // keep order; tried again after the back-off
           if (failures === 1 || failures % 20 === 0) {
-            o.log.warn("set_batch_status_failed", { broker: o.client.address, code: Code[e.code], error: e.rawMessage, held: queue.length });
+            o.log.warn("set_batch_status_failed", {
+              broker: o.client.address,
+              code: Code[e.code],
+              error: e.rawMessage,
+              held: queue.length,
+            });
           }
         } else {
-          o.log.error("results_dropped", { broker: o.client.address, code: Code[e.code], error: e.rawMessage, count: batch.length });
+          o.log.error("results_dropped", {
+            broker: o.client.address,
+            code: Code[e.code],
+            error: e.rawMessage,
+            count: batch.length,
+          });
         }
       } finally {
         sending = 0;
         inFlight = null;
       }
       if (queue.length > 0 && !closing) {
-        const wait = failures > 0 ? Math.min(2000, 20 * 2 ** Math.min(failures - 1, 10)) : queue.length >= maxBatch ? 0 : flushMs;
+        const wait =
+          failures > 0 ? Math.min(2000, 20 * 2 ** Math.min(failures - 1, 10)) : queue.length >= maxBatch ? 0 : flushMs;
         schedule(wait);
       }
     })();

@@ -93,7 +93,9 @@ class Channel {
    * the unacknowledged results that go out again with the next one).
    */
   owned(): number {
-    return this.unused + this.grant + this.running + this.outbox.length + (this.stream === null ? this.unacked.length : 0);
+    return (
+      this.unused + this.grant + this.running + this.outbox.length + (this.stream === null ? this.unacked.length : 0)
+    );
   }
 }
 
@@ -178,7 +180,8 @@ export function startStreamLoop(o: StreamLoopOptions): StreamLoop {
     const open = live();
     if (open.length === 0) return;
     const share = Math.ceil(capacity() / open.length);
-    const hungry = open.length > 1 ? open.filter((c) => c.unused + c.grant === 0 && (c.saturated || c.activity > 0)) : [];
+    const hungry =
+      open.length > 1 ? open.filter((c) => c.unused + c.grant === 0 && (c.saturated || c.activity > 0)) : [];
     for (const [group, cap] of [
       [hungry, capacity()],
       [open, share],
@@ -218,7 +221,8 @@ export function startStreamLoop(o: StreamLoopOptions): StreamLoop {
     const open = live();
     // Saturated: all its credit is in use and it got work since it last had some spare (a stream without
     // credit gets nothing, so one tick of quiet does not mean its broker ran dry).
-    for (const c of channels) c.saturated = c.unused + c.grant === 0 && c.running > 0 && (c.activity > 0 || c.saturated);
+    for (const c of channels)
+      c.saturated = c.unused + c.grant === 0 && c.running > 0 && (c.activity > 0 || c.saturated);
     if (open.some((c) => c.saturated)) {
       for (const c of open) if (c.activity === 0 && c.unused > 1) c.revoke = c.unused - 1;
       scheduleFlush(true);
@@ -239,7 +243,8 @@ export function startStreamLoop(o: StreamLoopOptions): StreamLoop {
         id: a.id,
         status,
         maxAttempts: status === STATUS_RETRY ? a.maxAttempts : undefined,
-        delayOnRetry: status === STATUS_RETRY && delayOnRetry !== undefined ? BigInt(Math.ceil(delayOnRetry)) : undefined,
+        delayOnRetry:
+          status === STATUS_RETRY && delayOnRetry !== undefined ? BigInt(Math.ceil(delayOnRetry)) : undefined,
       });
       outboxed++;
       scheduleFlush();
@@ -322,10 +327,19 @@ export function startStreamLoop(o: StreamLoopOptions): StreamLoop {
     if (err !== null && err.code !== Code.Unimplemented) {
       if (err.code === Code.Unavailable) o.balancer.unavailable(c.address);
       if (c.failures === 0 || c.failures % 20 === 0) {
-        o.log.warn("delivery_stream_ended", { broker: c.address, code: Code[err.code], error: err.rawMessage, accepted, held_results: c.held() });
+        o.log.warn("delivery_stream_ended", {
+          broker: c.address,
+          code: Code[err.code],
+          error: err.rawMessage,
+          accepted,
+          held_results: c.held(),
+        });
       }
     }
-    const delay = err?.code === Code.Unimplemented ? o.maxBackoffMs : Math.min(o.maxBackoffMs, 10 * 2 ** Math.min(c.failures++, 10));
+    const delay =
+      err?.code === Code.Unimplemented
+        ? o.maxBackoffMs
+        : Math.min(o.maxBackoffMs, 10 * 2 ** Math.min(c.failures++, 10));
     setHeld();
     c.retryTimer = setTimeout(() => connect(c), stopping ? Math.min(delay, 200) : delay);
     distribute();
@@ -368,7 +382,12 @@ export function startStreamLoop(o: StreamLoopOptions): StreamLoop {
       for (const c of channels) {
         if (c.retryTimer !== null) clearTimeout(c.retryTimer);
         c.retryTimer = null;
-        if (c.held() > 0) o.log.error("results_dropped", { broker: c.address, count: c.held(), reason: "not acknowledged by the end of shutdown" });
+        if (c.held() > 0)
+          o.log.error("results_dropped", {
+            broker: c.address,
+            count: c.held(),
+            reason: "not acknowledged by the end of shutdown",
+          });
         c.stream?.finish();
       }
       // The broker ends each stream once it committed what it got; a broker that does not is cut off.

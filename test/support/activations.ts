@@ -20,14 +20,16 @@ export function uniqueId(): string {
   return `${run}${(seq++).toString(16).padStart(20, "0")}`;
 }
 
-export function activation(opts: {
-  id?: string;
-  namespace?: string;
-  taskname?: string;
-  application?: string;
-  deadLetterAfter?: number;
-  processingDeadlineS?: number;
-} = {}): TaskActivation {
+export function activation(
+  opts: {
+    id?: string;
+    namespace?: string;
+    taskname?: string;
+    application?: string;
+    deadLetterAfter?: number;
+    processingDeadlineS?: number;
+  } = {},
+): TaskActivation {
   return create(TaskActivationSchema, {
     id: opts.id ?? uniqueId(),
     namespace: opts.namespace ?? "lifecycle",
@@ -44,7 +46,11 @@ export function activation(opts: {
 
 export function brokerClients(port: number, secret?: string) {
   const interceptors: Interceptor[] = secret ? [signingInterceptor(secret)] : [];
-  const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}`, interceptors, defaultTimeoutMs: 30_000 });
+  const transport = createGrpcTransport({
+    baseUrl: `http://127.0.0.1:${port}`,
+    interceptors,
+    defaultTimeoutMs: 30_000,
+  });
   return { ingest: createClient(IngestService, transport), consumer: createClient(ConsumerService, transport) };
 }
 

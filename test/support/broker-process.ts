@@ -46,9 +46,14 @@ export function tempDir(prefix = "taskplatform-"): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
-export async function spawnBroker(env: Record<string, string> = {}, opts: SpawnBrokerOptions = {}): Promise<BrokerProcess> {
+export async function spawnBroker(
+  env: Record<string, string> = {},
+  opts: SpawnBrokerOptions = {},
+): Promise<BrokerProcess> {
   if (env.TASKBROKER_LOG_FILTER === "warn" || env.TASKBROKER_LOG_FILTER === "error") {
-    throw new Error("spawnBroker waits for the info-level broker_started line; TASKBROKER_LOG_FILTER must be info or lower");
+    throw new Error(
+      "spawnBroker waits for the info-level broker_started line; TASKBROKER_LOG_FILTER must be info or lower",
+    );
   }
   const dbPath = opts.dbPath ?? join(tempDir("taskbroker-"), "inflight.sqlite");
   // Start from the parent's environment without its TASKBROKER_* settings, so a
@@ -65,13 +70,16 @@ export async function spawnBroker(env: Record<string, string> = {}, opts: SpawnB
     TASKBROKER_LOG_FORMAT: "text",
     ...env,
   };
-  const proc = Bun.spawn([...(opts.command ?? []), BUN, ...(opts.bunArgs ?? []), "src/main.ts", "broker", ...(opts.args ?? [])], {
-    cwd: ROOT,
-    env: childEnv,
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
+  const proc = Bun.spawn(
+    [...(opts.command ?? []), BUN, ...(opts.bunArgs ?? []), "src/main.ts", "broker", ...(opts.args ?? [])],
+    {
+      cwd: ROOT,
+      env: childEnv,
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
 
   let output = "";
   const waiters: Array<{ pattern: RegExp; resolve: (line: string) => void }> = [];

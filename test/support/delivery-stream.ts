@@ -79,7 +79,11 @@ export function recordStream(opts: {
         };
         const timer = setTimeout(() => {
           checks.delete(entry);
-          reject(new Error(`timed out waiting for ${what} (received ${received.length}, in hand ${inHand.size}, committed ${committed}, ended ${end === undefined ? "no" : String(end)})`));
+          reject(
+            new Error(
+              `timed out waiting for ${what} (received ${received.length}, in hand ${inHand.size}, committed ${committed}, ended ${end === undefined ? "no" : String(end)})`,
+            ),
+          );
         }, timeoutMs);
         checks.add(entry);
         entry();

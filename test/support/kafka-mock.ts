@@ -127,9 +127,23 @@ function encodeMessages(messages: MockMessage[]): Uint8Array {
 }
 
 /** Kafka API keys used by tests when injecting errors. */
-export const ApiKey = { Produce: 0, Fetch: 1, ListOffsets: 2, Metadata: 3, OffsetCommit: 8, JoinGroup: 11, Heartbeat: 12 } as const;
+export const ApiKey = {
+  Produce: 0,
+  Fetch: 1,
+  ListOffsets: 2,
+  Metadata: 3,
+  OffsetCommit: 8,
+  JoinGroup: 11,
+  Heartbeat: 12,
+} as const;
 /** Kafka error codes used by tests. */
-export const KafkaError = { NotLeaderForPartition: 6, RequestTimedOut: 7, CoordinatorNotAvailable: 15, NotEnoughReplicas: 19, RebalanceInProgress: 27 } as const;
+export const KafkaError = {
+  NotLeaderForPartition: 6,
+  RequestTimedOut: 7,
+  CoordinatorNotAvailable: 15,
+  NotEnoughReplicas: 19,
+  RebalanceInProgress: 27,
+} as const;
 
 /** Path of the compiled mock cluster, building it when the source changed. */
 export function mockClusterBinary(): string {

@@ -77,7 +77,12 @@ const i32 = (n: number) => {
  * partition to `broker` ("host:port", the partition's leader) and resolves
  * once the broker accepted it; rejects with the error code otherwise.
  */
-export async function produceRawBatch(broker: string, topic: string, partition: number, batch: RawBatch): Promise<void> {
+export async function produceRawBatch(
+  broker: string,
+  topic: string,
+  partition: number,
+  batch: RawBatch,
+): Promise<void> {
   const records = encodeRecordBatch(batch);
   const body = Buffer.concat([
     i16(0), // api key Produce
@@ -114,7 +119,8 @@ export async function produceRawBatch(broker: string, topic: string, partition: 
   at += 2 + response.readInt16BE(at); // topic name
   at += 4 + 4; // partition count, partition
   const errorCode = response.readInt16BE(at);
-  if (errorCode !== 0) throw new Error(`Produce of a raw batch to ${topic}[${partition}] failed with Kafka error ${errorCode}`);
+  if (errorCode !== 0)
+    throw new Error(`Produce of a raw batch to ${topic}[${partition}] failed with Kafka error ${errorCode}`);
 }
 
 /**

@@ -28,18 +28,20 @@ export function unique(prefix: string): string {
   return `${prefix}-${process.pid}-${Date.now().toString(36)}-${seq++}`;
 }
 
-export function activation(fields: Partial<{
-  id: string;
-  namespace: string;
-  taskname: string;
-  application: string;
-  attempts: number;
-  maxAttempts: number;
-  onAttemptsExceeded: OnAttemptsExceeded;
-  processingDeadlineDuration: number;
-  expires: number;
-  receivedAtMs: number;
-}> = {}): Uint8Array {
+export function activation(
+  fields: Partial<{
+    id: string;
+    namespace: string;
+    taskname: string;
+    application: string;
+    attempts: number;
+    maxAttempts: number;
+    onAttemptsExceeded: OnAttemptsExceeded;
+    processingDeadlineDuration: number;
+    expires: number;
+    receivedAtMs: number;
+  }> = {},
+): Uint8Array {
   return toBinary(
     TaskActivationSchema,
     create(TaskActivationSchema, {
@@ -113,12 +115,13 @@ export async function readTopic(
   count: number,
   opts: { timeoutMs?: number; settleMs?: number } = {},
 ): Promise<ReadMessage[]> {
-  const read = async () => (await mock.consume(topic, { min: count, timeoutMs: opts.timeoutMs ?? 30_000 })).map((m) => ({
-    partition: m.partition,
-    offset: m.offset,
-    value: m.value,
-    headers: m.headers,
-  }));
+  const read = async () =>
+    (await mock.consume(topic, { min: count, timeoutMs: opts.timeoutMs ?? 30_000 })).map((m) => ({
+      partition: m.partition,
+      offset: m.offset,
+      value: m.value,
+      headers: m.headers,
+    }));
   const first = await read();
   if (!opts.settleMs || first.length < count) return first;
   await Bun.sleep(opts.settleMs);
@@ -144,7 +147,12 @@ export function brokerClient(port: number): ConsumerClient {
 }
 
 /** Polls `check` until it returns a truthy value or the deadline passes. */
-export async function until<T>(what: string, check: () => T | Promise<T>, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+export async function until<T>(
+  what: string,
+  check: () => T | Promise<T>,
+  timeoutMs = 30_000,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: T | undefined;
   while (Date.now() < deadline) {
@@ -179,7 +187,11 @@ export function storedRows(dbPath: string): StoredOrigin[] {
 }
 
 /** Environment for a broker consuming `topics` from the mock cluster. */
-export function kafkaEnv(bootstrap: string, topics: string[], extra: Record<string, string> = {}): Record<string, string> {
+export function kafkaEnv(
+  bootstrap: string,
+  topics: string[],
+  extra: Record<string, string> = {},
+): Record<string, string> {
   const env: Record<string, string> = {
     TASKBROKER_KAFKA_CLUSTERS__DEFAULT__ADDRESS: bootstrap,
     // Tests produce before the broker joins; the reference's default (latest) would skip those messages.

@@ -39,7 +39,7 @@ function parseLabels(line: string, start: number, lineNo: number): { labels: Rec
     if (!m) fail("bad label name");
     const key = m![0];
     i += key.length;
-    if (line[i] !== "=" || line[i + 1] !== '"') fail("expected =\"");
+    if (line[i] !== "=" || line[i + 1] !== '"') fail('expected ="');
     i += 2;
     let value = "";
     for (;;) {
@@ -114,6 +114,7 @@ export function sumOf(exp: Exposition, name: string, match: Record<string, strin
 export function valueOf(exp: Exposition, name: string, labels: Record<string, string> = {}): number | undefined {
   const keys = Object.keys(labels);
   return exp.samples.find(
-    (s) => s.name === name && Object.keys(s.labels).length === keys.length && keys.every((k) => s.labels[k] === labels[k]),
+    (s) =>
+      s.name === name && Object.keys(s.labels).length === keys.length && keys.every((k) => s.labels[k] === labels[k]),
   )?.value;
 }

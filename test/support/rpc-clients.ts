@@ -59,10 +59,18 @@ export function unary(
   const md = new grpc.Metadata();
   for (const [k, v] of Object.entries(metadata)) md.set(k, v);
   return new Promise((resolve) => {
-    client.makeUnaryRequest(path, ident, ident, Buffer.from(request), md, { deadline: Date.now() + 20_000 }, (err, res) => {
-      if (err) resolve({ code: err.code, details: err.details, response: undefined });
-      else resolve({ code: 0, details: "", response: res });
-    });
+    client.makeUnaryRequest(
+      path,
+      ident,
+      ident,
+      Buffer.from(request),
+      md,
+      { deadline: Date.now() + 20_000 },
+      (err, res) => {
+        if (err) resolve({ code: err.code, details: err.details, response: undefined });
+        else resolve({ code: 0, details: "", response: res });
+      },
+    );
   });
 }
 

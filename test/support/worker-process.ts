@@ -20,7 +20,12 @@ export interface WorkerProcess {
 }
 
 /** `startedPattern`: the log line to wait for (default worker_started; push_port_listening comes before the task modules load). */
-export async function spawnWorker(args: string[], env: Record<string, string>, startTimeoutMs = 20_000, startedPattern = /^.*worker_started.*$/m): Promise<WorkerProcess> {
+export async function spawnWorker(
+  args: string[],
+  env: Record<string, string>,
+  startTimeoutMs = 20_000,
+  startedPattern = /^.*worker_started.*$/m,
+): Promise<WorkerProcess> {
   const baseEnv: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("TASKWORKER_")) baseEnv[k] = v;
   const proc = Bun.spawn([process.execPath, resolve(ROOT, "src/main.ts"), "worker", ...args], {
@@ -81,7 +86,11 @@ export async function spawnWorker(args: string[], env: Record<string, string>, s
 }
 
 /** Polls `check` until it returns true or the timeout passes (then throws with `what`). */
-export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+export async function waitFor(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 15_000,
+): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
     if (await check()) return;
