@@ -29,7 +29,7 @@ if ! node_modules/.bin/biome format >/dev/null 2>&1; then
   exit 1
 fi
 out=$(mktemp)
-"$BUN" test "$@" 2>&1 | tee "$out"
+"$BUN" test --timeout 60000 "$@" 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
 # bun prints " N pass" and " N fail" near the end of its summary.
 passed=$(grep -E '^ *[0-9]+ pass$' "$out" | tail -1 | grep -oE '[0-9]+' || echo 0)
