@@ -11,7 +11,7 @@ import {
   type TaskFilter,
 } from "./messages.ts";
 import { WireReader } from "./wire-reader.ts";
-import { Writer, varintSize, writeVarint } from "./wire-writer.ts";
+import { repeatedField1Size, Writer, varintSize, writeRepeatedField1, writeVarint } from "./wire-writer.ts";
 
 export interface DeliveryOpenFields extends TaskFilter {
   /** Free-form worker name for the broker's logs. */
@@ -89,18 +89,11 @@ export function encodeBrokerMessage(
   resultsCommitted: number,
   revoked: number,
 ): Uint8Array {
-  let size = 0;
-  for (const a of activations) size += 1 + varintSize(a.byteLength) + a.byteLength;
+  let size = repeatedField1Size(activations);
   if (resultsCommitted > 0) size += 1 + varintSize(resultsCommitted);
   if (revoked > 0) size += 1 + varintSize(revoked);
   const out = new Uint8Array(size);
-  let pos = 0;
-  for (const a of activations) {
-    out[pos++] = 0x0a;
-    pos = writeVarint(out, pos, a.byteLength);
-    out.set(a, pos);
-    pos += a.byteLength;
-  }
+  let pos = writeRepeatedField1(out, 0, activations);
   if (resultsCommitted > 0) {
     out[pos++] = 0x10;
     pos = writeVarint(out, pos, resultsCommitted);

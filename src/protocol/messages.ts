@@ -7,7 +7,7 @@
 // Pure functions; test/rpc-wire.test.ts checks them against @bufbuild/protobuf.
 
 import { MalformedMessage, WireReader } from "./wire-reader.ts";
-import { Writer, varintSize, writeVarint } from "./wire-writer.ts";
+import { repeatedField1Size, Writer, writeRepeatedField1, writeVarint } from "./wire-writer.ts";
 
 // A request that cannot be decoded is a MalformedMessage, answered INTERNAL (as other gRPC servers do).
 export { MalformedMessage };
@@ -169,17 +169,10 @@ export function encodeSetBatchRequest(updates: DecodedStatusUpdate[]): Uint8Arra
   return w.finish();
 }
 
+/** ProduceRequest { repeated TaskActivation activations = 1; } around the activation bytes, unchanged. */
 export function encodeProduceRequest(activations: Uint8Array[]): Uint8Array {
-  let size = 0;
-  for (const a of activations) size += 1 + varintSize(a.byteLength) + a.byteLength;
-  const out = new Uint8Array(size);
-  let pos = 0;
-  for (const a of activations) {
-    out[pos++] = 0x0a;
-    pos = writeVarint(out, pos, a.byteLength);
-    out.set(a, pos);
-    pos += a.byteLength;
-  }
+  const out = new Uint8Array(repeatedField1Size(activations));
+  writeRepeatedField1(out, 0, activations);
   return out;
 }
 

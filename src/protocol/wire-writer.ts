@@ -1,6 +1,6 @@
 // Writing the protobuf wire format by hand: the varint helpers and a small
 // growable writer, the counterpart of wire-reader.ts. Used by the RPC message
-// encoders (messages.ts) and the gRPC framing of the fast path (connect/frame.ts).
+// encoders (messages.ts, delivery-messages.ts) and the gRPC framing of the fast path (connect/frame.ts).
 
 /** Bytes a varint of `n` (a non-negative safe integer) takes. */
 export function varintSize(n: number): number {
@@ -19,6 +19,28 @@ export function writeVarint(out: Uint8Array, pos: number, n: number): number {
     n = Math.floor(n / 128);
   }
   out[pos++] = n;
+  return pos;
+}
+
+/** Bytes that `items` take as a repeated length-delimited field 1 (tag 0x0a, length, bytes each). */
+export function repeatedField1Size(items: readonly Uint8Array[]): number {
+  let size = 0;
+  for (const a of items) size += 1 + varintSize(a.byteLength) + a.byteLength;
+  return size;
+}
+
+/**
+ * Writes `items` as a repeated length-delimited field 1 at `out[pos]` (sized by
+ * repeatedField1Size); returns the position after them. The bytes are copied unchanged:
+ * how stored activations go into a message without being decoded.
+ */
+export function writeRepeatedField1(out: Uint8Array, pos: number, items: readonly Uint8Array[]): number {
+  for (const a of items) {
+    out[pos++] = 0x0a;
+    pos = writeVarint(out, pos, a.byteLength);
+    out.set(a, pos);
+    pos += a.byteLength;
+  }
   return pos;
 }
 
