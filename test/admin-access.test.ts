@@ -73,6 +73,9 @@ describe("with an admin token", () => {
     client?.close();
     await broker?.stop();
   });
+  /** The dashboard's login form posted with `token`; the answer unfollowed (303 + cookie on success). */
+  const login = (token: string) =>
+    fetch(`${admin}/login`, { method: "POST", body: new URLSearchParams({ token }), redirect: "manual" });
 
   test("the admin port binds loopback unless configured, and the unsigned RPC port is announced", () => {
     expect(broker.logs()).toMatch(/admin_listening .*host=127\.0\.0\.1/);
@@ -91,13 +94,9 @@ describe("with an admin token", () => {
   });
 
   test("a cross-site text/plain POST cannot replay a dead letter; a foreign Host is refused", async () => {
-    const login = await fetch(`${admin}/login`, {
-      method: "POST",
-      body: new URLSearchParams({ token: TOKEN }),
-      redirect: "manual",
-    });
-    expect(login.status).toBe(303);
-    const cookie = login.headers.get("set-cookie")!.split(";")[0]!;
+    const loggedIn = await login(TOKEN);
+    expect(loggedIn.status).toBe(303);
+    const cookie = loggedIn.headers.get("set-cookie")!.split(";")[0]!;
     expect(cookie).not.toContain(TOKEN);
     const url = `${admin}/api/deadletters/adm0000000000000000000000000000a1/replay`;
     // What a page on another site can make a browser send: a simple form-style POST, with the session cookie.
@@ -122,13 +121,9 @@ describe("with an admin token", () => {
   });
 
   test("a login session is a random id that expires (TASKBROKER_ADMIN_SESSION_TTL_SEC=1 here)", async () => {
-    const login = await fetch(`${admin}/login`, {
-      method: "POST",
-      body: new URLSearchParams({ token: TOKEN }),
-      redirect: "manual",
-    });
-    expect(login.status).toBe(303);
-    const cookie = login.headers.get("set-cookie")!.split(";")[0]!;
+    const loggedIn = await login(TOKEN);
+    expect(loggedIn.status).toBe(303);
+    const cookie = loggedIn.headers.get("set-cookie")!.split(";")[0]!;
     expect((await fetch(`${admin}/api/depths`, { headers: { cookie } })).status).toBe(200);
     await Bun.sleep(1100); // expiry is the passing of time itself
     expect((await fetch(`${admin}/api/depths`, { headers: { cookie } })).status).toBe(401);
@@ -137,21 +132,13 @@ describe("with an admin token", () => {
   test("failed logins are throttled: 40 guesses in a row, at most 10 even checked", async () => {
     const statuses: number[] = [];
     for (let i = 0; i < 40; i++) {
-      const r = await fetch(`${admin}/login`, {
-        method: "POST",
-        body: new URLSearchParams({ token: `guess-${i}` }),
-        redirect: "manual",
-      });
+      const r = await login(`guess-${i}`);
       statuses.push(r.status);
     }
     expect(statuses.filter((s) => s === 401).length).toBeLessThanOrEqual(10);
     expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(30);
     // Throttled means throttled: the right token waits too.
-    const right = await fetch(`${admin}/login`, {
-      method: "POST",
-      body: new URLSearchParams({ token: TOKEN }),
-      redirect: "manual",
-    });
+    const right = await login(TOKEN);
     expect(right.status).toBe(429);
     expect(Number(right.headers.get("retry-after"))).toBeGreaterThan(0);
   });

@@ -11,9 +11,9 @@ import { splitCommand } from "../src/config/args.ts";
 import { loadCommand } from "../src/config/command.ts";
 import { DEADLETTERS_COMMAND, INSPECT_COMMAND } from "../src/config/commands.ts";
 import { resolveSchedulerConfig } from "../src/config/scheduler.ts";
-import { ConfigError } from "../src/config/source.ts";
 import { settings } from "../src/config/walk.ts";
 import { brokerHosts, resolveWorkerConfig, workerSchema, type WorkerConfig } from "../src/config/worker.ts";
+import { configErrorOf } from "./support/config-errors.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "config-commands-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -22,18 +22,6 @@ function worker(argv: string[], env: Record<string, string> = {}): WorkerConfig 
   const r = resolveWorkerConfig(argv, env);
   if (r.help) throw new Error("unexpected help");
   return r.config;
-}
-
-function errorOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    const message = (err as Error).message;
-    expect(message).not.toContain("\n");
-    return message;
-  }
-  throw new Error("expected a ConfigError");
 }
 
 describe("worker", () => {
@@ -103,30 +91,32 @@ describe("worker", () => {
   });
 
   test("one-line errors name the flag or variable, the value and the expectation", () => {
-    expect(errorOf(() => worker(["--tasks", "t.ts", "--concurrency", "x"]))).toBe(
+    expect(configErrorOf(() => worker(["--tasks", "t.ts", "--concurrency", "x"]))).toBe(
       '--concurrency="x" is invalid: expected an integer >= 1',
     );
-    expect(errorOf(() => worker(["--tasks", "t.ts"], { TASKWORKER_CONCURRENCY: "-1" }))).toBe(
+    expect(configErrorOf(() => worker(["--tasks", "t.ts"], { TASKWORKER_CONCURRENCY: "-1" }))).toBe(
       'TASKWORKER_CONCURRENCY="-1" is invalid: expected an integer >= 1',
     );
-    expect(errorOf(() => worker(["--tasks", "t.ts", "--rpc-host", "nohost"]))).toBe(
+    expect(configErrorOf(() => worker(["--tasks", "t.ts", "--rpc-host", "nohost"]))).toBe(
       '--rpc-host="nohost" is invalid: expected host:port',
     );
-    expect(errorOf(() => worker(["--tasks", "t.ts", "--concurrency"]))).toBe("option --concurrency needs a value");
-    expect(errorOf(() => worker(["--tasks", "t.ts", "--concurency", "2"]))).toBe(
+    expect(configErrorOf(() => worker(["--tasks", "t.ts", "--concurrency"]))).toBe(
+      "option --concurrency needs a value",
+    );
+    expect(configErrorOf(() => worker(["--tasks", "t.ts", "--concurency", "2"]))).toBe(
       "unknown option --concurency (did you mean --concurrency?) (taskplatform worker --help lists every option)",
     );
-    expect(errorOf(() => worker(["--tasks", "t.ts"], { TASKWORKER_CONCURENCY: "2" }))).toBe(
+    expect(configErrorOf(() => worker(["--tasks", "t.ts"], { TASKWORKER_CONCURENCY: "2" }))).toBe(
       "unknown variable TASKWORKER_CONCURENCY (did you mean TASKWORKER_CONCURRENCY?); taskplatform worker --help lists every variable",
     );
-    expect(errorOf(() => worker(["--tasks", "t.ts", "stray"]))).toBe('unexpected argument "stray"');
-    expect(errorOf(() => worker(["--tasks", "t.ts"], { TASKWORKER_GRPC_SHARED_SECRET: '["leak' }))).toBe(
+    expect(configErrorOf(() => worker(["--tasks", "t.ts", "stray"]))).toBe('unexpected argument "stray"');
+    expect(configErrorOf(() => worker(["--tasks", "t.ts"], { TASKWORKER_GRPC_SHARED_SECRET: '["leak' }))).toBe(
       'TASKWORKER_GRPC_SHARED_SECRET=*** is invalid: expected a JSON array of non-empty strings such as ["new","old"], or one secret',
     );
   });
 
   test("no task module is an error, not a worker polling forever", () => {
-    expect(errorOf(() => worker([]))).toBe(
+    expect(configErrorOf(() => worker([]))).toBe(
       "no task module given: expected --tasks <module> (or TASKWORKER_TASKS), e.g. --tasks ./tasks.ts",
     );
   });
@@ -142,7 +132,7 @@ describe("worker", () => {
       "--no-skip-awaiting-futures",
       "--autoreload",
     ]);
-    expect(errorOf(() => worker(["--tasks", "t.ts", "--autoreload=yes"]))).toBe(
+    expect(configErrorOf(() => worker(["--tasks", "t.ts", "--autoreload=yes"]))).toBe(
       "option --autoreload takes no value (got --autoreload=yes)",
     );
   });
@@ -169,10 +159,10 @@ describe("scheduler and small commands", () => {
       log_filter: "debug",
       log_format: "text",
     });
-    expect(errorOf(() => resolveSchedulerConfig([], {}))).toBe(
+    expect(configErrorOf(() => resolveSchedulerConfig([], {}))).toBe(
       "no schedules given: expected --schedules <module-or-file> (or TASKSCHEDULER_SCHEDULES)",
     );
-    expect(errorOf(() => resolveSchedulerConfig(["--schedules", "s", "--log-level", "loud"], {}))).toBe(
+    expect(configErrorOf(() => resolveSchedulerConfig(["--schedules", "s", "--log-level", "loud"], {}))).toBe(
       '--log-level="loud" is invalid: expected one of trace, debug, info, warn, error (Sentry\'s WARNING, CRITICAL, FATAL accepted)',
     );
   });
@@ -182,12 +172,12 @@ describe("scheduler and small commands", () => {
     if (d.help) throw new Error("unexpected help");
     expect(d.config).toMatchObject({ limit: 5, json: true });
     expect(d.positional).toEqual(["list"]);
-    expect(errorOf(() => loadCommand(INSPECT_COMMAND, ["deadletters", "--limit", "0"], {}))).toBe(
+    expect(configErrorOf(() => loadCommand(INSPECT_COMMAND, ["deadletters", "--limit", "0"], {}))).toBe(
       '--limit="0" is invalid: expected an integer >= 1',
     );
-    expect(errorOf(() => loadCommand(INSPECT_COMMAND, ["get", "--token", "sekrit", "--admin", "nota url"], {}))).toBe(
-      '--admin="nota url" is invalid: expected a URL such as http://127.0.0.1:9090',
-    );
+    expect(
+      configErrorOf(() => loadCommand(INSPECT_COMMAND, ["get", "--token", "sekrit", "--admin", "nota url"], {})),
+    ).toBe('--admin="nota url" is invalid: expected a URL such as http://127.0.0.1:9090');
   });
 });
 
@@ -202,6 +192,6 @@ describe("the top-level command line", () => {
       config: "f.yml",
     });
     expect(splitCommand(["--help"]).help).toBe(true);
-    expect(errorOf(() => splitCommand(["--bogus", "broker"]))).toBe("unknown option --bogus");
+    expect(configErrorOf(() => splitCommand(["--bogus", "broker"]))).toBe("unknown option --bogus");
   });
 });

@@ -13,7 +13,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { kafkaPlan } from "../src/config/kafka.ts";
-import { ConfigError, loadBrokerConfig, resolveBrokerConfig } from "../src/config/load.ts";
+import { loadBrokerConfig, resolveBrokerConfig } from "../src/config/load.ts";
+import { configErrorOf } from "./support/config-errors.ts";
 import { getPath } from "../src/config/source.ts";
 import { createLogger, parseLogFilter } from "../src/log.ts";
 
@@ -24,17 +25,6 @@ function yamlFile(doc: unknown): string {
   const path = join(dir, `c-${n++}.yaml`);
   writeFileSync(path, typeof doc === "string" ? doc : stringify(doc));
   return path;
-}
-
-function errorOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    expect((err as Error).message).not.toContain("\n");
-    return (err as Error).message;
-  }
-  throw new Error("expected a ConfigError");
 }
 
 /** [setting, value to set, the reference's default] for every current setting outside the Kafka maps. */
@@ -338,10 +328,10 @@ describe("every setting of the reference broker", () => {
     expect(r.notes.some((x) => x.startsWith("TASKBROKER_SENTRY_DSN "))).toBe(true);
     expect(r.notes.some((x) => x.startsWith("TASKBROKER_FETCH__THREADS "))).toBe(true);
     expect(r.notes.join("\n")).not.toContain("https://k@s/1");
-    expect(errorOf(() => resolveBrokerConfig({ TASKBROKER_STATSD_ADR: "x:1" }))).toBe(
+    expect(configErrorOf(() => resolveBrokerConfig({ TASKBROKER_STATSD_ADR: "x:1" }))).toBe(
       "unknown variable TASKBROKER_STATSD_ADR (did you mean TASKBROKER_STATSD_ADDR?); --help lists every variable",
     );
-    expect(errorOf(() => resolveBrokerConfig({ TASKBROKER_STORE__ADAPTER: "postgres" }))).toBe(
+    expect(configErrorOf(() => resolveBrokerConfig({ TASKBROKER_STORE__ADAPTER: "postgres" }))).toBe(
       'TASKBROKER_STORE__ADAPTER="postgres" is invalid: expected sqlite (this broker\'s store is an embedded SQLite file)',
     );
   });
@@ -370,7 +360,7 @@ describe("the Kafka forms", () => {
     expect(plan.publishCluster.address).toBe("kafka-small:9092");
     expect(plan.groups).toMatchObject([{ groupId: "taskworker", topics: [{ topic: "profiles" }] }]);
     expect(
-      errorOf(() => loadBrokerConfig({ TASKBROKER_KAFKA_TOPIC: "t", TASKBROKER_KAFKA_DEADLETTER_TOPIC: "t" })),
+      configErrorOf(() => loadBrokerConfig({ TASKBROKER_KAFKA_TOPIC: "t", TASKBROKER_KAFKA_DEADLETTER_TOPIC: "t" })),
     ).toBe('TASKBROKER_KAFKA_DEADLETTER_TOPIC="t" is invalid: expected a topic other than the consumed topic t');
   });
 
@@ -382,7 +372,7 @@ describe("the Kafka forms", () => {
       TASKBROKER_RAW_APPLICATION: "sentry",
       TASKBROKER_RAW_TASKNAME: "t",
     };
-    expect(errorOf(() => loadBrokerConfig(base))).toContain("TASKBROKER_KAFKA_RETRY_TOPIC is unset");
+    expect(configErrorOf(() => loadBrokerConfig(base))).toContain("TASKBROKER_KAFKA_RETRY_TOPIC is unset");
     const c = loadBrokerConfig({ ...base, TASKBROKER_KAFKA_RETRY_TOPIC: "taskworker" });
     expect(c.kafka_topics.profiles!.raw).toMatchObject({
       namespace: "ns",
@@ -399,7 +389,7 @@ describe("the Kafka forms", () => {
       "tasks-dlq": { cluster: dlqCluster, produce_only: true },
     });
     expect(
-      errorOf(() =>
+      configErrorOf(() =>
         loadBrokerConfig(
           {},
           yamlFile({ kafka_clusters: two, kafka_topics: topics("dlq"), kafka_deadletter_topic: "tasks-dlq" }),
@@ -442,7 +432,7 @@ describe("the Kafka forms", () => {
   test("only produce-only topics is an error; consumer_disabled topics are checked, not consumed", () => {
     const clusters = { default: { address: "k:9092" } };
     expect(
-      errorOf(() =>
+      configErrorOf(() =>
         loadBrokerConfig({}, yamlFile({ kafka_clusters: clusters, kafka_topics: { a: { produce_only: true } } })),
       ),
     ).toContain("no consumable topic configured");
@@ -587,7 +577,7 @@ describe("log_filter in the reference's directive syntax", () => {
     expect(parseLogFilter("ERROR")).toEqual({ level: "error", targets: {} });
     expect(parseLogFilter("taskbroker=warn,store=debug")).toEqual({ level: "warn", targets: { store: "debug" } });
     expect(parseLogFilter("info,kafka=loud")).toEqual({ problem: '"loud" in "kafka=loud" is not a level' });
-    expect(errorOf(() => loadBrokerConfig({ TASKBROKER_LOG_FILTER: "info,kafka=loud" }))).toBe(
+    expect(configErrorOf(() => loadBrokerConfig({ TASKBROKER_LOG_FILTER: "info,kafka=loud" }))).toBe(
       'TASKBROKER_LOG_FILTER="info,kafka=loud" is invalid: expected directives such as "info,librdkafka=warn,h2=off": a level, then target=level pairs',
     );
   });

@@ -6,12 +6,13 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ConfigError, configFields, loadBrokerConfig, resolveBrokerConfig } from "../src/config/load.ts";
+import { configFields, loadBrokerConfig, resolveBrokerConfig } from "../src/config/load.ts";
 import { brokerConfigSchema } from "../src/config/broker.ts";
 import { loadConfig } from "../src/config/source.ts";
 import { settings } from "../src/config/walk.ts";
 import { createLogger } from "../src/log.ts";
 import { z } from "zod";
+import { configErrorOf } from "./support/config-errors.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "config-test-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -22,18 +23,9 @@ function yamlFile(text: string): string {
   return path;
 }
 
-/** The ConfigError message, failing the test if loading succeeds or throws something else. */
-function errorOf(env: Record<string, string>, yamlPath?: string): string {
-  try {
-    loadBrokerConfig(env, yamlPath);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    const message = (err as Error).message;
-    expect(message).not.toContain("\n");
-    return message;
-  }
-  throw new Error("expected a ConfigError");
-}
+/** The one-line ConfigError that loading the broker configuration from `env` (and `yamlPath`) fails with. */
+const errorOf = (env: Record<string, string>, yamlPath?: string) =>
+  configErrorOf(() => loadBrokerConfig(env, yamlPath));
 
 describe("defaults", () => {
   test("an empty environment gives the documented defaults", () => {

@@ -341,6 +341,15 @@ describe("delivery stream: broker killed mid-stream, restarted", () => {
   });
 });
 
+/** The status a broker at `address` refuses a delivery stream with (undefined: it accepted it). */
+async function refusalOf(address: string): Promise<Code | undefined> {
+  const s = openDeliveryStream({ address, open: {}, credit: 1, keepaliveMs: 0, onMessage() {}, onEnd() {} });
+  return s.opened.then(
+    () => (s.destroy(), undefined),
+    (e: ConnectError) => e.code,
+  );
+}
+
 describe("delivery stream: graceful stop and push mode", () => {
   test("on SIGTERM the broker stops sending, takes the results of what it sent, then ends the stream UNAVAILABLE", async () => {
     const broker = await spawnBroker({ ...FAST_UPKEEP, TASKBROKER_SHUTDOWN_DRAIN_MS: "5000" });
@@ -365,19 +374,7 @@ describe("delivery stream: graceful stop and push mode", () => {
       TASKBROKER_PUSH_WORKER_ADDRESSES: '["127.0.0.1:9"]',
     });
     try {
-      const s = openDeliveryStream({
-        address: broker.address,
-        open: {},
-        credit: 1,
-        keepaliveMs: 0,
-        onMessage() {},
-        onEnd() {},
-      });
-      const err = await s.opened.then(
-        () => null,
-        (e: ConnectError) => e,
-      );
-      expect(err?.code).toBe(Code.PermissionDenied);
+      expect(await refusalOf(broker.address)).toBe(Code.PermissionDenied);
     } finally {
       await broker.stop();
     }
@@ -391,19 +388,7 @@ describe("delivery stream: graceful stop and push mode", () => {
       ),
     );
     try {
-      const s = openDeliveryStream({
-        address: `127.0.0.1:${port}`,
-        open: {},
-        credit: 1,
-        keepaliveMs: 0,
-        onMessage() {},
-        onEnd() {},
-      });
-      const err = await s.opened.then(
-        () => null,
-        (e: ConnectError) => e,
-      );
-      expect(err?.code).toBe(Code.Unimplemented);
+      expect(await refusalOf(`127.0.0.1:${port}`)).toBe(Code.Unimplemented);
     } finally {
       server.forceShutdown();
     }

@@ -28,6 +28,7 @@ import {
   activation,
   encode,
   grpcJsClient,
+  produceRequest,
   unary,
 } from "./support/rpc-clients.ts";
 
@@ -79,21 +80,11 @@ let adminUrl: string;
 const payload = new Uint8Array(2000).fill(7);
 let n = 0;
 const batch = (size: number) =>
-  Buffer.concat(
-    Array.from({ length: size }, () => {
-      const a = activation(`disk${(n++).toString().padStart(28, "0")}`, { parametersBytes: payload });
-      return Buffer.concat([Buffer.from([0x0a]), varint(a.byteLength), a]);
-    }),
+  produceRequest(
+    Array.from({ length: size }, () =>
+      activation(`disk${(n++).toString().padStart(28, "0")}`, { parametersBytes: payload }),
+    ),
   );
-function varint(v: number): Buffer {
-  const out: number[] = [];
-  while (v >= 0x80) {
-    out.push((v & 0x7f) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-  return Buffer.from(out);
-}
 
 const walBytes = () => {
   try {

@@ -22,6 +22,7 @@ import {
   encode,
   frame,
   grpcJsClient,
+  produceRequest,
   rawCall,
   unary,
 } from "./support/rpc-clients.ts";
@@ -29,19 +30,6 @@ import {
 setDefaultTimeout(30_000);
 
 const LIST = "/taskplatform.v1.AdminService/ListDeadLetters";
-
-function varint(v: number): Buffer {
-  const out: number[] = [];
-  while (v >= 0x80) {
-    out.push((v & 0x7f) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-  return Buffer.from(out);
-}
-/** ProduceRequest bytes holding these activation bytes. */
-const produceOf = (...activations: Uint8Array[]) =>
-  Buffer.concat(activations.map((a) => Buffer.concat([Buffer.from([0x0a]), varint(a.byteLength), a])));
 
 /** An activation field 2 (namespace) claiming 5 bytes where there are 2: undecodable. */
 const UNDECODABLE = Buffer.from([0x12, 0x05, 0x61, 0x62]);
@@ -74,9 +62,9 @@ function connectHttp1(path: string, body: Uint8Array): Promise<{ status: number;
 }
 
 describe("a 17 MiB Produce", () => {
-  const big = produceOf(
+  const big = produceRequest([
     activation("big00000000000000000000000000000a", { parametersBytes: new Uint8Array(17 * 1024 * 1024) }),
-  );
+  ]);
 
   test("gRPC (grpc-js): RESOURCE_EXHAUSTED, the broker keeps serving", async () => {
     const r = await unary(client, PRODUCE, big);
@@ -113,7 +101,7 @@ describe("a 17 MiB Produce", () => {
 
 describe("an undecodable activation", () => {
   test("is INVALID_ARGUMENT over gRPC, Connect (HTTP/2 and HTTP/1.1) and gRPC-Web, and nothing is stored", async () => {
-    const body = produceOf(activation("good0000000000000000000000000000a"), UNDECODABLE);
+    const body = produceRequest([activation("good0000000000000000000000000000a"), UNDECODABLE]);
     const grpcResult = await unary(client, PRODUCE, body);
     expect(grpcResult.code).toBe(3);
     expect(grpcResult.details).toContain("activation 1");
@@ -131,15 +119,20 @@ describe("an undecodable activation", () => {
   });
 
   test("a valid binary Produce over Connect and gRPC-Web is answered by the same ingest", async () => {
-    const connect = await rawCall(broker.address, PRODUCE, produceOf(activation("conn0000000000000000000000000000a")), {
-      "content-type": "application/proto",
-    });
+    const connect = await rawCall(
+      broker.address,
+      PRODUCE,
+      produceRequest([activation("conn0000000000000000000000000000a")]),
+      {
+        "content-type": "application/proto",
+      },
+    );
     expect(connect.httpStatus).toBe(200);
     expect([...connect.body]).toEqual([0x08, 0x01]); // ProduceResponse { accepted: 1 }
     const web = await rawCall(
       broker.address,
       PRODUCE,
-      frame(produceOf(activation("web00000000000000000000000000000a"))),
+      frame(produceRequest([activation("web00000000000000000000000000000a")])),
       {
         "content-type": "application/grpc-web+proto",
       },
@@ -159,7 +152,7 @@ describe("ListDeadLetters with large dead letters", () => {
         parametersBytes: new Uint8Array(3 * 1024 * 1024).fill(1),
         retryState: { maxAttempts: 1, onAttemptsExceeded: 2 },
       });
-      expect((await unary(client, PRODUCE, produceOf(a))).code).toBe(0);
+      expect((await unary(client, PRODUCE, produceRequest([a]))).code).toBe(0);
       const got = await unary(client, GET_TASK, Buffer.alloc(0));
       const claimed = fromBinary(GetTaskResponseSchema, got.response!).task!.id;
       expect(

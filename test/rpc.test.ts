@@ -26,6 +26,7 @@ import {
   encode,
   frame,
   grpcJsClient,
+  produceRequest,
   rawCall,
   unary,
 } from "./support/rpc-clients.ts";
@@ -34,19 +35,6 @@ import net from "node:net";
 
 const { COMPLETE, FAILURE, RETRY, PENDING, PROCESSING, UNSPECIFIED } = TaskActivationStatus;
 
-/** ProduceRequest bytes built by hand: field 1, the activation bytes unchanged. */
-function produceRequest(activations: Uint8Array[]): Buffer {
-  return Buffer.concat(activations.map((a) => Buffer.concat([Buffer.from([0x0a, ...varint(a.byteLength)]), a])));
-}
-function varint(n: number): number[] {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n & 0x7f) | 0x80);
-    n >>>= 7;
-  }
-  out.push(n);
-  return out;
-}
 /** The task bytes (field 1) of a GetTaskResponse / SetTaskStatusResponse, exactly as sent. */
 function taskBytes(response: Buffer | undefined): Buffer | null {
   if (!response || response.byteLength === 0) return null;

@@ -73,6 +73,27 @@ const i32 = (n: number) => {
 };
 
 /**
+ * Sends one size-prefixed request `body` to `broker` ("host:port") on a new
+ * connection and resolves with the response after its size prefix.
+ */
+function roundTrip(broker: string, body: Buffer, what: string): Promise<Buffer> {
+  const [host, port] = [broker.slice(0, broker.lastIndexOf(":")), Number(broker.slice(broker.lastIndexOf(":") + 1))];
+  return new Promise<Buffer>((resolve, reject) => {
+    const socket = connect({ host, port }, () => socket.write(Buffer.concat([i32(body.byteLength), body])));
+    let got = Buffer.alloc(0);
+    socket.on("data", (chunk: Buffer) => {
+      got = Buffer.concat([got, chunk]);
+      if (got.byteLength >= 4 && got.byteLength >= 4 + got.readInt32BE(0)) {
+        socket.end();
+        resolve(got.subarray(4, 4 + got.readInt32BE(0)));
+      }
+    });
+    socket.on("error", reject);
+    socket.setTimeout(10_000, () => socket.destroy(new Error(`${what} timed out`)));
+  });
+}
+
+/**
  * Sends one Produce request (v3, acks = all) holding `batch` for one
  * partition to `broker` ("host:port", the partition's leader) and resolves
  * once the broker accepted it; rejects with the error code otherwise.
@@ -99,21 +120,7 @@ export async function produceRawBatch(
     i32(records.byteLength),
     records,
   ]);
-  const request = Buffer.concat([i32(body.byteLength), body]);
-  const [host, port] = [broker.slice(0, broker.lastIndexOf(":")), Number(broker.slice(broker.lastIndexOf(":") + 1))];
-  const response = await new Promise<Buffer>((resolve, reject) => {
-    const socket = connect({ host, port }, () => socket.write(request));
-    let got = Buffer.alloc(0);
-    socket.on("data", (chunk: Buffer) => {
-      got = Buffer.concat([got, chunk]);
-      if (got.byteLength >= 4 && got.byteLength >= 4 + got.readInt32BE(0)) {
-        socket.end();
-        resolve(got.subarray(4, 4 + got.readInt32BE(0)));
-      }
-    });
-    socket.on("error", reject);
-    socket.setTimeout(10_000, () => socket.destroy(new Error("produce timed out")));
-  });
+  const response = await roundTrip(broker, body, "produce");
   // Response v3: correlation id, [topic, [partition, error code, base offset, log append time]], throttle.
   let at = 4 + 4; // correlation id, topic count
   at += 2 + response.readInt16BE(at); // topic name
@@ -151,20 +158,7 @@ export async function batchCodecs(broker: string, topic: string, partition: numb
     i64(0n),
     i32(8 * 1024 * 1024),
   ]);
-  const [host, port] = [broker.slice(0, broker.lastIndexOf(":")), Number(broker.slice(broker.lastIndexOf(":") + 1))];
-  const response = await new Promise<Buffer>((resolve, reject) => {
-    const socket = connect({ host, port }, () => socket.write(Buffer.concat([i32(body.byteLength), body])));
-    let got = Buffer.alloc(0);
-    socket.on("data", (chunk: Buffer) => {
-      got = Buffer.concat([got, chunk]);
-      if (got.byteLength >= 4 && got.byteLength >= 4 + got.readInt32BE(0)) {
-        socket.end();
-        resolve(got.subarray(4, 4 + got.readInt32BE(0)));
-      }
-    });
-    socket.on("error", reject);
-    socket.setTimeout(10_000, () => socket.destroy(new Error("fetch timed out")));
-  });
+  const response = await roundTrip(broker, body, "fetch");
   // Response v4: correlation id, throttle, [topic, [partition, error, hw, lso, [aborted], records]].
   let at = 4 + 4 + 4;
   at += 2 + response.readInt16BE(at);

@@ -127,6 +127,20 @@ export function rawCall(
   });
 }
 
+/**
+ * ProduceRequest bytes built by hand (field 1, each activation's bytes unchanged), so a test can
+ * send bytes that no encoder would: undecodable activations, batches past the limits.
+ */
+export function produceRequest(activations: readonly Uint8Array[]): Buffer {
+  const varint = (n: number) => {
+    const out: number[] = [];
+    for (; n >= 0x80; n = Math.floor(n / 128)) out.push((n & 0x7f) | 0x80);
+    out.push(n);
+    return out;
+  };
+  return Buffer.concat(activations.map((a) => Buffer.concat([Buffer.from([0x0a, ...varint(a.byteLength)]), a])));
+}
+
 /** gRPC frame: flag 0, 4-byte big-endian length, message. */
 export function frame(message: Uint8Array, flag = 0): Buffer {
   const out = Buffer.alloc(5 + message.byteLength);
