@@ -6,7 +6,7 @@
 // drain). Usage: bun bench/e2e.ts [--delivery stream|unary] [--tasks 50000] [--concurrency 64] [--rate 500] [--seconds 10] [--threads N]
 import { spawnBroker } from "../test/support/broker-process.ts";
 import { createLogger } from "../src/log.ts";
-import { createRpcProducer } from "../src/producer/rpc.ts";
+import { createRpcProducer } from "../src/sdk/rpc-producer.ts";
 import { resolveWorkerConfig } from "../src/config/worker.ts";
 import { startWorker } from "../src/worker.ts";
 import { LATENCY_CHANNEL, absoluteNow, noop, probe } from "./e2e-tasks.ts";

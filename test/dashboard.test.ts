@@ -15,7 +15,7 @@ import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { TaskActivationSchema, TaskActivationStatus } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { spawnBroker, tempDir, type BrokerProcess } from "./support/broker-process.ts";
 import { activation, brokerClients } from "./support/activations.ts";
-import { createRpcProducer } from "../src/producer/rpc.ts";
+import { createRpcProducer } from "../src/sdk/rpc-producer.ts";
 import { spawnWorker } from "./support/worker-process.ts";
 import { gated } from "./worker-tasks.fixture.ts";
 

@@ -9,7 +9,7 @@ import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createWorkerClient } from "../src/connect/worker-client.ts";
-import { createRpcProducer } from "../src/producer/rpc.ts";
+import { createRpcProducer } from "../src/sdk/rpc-producer.ts";
 import type { ActivationProducer, Task } from "../src/sdk/index.ts";
 import { brokerClients } from "./support/activations.ts";
 import { type BrokerProcess, spawnBroker, tempDir } from "./support/broker-process.ts";

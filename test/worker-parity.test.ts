@@ -15,7 +15,7 @@ import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/tas
 import { healthClient } from "../src/connect/client.ts";
 import { createWorkerClient } from "../src/connect/worker-client.ts";
 import { HealthCheckResponse_ServingStatus as Serving } from "../src/gen/grpc/health/v1/health_pb.ts";
-import { createRpcProducer } from "../src/producer/rpc.ts";
+import { createRpcProducer } from "../src/sdk/rpc-producer.ts";
 import type { ActivationProducer } from "../src/sdk/index.ts";
 import { type BrokerProcess, spawnBroker, tempDir } from "./support/broker-process.ts";
 import { parsePrometheusText, sumOf } from "./support/prom-text.ts";

@@ -7,7 +7,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { RetryStateSchema, TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
-import { createRpcProducer } from "../src/producer/rpc.ts";
+import { createRpcProducer } from "../src/sdk/rpc-producer.ts";
 import type { ActivationProducer, DispatchOptions, Task } from "../src/sdk/index.ts";
 import { type BrokerProcess, spawnBroker, tempDir } from "./support/broker-process.ts";
 import { parsePrometheusText, sumOf } from "./support/prom-text.ts";

@@ -15,7 +15,7 @@ import { loadBrokerConfig } from "../config/load.ts";
 import { ConfigError } from "../config/source.ts";
 import { resolveWorkerConfig } from "../config/worker.ts";
 import { createLogger } from "../log.ts";
-import { createRpcProducer } from "../producer/rpc.ts";
+import { createRpcProducer } from "../sdk/rpc-producer.ts";
 import { createRouter } from "../routing.ts";
 import { findTask, findTaskTemplate, type Task } from "../sdk/index.ts";
 import type { Outcome } from "../sdk/execute.ts";

@@ -1,6 +1,6 @@
 // The only file that touches the Kafka client library (kafkajs), with its
 // helper kafkajs-codecs.ts (compression codecs, undecodable batches): the
-// broker's consumers and publisher, and the SDK's producer (producer/kafka.ts). Everything else in src/kafka/ speaks the
+// broker's consumers and publisher, and the SDK's producer (sdk/kafka-producer.ts). Everything else in src/kafka/ speaks the
 // small interfaces here, so the library can be replaced (kafkajs has had no
 // release since 2023; docs/spec/facts.md) by rewriting these files alone.
 //
@@ -641,7 +641,7 @@ export async function createMissingTopics(
   }
 }
 
-/** A producer for the SDK (producer/kafka.ts): plain broker list, the library's own logging off. */
+/** A producer for the SDK (sdk/kafka-producer.ts): plain broker list, the library's own logging off. */
 export interface BatchProducer {
   /** Connects on first use; later calls share the same connection attempt. */
   connect(): Promise<void>;

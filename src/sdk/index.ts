@@ -8,7 +8,7 @@ import { runEagerly } from "./eager.ts";
 
 runtime.eagerRunner ??= runEagerly;
 runtime.defaultProducer ??= async () => {
-  const { producerFromEnv } = await import("../producer/index.ts");
+  const { producerFromEnv } = await import("./producers.ts");
   return producerFromEnv(process.env);
 };
 

@@ -1,6 +1,7 @@
 // The seam between dispatch and transport: an ActivationProducer sends encoded
-// activations to a topic (Kafka) or to a broker's ingest RPC. Implementations
-// live in src/producer/; the SDK only knows this contract.
+// activations to a topic (Kafka) or to a broker's ingest RPC. Implementations:
+// rpc-producer.ts and kafka-producer.ts, chosen in producers.ts; the rest of
+// the SDK only knows this contract.
 import type { TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 
 export interface ActivationProducer {

@@ -3,7 +3,7 @@
 // producer). Concurrent sends are batched into one sendBatch call. kafkajs is
 // unmaintained since 2023, so it stays behind kafka/client.ts.
 import type { TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
-import type { ActivationProducer } from "../sdk/producer.ts";
+import type { ActivationProducer } from "./producer.ts";
 import { createBatchProducer } from "../kafka/client.ts";
 import { createBatcher } from "./batcher.ts";
 

@@ -3,7 +3,7 @@
 // (broker backpressure) and UNAVAILABLE are retried with exponential back-off.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
-import type { ActivationProducer } from "../sdk/producer.ts";
+import type { ActivationProducer } from "./producer.ts";
 import { type BrokerClient, createBrokerClient } from "../connect/client.ts";
 import { createBatcher } from "./batcher.ts";
 
