@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { producerFromEnv } from "../src/sdk/producers.ts";
 import { createRpcProducer } from "../src/sdk/rpc-producer.ts";
-import { routerFromEnv } from "../src/routing.ts";
+import { routerFromEnv } from "../src/sdk/routing.ts";
 import { createApp, decodeParameters } from "../src/sdk/index.ts";
 import { spawnBroker, tempDir, type BrokerProcess } from "./support/broker-process.ts";
 import { startKafkaMock } from "./support/kafka-mock.ts";

@@ -17,7 +17,7 @@ import {
   stringifyHeaders,
 } from "../src/sdk/index.ts";
 import { retriesOnDeadline } from "../src/sdk/retry.ts";
-import { createRouter, parseRoutes, RoutingError } from "../src/routing.ts";
+import { createRouter, parseRoutes, RoutingError } from "../src/sdk/routing.ts";
 
 const MSGPACK = "82a4617267739501a161c4020001c0cb4004000000000000a66b776172677382a66f72675f696407a4666c6167c3";
 const ZSTD =

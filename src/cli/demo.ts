@@ -16,7 +16,7 @@ import { ConfigError } from "../config/source.ts";
 import { resolveWorkerConfig } from "../config/worker.ts";
 import { createLogger } from "../log.ts";
 import { createRpcProducer } from "../sdk/rpc-producer.ts";
-import { createRouter } from "../routing.ts";
+import { createRouter } from "../sdk/routing.ts";
 import { findTask, findTaskTemplate, type Task } from "../sdk/index.ts";
 import type { Outcome } from "../sdk/execute.ts";
 import { buildScheduledActivation, normalizeSchedules, openRunStore, startScheduler } from "../scheduler/index.ts";

@@ -9,7 +9,7 @@ import { ConfigError } from "../config/source.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { producerFromEnv } from "../sdk/producers.ts";
 import { createRpcProducer } from "../sdk/rpc-producer.ts";
-import { routerFromEnv } from "../routing.ts";
+import { routerFromEnv } from "../sdk/routing.ts";
 import { findTaskTemplate } from "../sdk/app.ts";
 import type { ActivationProducer, TopicRouter } from "../sdk/producer.ts";
 import { parseSecrets } from "../connect/secrets.ts";

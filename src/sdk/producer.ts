@@ -10,7 +10,7 @@ export interface ActivationProducer {
   close(): Promise<void>;
 }
 
-/** Namespace -> topic resolution; see src/routing.ts. */
+/** Namespace -> topic resolution; see routing.ts. */
 export interface TopicRouter {
   topicFor(namespace: string): string;
 }

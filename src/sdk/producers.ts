@@ -6,7 +6,7 @@
 // "taskplatform/producer", a separate entry so task modules that never
 // produce do not load the network clients.
 import { parseSecrets } from "../connect/secrets.ts";
-import { type Router, routerFromEnv } from "../routing.ts";
+import { type Router, routerFromEnv } from "./routing.ts";
 import { createKafkaProducer } from "./kafka-producer.ts";
 import type { ActivationProducer } from "./producer.ts";
 import { createRpcProducer } from "./rpc-producer.ts";
@@ -22,7 +22,7 @@ export {
   type RouterOptions,
   routerFromEnv,
   RoutingError,
-} from "../routing.ts";
+} from "./routing.ts";
 
 export interface ProducerSetup {
   producer: ActivationProducer;

@@ -2,8 +2,9 @@
 // mapping (TASKWORKER_ROUTES) moves heavy or latency-sensitive namespaces to
 // their own topic, broker and worker pool, and runtime overrides win over
 // both. Topic names are checked for Kafka legality and, when the deployment
-// declares its topics (TASKWORKER_TOPICS), against that list.
-import type { TopicRouter } from "./sdk/producer.ts";
+// declares its topics (TASKWORKER_TOPICS), against that list. The producing
+// side's: the SDK's producers (producers.ts) and the scheduler route with it.
+import type { TopicRouter } from "./producer.ts";
 
 export const DEFAULT_TOPIC = "taskworker";
 
