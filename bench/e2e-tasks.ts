@@ -9,7 +9,7 @@ const app = createApp({ name: "bench" });
 const ns = app.namespace("bench");
 export const noop = ns.register({ name: "bench.noop", handler: () => undefined });
 
-/** Where probe latencies are posted: { ms }. */
+/** Where probe latencies are posted: [enqueued at (absolute ms), latency ms]. */
 export const LATENCY_CHANNEL = "taskplatform-bench-latency";
 let channel: BroadcastChannel | null = null;
 /** Now, in ms since the epoch with sub-ms precision, the same clock in every thread. */
@@ -19,6 +19,6 @@ export const probe = ns.register({
   name: "bench.probe",
   handler: (enqueuedAt: number) => {
     const ms = absoluteNow() - enqueuedAt;
-    (channel ??= new BroadcastChannel(LATENCY_CHANNEL)).postMessage(ms);
+    (channel ??= new BroadcastChannel(LATENCY_CHANNEL)).postMessage([enqueuedAt, ms]);
   },
 });

@@ -4,6 +4,7 @@
 // in a worker thread, as bench/peers.ts measures the peers) at a steady 500 tasks/s. The broker runs as its own process; the
 // producer and the worker run in this process (the producer is idle during the
 // drain). Usage: bun bench/e2e.ts [--delivery stream|unary] [--tasks 50000] [--concurrency 64] [--rate 500] [--seconds 10] [--threads N]
+// [--timeline] (the latency run's worst case per half second: when the outliers happened).
 import { spawnBroker } from "../test/support/broker-process.ts";
 import { createLogger } from "../src/log.ts";
 import { createRpcProducer } from "../src/sdk/rpc-producer.ts";
@@ -115,8 +116,13 @@ function brokerCpuMs(): number {
 // ---- latency at a steady rate ----
 {
   const latencies: number[] = [];
+  const samples: [number, number][] = [];
   const channel = new BroadcastChannel(LATENCY_CHANNEL);
-  channel.addEventListener("message", (e) => latencies.push((e as { data: number }).data));
+  channel.addEventListener("message", (e) => {
+    const s = (e as { data: [number, number] }).data;
+    samples.push(s);
+    latencies.push(s[1]);
+  });
   const worker = await startWorker(workerConfig(), { log });
   await Bun.sleep(500);
   const n = RATE * SECONDS;
@@ -133,6 +139,21 @@ function brokerCpuMs(): number {
   const until = performance.now() + 10_000;
   while (latencies.length < n && performance.now() < until) await Bun.sleep(20);
   channel.close();
+  if (process.argv.includes("--timeline")) {
+    // Worst latency per 500 ms of enqueue time, and how many tasks in it waited over 5 ms: when the outliers happen.
+    const base = performance.timeOrigin + t0;
+    const slots = new Map<number, { max: number; slow: number; n: number }>();
+    for (const [at, ms] of samples) {
+      const k = Math.floor((at - base) / 500);
+      const s = slots.get(k) ?? { max: 0, slow: 0, n: 0 };
+      s.max = Math.max(s.max, ms);
+      if (ms > 5) s.slow++;
+      s.n++;
+      slots.set(k, s);
+    }
+    for (const [k, s] of [...slots].sort((a, b) => a[0] - b[0]))
+      console.log(`  t=${(k / 2).toFixed(1)}s n=${s.n} max ${s.max.toFixed(2)} ms, ${s.slow} over 5 ms`);
+  }
   latencies.sort((a, b) => a - b);
   const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
   console.log(

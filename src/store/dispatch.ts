@@ -46,6 +46,8 @@ export interface Dispatcher {
   setStatuses(updates: StatusUpdate[]): Promise<void>;
   /** Runs whatever is queued now (close() uses it). */
   flush(): void;
+  /** Counts one row handed out in `namespace` (taskbroker dispatch metric) that was claimed outside claim()/claimMany(). */
+  countDispatch(namespace: string): void;
 }
 
 const P = STATE_CODE.pending;
@@ -358,5 +360,5 @@ export function createDispatcher(ctx: StoreContext, groupCommitWindowMs: number,
     return next;
   }
 
-  return { claim, claimMany, releaseUnsent, setStatus, setStatuses, flush };
+  return { claim, claimMany, releaseUnsent, setStatus, setStatuses, flush, countDispatch };
 }

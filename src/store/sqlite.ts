@@ -22,7 +22,9 @@ import { createKafkaOffsets } from "./kafka-offsets.ts";
 import {
   STATE_CODE,
   type ClaimedActivation,
+  type ClaimedRow,
   type ClaimFilter,
+  type HandOff,
   type InflightStore,
   type InsertResult,
   type KillCandidate,
@@ -146,8 +148,53 @@ export function openStore(opts: StoreOptions): InflightStore {
        kafka_topic, kafka_partition, kafka_offset, activation)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   );
+  // The same row stored as Processing for a waiting delivery stream (HandOff): the deadline as a claim sets it.
+  const insertProcessingRow = db.query(
+    `INSERT OR IGNORE INTO inflight (id, state, namespace, taskname, application, received_at_ms, expires_at_ms,
+       delay_until_ms, processing_deadline_duration_s, at_most_once, on_attempts_exceeded,
+       kafka_topic, kafka_partition, kafka_offset, activation, processing_deadline_ms)
+     VALUES (?, ${S.processing}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+  );
   const kafkaOffsets = createKafkaOffsets(ctx);
-  function insertInto(rows: NewRow[], delta: Delta): InsertResult {
+  let handOff: HandOff | null = null;
+  /** Rows reserved by a stream in the running insert: handed over after its commit, or their credit returned. */
+  interface Reserved {
+    taker: object;
+    row: ClaimedRow;
+    namespace: string;
+  }
+
+  /** Stores a row a waiting stream reserved, as Processing; false when the id is already held. */
+  function insertForStream(r: NewRow, nowMs: number, taker: object, reserved: Reserved[], delta: Delta): boolean {
+    const o = r.origin;
+    const { changes, lastInsertRowid } = insertProcessingRow.run(
+      r.id,
+      r.namespace,
+      r.taskname,
+      r.application,
+      r.receivedAtMs,
+      r.expiresAtMs,
+      r.delayUntilMs,
+      r.processingDeadlineDurationS,
+      r.atMostOnce ? 1 : 0,
+      r.onAttemptsExceeded,
+      o?.topic ?? null,
+      o?.partition ?? null,
+      o ? BigInt(o.offset) : null,
+      r.activation,
+      nowMs + r.processingDeadlineDurationS * 1000 + ctx.graceMs,
+    );
+    if (changes === 0) return false;
+    delta.add("processing", 1);
+    reserved.push({
+      taker,
+      namespace: r.namespace,
+      row: { seq: Number(lastInsertRowid), id: r.id, activation: r.activation },
+    });
+    return true;
+  }
+
+  function insertInto(rows: NewRow[], delta: Delta, reserved?: Reserved[]): InsertResult {
     const nowMs = Date.now();
     kafkaOffsets.noteStored(rows);
     let accepted = 0;
@@ -159,6 +206,14 @@ export function openStore(opts: StoreOptions): InflightStore {
         continue;
       }
       const delayed = r.delayUntilMs !== null && r.delayUntilMs > nowMs;
+      if (!delayed && reserved !== undefined && handOff !== null) {
+        const taker = handOff.reserve(r.application, r.namespace);
+        if (taker !== null) {
+          if (insertForStream(r, nowMs, taker, reserved, delta)) accepted++;
+          else handOff.cancel(taker);
+          continue;
+        }
+      }
       const o = r.origin;
       const changes = insertRow.run(
         r.id,
@@ -235,10 +290,25 @@ export function openStore(opts: StoreOptions): InflightStore {
 
   let closed = false;
   const store: InflightStore = {
-    insert: (rows) =>
-      rows.length === 0
-        ? { accepted: 0, duplicates: 0, keyDuplicates: 0 }
-        : ctx.transaction((d) => insertInto(rows, d), "ingest"),
+    insert(rows) {
+      if (rows.length === 0) return { accepted: 0, duplicates: 0, keyDuplicates: 0 };
+      if (handOff === null) return ctx.transaction((d) => insertInto(rows, d), "ingest");
+      const reserved: Reserved[] = [];
+      const taker = handOff;
+      let result: InsertResult;
+      try {
+        result = ctx.transaction((d) => insertInto(rows, d, reserved), "ingest");
+      } catch (err) {
+        for (const r of reserved) taker.cancel(r.taker);
+        throw err;
+      }
+      // Committed: each row is Processing on disk before its stream sees it.
+      for (const r of reserved) {
+        dispatcher.countDispatch(r.namespace);
+        taker.deliver(r.taker, r.row);
+      }
+      return result;
+    },
     removeExpiredKeys: (nowMs, limit) => keys.removeExpired(nowMs, limit),
     idempotencyKeyCount: () => keys.count(),
     writeHealth: () => disk.health(),
@@ -251,6 +321,9 @@ export function openStore(opts: StoreOptions): InflightStore {
     claimMany: (filter, max) => dispatcher.claimMany(filter, max),
     releaseUnsent: (rows) => dispatcher.releaseUnsent(rows),
     flushNow: () => dispatcher.flush(),
+    offerHandOff(h) {
+      handOff = h;
+    },
     watchPending(listener) {
       ctx.onPending = listener;
       return () => {

@@ -74,6 +74,24 @@ export interface ClaimedRow extends ClaimedActivation {
   seq: number;
 }
 
+/**
+ * Streaming delivery's standing offer to take rows as they are inserted
+ * (store.insert), instead of waking a stream to claim them in a second
+ * transaction: a stream waiting for work reserves the row while it is
+ * inserted, the row is stored as Processing (its deadline starting now) in
+ * the insert's own transaction, and it is handed over only once that
+ * transaction has committed. A row that was not stored after all (a duplicate
+ * id, a rolled-back transaction) gives its credit back.
+ */
+export interface HandOff {
+  /** A waiting stream for this application/namespace reserves one of its credits; null when none waits. */
+  reserve(application: string, namespace: string): object | null;
+  /** After the commit: the row, now Processing, for the stream that reserved it. */
+  deliver(taker: object, row: ClaimedRow): void;
+  /** The reserved row was not stored: the credit goes back. */
+  cancel(taker: object): void;
+}
+
 export interface ClaimFilter {
   /** When set, only rows of this application. */
   application?: string;
@@ -241,6 +259,8 @@ export interface InflightStore extends UpkeepSteps, Forwarding {
    * One listener; returns the function that removes it.
    */
   watchPending(listener: PendingListener): () => void;
+  /** Sets (null: clears) the one taker of freshly inserted rows (see HandOff). */
+  offerHandOff(handOff: HandOff | null): void;
   /** Applies a worker's outcome (unknown id: no-op) and, with fetchNext, claims the next row. */
   setStatus(update: StatusUpdate, fetchNext?: ClaimFilter): Promise<ClaimedActivation | null>;
   setStatuses(updates: StatusUpdate[]): Promise<void>;
