@@ -17,7 +17,7 @@ import {
   type DeadLetterRow,
   type DepthsView,
   type InspectSource,
-} from "../admin/inspect-sources.ts";
+} from "./inspect-sources.ts";
 
 const USAGE = `Usage: taskplatform inspect depths                      depth per state and namespace
        taskplatform inspect get <id>                    one stored activation, decoded

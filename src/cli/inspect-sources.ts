@@ -5,7 +5,12 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { adminClient } from "../connect/client.ts";
 import type { ActivationState } from "../store/types.ts";
-import { deadLetterRow, describeActivation, type ActivationView, type DeadLetterRow } from "./activation-view.ts";
+import {
+  deadLetterRow,
+  describeActivation,
+  type ActivationView,
+  type DeadLetterRow,
+} from "../admin/activation-view.ts";
 
 export interface DepthsView {
   totals: Record<string, number>;
