@@ -49,7 +49,7 @@ const p = (dotted: string) => dotted.split(".");
 
 /**
  * Older names, each standing for one current setting: the reference's
- * deprecated options (its deprecated.rs), then older names of ours.
+ * deprecated options (taskbroker 0.20.20), then older names of ours.
  */
 export const FLAT_ALIASES: Readonly<Record<string, readonly string[]>> = {
   // The reference's deprecated store options.

@@ -4,7 +4,7 @@
 // connectNodeAdapter), but the body is read here first so the signature can
 // be checked over the exact bytes the client sent and the size and time
 // limits apply before anything is decoded; AdminService calls are admitted
-// by the admin authentication (admin-auth.ts). A binary Produce is served
+// by the admin authentication (admin/auth.ts). A binary Produce is served
 // here directly, like the fast gRPC path: its activations go to ingest as
 // bytes, so an undecodable one is INVALID_ARGUMENT on every transport (the
 // codes come from consumer.ts's produceError) rather than connect-es's

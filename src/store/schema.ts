@@ -47,7 +47,7 @@ CREATE INDEX IF NOT EXISTS inflight_delay ON inflight(delay_until_ms) WHERE stat
 CREATE INDEX IF NOT EXISTS inflight_processing ON inflight(processing_deadline_ms) WHERE state = 3;
 CREATE INDEX IF NOT EXISTS inflight_claimed ON inflight(claim_expires_ms) WHERE state = 4;
 
--- Idempotency keys of stored activations (ingest/idempotency.ts): a second
+-- Idempotency keys of stored activations (idempotency-keys.ts): a second
 -- activation with a live key is dropped at ingest, even after the first one's
 -- row is gone. Keys expire after store.idempotency_window_sec; upkeep sweeps them.
 CREATE TABLE IF NOT EXISTS idempotency_keys (
