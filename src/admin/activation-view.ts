@@ -103,6 +103,13 @@ export function deadLetterRow(
   },
   opts: { maxParameterBytes?: number } = {},
 ): DeadLetterRow {
+  const row = {
+    id: d.id,
+    namespace: d.namespace,
+    taskname: d.taskname,
+    application: d.application,
+    deadLetteredAtMs: d.deadLetteredAtMs,
+  };
   let view: ActivationView | null = null;
   const omitted = opts.maxParameterBytes !== undefined && d.activation.byteLength > opts.maxParameterBytes;
   if (omitted) {
@@ -110,11 +117,7 @@ export function deadLetterRow(
       // The cheap fields only: no parameters decoded (a 12 MiB one decodes to far more as JSON).
       const a = fromBinary(TaskActivationSchema, d.activation);
       return {
-        id: d.id,
-        namespace: d.namespace,
-        taskname: d.taskname,
-        application: d.application,
-        deadLetteredAtMs: d.deadLetteredAtMs,
+        ...row,
         attempts: a.retryState?.attempts ?? 0,
         parameters: null,
         parametersOmittedBytes: d.activation.byteLength,
@@ -129,11 +132,7 @@ export function deadLetterRow(
     // Undecodable bytes are exactly what ends up here: the row is still shown.
   }
   return {
-    id: d.id,
-    namespace: d.namespace,
-    taskname: d.taskname,
-    application: d.application,
-    deadLetteredAtMs: d.deadLetteredAtMs,
+    ...row,
     attempts: view?.attempts ?? 0,
     parameters: view?.parameters ?? null,
     ...(view?.parametersError ? { parametersError: view.parametersError } : {}),
