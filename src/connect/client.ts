@@ -25,7 +25,7 @@ import {
   encodeSetBatchRequest,
   encodeSetTaskStatusRequest,
 } from "../protocol/messages.ts";
-import { frameLength, frameMessage, percentDecodeGrpcMessage } from "./frame.ts";
+import { frameLength, frameMessage, type GrpcStatus, grpcStatusOf } from "./frame.ts";
 
 export interface BrokerClientOptions {
   /** "host:port" of the broker's RPC port. */
@@ -146,8 +146,7 @@ export function createUnaryChannel(opts: BrokerClientOptions): UnaryChannel {
       }
       let settled = false;
       let httpStatus = 0;
-      let grpcStatus: number | null = null;
-      let grpcMessage = "";
+      let status: GrpcStatus | null = null;
       let streamError: unknown = null;
       const chunks: Buffer[] = [];
       const settle = (fn: () => void) => {
@@ -163,11 +162,7 @@ export function createUnaryChannel(opts: BrokerClientOptions): UnaryChannel {
         stream.close(http2.constants.NGHTTP2_CANCEL);
       }, deadlineMs);
       const readStatus = (h: http2.IncomingHttpHeaders) => {
-        const s = h["grpc-status"];
-        if (s !== undefined) {
-          grpcStatus = Number(s);
-          grpcMessage = percentDecodeGrpcMessage(String(h["grpc-message"] ?? ""));
-        }
+        status = grpcStatusOf(h) ?? status;
       };
       stream.on("response", (h) => {
         httpStatus = Number(h[":status"]);
@@ -180,7 +175,7 @@ export function createUnaryChannel(opts: BrokerClientOptions): UnaryChannel {
       });
       stream.once("close", () =>
         settle(() => {
-          if (grpcStatus === null) {
+          if (status === null) {
             if (httpStatus !== 0 && httpStatus !== 200) {
               return reject(
                 new ConnectError(`HTTP ${httpStatus} from ${opts.address}`, codeFromHttpStatus(httpStatus)),
@@ -190,7 +185,7 @@ export function createUnaryChannel(opts: BrokerClientOptions): UnaryChannel {
               streamError instanceof Error ? streamError.message : `stream closed (code ${stream.rstCode})`;
             return reject(new ConnectError(`call to ${opts.address}${path} failed: ${reason}`, Code.Unavailable));
           }
-          if (grpcStatus !== 0) return reject(new ConnectError(grpcMessage, grpcStatus as Code));
+          if (status.code !== 0) return reject(new ConnectError(status.message, status.code as Code));
           const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
           const len = frameLength(body);
           if (len < 0 || 5 + len > body.byteLength) {

@@ -15,7 +15,7 @@ import {
   encodeWorkerMessage,
   type WorkerMessageFields,
 } from "../protocol/delivery-messages.ts";
-import { FrameReader, frameMessage, percentDecodeGrpcMessage } from "./frame.ts";
+import { FrameReader, frameMessage, type GrpcStatus, grpcStatusOf } from "./frame.ts";
 import { signatureHeaders } from "./signing.ts";
 import { DELIVER_PATH } from "./delivery.ts";
 
@@ -84,8 +84,7 @@ export function openDeliveryStream(o: DeliveryStreamOptions): DeliveryStream {
   opened.catch(() => {});
   let accepted = false;
   let over = false;
-  let grpcStatus: number | null = null;
-  let grpcMessage = "";
+  let status: GrpcStatus | null = null;
   let httpStatus = 0;
   let streamError: unknown = null;
   let keepalive: ReturnType<typeof setInterval> | null = null;
@@ -100,16 +99,12 @@ export function openDeliveryStream(o: DeliveryStreamOptions): DeliveryStream {
   }, o.openTimeoutMs ?? 10_000);
 
   const readStatus = (h: http2.IncomingHttpHeaders) => {
-    const s = h["grpc-status"];
-    if (s !== undefined) {
-      grpcStatus = Number(s);
-      grpcMessage = percentDecodeGrpcMessage(String(h["grpc-message"] ?? ""));
-    }
+    status = grpcStatusOf(h) ?? status;
   };
   stream.on("response", (h) => {
     httpStatus = Number(h[":status"]);
     readStatus(h);
-    if (grpcStatus === null && httpStatus === 200) {
+    if (status === null && httpStatus === 200) {
       accepted = true;
       clearTimeout(openTimer);
       resolveOpened();
@@ -143,7 +138,7 @@ export function openDeliveryStream(o: DeliveryStreamOptions): DeliveryStream {
     session.close();
     setImmediate(() => session.destroy());
     let error: ConnectError | null = null;
-    if (grpcStatus === null) {
+    if (status === null) {
       const reason =
         httpStatus !== 0 && httpStatus !== 200
           ? `HTTP ${httpStatus}`
@@ -154,7 +149,7 @@ export function openDeliveryStream(o: DeliveryStreamOptions): DeliveryStream {
         `delivery stream to ${o.address} failed: ${reason}`,
         httpStatus === 404 ? Code.Unimplemented : Code.Unavailable,
       );
-    } else if (grpcStatus !== 0) error = new ConnectError(grpcMessage, grpcStatus as Code);
+    } else if (status.code !== 0) error = new ConnectError(status.message, status.code as Code);
     if (!accepted)
       rejectOpened(error ?? new ConnectError("delivery stream ended before it was accepted", Code.Unavailable));
     o.onEnd(error);

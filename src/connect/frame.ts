@@ -1,7 +1,7 @@
 // gRPC framing over HTTP/2, written by hand for the hot paths (the broker's
 // fast gRPC path, the broker client, the worker's push port): the 5-byte
-// length prefix (compressed flag + big-endian length), the status trailers and
-// the percent-encoding of grpc-message. The message codecs are in protocol/messages.ts.
+// length prefix (compressed flag + big-endian length), the status trailers
+// (written, and read back by the clients) and the percent-encoding of grpc-message. The message codecs are in protocol/messages.ts.
 // Pure functions; test/rpc-wire.test.ts checks them against @bufbuild/protobuf.
 import { encodeProduceResponse } from "../protocol/messages.ts";
 import { varintSize, writeVarint } from "../protocol/wire-writer.ts";
@@ -99,6 +99,22 @@ export function percentDecodeGrpcMessage(value: string): string {
   } catch {
     return value;
   }
+}
+
+/** A call's gRPC status as the client reads it: the code and the decoded message. */
+export interface GrpcStatus {
+  code: number;
+  message: string;
+}
+
+/**
+ * The status that response headers (a trailers-only answer) or trailers
+ * carry, or null when they carry none (client side).
+ */
+export function grpcStatusOf(headers: Readonly<Record<string, unknown>>): GrpcStatus | null {
+  const code = headers["grpc-status"];
+  if (code === undefined) return null;
+  return { code: Number(code), message: percentDecodeGrpcMessage(String(headers["grpc-message"] ?? "")) };
 }
 
 /**
