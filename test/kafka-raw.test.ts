@@ -89,6 +89,43 @@ describe("raw topic, payload mode", () => {
     await b.stop();
   }, 90_000);
 
+  test("the message's UTF-8 Kafka headers become the activation's headers, as the reference copies them", async () => {
+    const topic = unique("rawhdr");
+    await bed.mock.createTopic(topic, 1);
+    // Written by librdkafka, the way Sentry's producers (Relay, Snuba) write raw topics.
+    await bed.mock.produce(
+      topic,
+      [
+        {
+          value: new TextEncoder().encode("payload"),
+          headers: {
+            "sentry-trace": "771a43a4192642f0b136d5159a501700-b2ab7e4a3b2a4d2c-1",
+            "x-binary": new Uint8Array([0xff, 0xfe]),
+            "x-empty": "",
+          },
+        },
+      ],
+      { codec: "lz4" },
+    );
+    const b = await broker({
+      ...rawEnv(topic, {
+        application: "rawhdr",
+        namespace: "rawns",
+        taskname: "raw.handle",
+        processing_deadline_duration: "15",
+      }),
+      TASKBROKER_KAFKA_RETRY_TOPIC: unique("retry"),
+    });
+    const [task] = await claimAll(b.port, "rawhdr", 1);
+    expect(task!.headers).toEqual({
+      "sentry-trace": "771a43a4192642f0b136d5159a501700-b2ab7e4a3b2a4d2c-1",
+      "x-empty": "",
+      "compression-type": "zstd",
+    });
+    expect(new TextDecoder().decode(parameters(task!).args[0] as Uint8Array)).toBe("payload");
+    await b.stop();
+  }, 90_000);
+
   test("a raw topic cannot be the (default) retry topic", async () => {
     const topic = unique("raw");
     await expect(

@@ -1,7 +1,8 @@
 // Raw topics (docs/spec/broker.md "Raw topics"): messages that are not TaskActivations become
 // activations for a configured application/namespace/task. Payload mode wraps
 // the message bytes as the single positional argument; headers mode builds
-// kwargs from typed headers (headers.ts). Parameters (activation/parameters.ts) are msgpack
+// kwargs from typed headers (headers.ts). The message's UTF-8 Kafka headers become
+// the activation's headers in both modes, as the reference's raw mode copies them. Parameters (activation/parameters.ts) are msgpack
 // {"args": [...], "kwargs": {...}}, zstd level 3, header compression-type: zstd,
 // exactly as the reference Python producer writes them. Pure.
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -36,6 +37,24 @@ export interface RawMessage {
  */
 export function rawActivationId(topic: string, partition: number, offset: string): string {
   return derivedActivationId(`raw:${topic}:${partition}:${offset}`);
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * The message's Kafka headers that go onto its activation: every header whose
+ * value is UTF-8, as text (as the reference copies them, so e.g. a producer's
+ * trace headers reach the task); a null or non-UTF-8 value is left out.
+ */
+function activationHeaders(headers: RawHeaders): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === null || value === undefined) continue;
+    try {
+      out[name] = utf8.decode(value);
+    } catch {}
+  }
+  return out;
 }
 
 /** raw.compression_level that leaves the parameters uncompressed (the reference's value). */
@@ -74,7 +93,11 @@ export function rawActivation(
     taskname: spec.taskname,
     parametersBytes: encodeParameters({ args, kwargs }, level === COMPRESSION_DISABLED ? "none" : "zstd", { level })
       .bytes,
-    headers: level === COMPRESSION_DISABLED ? {} : { "compression-type": "zstd" },
+    // compression-type is set after the message's own headers, so it always describes these parameters.
+    headers:
+      level === COMPRESSION_DISABLED
+        ? activationHeaders(msg.headers)
+        : { ...activationHeaders(msg.headers), "compression-type": "zstd" },
     receivedAt: timestampFromMs(msg.timestampMs > 0 ? msg.timestampMs : nowMs),
     processingDeadlineDuration: BigInt(spec.processing_deadline_duration),
     expires: spec.expires !== undefined && spec.expires > 0 ? BigInt(spec.expires) : undefined,
