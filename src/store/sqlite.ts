@@ -125,6 +125,7 @@ export function openStore(opts: StoreOptions): InflightStore {
   const keys = createIdempotencyKeys(ctx, opts.idempotencyWindowMs ?? 3_600_000);
   const walIndex = opts.path === ":memory:" ? null : openWalIndex(opts.path);
   const pageSize = (db.query("PRAGMA page_size").get() as { page_size: number }).page_size;
+  const pageCount = db.query<{ page_count: number }, []>("PRAGMA page_count");
   const probeWrite = db.query("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('write_probe', ?)");
   // While commits fail on the disk: probe, so health recovers even with no traffic; otherwise tend the reserve.
   const probe = setInterval(() => {
@@ -370,8 +371,8 @@ export function openStore(opts: StoreOptions): InflightStore {
     },
     oldestPendingReceivedAtMs: () => oldestPending.get()?.received_at_ms ?? null,
     sizeBytes() {
-      const pages = (db.query("PRAGMA page_count").get() as { page_count: number }).page_count;
-      const pageSize = (db.query("PRAGMA page_size").get() as { page_size: number }).page_size;
+      // Ingest asks on every batch; the page size never changes once the file exists.
+      const pages = pageCount.get()?.page_count ?? 0;
       let wal = 0;
       if (opts.path !== ":memory:") {
         try {
