@@ -1,7 +1,8 @@
 // Reference broker settings that act in upkeep and the store, against a real
 // SQLite file: the maintenance pass reclaims store.sqlite.vacuum_page_count
 // free pages every maintenance_task_interval_ms (all of them when unset), and
-// full_vacuum_on_upkeep rebuilds the file every vacuum_interval_ms (passes
+// full_vacuum_on_upkeep rebuilds the file every vacuum_interval_ms when a
+// quarter of it is free pages (passes
 // driven with runOnce() after stopping the upkeep timer); canary_tasks stores
 // internal canaries per worker_map application at start-up (a broker process,
 // read with GetTask).
@@ -95,9 +96,33 @@ describe("SQLite maintenance settings", () => {
       })
     ).runOnce();
     expect(s.pages()).toEqual(before);
-    await (await manualUpkeep(s.t, { maintenance_task_interval_ms: 3_600_000, vacuum_interval_ms: 0 })).runOnce();
+    const on = await (
+      await manualUpkeep(s.t, { maintenance_task_interval_ms: 3_600_000, vacuum_interval_ms: 0 })
+    ).runOnce();
+    expect(on.fullVacuum).toBe(true);
     expect(s.pages().free).toBe(0);
     expect(s.pages().total).toBeLessThan(before.total - 100);
+  });
+
+  test("the upkeep VACUUM is skipped while less than a quarter of the file is free pages", async () => {
+    t = tempStore();
+    t.store.insert(Array.from({ length: 300 }, () => row({ parametersBytes: new Uint8Array(4000) })));
+    const side = new Database(t.path);
+    side.run("DELETE FROM inflight WHERE seq <= 30"); // ~10% of the pages become free
+    side.run("PRAGMA wal_checkpoint(TRUNCATE)");
+    const pages = () => (side.query("PRAGMA page_count").get() as { page_count: number }).page_count;
+    const free = () => (side.query("PRAGMA freelist_count").get() as { freelist_count: number }).freelist_count;
+    const before = { total: pages(), free: free() };
+    expect(before.free).toBeGreaterThan(10);
+    try {
+      const r = await (
+        await manualUpkeep(t, { maintenance_task_interval_ms: 3_600_000, vacuum_interval_ms: 0 })
+      ).runOnce();
+      expect(r.fullVacuum).toBe(false);
+      expect({ total: pages(), free: free() }).toEqual(before);
+    } finally {
+      side.close();
+    }
   });
 });
 

@@ -214,6 +214,8 @@ export interface UpkeepSteps {
   reclaimSpace(maxPages: number): number;
   /** VACUUM: rebuilds the file compactly (full_vacuum_on_start / full_vacuum_on_upkeep); returns the ms it took. */
   fullVacuum(): number;
+  /** Free pages as a share of the file's pages (0..1): what a VACUUM would give back. */
+  freePageShare(): number;
 }
 
 export interface ForwardRow {

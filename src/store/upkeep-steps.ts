@@ -136,6 +136,12 @@ export function createUpkeepSteps(ctx: StoreContext): UpkeepSteps {
       return before - after;
     },
 
+    freePageShare() {
+      const free = (db.query("PRAGMA freelist_count").get() as { freelist_count: number }).freelist_count;
+      const total = (db.query("PRAGMA page_count").get() as { page_count: number }).page_count;
+      return total > 0 ? free / total : 0;
+    },
+
     fullVacuum() {
       const t0 = performance.now();
       db.run("VACUUM");
