@@ -4,7 +4,8 @@
 // AOF appendfsync everysec and without persistence, bunqueue TCP and
 // embedded), each in its own process, one after another, same scenarios:
 // drain N queued no-op jobs at concurrency 64, and latency (enqueue -> job
-// runs) at a steady offered rate. Prints one markdown table and the ratios the
+// runs) at a steady offered rate, after a 1 s warm-up at that rate that is not
+// counted (every system alike). Prints one markdown table and the ratios the
 // throughput goal is judged by, then runs bench/scale.ts (one broker serving 8,
 // 100 and 500 worker connections; skip with --no-scale). Installs the peers
 // (npm ci --prefix bench) when they are missing; needs Debian's redis-server

@@ -9,7 +9,7 @@ const app = createApp({ name: "bench" });
 const ns = app.namespace("bench");
 export const noop = ns.register({ name: "bench.noop", handler: () => undefined });
 
-/** Where probe latencies are posted: [enqueued at (absolute ms), latency ms]. */
+/** Where probe latencies are posted: [enqueued at (absolute ms), latency ms, counted (false: warm-up)]. */
 export const LATENCY_CHANNEL = "taskplatform-bench-latency";
 let channel: BroadcastChannel | null = null;
 /** Now, in ms since the epoch with sub-ms precision, the same clock in every thread. */
@@ -17,8 +17,8 @@ export const absoluteNow = () => performance.timeOrigin + performance.now();
 
 export const probe = ns.register({
   name: "bench.probe",
-  handler: (enqueuedAt: number) => {
+  handler: (enqueuedAt: number, counted = true) => {
     const ms = absoluteNow() - enqueuedAt;
-    (channel ??= new BroadcastChannel(LATENCY_CHANNEL)).postMessage([enqueuedAt, ms]);
+    (channel ??= new BroadcastChannel(LATENCY_CHANNEL)).postMessage([enqueuedAt, ms, counted]);
   },
 });

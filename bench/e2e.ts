@@ -4,7 +4,8 @@
 // in a worker thread, as bench/peers.ts measures the peers) at a steady 500 tasks/s. The broker runs as its own process; the
 // producer and the worker run in this process (the producer is idle during the
 // drain). Usage: bun bench/e2e.ts [--delivery stream|unary] [--tasks 50000] [--concurrency 64] [--rate 500] [--seconds 10] [--threads N]
-// [--timeline] (the latency run's worst case per half second: when the outliers happened).
+// [--warmup-seconds 1] (sent at the rate before the measured seconds, not counted) [--timeline] (the latency
+// run's worst case per half second: when the outliers happened) [--profile-broker DIR] (bun --cpu-prof-md).
 import { spawnBroker } from "../test/support/broker-process.ts";
 import { createLogger } from "../src/log.ts";
 import { createRpcProducer } from "../src/sdk/rpc-producer.ts";
@@ -24,6 +25,7 @@ const CONCURRENCY = arg("concurrency", 64);
 const RATE = arg("rate", 500);
 const SECONDS = arg("seconds", 10);
 const THREADS = arg("threads", 0);
+const WARMUP_SECONDS = arg("warmup-seconds", 1);
 const DELIVERY = process.argv.includes("--delivery") ? process.argv[process.argv.indexOf("--delivery") + 1]! : "stream";
 const log = createLogger({ format: "text", level: "warn" });
 const dir = mkdtempSync(join(tmpdir(), "bench-e2e-"));
@@ -39,10 +41,16 @@ if (process.argv.includes("--fill")) {
   process.exit(0);
 }
 
-const broker = await spawnBroker({
-  TASKBROKER_STORE__MAX_PENDING_COUNT: String(TOTAL * 2),
-  TASKBROKER_STORE__MAX_PROCESSING_COUNT: String(TOTAL * 2),
-});
+const PROFILE_BROKER = process.argv.includes("--profile-broker")
+  ? process.argv[process.argv.indexOf("--profile-broker") + 1]!
+  : null;
+const broker = await spawnBroker(
+  {
+    TASKBROKER_STORE__MAX_PENDING_COUNT: String(TOTAL * 2),
+    TASKBROKER_STORE__MAX_PROCESSING_COUNT: String(TOTAL * 2),
+  },
+  PROFILE_BROKER ? { bunArgs: ["--cpu-prof-md", "--cpu-prof-interval=200", `--cpu-prof-dir=${PROFILE_BROKER}`] } : {},
+);
 const address = `127.0.0.1:${broker.port}`;
 const producer = createRpcProducer({ address, concurrency: 4 });
 noop.app.setProducer(producer);
@@ -118,21 +126,24 @@ function brokerCpuMs(): number {
   const latencies: number[] = [];
   const samples: [number, number][] = [];
   const channel = new BroadcastChannel(LATENCY_CHANNEL);
-  channel.addEventListener("message", (e) => {
-    const s = (e as { data: [number, number] }).data;
-    samples.push(s);
-    latencies.push(s[1]);
-  });
   const worker = await startWorker(workerConfig(), { log });
   await Bun.sleep(500);
+  // A warm-up at the same rate first, not counted (as bench/peers.ts does): the task threads and the producer start cold.
+  const warm = Math.round(RATE * WARMUP_SECONDS);
   const n = RATE * SECONDS;
   const t0 = performance.now();
+  channel.addEventListener("message", (e) => {
+    const [at, ms, counted] = (e as { data: [number, number, boolean] }).data;
+    if (!counted) return;
+    samples.push([at, ms]);
+    latencies.push(ms);
+  });
   const pending: Promise<unknown>[] = [];
-  for (let i = 0; i < n; i++) {
+  for (let i = 0; i < warm + n; i++) {
     const due = t0 + (i * 1000) / RATE;
     const wait = due - performance.now();
     if (wait > 1) await Bun.sleep(wait);
-    const built = probe.buildActivation({ args: [absoluteNow()] });
+    const built = probe.buildActivation({ args: [absoluteNow(), i >= warm] });
     pending.push(producer.send("taskworker", built.activation, built.bytes));
   }
   await Promise.all(pending);
@@ -141,7 +152,7 @@ function brokerCpuMs(): number {
   channel.close();
   if (process.argv.includes("--timeline")) {
     // Worst latency per 500 ms of enqueue time, and how many tasks in it waited over 5 ms: when the outliers happen.
-    const base = performance.timeOrigin + t0;
+    const base = samples.length > 0 ? Math.min(...samples.map((s) => s[0])) : 0;
     const slots = new Map<number, { max: number; slow: number; n: number }>();
     for (const [at, ms] of samples) {
       const k = Math.floor((at - base) / 500);

@@ -1,8 +1,9 @@
 // Peer queues measured with the same two scenarios as bench/e2e.ts, so the
 // numbers can sit in one table: drain N queued no-op jobs with concurrency 64,
-// and latency (enqueue -> handler start) p50/p99 at a fixed offered rate.
+// and latency (enqueue -> handler start) p50/p99 at a fixed offered rate,
+// after --warmup-seconds (default 1) at that rate whose jobs are not counted.
 //
-//   bun bench/peers.ts <bullmq|bullmq-aof|bunqueue-embedded|bunqueue-tcp> [--jobs 50000] [--rate 500] [--seconds 10] [--max-drain-seconds 40]
+//   bun bench/peers.ts <bullmq|bullmq-aof|bunqueue-embedded|bunqueue-tcp> [--jobs 50000] [--rate 500] [--seconds 10] [--warmup-seconds 1] [--max-drain-seconds 40]
 //
 // Prints one JSON line: {"system", "drain_jobs_per_s", "p50_ms", "p99_ms", ...}.
 // Peers come from bench/package.json (run `npm ci --prefix bench` first). BullMQ
@@ -57,12 +58,21 @@ async function waitForPort(port: number, timeoutMs = 15_000): Promise<void> {
   }
 }
 
+/** A job's data: when it was enqueued (ms since the epoch), and true for a warm-up job (not counted). */
+interface Job {
+  t: number;
+  warm?: boolean;
+}
+
+/** Latency jobs sent at the rate before the measured seconds and not counted (the consumer starts cold), as bench/e2e.ts does. */
+const WARMUP_SECONDS = opt("warmup-seconds", 1);
+
 interface Scenario {
   /** Enqueue `n` jobs in bulk; resolves when all are stored. */
   fill(n: number): Promise<void>;
   /** Start consuming with `onJob(data)` per job; returns a stop function. */
-  consume(onJob: (data: { t: number }) => void): Promise<() => Promise<void>>;
-  add(data: { t: number }): Promise<void>;
+  consume(onJob: (data: Job) => void): Promise<() => Promise<void>>;
+  add(data: Job): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -86,19 +96,21 @@ async function drain(s: Scenario): Promise<{ rate: number; done: number }> {
 
 async function latency(s: Scenario): Promise<{ p50: number; p99: number; n: number }> {
   const samples: number[] = [];
+  const warm = Math.round(RATE * WARMUP_SECONDS);
   const total = RATE * SECONDS;
+  let seen = 0;
   let finish!: () => void;
   const all = new Promise<void>((r) => (finish = r));
   const stop = await s.consume((data) => {
-    samples.push(nowMs() - data.t);
-    if (samples.length === total) finish();
+    if (!data.warm) samples.push(nowMs() - data.t);
+    if (++seen === warm + total) finish();
   });
   const t0 = nowMs();
-  for (let i = 0; i < total; i++) {
+  for (let i = 0; i < warm + total; i++) {
     const due = t0 + (i * 1000) / RATE;
     const wait = due - nowMs();
     if (wait > 1) await Bun.sleep(wait);
-    void s.add({ t: nowMs() });
+    void s.add(i < warm ? { t: nowMs(), warm: true } : { t: nowMs() });
   }
   await all;
   await stop();
@@ -200,7 +212,7 @@ async function bunqueue(mode: "embedded" | "tcp"): Promise<Scenario> {
       }
     },
     async consume(onJob) {
-      const worker = new Worker(name, async (job: { data: { t: number } }) => onJob(job.data), {
+      const worker = new Worker(name, async (job: { data: Job }) => onJob(job.data), {
         ...opts,
         concurrency: CONCURRENCY,
       } as never);
