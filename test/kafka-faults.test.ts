@@ -249,3 +249,26 @@ describe("backpressure and faults", () => {
     expect(await again.stop()).toBe(0);
   }, 90_000);
 });
+
+describe("shutdown", () => {
+  test("SIGTERM while the group join waits for a member killed with -9 exits at once, as librdkafka's close does", async () => {
+    const topic = unique("tasks");
+    await bed.mock.createTopic(topic, 1);
+    // A session long enough that waiting it out is unmistakable (the mock holds the join until the dead member's session expires).
+    const env = kafkaEnv(bed.mock.bootstrap, [topic], {
+      [`TASKBROKER_KAFKA_TOPICS__${topic.toUpperCase()}__SESSION_TIMEOUT_MS`]: "30000",
+    });
+    const a = await bed.broker(env);
+    await a.waitForLog(/kafka_group_joined/);
+    a.kill9();
+    await a.proc.exited;
+
+    const b = await bed.broker(env);
+    await b.waitForLog(/kafka_consuming/);
+    const t0 = Date.now();
+    expect(await b.stop()).toBe(0);
+    // Before, stop waited for the pending JoinGroup: until the dead member's session expired (about 30 s here).
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(b.logs()).not.toContain("kafka_group_joined");
+  }, 90_000);
+});

@@ -286,6 +286,8 @@ function subscriptionAssigners(): PartitionAssigner[] {
   return [make("roundrobin"), make("RoundRobinAssigner")];
 }
 
+/** How long stop() waits for a consumer that has not joined its group to disconnect. */
+const JOINING_LEAVE_WAIT_MS = 2_000;
 /** Backoff between rebuilds of a consumer that crashed or could not connect: doubling from the first, capped at the second. */
 const RESTART_MS = [500, 5_000] as const;
 
@@ -476,7 +478,22 @@ export function startGroupConsumer(opts: ConsumerOptions): TopicConsumer {
       restartTimer = null;
       const c = current;
       current = null;
-      await c?.disconnect().catch(() => {});
+      if (!c) return;
+      const leaving = c.disconnect().catch(() => {});
+      if (joined) {
+        await leaving;
+        return;
+      }
+      // Still joining: nothing was consumed, so nothing is left to finish or commit. kafkajs's
+      // disconnect would wait for the pending JoinGroup, which the coordinator holds until every
+      // old member rejoined or its session expired (a minute in self-hosted after a kill -9);
+      // librdkafka's close (the reference's) returns at once there, so stop waiting soon.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        leaving,
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, JOINING_LEAVE_WAIT_MS))),
+      ]);
+      clearTimeout(timer);
     },
   };
 }
