@@ -325,7 +325,7 @@ export const rpcConnections = new Gauge({
 
 export const rpcRefusedTotal = new Counter({
   name: "taskbroker_rpc_refused_total",
-  help: "Connections and RPCs the RPC port refused or cut, by reason (per_client, total, evicted_unestablished, handshake_timeout, inflight_rpcs, health_watchers, request_read_timeout)",
+  help: "Connections and RPCs the RPC port refused or cut, by reason (per_client, total, evicted_unestablished, evicted_fair_share, handshake_timeout, inflight_rpcs, health_watchers, request_read_timeout)",
   labelNames: ["reason"] as const,
   registers: [registry],
 });

@@ -1,7 +1,9 @@
 // Fault suite: floods against a broker process, on loopback, each bounded in
 // time. Health/Watch streams (20 connections x 990, from a raw HTTP/2 client
 // that ignores SETTINGS), slowloris (2,000 trickling connections from eight
-// addresses against a broker limited to 1,024 open files) and 5,000 distinct
+// addresses against a broker limited to 1,024 open files), connections from
+// eight addresses that hold the port established (a trickled request body,
+// a held Watch) and 5,000 distinct
 // namespaces. What must hold: the broker's memory stays bounded, well-behaved
 // clients keep 100% success meanwhile, and label cardinality is capped.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
@@ -75,6 +77,40 @@ function floodWatch(port: number, streams: number): FloodConnection {
   }
   socket.write(Buffer.concat(frames));
   return c;
+}
+
+/**
+ * GetTask over an HTTP/2 connection of its own (grpc-js clients share one per
+ * target): its grpc-status, -1 when the connection was refused or cut, -2
+ * when no answer came within 5 s.
+ */
+function freshGetTask(port: number): Promise<number> {
+  return new Promise((resolve) => {
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    let status: number | null = null;
+    const done = (code: number) => {
+      clearTimeout(timer);
+      session.destroy();
+      resolve(code);
+    };
+    const timer = setTimeout(() => done(-2), 5000);
+    session.on("error", () => done(-1));
+    session.on("close", () => done(status ?? -1));
+    const read = (h: http2.IncomingHttpHeaders) => {
+      if (h["grpc-status"] !== undefined) status = Number(h["grpc-status"]);
+    };
+    const stream = session.request({
+      ":method": "POST",
+      ":path": GET_TASK,
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    stream.on("response", read);
+    stream.on("trailers", read);
+    stream.on("error", () => {});
+    stream.on("close", () => done(status ?? -1));
+    stream.end(Buffer.alloc(5));
+  });
 }
 
 async function healthCheck(client: grpc.Client): Promise<number> {
@@ -230,13 +266,11 @@ describe("slowloris: 2,000 trickling connections from 8 addresses, broker limite
     })();
     const fresh = (async () => {
       while (Date.now() < until) {
-        const c = grpcJsClient(broker.address);
-        const r = await unary(c, GET_TASK, Buffer.alloc(0));
-        c.close();
-        if (r.code === 5) freshOk++;
+        const code = await freshGetTask(broker.port);
+        if (code === 5) freshOk++;
         else {
           freshFailed++;
-          if (freshFailed < 4) console.log("fresh failure", r.code, r.details);
+          if (freshFailed < 4) console.log("fresh failure", code);
         }
         await Bun.sleep(100);
       }
@@ -256,6 +290,72 @@ describe("slowloris: 2,000 trickling connections from 8 addresses, broker limite
     expect(freshOk).toBeGreaterThan(10);
     // The broker never held more than its cap: many attacker connections were cut (handshake timeout, caps).
     expect(attackers.length).toBeGreaterThan(2000);
+  });
+});
+
+describe("connections held open from 8 addresses (request bodies trickled, Health/Watch streams), broker limited to 1,024 open files", () => {
+  let broker: BrokerProcess;
+  beforeAll(async () => {
+    broker = await spawnBroker(
+      { TASKBROKER_GRPC_MAX_CONNECTIONS_PER_CLIENT: "200" },
+      { command: ["prlimit", "--nofile=1024:1024", "--"] },
+    );
+  });
+  afterAll(async () => {
+    await broker?.stop();
+  });
+
+  test("a client from another address still gets a connection for every call", async () => {
+    expect(broker.logs()).toMatch(/rpc_listening .*max_connections=896/);
+    // Established connections that are never idle: each sent its preface and SETTINGS, then either a
+    // GetTask whose body (100 bytes announced) never arrives, or a Health/Watch it keeps open.
+    const getTaskHeaders = Buffer.concat([
+      Buffer.from([0x83, 0x86]),
+      literal(":path", GET_TASK),
+      literal(":authority", "held"),
+      literal("content-type", "application/grpc"),
+      literal("te", "trailers"),
+    ]);
+    // Each reconnects 200 ms after being cut, so there are always newcomers racing for any free slot.
+    let stop = false;
+    const attackers: Array<{ socket: net.Socket; answered: boolean; closed: boolean }> = [];
+    const attack = (i: number) => {
+      if (stop) return;
+      const socket = net.connect({ port: broker.port, host: "127.0.0.1", localAddress: `127.0.0.${2 + (i % 8)}` });
+      const a = { socket, answered: false, closed: false };
+      attackers.push(a);
+      socket.on("error", () => {});
+      socket.on("data", () => (a.answered = true));
+      socket.on("close", () => {
+        a.closed = true;
+        setTimeout(() => attack(i), 200);
+      });
+      socket.on("connect", () => {
+        const request =
+          i % 2 === 0
+            ? [h2frame(1, 4, 1, getTaskHeaders), h2frame(0, 0, 1, Buffer.from([0, 0, 0, 0, 100, 0]))]
+            : [h2frame(1, 4, 1, watchHeaders), h2frame(0, 1, 1, Buffer.from([0, 0, 0, 0, 0]))];
+        socket.write(Buffer.concat([PREFACE, h2frame(4, 0, 0, Buffer.alloc(0)), ...request]));
+      });
+    };
+    for (let i = 0; i < 2000; i++) attack(i);
+    const first = attackers.slice();
+    const t0 = Date.now();
+    while (first.some((a) => !a.answered && !a.closed) && Date.now() - t0 < 20_000) await Bun.sleep(50);
+    const held = first.filter((a) => a.answered && !a.closed).length;
+    expect(held).toBeGreaterThan(850); // the port (896) is full of them, less the slots being fought over
+    const codes: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      codes.push(await freshGetTask(broker.port));
+      await Bun.sleep(100);
+    }
+    stop = true;
+    const made = attackers.length;
+    for (const a of attackers) a.socket.destroy();
+    console.log(
+      `fault-floods held connections: ${held} held, ${codes.filter((c) => c === 5).length}/20 calls on new connections served, ${made} attacker connections made`,
+    );
+    expect(codes).toEqual(Array(20).fill(5)); // NOT_FOUND: served, nothing pending
   });
 });
 

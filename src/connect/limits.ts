@@ -6,10 +6,17 @@
 // no RPC in flight for the idle timeout (HTTP/2 GOAWAY, which clients
 // reconnect from transparently). When the port is full, a connection that
 // has not proven itself yet is dropped to make room: the oldest one of the
-// client address holding the most such connections, so trickling
+// client address holding the most such connections, among addresses holding
+// at least as many connections as the newcomer's will, so trickling
 // connections cannot lock well-behaved clients out (however fast they
-// reconnect, they only displace each other); established connections are
-// never dropped for a newcomer. RPCs in flight are bounded
+// reconnect, they cannot displace a client holding fewer). Proving itself is cheap,
+// though: a connection that sent its SETTINGS and then trickles a request
+// body, or holds a Health/Watch stream, is established and never idle. So
+// when no connection is in its handshake, the client address holding the
+// most connections gives one up (its oldest without an RPC in flight, else
+// its oldest) if it holds more than the newcomer's address will: a few
+// addresses cannot hold the whole port, and a client from any other address
+// still gets in. RPCs in flight are bounded
 // in total too (HTTP/2 also bounds them per connection: SETTINGS).
 import { readFileSync } from "node:fs";
 import type { Socket } from "node:net";
@@ -112,6 +119,8 @@ export function createConnectionGuard(config: ConnectionLimitsConfig, log: Logge
   const limits = { ...config, maxConnections: effectiveMaxConnections(config.maxConnections, openFileLimit()) };
   const bySocket = new Set<Tracked>();
   const perClient = new Map<string, number>();
+  /** Every connection of each client address, oldest first. */
+  const byClient = new Map<string, Set<Tracked>>();
   /** Connections still in their handshake, by client, oldest first. */
   const unproven = new Map<string, Set<Tracked>>();
   const proven = (t: Tracked) => {
@@ -153,20 +162,62 @@ export function createConnectionGuard(config: ConnectionLimitsConfig, log: Logge
     clearTimer(t);
     proven(t);
     bySocket.delete(t);
+    const mine = byClient.get(t.client);
+    mine?.delete(t);
+    if (mine?.size === 0) byClient.delete(t.client);
     const n = (perClient.get(t.client) ?? 1) - 1;
     if (n <= 0) perClient.delete(t.client);
     else perClient.set(t.client, n);
     rpcConnections.set(bySocket.size);
   };
-  /** Drops the oldest connection in its handshake of the client holding the most of them; false when there is none. */
-  const evictUnproven = (): boolean => {
+  /**
+   * Drops the oldest connection in its handshake of the client holding the
+   * most of them, among clients holding at least as many connections as
+   * `newcomer` will once admitted (so a client with many connections cannot
+   * displace the one connection of another while it shakes hands); false
+   * when there is none.
+   */
+  const evictUnproven = (newcomer: string): boolean => {
+    const floor = (perClient.get(newcomer) ?? 0) + 1;
     let victim: Set<Tracked> | undefined;
-    for (const set of unproven.values()) if (victim === undefined || set.size > victim.size) victim = set;
+    for (const [client, set] of unproven) {
+      if ((perClient.get(client) ?? 0) < floor) continue;
+      if (victim === undefined || set.size > victim.size) victim = set;
+    }
     const t = victim?.values().next().value;
     if (t === undefined) return false;
     refused("evicted_unestablished", t.client);
     t.socket.destroy();
     forget(t);
+    return true;
+  };
+  /**
+   * Drops a connection of the client address holding the most, when it holds
+   * more than `newcomer` will once admitted: its oldest without an RPC in
+   * flight, else its oldest. False when no address holds more.
+   */
+  const evictFairShare = (newcomer: string): boolean => {
+    let heaviest: string | undefined;
+    let most = (perClient.get(newcomer) ?? 0) + 1;
+    for (const [client, n] of perClient) {
+      if (n > most) {
+        most = n;
+        heaviest = client;
+      }
+    }
+    if (heaviest === undefined) return false;
+    let victim: Tracked | undefined;
+    for (const t of byClient.get(heaviest) ?? []) {
+      victim ??= t;
+      if (t.active === 0) {
+        victim = t;
+        break;
+      }
+    }
+    if (victim === undefined) return false;
+    refused("evicted_fair_share", victim.client);
+    victim.socket.destroy();
+    forget(victim);
     return true;
   };
 
@@ -179,7 +230,7 @@ export function createConnectionGuard(config: ConnectionLimitsConfig, log: Logge
         socket.destroy();
         return false;
       }
-      if (bySocket.size >= limits.maxConnections && !evictUnproven()) {
+      if (bySocket.size >= limits.maxConnections && !evictUnproven(client) && !evictFairShare(client)) {
         refused("total", client);
         socket.destroy();
         return false;
@@ -187,6 +238,9 @@ export function createConnectionGuard(config: ConnectionLimitsConfig, log: Logge
       const t: Tracked = { socket, client, established: false, active: 0, timer: null, closeIdle: null };
       (socket as unknown as Record<symbol, Tracked>)[TRACKED] = t;
       bySocket.add(t);
+      let all = byClient.get(client);
+      if (!all) byClient.set(client, (all = new Set()));
+      all.add(t);
       let set = unproven.get(client);
       if (!set) unproven.set(client, (set = new Set()));
       set.add(t);
