@@ -57,6 +57,8 @@ export interface StoreOptions {
 
 /** While commits fail on the disk, a tiny write is tried this often to notice recovery; the reserve is tended at the same pace. */
 const WRITE_PROBE_MS = 500;
+/** How long the WAL file's size is reused by sizeBytes(), ms; as long as disk.ts caches the free space. */
+const WAL_SIZE_CACHE_MS = 20;
 
 const S = STATE_CODE;
 
@@ -289,6 +291,23 @@ export function openStore(opts: StoreOptions): InflightStore {
   }
   recount();
 
+  // The WAL file's size for disk-space checks, read at most every WAL_SIZE_CACHE_MS (a stat per
+  // Produce showed in profiles at low rates); the free space it is set against is cached as long (disk.ts).
+  let walSize = 0;
+  let walSizeAt = -Infinity;
+  function walFileBytes(): number {
+    if (opts.path === ":memory:") return 0;
+    const now = performance.now();
+    if (now - walSizeAt < WAL_SIZE_CACHE_MS) return walSize;
+    walSizeAt = now;
+    try {
+      walSize = statSync(`${opts.path}-wal`).size;
+    } catch {
+      walSize = 0; // no WAL file yet (or checkpointed away)
+    }
+    return walSize;
+  }
+
   let closed = false;
   const store: InflightStore = {
     insert(rows) {
@@ -373,15 +392,7 @@ export function openStore(opts: StoreOptions): InflightStore {
     sizeBytes() {
       // Ingest asks on every batch; the page size never changes once the file exists.
       const pages = pageCount.get()?.page_count ?? 0;
-      let wal = 0;
-      if (opts.path !== ":memory:") {
-        try {
-          wal = statSync(`${opts.path}-wal`).size;
-        } catch {
-          // No WAL file yet (or checkpointed away): size 0.
-        }
-      }
-      return { db: pages * pageSize, wal };
+      return { db: pages * pageSize, wal: walFileBytes() };
     },
     walContentBytes: () => walIndex?.contentBytes(pageSize) ?? 0,
     getActivation(id): StoredActivation | null {
