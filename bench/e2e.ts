@@ -139,7 +139,13 @@ function brokerCpuMs(): number {
     latencies.push(ms);
   });
   const pending: Promise<unknown>[] = [];
+  let cpu0 = process.cpuUsage();
+  let bcpu0 = brokerCpuMs();
   for (let i = 0; i < warm + n; i++) {
+    if (i === warm) {
+      cpu0 = process.cpuUsage();
+      bcpu0 = brokerCpuMs();
+    }
     const due = t0 + (i * 1000) / RATE;
     const wait = due - performance.now();
     if (wait > 1) await Bun.sleep(wait);
@@ -150,6 +156,10 @@ function brokerCpuMs(): number {
   const until = performance.now() + 10_000;
   while (latencies.length < n && performance.now() < until) await Bun.sleep(20);
   channel.close();
+  const cpu = process.cpuUsage(cpu0);
+  console.log(
+    `latency run cpu per task: worker process (producer included) ${((cpu.user + cpu.system) / n).toFixed(1)} us, broker ${(((brokerCpuMs() - bcpu0) * 1000) / n).toFixed(1)} us`,
+  );
   if (process.argv.includes("--timeline")) {
     // Worst latency per 500 ms of enqueue time, and how many tasks in it waited over 5 ms: when the outliers happen.
     const base = samples.length > 0 ? Math.min(...samples.map((s) => s[0])) : 0;
