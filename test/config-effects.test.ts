@@ -27,9 +27,9 @@ afterEach(async () => {
 });
 
 /** A store whose file has free pages: rows written, then deleted behind its back. */
-function storeWithFreePages(): { t: TempStore; pages: () => { free: number; total: number } } {
+function storeWithFreePages(rows = 300): { t: TempStore; pages: () => { free: number; total: number } } {
   const s = tempStore();
-  s.store.insert(Array.from({ length: 300 }, () => row({ parametersBytes: new Uint8Array(4000) })));
+  s.store.insert(Array.from({ length: rows }, () => row({ parametersBytes: new Uint8Array(4000) })));
   const side = new Database(s.path);
   side.run("DELETE FROM inflight");
   side.run("PRAGMA wal_checkpoint(TRUNCATE)");
@@ -73,6 +73,16 @@ describe("SQLite maintenance settings", () => {
     expect(s.pages().free).toBe(before - 7);
     const all = await manualUpkeep(s.t, { maintenance_task_interval_ms: 0, full_vacuum_on_upkeep: false });
     expect((await all.runOnce()).reclaimedPages).toBe(before - 7);
+    expect(s.pages().free).toBe(0);
+  });
+
+  test("unset, a pass reclaims every free page even when that takes several steps", async () => {
+    const s = storeWithFreePages(1500); // ~1500 free pages: three steps of the incremental vacuum
+    t = s.t;
+    const before = s.pages().free;
+    expect(before).toBeGreaterThan(1024);
+    const all = await manualUpkeep(s.t, { maintenance_task_interval_ms: 0, full_vacuum_on_upkeep: false });
+    expect((await all.runOnce()).reclaimedPages).toBe(before);
     expect(s.pages().free).toBe(0);
   });
 
