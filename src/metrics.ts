@@ -260,6 +260,27 @@ export const upkeepDuration = twinHistogram(
   () => [["upkeep.duration", []]],
 );
 
+/** Upkeep's full VACUUM (full_vacuum_on_upkeep), as the reference's upkeep.full_vacuum and its failure counter. */
+export const fullVacuumDuration = twinHistogram(
+  new Histogram({
+    name: "taskbroker_full_vacuum_duration_seconds",
+    help: "Duration of one full VACUUM run by upkeep (every write waits for it)",
+    buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+    registers: [registry],
+  }),
+  () => [["upkeep.full_vacuum", []]],
+);
+
+export const fullVacuumFailures = twinCounter(
+  new Counter({
+    name: "taskbroker_full_vacuum_failures_total",
+    help: "Full VACUUM runs by upkeep that failed, by SQLite error code (SQLITE_FULL, SQLITE_BUSY, ...)",
+    labelNames: ["error"] as const,
+    registers: [registry],
+  }),
+  ({ error }) => [["upkeep.full_vacuum.failure", [["error", String(error)]]]],
+);
+
 export const rpcTotal = twinCounter(
   new Counter({
     name: "taskbroker_rpc_requests_total",

@@ -11,6 +11,7 @@ import { Database } from "bun:sqlite";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { brokerConfigSchema } from "../src/config/broker.ts";
 import { silentLogger } from "../src/log.ts";
+import { fullVacuumDuration } from "../src/metrics.ts";
 import { localPublisher } from "../src/upkeep/publisher.ts";
 import { startUpkeep, type Upkeep } from "../src/upkeep/loop.ts";
 import { brokerClients } from "./support/activations.ts";
@@ -106,10 +107,17 @@ describe("SQLite maintenance settings", () => {
       })
     ).runOnce();
     expect(s.pages()).toEqual(before);
+    const vacuums = async () =>
+      (await fullVacuumDuration.get()).values.find(
+        (v) => v.metricName === "taskbroker_full_vacuum_duration_seconds_count",
+      )?.value ?? 0;
+    const counted = await vacuums();
     const on = await (
       await manualUpkeep(s.t, { maintenance_task_interval_ms: 3_600_000, vacuum_interval_ms: 0 })
     ).runOnce();
     expect(on.fullVacuum).toBe(true);
+    // Timed as the reference's upkeep.full_vacuum (and its Prometheus twin).
+    expect((await vacuums()) - counted).toBe(1);
     expect(s.pages().free).toBe(0);
     expect(s.pages().total).toBeLessThan(before.total - 100);
   });

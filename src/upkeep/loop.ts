@@ -5,7 +5,15 @@
 import type { BrokerConfig } from "../config/broker.ts";
 import { buildRetryActivation } from "../activation/rewrite.ts";
 import type { Logger } from "../log.ts";
-import { oldestPendingAge, storeDepth, storeSizeBytes, upkeepDuration, upkeepTotal } from "../metrics.ts";
+import {
+  fullVacuumDuration,
+  fullVacuumFailures,
+  oldestPendingAge,
+  storeDepth,
+  storeSizeBytes,
+  upkeepDuration,
+  upkeepTotal,
+} from "../metrics.ts";
 import { storageFaultOf } from "../store/disk.ts";
 import type { InflightStore, UpkeepRow, UpkeepSteps } from "../store/types.ts";
 import type { UpkeepPublisher } from "./publisher.ts";
@@ -253,9 +261,11 @@ export function startUpkeep({ store, config, publisher, log, startedAtMs }: Upke
         if (store.freePageShare() >= FULL_VACUUM_MIN_FREE_SHARE) {
           const ms = store.fullVacuum();
           r.fullVacuum = true;
+          fullVacuumDuration.observe(ms / 1000);
           if (ms > 100) log.info("full_vacuum", { elapsed_ms: Math.round(ms) });
         }
       } catch (err) {
+        fullVacuumFailures.inc({ error: sqliteErrorCode(err) });
         log.warn("full_vacuum_failed", { error: err });
       }
     }
@@ -343,4 +353,11 @@ export function startUpkeep({ store, config, publisher, log, startedAtMs }: Upke
       await running;
     },
   };
+}
+
+/** A bounded label for a failed statement: bun:sqlite's error code (SQLITE_FULL, ...), else the error's name. */
+function sqliteErrorCode(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === "string" && /^SQLITE_[A-Z_]+$/.test(code)) return code;
+  return err instanceof Error ? err.name : "unknown";
 }
