@@ -1,8 +1,9 @@
 // Loading schedules from where users keep them: a TypeScript module (that also
-// registers its tasks, whose options then shape the scheduled activations),
+// registers its tasks, whose options then shape the scheduled activations, also
+// from an application folder with its own copy of the SDK installed),
 // YAML and JSON files; and refusing bad sources with a message that names them.
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { OnAttemptsExceeded } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
@@ -37,6 +38,40 @@ export const schedules = defineSchedules({
   // A task this process does not know: platform defaults.
   const unknown = buildScheduledActivation(schedules[1]!, 0, 0, findTaskTemplate).activation;
   expect(unknown).toMatchObject({ application: "default", processingDeadlineDuration: 10n });
+});
+
+test("an application's schedules module importing \"taskplatform\" registers into the scheduler's own SDK", async () => {
+  // As in an application folder: its own copy of the package is installed, and must not be the one loaded,
+  // else the tasks register there and the scheduled activations lose their retry policy and deadline.
+  const appDir = join(dir, "app");
+  mkdirSync(join(appDir, "node_modules/taskplatform"), { recursive: true });
+  writeFileSync(
+    join(appDir, "node_modules/taskplatform/package.json"),
+    JSON.stringify({ name: "taskplatform", type: "module", exports: { ".": "./index.js" } }),
+  );
+  writeFileSync(
+    join(appDir, "node_modules/taskplatform/index.js"),
+    'throw new Error("the application\'s copy of taskplatform was loaded");\n',
+  );
+  writeFileSync(
+    join(appDir, "tasks.ts"),
+    `import { createApp, retry } from "taskplatform";
+const app = createApp({ name: "alias-shop" });
+const billing = app.namespace("alias_billing", { processingDeadlineS: 20 });
+billing.register({ name: "sync", retry: retry({ times: 5, onAttemptsExceeded: "deadletter" }), handler: () => {} });
+`,
+  );
+  writeFileSync(
+    join(appDir, "schedules.ts"),
+    `import { defineSchedules } from "taskplatform";
+import "./tasks.ts";
+export default defineSchedules({ sync: { task: "alias_billing:sync", intervalSec: 600, application: "alias-shop" } });
+`,
+  );
+  const [sync] = await loadSchedules("schedules.ts", appDir);
+  const built = buildScheduledActivation(sync!, 0, 0, findTaskTemplate).activation;
+  expect(built.processingDeadlineDuration).toBe(20n);
+  expect(built.retryState).toMatchObject({ maxAttempts: 5, onAttemptsExceeded: OnAttemptsExceeded.DEADLETTER });
 });
 
 test("YAML (bare map) and JSON (under `schedules`) files", async () => {

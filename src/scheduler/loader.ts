@@ -3,11 +3,15 @@
 // `schedules` key), or a module (path or package name) exporting `schedules`
 // (plain object or the result of `defineSchedules`). A module may import the
 // user's task modules too; their registered options then shape the activations.
+// As for the worker, "taskplatform" in those modules is this process's own SDK,
+// not the application's installed copy, so the tasks land in the registry the
+// scheduler reads.
 import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import YAML from "yaml";
 import { normalizeSchedules, type Schedule, ScheduleDefinitionError } from "../sdk/schedules.ts";
+import { installSdkAlias } from "../worker/modules.ts";
 
 const DATA_FILE = /\.(ya?ml|json)$/i;
 
@@ -39,6 +43,7 @@ export async function loadSchedules(source: string, cwd = process.cwd()): Promis
   if (DATA_FILE.test(source)) return normalizeSchedules(unwrap(parseDataFile(path)));
   const specifier = existsSync(path) ? pathToFileURL(path).href : source;
   let mod: Record<string, unknown>;
+  installSdkAlias();
   try {
     mod = (await import(specifier)) as Record<string, unknown>;
   } catch (err) {
