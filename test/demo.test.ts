@@ -12,6 +12,7 @@ test("the demo runs every example to its expected outcome and exits 0", async ()
     stderr: "pipe",
   });
   const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
+  if (code !== 0 || !out.includes("request 3 (attempt 2) -> 200")) console.log(out); // the story, when it went wrong
   expect(code).toBe(0);
   const row = (task: string) =>
     out

@@ -103,6 +103,13 @@ export async function demoCommand(argv: string[]): Promise<number> {
       port: 0,
       hostname: "127.0.0.1",
       fetch(req) {
+        // Only the example's deliveries count: a stray connection to this port (a port scan, a
+        // client of an earlier process that had the same port) must not use up the two failures.
+        const path = new URL(req.url).pathname;
+        if (req.method !== "POST" || path !== "/hooks/issue" || !req.headers.has("x-attempt")) {
+          say(`webhook endpoint: ignored ${req.method} ${path} (not a delivery)`);
+          return new Response("not found", { status: 404 });
+        }
         hits++;
         const status = hits <= 2 ? 503 : 200;
         say(`webhook endpoint: request ${hits} (attempt ${req.headers.get("x-attempt")}) -> ${status}`);
