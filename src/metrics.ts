@@ -202,7 +202,7 @@ export function namespaceLabel(namespace: string): string {
 
 export const ingestTotal = new Counter({
   name: "taskbroker_ingest_total",
-  help: "Activations offered to ingest, by source (rpc, kafka) and result (accepted, duplicate, expired, invalid, rejected, killed)",
+  help: "Activations offered to ingest, by source (rpc, kafka) and result (accepted, duplicate, duplicate_key, expired, invalid, rejected, killed)",
   labelNames: ["source", "result"] as const,
   registers: [registry],
 });
