@@ -22,7 +22,7 @@ import { parsePrometheusText, sumOf } from "./support/prom-text.ts";
 import { spawnWorker, waitFor, type WorkerProcess } from "./support/worker-process.ts";
 import { hello as gatedHello } from "./gated-load.fixture.ts";
 import { hello as ptHello, slow as ptSlow } from "./push-tasks.fixture.ts";
-import { hello, slow } from "./worker-tasks.fixture.ts";
+import { explicit, hello, slow } from "./worker-tasks.fixture.ts";
 
 setDefaultTimeout(30_000);
 
@@ -216,6 +216,27 @@ describe("task log line", () => {
       processing_pool: "pool-a",
     });
     expect(typeof lines[0].duration_ms).toBe("number");
+
+    // A retry the task asked for is routine, as in Sentry's worker: info, the message, no stack.
+    const again = explicit.buildActivation({ args: ["logged"] });
+    await p.send("taskworker", again.activation, again.bytes);
+    const linesOf = () =>
+      w
+        .logs()
+        .split("\n")
+        .filter((l) => l.includes('"task_finished"') && l.includes('"task":"explicit"'))
+        .map((l) => JSON.parse(l));
+    // (The retry is a new activation, with an id of its own, as the reference broker makes it.)
+    await waitFor("the retry and the second run", () => linesOf().length === 2);
+    const [retried, completed] = linesOf();
+    expect(retried).toMatchObject({
+      level: "info",
+      outcome: "retry",
+      attempt: 0,
+      id: again.activation.id,
+      error: "RetryTaskError: try again",
+    });
+    expect(completed).toMatchObject({ level: "info", outcome: "complete", attempt: 1 });
   });
 });
 

@@ -97,12 +97,14 @@ export async function runActivation(req: RunRequest, signal: AbortSignal): Promi
     const state = { attempts: req.attempts, maxAttempts: req.maxAttempts };
     if (shouldRetry(task.retry, state, err)) {
       const delay = isRetryRequest(err) && err.delaySec !== undefined ? err.delaySec : task.retry.delaySec;
+      // A retry is routine, as Sentry's worker logs it (info, the error's message, no stack):
+      // the policy asked for it. Only a final failure carries the stack.
       return done({
         status: STATUS_RETRY,
         outcome: "retry",
         delayOnRetry: delay,
-        error: describe(err, expected),
-        expected,
+        error: describe(err, true),
+        expected: true,
       });
     }
     return done({ status: STATUS_FAILURE, outcome: "failure", error: describe(err, expected), expected });

@@ -3,9 +3,9 @@
 // once per id (a repeat is skipped, unreported), the rest run in the task pool
 // under their processing deadline; the outcome becomes the status to report
 // (COMPLETE, RETRY with the task's delay, FAILURE), is counted in metrics and
-// logged: one `task_finished` line per run (info; warn for an unexpected
-// failure, a deadline or an unknown task) with task, namespace, attempt,
-// outcome and duration.
+// logged: one `task_finished` line per run (info, retries included; warn for
+// an unexpected failure, a deadline or an unknown task) with task, namespace,
+// attempt, outcome and duration.
 import type { WireActivation } from "../activation/wire.ts";
 import type { Logger } from "../log.ts";
 import { DEFAULT_PROCESSING_DEADLINE_S } from "../activation/build.ts";
@@ -74,7 +74,7 @@ export function createExecutionSteps(o: ExecutorOptions): ExecutionSteps {
       outcome === "deadline" ||
       outcome === "unknown_task" ||
       (outcome as string) === "aborted" ||
-      (!expected && (outcome === "failure" || outcome === "retry"));
+      (!expected && outcome === "failure");
     (loud ? o.log.warn : o.log.info)("task_finished", {
       task: a.taskname,
       namespace: a.namespace,
