@@ -78,9 +78,9 @@ describe("deadletters", () => {
     const table = await cli(["list", "--broker", broker.address]);
     expect(table.code).toBe(0);
     const lines = table.stdout.trimEnd().split("\n");
-    expect(lines[0]).toMatch(/^ID\s+APPLICATION\s+NAMESPACE\s+TASKNAME\s+ATTEMPTS\s+DEAD-LETTERED AT$/);
+    expect(lines[0]).toMatch(/^ID\s+APPLICATION\s+NAMESPACE\s+TASKNAME\s+RUNS\s+DEAD-LETTERED AT$/);
     for (const id of ids)
-      expect(table.stdout).toMatch(new RegExp(`${id}\\s+shop\\s+billing\\s+billing\\.charge\\s+0/1\\s+\\d{4}-`));
+      expect(table.stdout).toMatch(new RegExp(`${id}\\s+shop\\s+billing\\s+billing\\.charge\\s+1/1\\s+\\d{4}-`));
     expect(lines.at(-1)).toBe("(3 total)");
   });
 

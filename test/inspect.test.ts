@@ -95,7 +95,7 @@ test("depths, get, deadletters, replay, discard over both transports", async () 
   }
   expect(list.items.map((d) => d.id).sort()).toEqual(doomed.map((d) => d.id).sort());
   const dlTable = await inspect(["deadletters", ...viaRpc()], rpcEnv());
-  expect(dlTable.stdout).toMatch(/^ID\s+NAMESPACE\s+TASKNAME\s+ATTEMPTS/m);
+  expect(dlTable.stdout).toMatch(/^ID\s+NAMESPACE\s+TASKNAME\s+RUNS/m);
   expect(dlTable.stdout).toContain("billing.charge");
   expect(dlTable.stdout).toContain("(2 total)");
 

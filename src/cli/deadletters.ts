@@ -69,16 +69,20 @@ export function viewDeadLetter(d: DeadLetter): DeadLetterView {
   };
 }
 
-/** Fixed-width text table; columns sized to their widest cell. */
+/**
+ * Fixed-width text table; columns sized to their widest cell. RUNS counts the
+ * runs (the activation's attempts field counts from 0: attempts 1 of max 2 is
+ * the second of two runs); --json keeps the raw field.
+ */
 export function formatTable(rows: DeadLetterView[], total: number): string {
   if (rows.length === 0) return `no dead letters (total ${total})\n`;
-  const header = ["ID", "APPLICATION", "NAMESPACE", "TASKNAME", "ATTEMPTS", "DEAD-LETTERED AT"];
+  const header = ["ID", "APPLICATION", "NAMESPACE", "TASKNAME", "RUNS", "DEAD-LETTERED AT"];
   const cells = rows.map((r) => [
     r.id,
     r.application,
     r.namespace,
     r.taskname,
-    r.attempts === null ? "?" : `${r.attempts}${r.maxAttempts !== null ? `/${r.maxAttempts}` : ""}`,
+    r.attempts === null ? "?" : `${r.attempts + 1}${r.maxAttempts !== null ? `/${r.maxAttempts}` : ""}`,
     r.deadLetteredAt,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));

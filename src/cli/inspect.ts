@@ -96,12 +96,12 @@ export function formatDeadLetters(items: DeadLetterRow[], total: number): string
     d.id,
     d.namespace,
     d.taskname,
-    String(d.attempts),
+    String(d.attempts + 1), // runs: the attempts field counts from 0
     iso(d.deadLetteredAtMs),
     clip(d.parameters === null ? `undecodable: ${d.parametersError ?? "?"}` : JSON.stringify(d.parameters)),
   ]);
   const shown = items.length < total ? `${items.length} of ${total} shown` : `${total} total`;
-  return table(["ID", "NAMESPACE", "TASKNAME", "ATTEMPTS", "DEAD-LETTERED AT", "PARAMETERS"], rows) + `(${shown})\n`;
+  return table(["ID", "NAMESPACE", "TASKNAME", "RUNS", "DEAD-LETTERED AT", "PARAMETERS"], rows) + `(${shown})\n`;
 }
 
 class NotFound extends Error {}
