@@ -6,14 +6,12 @@
 // drain). Usage: bun bench/e2e.ts [--delivery stream|unary] [--tasks 50000] [--concurrency 64] [--rate 500] [--seconds 10] [--threads N]
 // [--warmup-seconds 1] (sent at the rate before the measured seconds, not counted) [--timeline] (the latency
 // run's worst case per half second: when the outliers happened) [--profile-broker DIR] (bun --cpu-prof-md).
-import { spawnBroker } from "../test/support/broker-process.ts";
+import { spawnBroker, tempDir } from "../test/support/broker-process.ts";
 import { createLogger } from "../src/log.ts";
 import { createRpcProducer } from "../src/sdk/rpc-producer.ts";
 import { resolveWorkerConfig } from "../src/config/worker.ts";
 import { startWorker } from "../src/worker.ts";
 import { LATENCY_CHANNEL, absoluteNow, noop, probe } from "./e2e-tasks.ts";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const arg = (name: string, def: number) => {
@@ -28,7 +26,7 @@ const THREADS = arg("threads", 0);
 const WARMUP_SECONDS = arg("warmup-seconds", 1);
 const DELIVERY = process.argv.includes("--delivery") ? process.argv[process.argv.indexOf("--delivery") + 1]! : "stream";
 const log = createLogger({ format: "text", level: "warn" });
-const dir = mkdtempSync(join(tmpdir(), "bench-e2e-"));
+const dir = tempDir("bench-e2e-");
 
 if (process.argv.includes("--fill")) {
   // Child: queue TOTAL no-op tasks through the SDK's producer, then exit.

@@ -10,13 +10,13 @@
 // result, read from the broker's taskbroker_status_total.
 //
 //   bun bench/scale.ts [--tasks 60000] [--credit 16] [--idle-seconds 5] [--counts 8,100,500]
-import { readFileSync, mkdtempSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
+import { cpus } from "node:os";
 import { join } from "node:path";
 import { toBinary, create } from "@bufbuild/protobuf";
 import { TaskActivationSchema } from "../src/gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import { createBrokerClient } from "../src/connect/client.ts";
-import { spawnBroker, type BrokerProcess } from "../test/support/broker-process.ts";
+import { spawnBroker, tempDir, type BrokerProcess } from "../test/support/broker-process.ts";
 
 const argv = process.argv.slice(2);
 const arg = (name: string, dflt: string) => {
@@ -90,7 +90,7 @@ async function simulated(broker: BrokerProcess, streams: number): Promise<Worker
 }
 
 async function realWorkers(broker: BrokerProcess, count: number): Promise<Workers> {
-  const dir = mkdtempSync(join(tmpdir(), "bench-scale-"));
+  const dir = tempDir("bench-scale-");
   const children = Array.from({ length: count }, (_, i) =>
     Bun.spawn(
       [

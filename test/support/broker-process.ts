@@ -2,7 +2,7 @@
 // fresh SQLite file and an ephemeral port, and resolves once the broker logs
 // `broker_started grpc_port=<n>`. Every test that talks to a broker uses it,
 // so tests exercise the real binary over real sockets.
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -41,9 +41,31 @@ export interface BrokerProcess {
   waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
 }
 
-/** A fresh directory under the OS temp dir, for one test's files. */
+let runRoot: string | undefined;
+
+/**
+ * A fresh directory for one test's (or bench's) files, inside one directory per
+ * process under the OS temp dir that removeTempDirs() deletes (bun test calls it
+ * after the last file, from test/support/preload.ts; a bench at its exit): a full
+ * suite or compare.ts run used to leave a few hundred database folders behind.
+ */
 export function tempDir(prefix = "taskplatform-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  if (runRoot === undefined) {
+    runRoot = mkdtempSync(join(tmpdir(), "taskplatform-run-"));
+    process.once("exit", removeTempDirs); // bun test does not emit "exit"; benches and scripts do
+  }
+  return mkdtempSync(join(runRoot, prefix));
+}
+
+/** Deletes every directory tempDir() made in this process. */
+export function removeTempDirs(): void {
+  if (runRoot === undefined) return;
+  try {
+    rmSync(runRoot, { recursive: true, force: true });
+  } catch {
+    // A mount point or a file still held by a leaked child: left to the OS's temp cleanup.
+  }
+  runRoot = undefined;
 }
 
 export async function spawnBroker(
