@@ -145,33 +145,19 @@ export function openStore(opts: StoreOptions): InflightStore {
   }, WRITE_PROBE_MS);
   probe.unref();
 
+  // One statement for every new row: Pending or Delay from ingest (no deadline), or Processing with its
+  // deadline set as a claim sets it, for a waiting delivery stream (HandOff).
   const insertRow = db.query(
     `INSERT OR IGNORE INTO inflight (id, state, namespace, taskname, application, received_at_ms, expires_at_ms,
        delay_until_ms, processing_deadline_duration_s, at_most_once, on_attempts_exceeded,
-       kafka_topic, kafka_partition, kafka_offset, activation)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-  );
-  // The same row stored as Processing for a waiting delivery stream (HandOff): the deadline as a claim sets it.
-  const insertProcessingRow = db.query(
-    `INSERT OR IGNORE INTO inflight (id, state, namespace, taskname, application, received_at_ms, expires_at_ms,
-       delay_until_ms, processing_deadline_duration_s, at_most_once, on_attempts_exceeded,
        kafka_topic, kafka_partition, kafka_offset, activation, processing_deadline_ms)
-     VALUES (?, ${S.processing}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   );
-  const kafkaOffsets = createKafkaOffsets(ctx);
-  let handOff: HandOff | null = null;
-  /** Rows reserved by a stream in the running insert: handed over after its commit, or their credit returned. */
-  interface Reserved {
-    taker: object;
-    row: ClaimedRow;
-    namespace: string;
-  }
-
-  /** Stores a row a waiting stream reserved, as Processing; false when the id is already held. */
-  function insertForStream(r: NewRow, nowMs: number, taker: object, reserved: Reserved[], delta: Delta): boolean {
+  const storeRow = (r: NewRow, state: number, processingDeadlineMs: number | null) => {
     const o = r.origin;
-    const { changes, lastInsertRowid } = insertProcessingRow.run(
+    return insertRow.run(
       r.id,
+      state,
       r.namespace,
       r.taskname,
       r.application,
@@ -185,8 +171,22 @@ export function openStore(opts: StoreOptions): InflightStore {
       o?.partition ?? null,
       o ? BigInt(o.offset) : null,
       r.activation,
-      nowMs + r.processingDeadlineDurationS * 1000 + ctx.graceMs,
+      processingDeadlineMs,
     );
+  };
+  const kafkaOffsets = createKafkaOffsets(ctx);
+  let handOff: HandOff | null = null;
+  /** Rows reserved by a stream in the running insert: handed over after its commit, or their credit returned. */
+  interface Reserved {
+    taker: object;
+    row: ClaimedRow;
+    namespace: string;
+  }
+
+  /** Stores a row a waiting stream reserved, as Processing; false when the id is already held. */
+  function insertForStream(r: NewRow, nowMs: number, taker: object, reserved: Reserved[], delta: Delta): boolean {
+    const deadlineMs = nowMs + r.processingDeadlineDurationS * 1000 + ctx.graceMs;
+    const { changes, lastInsertRowid } = storeRow(r, S.processing, deadlineMs);
     if (changes === 0) return false;
     delta.add("processing", 1);
     reserved.push({
@@ -217,24 +217,7 @@ export function openStore(opts: StoreOptions): InflightStore {
           continue;
         }
       }
-      const o = r.origin;
-      const changes = insertRow.run(
-        r.id,
-        delayed ? S.delay : S.pending,
-        r.namespace,
-        r.taskname,
-        r.application,
-        r.receivedAtMs,
-        r.expiresAtMs,
-        r.delayUntilMs,
-        r.processingDeadlineDurationS,
-        r.atMostOnce ? 1 : 0,
-        r.onAttemptsExceeded,
-        o?.topic ?? null,
-        o?.partition ?? null,
-        o ? BigInt(o.offset) : null,
-        r.activation,
-      ).changes;
+      const changes = storeRow(r, delayed ? S.delay : S.pending, null).changes;
       if (changes > 0) {
         accepted++;
         delta.add(delayed ? "delay" : "pending", 1);
