@@ -5,7 +5,8 @@
 // producer and the worker run in this process (the producer is idle during the
 // drain). Usage: bun bench/e2e.ts [--delivery stream|unary] [--tasks 50000] [--concurrency 64] [--rate 500] [--seconds 10] [--threads N]
 // [--warmup-seconds 1] (sent at the rate before the measured seconds, not counted) [--timeline] (the latency
-// run's worst case per half second: when the outliers happened) [--profile-broker DIR] (bun --cpu-prof-md).
+// run's worst case per half second: when the outliers happened) [--profile-broker DIR] (bun --cpu-prof-md)
+// [--produce-transport auto|stream|unary] (how the SDK producer sends: docs/streaming.md "Producing over a stream").
 import { spawnBroker, tempDir } from "../test/support/broker-process.ts";
 import { createLogger } from "../src/log.ts";
 import { createRpcProducer } from "../src/sdk/rpc-producer.ts";
@@ -25,6 +26,9 @@ const SECONDS = arg("seconds", 10);
 const THREADS = arg("threads", 0);
 const WARMUP_SECONDS = arg("warmup-seconds", 1);
 const DELIVERY = process.argv.includes("--delivery") ? process.argv[process.argv.indexOf("--delivery") + 1]! : "stream";
+const PRODUCE_TRANSPORT = (
+  process.argv.includes("--produce-transport") ? process.argv[process.argv.indexOf("--produce-transport") + 1]! : "auto"
+) as "auto" | "stream" | "unary";
 const log = createLogger({ format: "text", level: "warn" });
 const dir = tempDir("bench-e2e-");
 
@@ -50,7 +54,7 @@ const broker = await spawnBroker(
   PROFILE_BROKER ? { bunArgs: ["--cpu-prof-md", "--cpu-prof-interval=200", `--cpu-prof-dir=${PROFILE_BROKER}`] } : {},
 );
 const address = `127.0.0.1:${broker.port}`;
-const producer = createRpcProducer({ address, concurrency: 4 });
+const producer = createRpcProducer({ address, concurrency: 4, transport: PRODUCE_TRANSPORT });
 noop.app.setProducer(producer);
 
 function workerConfig() {

@@ -1,7 +1,8 @@
 // The broker's RPC port: one TCP listener serving gRPC (h2c, prior
 // knowledge), Connect and gRPC-Web over HTTP/2 and HTTP/1.1 for
 // ConsumerService, IngestService, AdminService and grpc.health.v1.Health,
-// plus the streaming DeliveryService (gRPC only, delivery.ts).
+// plus the streaming DeliveryService and IngestService.ProduceStream (gRPC
+// only, delivery.ts and produce-stream.ts).
 // The broker's composition root (broker.ts) starts it; the rest of this folder
 // serves it, except the clients (client.ts, worker-client.ts) and the pieces
 // they share with it (frame.ts, signing.ts).
@@ -37,6 +38,7 @@ import { type AdminStore, adminServiceImpl } from "./admin.ts";
 import { type DispatchStore, type ProduceTarget, createConsumerCore } from "./consumer.ts";
 import { DELIVER_PATH, type DeliveryStore, createDeliveryServer } from "./delivery.ts";
 import { isFastGrpc, respondGrpcError, serveFastGrpc } from "./fast-grpc.ts";
+import { PRODUCE_STREAM_PATH, createProduceStreamServer } from "./produce-stream.ts";
 import { createHealthTicker, healthServiceImpl } from "./health.ts";
 import { HEALTH_WATCH_PATH, serveHealthWatch } from "./health-watch.ts";
 import { createConnectionGuard, sessionSocket } from "./limits.ts";
@@ -138,6 +140,7 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   });
   const fast = { core, signing, maxMessageBytes, readTimeoutMs };
   const delivery = createDeliveryServer({ core, store, signing, maxMessageBytes, isClosing, log });
+  const produceStreams = createProduceStreamServer({ core, signing, maxMessageBytes, isClosing, log });
 
   // In-flight RPCs, counted so close() can wait for them.
   let inflight = 0;
@@ -220,6 +223,8 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     }
     if (path === DELIVER_PATH && isGrpc(contentType)) {
       delivery.serve(stream, headers);
+    } else if (path === PRODUCE_STREAM_PATH && isGrpc(contentType)) {
+      produceStreams.serve(stream, headers);
     } else if (isFastGrpc(path, contentType)) {
       if (closing) {
         stream.on("error", () => {});
@@ -313,6 +318,8 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
         closing = true;
         // Delivery streams live as long as their workers: they stop sending now and end once what they sent is reported.
         delivery.drain();
+        // Produce streams answer what they received, refuse the rest with UNAVAILABLE, and end.
+        produceStreams.drain();
         const stopped = new Promise<void>((r) => listener.close(() => r()));
         if (inflight > 0) {
           await new Promise<void>((resolve) => {

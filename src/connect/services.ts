@@ -52,5 +52,14 @@ export function ingestServiceImpl(core: ConsumerCore): ServiceImpl<typeof Ingest
       // Re-encoded from the decoded message: protobuf-es keeps unknown fields, so nothing is lost.
       return core.produce(req.activations.map((a) => toBinary(TaskActivationSchema, a)));
     },
+    // gRPC over HTTP/2 is served by produce-stream.ts before requests reach this router; Connect and
+    // gRPC-Web clients cannot carry a full-duplex stream in browsers, and Produce serves them.
+    // biome-ignore lint/correctness/useYield: refuses before the first message
+    async *produceStream() {
+      throw new ConnectError(
+        "ProduceStream is served over gRPC (HTTP/2) only; use Produce with Connect or gRPC-Web",
+        Code.Unimplemented,
+      );
+    },
   };
 }

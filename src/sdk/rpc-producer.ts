@@ -1,10 +1,14 @@
-// Producing without Kafka: activations go to a broker's IngestService.Produce.
-// Concurrent dispatches are batched into one Produce call; RESOURCE_EXHAUSTED
-// (broker backpressure) and UNAVAILABLE are retried with exponential back-off.
+// Producing without Kafka: activations go to a broker's IngestService, over
+// one long-lived ProduceStream when the broker has it (found out on the first
+// batch; docs/streaming.md) and else with unary Produce calls. Concurrent
+// dispatches are batched; RESOURCE_EXHAUSTED (broker backpressure) and
+// UNAVAILABLE (a broken stream included: ids make a resent batch harmless)
+// are retried with exponential back-off.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { TaskActivation } from "../gen/sentry_protos/taskbroker/v1/taskbroker_pb.ts";
 import type { ActivationProducer } from "./producer.ts";
 import { type BrokerClient, createBrokerClient } from "../connect/client.ts";
+import { type ProduceStream, openProduceStream } from "../connect/produce-stream-client.ts";
 import { createBatcher } from "./batcher.ts";
 
 export interface RpcProducerOptions {
@@ -13,10 +17,16 @@ export interface RpcProducerOptions {
   secrets?: string[];
   /** Give up on backpressure after this long. Default 30 000 ms. */
   retryForMs?: number;
-  /** Produce calls in flight at once. Default 2. */
+  /** Batches in flight at once. Default 2. */
   concurrency?: number;
-  /** The client to produce with (default: a new one for `address`). */
+  /** The client for unary Produce calls (default: a new one for `address`). */
   client?: ProduceClient;
+  /**
+   * How batches travel: `stream` (IngestService.ProduceStream), `unary` (one Produce call each),
+   * or `auto` (default): the stream, and unary calls from the first time a broker answers it
+   * with UNIMPLEMENTED (an older broker).
+   */
+  transport?: "auto" | "stream" | "unary";
 }
 
 const RETRYABLE = new Set([Code.ResourceExhausted, Code.Unavailable]);
@@ -27,6 +37,25 @@ export type ProduceClient = Pick<BrokerClient, "produce" | "close">;
 export function createRpcProducer(options: RpcProducerOptions): ActivationProducer & { client: ProduceClient } {
   const client = options.client ?? createBrokerClient({ address: options.address, secrets: options.secrets });
   const retryForMs = options.retryForMs ?? 30_000;
+  const transport = options.transport ?? "auto";
+  let streamUnsupported = transport === "unary";
+  let stream: ProduceStream | null = null;
+  const produceOnce = async (items: Uint8Array[]) => {
+    if (streamUnsupported) return client.produce(items);
+    if (stream === null || stream.over)
+      stream = openProduceStream({ address: options.address, secrets: options.secrets });
+    const s = stream;
+    try {
+      return await s.produce(items);
+    } catch (err) {
+      // Only a broker that never accepted the stream says it lacks it; later errors are the batch's own.
+      if (transport === "auto" && !s.accepted && ConnectError.from(err).code === Code.Unimplemented) {
+        streamUnsupported = true;
+        return client.produce(items);
+      }
+      throw err;
+    }
+  };
   /**
    * Produce with back-off on RESOURCE_EXHAUSTED/UNAVAILABLE. The broker refuses a batch that would
    * not fit under its limits as a whole, so a refused batch is halved: what fits goes in now.
@@ -34,7 +63,7 @@ export function createRpcProducer(options: RpcProducerOptions): ActivationProduc
   const produceAll = async (items: Uint8Array[], giveUpAt: number): Promise<void> => {
     for (let backoffMs = 10; ; backoffMs = Math.min(backoffMs * 2, 1000)) {
       try {
-        await client.produce(items);
+        await produceOnce(items);
         return;
       } catch (err) {
         const code = ConnectError.from(err).code;
@@ -64,6 +93,7 @@ export function createRpcProducer(options: RpcProducerOptions): ActivationProduc
     },
     async close() {
       await batcher.drain();
+      if (stream !== null) await stream.close();
       void client.close();
     },
   };

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file taskplatform/v1/ingest.proto.
  */
 export const file_taskplatform_v1_ingest: GenFile = /*@__PURE__*/
-  fileDesc("Chx0YXNrcGxhdGZvcm0vdjEvaW5nZXN0LnByb3RvEg90YXNrcGxhdGZvcm0udjEiUgoOUHJvZHVjZVJlcXVlc3QSQAoLYWN0aXZhdGlvbnMYASADKAsyKy5zZW50cnlfcHJvdG9zLnRhc2ticm9rZXIudjEuVGFza0FjdGl2YXRpb24iSAoPUHJvZHVjZVJlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgNEhIKCmR1cGxpY2F0ZXMYAiABKA0SDwoHZXhwaXJlZBgDIAEoDTJdCg1Jbmdlc3RTZXJ2aWNlEkwKB1Byb2R1Y2USHy50YXNrcGxhdGZvcm0udjEuUHJvZHVjZVJlcXVlc3QaIC50YXNrcGxhdGZvcm0udjEuUHJvZHVjZVJlc3BvbnNlYgZwcm90bzM", [file_sentry_protos_taskbroker_v1_taskbroker]);
+  fileDesc("Chx0YXNrcGxhdGZvcm0vdjEvaW5nZXN0LnByb3RvEg90YXNrcGxhdGZvcm0udjEiUgoOUHJvZHVjZVJlcXVlc3QSQAoLYWN0aXZhdGlvbnMYASADKAsyKy5zZW50cnlfcHJvdG9zLnRhc2ticm9rZXIudjEuVGFza0FjdGl2YXRpb24iSAoPUHJvZHVjZVJlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgNEhIKCmR1cGxpY2F0ZXMYAiABKA0SDwoHZXhwaXJlZBgDIAEoDSJNChRQcm9kdWNlU3RyZWFtUmVxdWVzdBIPCgdyZXF1ZXN0GAEgASgMEhEKCXRpbWVzdGFtcBgCIAEoBBIRCglzaWduYXR1cmUYAyABKAkiagoVUHJvZHVjZVN0cmVhbVJlc3BvbnNlEjIKCHByb2R1Y2VkGAEgASgLMiAudGFza3BsYXRmb3JtLnYxLlByb2R1Y2VSZXNwb25zZRIMCgRjb2RlGAIgASgNEg8KB21lc3NhZ2UYAyABKAkywQEKDUluZ2VzdFNlcnZpY2USTAoHUHJvZHVjZRIfLnRhc2twbGF0Zm9ybS52MS5Qcm9kdWNlUmVxdWVzdBogLnRhc2twbGF0Zm9ybS52MS5Qcm9kdWNlUmVzcG9uc2USYgoNUHJvZHVjZVN0cmVhbRIlLnRhc2twbGF0Zm9ybS52MS5Qcm9kdWNlU3RyZWFtUmVxdWVzdBomLnRhc2twbGF0Zm9ybS52MS5Qcm9kdWNlU3RyZWFtUmVzcG9uc2UoATABYgZwcm90bzM", [file_sentry_protos_taskbroker_v1_taskbroker]);
 
 /**
  * @generated from message taskplatform.v1.ProduceRequest
@@ -68,6 +68,84 @@ export const ProduceResponseSchema: GenMessage<ProduceResponse> = /*@__PURE__*/
   messageDesc(file_taskplatform_v1_ingest, 1);
 
 /**
+ * One batch on a ProduceStream. Every message is signed on its own (when the
+ * broker has shared secrets), so the stream needs no signed opening and a
+ * message injected into it without a secret is refused.
+ *
+ * @generated from message taskplatform.v1.ProduceStreamRequest
+ */
+export type ProduceStreamRequest = Message<"taskplatform.v1.ProduceStreamRequest"> & {
+  /**
+   * A serialized ProduceRequest. Carried as bytes so that the signature
+   * covers exactly the bytes the broker decodes.
+   *
+   * @generated from field: bytes request = 1;
+   */
+  request: Uint8Array;
+
+  /**
+   * Unix seconds at which the message was signed; the broker accepts it
+   * within its signature window (grpc_signature_max_age_sec).
+   *
+   * @generated from field: uint64 timestamp = 2;
+   */
+  timestamp: bigint;
+
+  /**
+   * Lowercase hex HMAC-SHA256, keyed with a shared secret, over
+   * timestamp ":" "/taskplatform.v1.IngestService/ProduceStream" ":" request:
+   * the timestamped signature of a unary call, per message.
+   *
+   * @generated from field: string signature = 3;
+   */
+  signature: string;
+};
+
+/**
+ * Describes the message taskplatform.v1.ProduceStreamRequest.
+ * Use `create(ProduceStreamRequestSchema)` to create a new message.
+ */
+export const ProduceStreamRequestSchema: GenMessage<ProduceStreamRequest> = /*@__PURE__*/
+  messageDesc(file_taskplatform_v1_ingest, 2);
+
+/**
+ * The answer to one ProduceStreamRequest. Answers come in the order of the
+ * requests, one each.
+ *
+ * @generated from message taskplatform.v1.ProduceStreamResponse
+ */
+export type ProduceStreamResponse = Message<"taskplatform.v1.ProduceStreamResponse"> & {
+  /**
+   * Set when the batch is durable: the counts a unary Produce returns.
+   *
+   * @generated from field: taskplatform.v1.ProduceResponse produced = 1;
+   */
+  produced?: ProduceResponse | undefined;
+
+  /**
+   * A gRPC status code when the batch was refused (0: it was not); nothing
+   * of a refused batch is stored: INVALID_ARGUMENT (a bad activation, named
+   * in `message`), RESOURCE_EXHAUSTED (backpressure), UNAVAILABLE (the broker
+   * is shutting down), INTERNAL (undecodable, or the store failed).
+   *
+   * @generated from field: uint32 code = 2;
+   */
+  code: number;
+
+  /**
+   * @generated from field: string message = 3;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message taskplatform.v1.ProduceStreamResponse.
+ * Use `create(ProduceStreamResponseSchema)` to create a new message.
+ */
+export const ProduceStreamResponseSchema: GenMessage<ProduceStreamResponse> = /*@__PURE__*/
+  messageDesc(file_taskplatform_v1_ingest, 3);
+
+/**
  * @generated from service taskplatform.v1.IngestService
  */
 export const IngestService: GenService<{
@@ -82,6 +160,29 @@ export const IngestService: GenService<{
     methodKind: "unary";
     input: typeof ProduceRequestSchema;
     output: typeof ProduceResponseSchema;
+  },
+  /**
+   * Produce over one long-lived stream: the producer sends batches as they
+   * form, several in flight, and the broker answers each once it is durable
+   * (or refused), in order. It saves the per-call HTTP/2 stream of Produce,
+   * which is most of a small batch's cost in both processes. A refused batch
+   * does not end the stream; these do, as the status in the trailers:
+   *   UNAUTHENTICATED     a message's signature is missing, wrong or outside
+   *                       the window (that batch is not stored);
+   *   RESOURCE_EXHAUSTED  a message above the broker's message size limit;
+   *   INTERNAL            a message that is not a ProduceStreamRequest;
+   *   UNIMPLEMENTED       compressed messages;
+   *   UNAVAILABLE         the broker is shutting down (after the answers to
+   *                       what it had received).
+   * A producer whose stream breaks with batches unanswered sends them again:
+   * activation ids make that harmless (already held ids count as duplicates).
+   *
+   * @generated from rpc taskplatform.v1.IngestService.ProduceStream
+   */
+  produceStream: {
+    methodKind: "bidi_streaming";
+    input: typeof ProduceStreamRequestSchema;
+    output: typeof ProduceStreamResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_taskplatform_v1_ingest, 0);
