@@ -9,6 +9,7 @@
 // then Kafka (finish and commit the in-flight batch); then upkeep (its current
 // pass completes); then the store (flush pending group commits, checkpoint, close).
 import { hostname } from "node:os";
+import { deprioritizeCompilerThreads } from "./compiler-threads.ts";
 import type { BrokerConfig } from "./config/broker.ts";
 import { workerEndpoint } from "./config/load.ts";
 import { canaryActivations } from "./ingest/canaries.ts";
@@ -49,6 +50,7 @@ export function defaultCallbackAddress(grpcHost: string, port: number): string {
 
 export async function startBroker(config: BrokerConfig, log: Logger): Promise<Broker> {
   const startedAtMs = Date.now();
+  deprioritizeCompilerThreads();
   setNamespaceLabelCap(config.metrics_max_namespaces);
   const store = openStore({
     path: config.store.sqlite.path,

@@ -76,6 +76,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`taskplatform: unknown command "${command}"\n\n${COMMANDS_HELP}\n`);
     return 2;
   }
+  if (!split.help) (await import("./cli/runtime-tuning.ts")).applyRuntimeTuning(command);
   return run(rest);
 }
 

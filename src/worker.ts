@@ -3,6 +3,7 @@
 // metrics server and the pull loop (or the push server), with one stop() that
 // shuts them down in order. Built from a WorkerConfig (config/worker.ts); used
 // by `taskplatform worker` (cli/worker.ts), the demo and the benchmarks.
+import { deprioritizeCompilerThreads } from "./compiler-threads.ts";
 import type { Logger } from "./log.ts";
 import { openAtMostOnceStore } from "./worker/at-most-once.ts";
 import { createBalancer } from "./worker/balancer.ts";
@@ -35,6 +36,7 @@ export interface StartOptions {
 }
 
 export async function startWorker(config: WorkerConfig, options: StartOptions): Promise<RunningWorker> {
+  deprioritizeCompilerThreads();
   // Like Sentry's worker, every log line and metric names the processing pool (and pod) it comes from.
   const identity = {
     processing_pool: config.processingPoolName ?? "unknown",

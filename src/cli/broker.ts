@@ -7,6 +7,7 @@ import { lastValue, parseCommandLine } from "../config/args.ts";
 import { configFields, resolveBrokerConfig } from "../config/load.ts";
 import { ConfigError } from "../config/source.ts";
 import { createLogger, parseLogFilter } from "../log.ts";
+import { runtimeTuning } from "./runtime-tuning.ts";
 
 const SIGNAL_NUMBER = { SIGINT: 2, SIGTERM: 15 } as const;
 
@@ -32,6 +33,7 @@ export async function brokerCommand(argv: string[]): Promise<number> {
   const log = createLogger({ format: config.log_format, level: "problem" in filter ? "info" : filter });
   for (const note of notes) log.warn("config_note", { note });
   log.info("config", { file: configPath, ...configFields(config) });
+  log.info("runtime", { bun: Bun.version, ...runtimeTuning("broker") });
 
   // Signals are watched from the start so one arriving during start-up still stops cleanly.
   let signalled: ((name: keyof typeof SIGNAL_NUMBER) => void) | null = null;
