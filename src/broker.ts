@@ -22,7 +22,7 @@ import { startUpkeep } from "./upkeep/loop.ts";
 import { startKafka } from "./kafka/index.ts";
 import { startRpcServer } from "./connect/server.ts";
 import { startRuntime, startStoredDemotion } from "./runtime/index.ts";
-import { sampleStoreGauges, startAdminServer, startStatsd } from "./admin/index.ts";
+import { sampleStoreGauges, startAdminServer, startEventLoopMonitor, startStatsd } from "./admin/index.ts";
 import { startPusher, type Pusher } from "./push/pusher.ts";
 import type { Ingest } from "./ingest/ingest.ts";
 
@@ -191,6 +191,8 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Br
 
     const upkeep = startUpkeep({ store, config, publisher, log: log.child({ component: "upkeep" }), startedAtMs });
     cleanups.push(() => upkeep.stop());
+    const loop = startEventLoopMonitor({ intervalMs: config.runtime_metrics_interval, log });
+    cleanups.push(() => loop.stop());
     upkeepHealth = () =>
       config.health_check_killswitched
         ? "killswitched"

@@ -207,6 +207,18 @@ export const ingestTotal = new Counter({
   registers: [registry],
 });
 
+export const eventLoopDelayMax = new Gauge({
+  name: "taskbroker_event_loop_delay_max_seconds",
+  help: "Longest the event loop was held (a 50 ms timer fired this much late) within the last runtime_metrics_interval",
+  registers: [registry],
+});
+
+export const eventLoopStalls = new Counter({
+  name: "taskbroker_event_loop_stalls_total",
+  help: "Times the event loop was held for 100 ms or more (each one of 250 ms or more is also logged as event_loop_stalled)",
+  registers: [registry],
+});
+
 export const namespacesCapped = new Gauge({
   name: "taskbroker_metrics_namespaces_capped",
   help: 'Set to 1 once more distinct namespaces were seen than metrics_max_namespaces: later ones are counted as namespace="_other"',

@@ -6,4 +6,5 @@ export type { AdminStore, DepthSnapshot } from "./store-view.ts";
 export { startStatsd, formatStatsdLine, formatStatsdNumber, sampleStoreGauges } from "./statsd.ts";
 export type { Statsd, StatsdOptions } from "./statsd.ts";
 export { describeActivation } from "./activation-view.ts";
+export { startEventLoopMonitor } from "./event-loop.ts";
 export type { ActivationView } from "./activation-view.ts";

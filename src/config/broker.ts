@@ -508,8 +508,9 @@ export const brokerConfigSchema = z.object({
   vacuum_interval_ms: duration(1).default(30_000).describe("Interval between two upkeep VACUUMs, ms."),
   runtime_metrics_interval: duration(1)
     .default(1000)
-    .describe("How often async runtime metrics are sampled.")
-    .meta({ ignored: NO_TOKIO }),
+    .describe(
+      "Window, ms, over which the event loop's worst delay is published (taskbroker_event_loop_delay_max_seconds); upstream samples the Tokio runtime's metrics this often.",
+    ),
   log_async_backtrace: bool.default(false).describe("Log async task dumps from upkeep.").meta({ ignored: NO_TOKIO }),
   canary_tasks: nonNegative
     .default(0)
