@@ -140,6 +140,15 @@ function brokerCpuMs(): number {
     samples.push([at, ms]);
     latencies.push(ms);
   });
+  // This process's own event-loop holds during the run (the broker logs its own: event_loop_stalled).
+  const holds: string[] = [];
+  let lastTick = performance.now();
+  const lagTimer = setInterval(() => {
+    const now = performance.now();
+    if (now - lastTick - 50 >= 100)
+      holds.push(`${((now - t0) / 1000).toFixed(1)}s: ${Math.round(now - lastTick - 50)} ms`);
+    lastTick = now;
+  }, 50);
   const pending: Promise<unknown>[] = [];
   let cpu0 = process.cpuUsage();
   let bcpu0 = brokerCpuMs();
@@ -158,6 +167,16 @@ function brokerCpuMs(): number {
   const until = performance.now() + 10_000;
   while (latencies.length < n && performance.now() < until) await Bun.sleep(20);
   channel.close();
+  clearInterval(lagTimer);
+  const brokerHolds = broker
+    .logs()
+    .split("\n")
+    .filter((l) => l.includes("event_loop_stalled"));
+  if (holds.length > 0 || brokerHolds.length > 0)
+    console.log(
+      `event-loop holds >= 100 ms: bench process ${holds.join(", ") || "none"}; broker ${brokerHolds.length}`,
+      brokerHolds.join(" | "),
+    );
   const cpu = process.cpuUsage(cpu0);
   console.log(
     `latency run cpu per task: worker process (producer included) ${((cpu.user + cpu.system) / n).toFixed(1)} us, broker ${(((brokerCpuMs() - bcpu0) * 1000) / n).toFixed(1)} us`,
